@@ -1,0 +1,1 @@
+"""allmtl_spark: multistage transfer learning for ALL on Spark."""

@@ -1,0 +1,147 @@
+"""The ``allmtl`` console script. Each subcommand is also ``spark-submit jobs/<name>.py``.
+
+Every command takes ``--config conf/<name>.yaml`` and any number of ``--set section.key=value``
+overrides; Spark commands also take ``--master``. Exit codes: 0 done, 2 bad config or input
+(the message says what to fix), 3 a source or the lakehouse cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from allmtl_spark.config import AppConfig, ConfigError, load_config, to_dict
+
+DEFAULT_CONFIG = "conf/demo.yaml"
+EXIT_BAD_CONFIG = 2
+EXIT_UNUSABLE = 3
+
+
+def _config_path(arg: str | None) -> str | None:
+    if arg:
+        return arg
+    env = os.environ.get("ALLMTL_CONFIG")
+    if env:
+        return env
+    return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None
+
+
+def load_from_args(args: argparse.Namespace) -> AppConfig:
+    return load_config(_config_path(args.config), args.overrides)
+
+
+def spark_from_args(args: argparse.Namespace, cfg: AppConfig):
+    from allmtl_spark.session import get_spark
+
+    return get_spark(cfg.spark, master=getattr(args, "master", None))
+
+
+def lakehouse_from(cfg: AppConfig):
+    from allmtl_spark.lakehouse import Lakehouse
+
+    return Lakehouse.from_config(cfg.lakehouse)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    print(yaml.safe_dump(to_dict(load_from_args(args)), sort_keys=False))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from allmtl_spark.synth.dataset import write_dataset
+
+    cfg = load_from_args(args)
+    summary = write_dataset(cfg.synth, progress=print)
+    print(summary.format() if hasattr(summary, "format") else summary)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from allmtl_spark.ingest.job import run_ingest
+
+    cfg = load_from_args(args)
+    spark = spark_from_args(args, cfg)
+    summary = run_ingest(spark, cfg.ingest, cfg.privacy, lakehouse_from(cfg), run_id=args.run_id)
+    print(summary.format())
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from allmtl_spark.docs import tables_markdown
+
+    print(tables_markdown())
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
+    # name: (function, help, needs Spark -> gets --master and --run-id)
+    "config": (cmd_config, "print the resolved config as YAML", False),
+    "synth": (cmd_synth, "write a synthetic data set in the ALL-IDB layouts", False),
+    "ingest": (cmd_ingest, "ingest ALL-IDB folders or manifests into the Delta tables", True),
+    "tables": (cmd_tables, "print the table reference as Markdown", False),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="allmtl", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (func, help_text, needs_spark) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        add_common_arguments(cmd, needs_spark)
+        cmd.set_defaults(func=func)
+    _add_optional_commands(sub)
+    return parser
+
+
+def add_common_arguments(cmd: argparse.ArgumentParser, needs_spark: bool) -> None:
+    cmd.add_argument("--config", "-c", help=f"YAML config (default: $ALLMTL_CONFIG or {DEFAULT_CONFIG})")
+    cmd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, e.g. --set synth.n_slides=40 (repeatable)")
+    if needs_spark:
+        cmd.add_argument("--master", help="Spark master; overrides spark-submit's and spark.master")
+        cmd.add_argument("--run-id", help="run id recorded on every row (default: a new one)")
+
+
+def _add_optional_commands(sub) -> None:
+    """Commands whose modules register themselves (kept separate so `allmtl --help` stays fast)."""
+    from allmtl_spark.metrics.cli import add_stats_parser
+
+    add_stats_parser(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("py4j", "petastorm", "tensorflow", "h5py", "matplotlib", "PIL", "urllib3", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return run_guarded(args.func, args)
+
+
+def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command; turn the errors users can fix into a one-line message and an exit code."""
+    from allmtl_spark.errors import UNUSABLE_ERRORS
+
+    try:
+        return int(func(args) or 0)
+    except ConfigError as err:
+        print(f"allmtl: configuration error: {err}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    except UNUSABLE_ERRORS as err:
+        print(f"allmtl: {err}", file=sys.stderr)
+        return EXIT_UNUSABLE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

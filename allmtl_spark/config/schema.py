@@ -1,0 +1,160 @@
+"""The typed application config: one frozen dataclass per section, validated on construction.
+
+Every field has a default sized for the embedded demo (2 CPU cores); ``conf/demo.yaml`` states
+the demo values explicitly and ``conf/paper.yaml`` holds the paper's full schedule. Library
+functions receive their own section (``cfg.synth``, ``cfg.ingest`` ...), never the whole tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from allmtl_spark.config.loader import ConfigError
+
+FAB_CLASSES = ("normal", "L1", "L2", "L3")
+BACKBONES = ("InceptionV3", "Xception", "InceptionResNetV2")
+TASKS = ("binary", "fab4")
+APPROACHES = ("mtl", "classical")
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key} {message}")
+
+
+def _range(pair: tuple[float, float], key: str, low: float = 0.0, high: float | None = None) -> None:
+    _require(pair[0] <= pair[1], key, f"must be [min, max] with min <= max, got {list(pair)}")
+    _require(pair[0] >= low, key, f"must be >= {low}, got {list(pair)}")
+    if high is not None:
+        _require(pair[1] <= high, key, f"must be <= {high}, got {list(pair)}")
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """How the Spark session is made.
+
+    ``master`` null means "leave it to spark-submit / the cluster" (Databricks, YARN, k8s).
+    The Delta jars come from ``delta_jars_dir`` (filled by ``make setup``) or, where a cluster
+    resolves them itself, from ``delta_packages`` Maven coordinates; on Databricks neither is
+    needed.
+    """
+
+    master: str | None = "local[*]"
+    app_name: str = "allmtl"
+    delta_jars_dir: str | None = None  # null: $ALLMTL_JARS_DIR, else ./.cache/jars
+    delta_packages: str | None = None  # e.g. "io.delta:delta-spark_2.12:3.3.2,io.delta:delta-storage:3.3.2"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 8
+    # Arrow batches to pandas UDFs carry whole images: bound them so a 2592x1944 slide batch
+    # stays small. Spark 3.5 only has a record limit; the byte budget derives it (see session.py).
+    arrow_max_records_per_batch: int = 8
+    arrow_max_bytes_per_batch: int = 128 * 1024 * 1024
+    extra_conf: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(self.shuffle_partitions >= 1, "shuffle_partitions", "must be >= 1")
+        _require(self.arrow_max_records_per_batch >= 1, "arrow_max_records_per_batch", "must be >= 1")
+        _require(self.arrow_max_bytes_per_batch >= 1 << 20, "arrow_max_bytes_per_batch", "must be >= 1 MiB")
+
+
+@dataclass(frozen=True)
+class LakehouseConfig:
+    """Where the Delta tables live: path-based tables under ``<path>/<table>``."""
+
+    path: str = "lakehouse"
+    models_path: str | None = None  # model artifacts; null: <path>/_models
+    reports_path: str | None = None  # HTML/PNG reports; null: <path>/_reports
+    mlflow_tracking_uri: str | None = None  # null: file store <path>/_mlruns; "databricks" on Databricks
+
+    def __post_init__(self) -> None:
+        _require(bool(self.path), "path", "must name a folder or URI for the Delta tables")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Patient identifiers are stored only as a keyed hash (HMAC-SHA256).
+
+    The key comes from the environment variable ``patient_key_env``; ``patient_key`` is for
+    demos on synthetic data only. Without either, ingest refuses to run unless
+    ``allow_demo_key`` is true (synthetic data), in which case a fixed public key is used and
+    a warning says so.
+    """
+
+    patient_key_env: str = "ALLMTL_PATIENT_KEY"
+    patient_key: str | None = None
+    allow_demo_key: bool = False
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Procedural blood smears in the ALL-IDB layouts (see ``allmtl_spark.synth``)."""
+
+    output: str = "data/synthetic"
+    seed: int = 7
+    n_slides: int = 24
+    n_cells: int = 64
+    slide_width: int = 2592
+    slide_height: int = 1944
+    cell_crop_size: int = 257
+    # Fraction of slides per class; normal slides carry label 0 in ALL-IDB names, the rest 1.
+    class_mix: dict[str, float] = field(default_factory=lambda: {"normal": 0.5, "L1": 1 / 6, "L2": 1 / 6, "L3": 1 / 6})
+    rbc_diameter_px: tuple[float, float] = (38.0, 62.0)  # per slide; white cells scale with it
+    rbc_coverage: tuple[float, float] = (0.35, 0.6)  # fraction of the slide covered by red cells
+    white_cells_per_slide: tuple[int, int] = (3, 7)
+    blast_fraction: tuple[float, float] = (0.6, 1.0)  # of the white cells on an ALL slide
+    slides_per_patient: int = 2
+    jpeg_quality: int = 92
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        _require(self.n_slides >= 0 and self.n_cells >= 0, "n_slides/n_cells", "must be >= 0")
+        _require(self.slide_width >= 128 and self.slide_height >= 128, "slide_width/slide_height", "must be >= 128")
+        _require(self.cell_crop_size >= 64, "cell_crop_size", "must be >= 64")
+        unknown = sorted(set(self.class_mix) - set(FAB_CLASSES))
+        _require(not unknown, "class_mix", f"has unknown classes {unknown}; allowed: {', '.join(FAB_CLASSES)}")
+        _require(sum(self.class_mix.values()) > 0, "class_mix", "must have a positive weight")
+        _require(all(v >= 0 for v in self.class_mix.values()), "class_mix", "weights must be >= 0")
+        _range(self.rbc_diameter_px, "rbc_diameter_px", low=8)
+        _range(self.rbc_coverage, "rbc_coverage", high=0.95)
+        _range(self.white_cells_per_slide, "white_cells_per_slide", low=1)
+        _range(self.blast_fraction, "blast_fraction", high=1.0)
+        _require(self.slides_per_patient >= 1, "slides_per_patient", "must be >= 1")
+        _require(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be in 1..100")
+        _require(self.workers >= 1, "workers", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One input of the ingest job."""
+
+    kind: Literal["allidb1", "allidb2", "manifest"]
+    path: str
+    site: str = "local"  # source / site name carried into the tables and the scoring aggregates
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Validation limits and the sources to read."""
+
+    sources: tuple[SourceConfig, ...] = ()
+    max_file_bytes: int = 64 * 1024 * 1024
+    max_pixels: int = 40_000_000  # checked from the header before decoding (decompression bombs)
+    min_side_px: int = 32
+    max_partitions: int = 8
+
+    def __post_init__(self) -> None:
+        _require(self.max_file_bytes > 0, "max_file_bytes", "must be > 0")
+        _require(self.max_pixels > 0, "max_pixels", "must be > 0")
+        _require(self.min_side_px >= 1, "min_side_px", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """The whole application config, as loaded from ``conf/*.yaml``."""
+
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    lakehouse: LakehouseConfig = field(default_factory=LakehouseConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)

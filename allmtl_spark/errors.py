@@ -1,0 +1,20 @@
+"""Errors a user can act on. The CLI prints their message and exits with code 3."""
+
+
+class AllmtlError(RuntimeError):
+    """Base class: something outside the code (data, storage, artifacts) stops the job."""
+
+
+class SourceError(AllmtlError):
+    """A source cannot be read at all (missing folder, malformed manifest)."""
+
+
+class LakehouseError(AllmtlError):
+    """The lakehouse cannot be used (unwritable folder, missing table)."""
+
+
+class ArtifactError(AllmtlError):
+    """A model artifact is missing, corrupted (hash mismatch) or does not fit the config."""
+
+
+UNUSABLE_ERRORS = (AllmtlError,)

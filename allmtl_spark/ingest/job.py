@@ -1,0 +1,219 @@
+"""The ingest job: sources -> validated, deduplicated rows in ``slides`` / ``cells`` / ``rejects``.
+
+Every input file ends as exactly one row: in ``slides`` or ``cells`` (keyed by content hash, the
+file's path in ``source_path`` or ``duplicate_paths``), or in ``rejects`` with the reason.
+Writes are insert-only MERGEs, so a rerun or a concurrent run leaves the same rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from allmtl_spark import tables
+from allmtl_spark.config.schema import IngestConfig, PrivacyConfig
+from allmtl_spark.ingest.privacy import patient_key
+from allmtl_spark.ingest.sources import Item, items_for_source, items_frame
+from allmtl_spark.ingest.udfs import make_validate_udf
+from allmtl_spark.ingest.validate import ImageLimits
+from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
+from allmtl_spark.rejects import reject_rows
+from allmtl_spark.session import assert_on_driver
+
+log = logging.getLogger(__name__)
+
+IMAGE_TABLES = {"slides": tables.SLIDES, "cells": tables.CELLS}
+_ID_COLUMN = {"slides": "slide_id", "cells": "cell_id"}
+
+
+@dataclass
+class IngestSummary:
+    """What one ingest run did; ``format()`` gives the printed summary."""
+
+    run_id: str
+    lakehouse: str
+    files_seen: int
+    inserted: dict[str, int] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
+    rejects_this_run: dict[str, int] = field(default_factory=dict)
+
+    def format(self) -> str:
+        lines = [f"ingest run {self.run_id}: {self.files_seen} input file(s)", f"lakehouse: {self.lakehouse}"]
+        for name, total in self.totals.items():
+            lines.append(f"  {name:<8} {total:>6} rows ({self.inserted.get(name, 0)} new)")
+        if self.rejects_this_run:
+            lines.append("  rejected inputs this run, by reason:")
+            lines += [f"    {reason:<22} {n}" for reason, n in sorted(self.rejects_this_run.items())]
+        else:
+            lines.append("  no rejected inputs this run")
+        return "\n".join(lines)
+
+
+def run_ingest(
+    spark: SparkSession, cfg: IngestConfig, privacy: PrivacyConfig, lake: Lakehouse, run_id: str | None = None
+) -> IngestSummary:
+    """Ingest every configured source into the lakehouse.
+
+    Args:
+        spark: the session (driver only).
+        cfg: the ``ingest`` section (sources and limits).
+        privacy: the ``privacy`` section (patient-id key).
+        lake: where the tables live.
+        run_id: recorded on every row; a new UUID by default.
+
+    Returns:
+        The run summary (rows per table, rejects by reason).
+
+    Raises:
+        SourceError: a source cannot be read; ConfigError: no sources or no patient key.
+        LakehouseError: the lakehouse is not writable.
+    """
+    assert_on_driver()
+    if not cfg.sources:
+        from allmtl_spark.config.loader import ConfigError
+
+        raise ConfigError("ingest.sources is empty: add at least one {kind: allidb1|allidb2|manifest, path: ...}")
+    lake.check_writable()
+    run_id = run_id or uuid.uuid4().hex[:12]
+    key = patient_key(privacy)
+    items: list[Item] = [item for source in cfg.sources for item in items_for_source(spark, source, key)]
+    log.info("ingest %s: %d input files from %d source(s)", run_id, len(items), len(cfg.sources))
+    checked = _validate(spark, items, cfg).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        summary = _write(spark, lake, checked, run_id)
+    finally:
+        checked.unpersist()
+    summary.files_seen = len(items)
+    return summary
+
+
+def _validate(spark: SparkSession, items: list[Item], cfg: IngestConfig) -> DataFrame:
+    """Items joined with their bytes and companions, plus one ``v`` validation struct per item."""
+    frame = items_frame(items)
+    schema = "item_path string, table string, source_kind string, site string, item_id string, length long, " \
+             "label_binary int, label_fab string, patient_hash string, xyc_path string, mask_path string, " \
+             "pre_reason string, pre_detail string"
+    items_df = spark.createDataFrame(frame.astype(object).where(frame.notna(), None), schema)
+    limits = ImageLimits(cfg.max_file_bytes, cfg.max_pixels, cfg.min_side_px)
+    readable = [i for i in items if i.pre_reason is None and i.length <= cfg.max_file_bytes]
+    wanted = sorted({p for i in readable for p in (i.item_path, i.xyc_path, i.mask_path) if p})
+    blobs = _read_binary(spark, wanted, cfg.max_partitions)
+    joined = (
+        items_df.join(blobs.select(F.col("path").alias("item_path"), "content"), "item_path", "left")
+        .join(blobs.select(F.col("path").alias("xyc_path"), F.col("content").alias("xyc")), "xyc_path", "left")
+        .join(blobs.select(F.col("path").alias("mask_path"), F.col("content").alias("mask")), "mask_path", "left")
+    )
+    too_big = F.col("length") > cfg.max_file_bytes
+    validate = make_validate_udf(limits)
+    validated = joined.withColumn("v", validate("content", "xyc", "mask"))
+    reason = (F.when(F.col("pre_reason").isNotNull(), F.col("pre_reason"))
+              .when(too_big, F.lit("too_large_file")).otherwise(F.col("v.reason")))
+    detail = (F.when(F.col("pre_reason").isNotNull(), F.col("pre_detail"))
+              .when(too_big, F.format_string(f"%d bytes exceeds ingest.max_file_bytes={cfg.max_file_bytes}",
+                                             F.col("length")))
+              .otherwise(F.col("v.detail")))
+    return validated.withColumn("reason", reason).withColumn("detail", detail)
+
+
+def _read_binary(spark: SparkSession, paths: list[str], max_partitions: int) -> DataFrame:
+    if not paths:
+        return spark.createDataFrame([], "path string, content binary")
+    escaped = [_glob_escape(p) for p in paths]
+    frame = spark.read.format("binaryFile").load(escaped).select("path", "content")
+    return frame.repartition(min(max_partitions, max(1, len(paths) // 4)))
+
+
+def _glob_escape(path: str) -> str:
+    """Hadoop treats []{}*?\\ in load() paths as globs: escape them so names are taken literally."""
+    return "".join("\\" + c if c in "[]{}*?\\" else c for c in path)
+
+
+def _write(spark: SparkSession, lake: Lakehouse, checked: DataFrame, run_id: str) -> IngestSummary:
+    now = F.current_timestamp()
+    good = checked.where(F.col("reason").isNull())
+    conflicts = _conflicting(spark, lake, good)
+    accepted = good.join(conflicts.select("item_path", "table"), ["item_path", "table"], "left_anti")
+    rejected = checked.where(F.col("reason").isNotNull()).select(
+        "item_path", F.col("v.sha256").alias("sha256"), "reason", "detail"
+    ).unionByName(conflicts.select("item_path", "sha256", "reason", "detail"))
+    summary = IngestSummary(run_id=run_id, lakehouse=lake.root, files_seen=0)
+    for name, table in IMAGE_TABLES.items():
+        rows = _table_rows(accepted.where(F.col("table") == name), name, run_id, now)
+        summary.inserted[name] = merge_new_rows(spark, lake, table, rows, *_duplicate_path_update())
+    reject_frame = reject_rows(rejected, stage="ingest", run_id=run_id, version=None)
+    summary.inserted["rejects"] = merge_new_rows(spark, lake, tables.REJECTS, reject_frame)
+    summary.rejects_this_run = dict(Counter(r["reason"] for r in rejected.select("reason").collect()))
+    for table in (tables.SLIDES, tables.CELLS, tables.REJECTS):
+        summary.totals[table.name] = read_table(spark, lake, table).count()
+    return summary
+
+
+def _conflicting(spark: SparkSession, lake: Lakehouse, good: DataFrame) -> DataFrame:
+    """Valid files whose bytes appear with different labels, in this batch or already in the table."""
+    label = F.concat_ws("/", F.coalesce(F.col("label_binary").cast("string"), F.lit("?")),
+                        F.coalesce(F.col("label_fab"), F.lit("?")))
+    batch = good.select("item_path", "table", F.col("v.sha256").alias("sha256"), label.alias("labels"))
+    existing = None
+    for name, table in IMAGE_TABLES.items():
+        rows = read_table(spark, lake, table).select(
+            F.lit(name).alias("table"), F.col("content_sha256").alias("sha256"),
+            F.concat_ws("/", F.coalesce(F.col("label_binary").cast("string"), F.lit("?")),
+                        F.coalesce(F.col("label_fab"), F.lit("?"))).alias("stored_labels"))
+        existing = rows if existing is None else existing.unionByName(rows)
+    per_hash = Window.partitionBy("table", "sha256")
+    in_batch = (batch.withColumn("n_labels", F.size(F.collect_set("labels").over(per_hash)))
+                .where(F.col("n_labels") > 1)
+                .select("item_path", "table", "sha256", F.lit("conflicting_labels").alias("reason"),
+                        F.format_string("the same bytes arrive with different labels in this batch (%s here)",
+                                        F.col("labels")).alias("detail")))
+    with_stored = (batch.join(existing, ["table", "sha256"]).where(F.col("labels") != F.col("stored_labels"))
+                   .select("item_path", "table", "sha256", F.lit("conflicting_labels").alias("reason"),
+                           F.format_string("the same bytes are already stored with labels %s; this file says %s",
+                                           F.col("stored_labels"), F.col("labels")).alias("detail")))
+    return in_batch.unionByName(with_stored).dropDuplicates(["item_path", "table"])
+
+
+def _table_rows(accepted: DataFrame, name: str, run_id: str, now) -> DataFrame:
+    """One row per content hash: the first path is ``source_path``, the others ``duplicate_paths``."""
+    paths = F.array_sort(F.collect_set("item_path"))
+    grouped = accepted.groupBy(F.col("v.sha256").alias("content_sha256")).agg(
+        paths.alias("paths"),
+        F.first("v").alias("v"),
+        F.min("item_id").alias("item_id"),
+        *[F.first(c, ignorenulls=True).alias(c) for c in (
+            "source_kind", "site", "label_binary", "label_fab", "patient_hash", "content", "mask", "xyc")],
+    )
+    columns = [
+        F.col("item_id").alias(_ID_COLUMN[name]),
+        "content_sha256",
+        F.col("paths")[0].alias("source_path"),
+        F.slice("paths", 2, 1 << 20).alias("duplicate_paths"),
+        "source_kind", "site",
+        F.col("v.format").alias("format"), F.col("v.width").alias("width"), F.col("v.height").alias("height"),
+        F.col("v.channels").alias("channels"), F.col("v.bit_depth").alias("bit_depth"),
+        "content", "label_binary", "label_fab", F.col("mask").alias("truth_mask"), "patient_hash",
+        F.lit(run_id).alias("ingest_run_id"), now.alias("ingested_at"),
+    ]
+    if name == "slides":
+        flat = F.col("v.centroids_flat")
+        points = F.expr("transform(sequence(0, size(v.centroids_flat) div 2 - 1), "
+                        "i -> named_struct('x', v.centroids_flat[2 * i], 'y', v.centroids_flat[2 * i + 1]))")
+        columns += [F.when(flat.isNull(), F.lit(None)).when(F.size(flat) == 0, F.array()).otherwise(points)
+                    .alias("blast_centroids"), F.col("xyc").isNotNull().alias("has_xyc")]
+    return grouped.select(*columns)
+
+
+def _duplicate_path_update() -> tuple[str, dict[str, str]]:
+    """MERGE clause that records a newly seen duplicate path of already stored bytes."""
+    all_source = "array_union(s.duplicate_paths, array(s.source_path))"
+    all_target = "array_union(t.duplicate_paths, array(t.source_path))"
+    condition = f"size(array_except({all_source}, {all_target})) > 0"
+    new_set = {"duplicate_paths": f"array_sort(array_except(array_union(t.duplicate_paths, {all_source}), "
+                                  "array(t.source_path)))"}
+    return condition, new_set

@@ -1,0 +1,206 @@
+"""Turn an ingest source (ALL-IDB1 folder, ALL-IDB2 folder, manifest CSV) into a list of items.
+
+An item is one input image file with what its source says about it: the table it belongs to,
+its id, labels, companion files (.xyc, mask) and, when the source alone already shows it is
+unusable (bad name, missing file, path outside the root), the reject reason. Listing runs on
+the driver through Spark's ``binaryFile`` source (only paths and lengths, no bytes), so any URI
+Spark can read works.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+from pyspark.sql import SparkSession
+
+from allmtl_spark.config.schema import SourceConfig
+from allmtl_spark.errors import SourceError
+from allmtl_spark.ingest.labels import LabelError, parse_allidb_name, parse_label, stem_of
+from allmtl_spark.ingest.privacy import hash_patient_id
+
+MANIFEST_REQUIRED = ("path", "slide_id", "patient_id", "label")
+MANIFEST_OPTIONAL = ("kind", "mask_path", "xyc_path", "site")
+_LAYOUT = {  # kind -> (image folder, table, companion .xyc folder)
+    "allidb1": ("im", "slides", "xyc"),
+    "allidb2": ("img", "cells", None),
+}
+
+
+@dataclass
+class Item:
+    """One input image file and what its source says about it."""
+
+    item_path: str
+    table: str
+    source_kind: str
+    site: str
+    item_id: str
+    length: int
+    label_binary: int | None = None
+    label_fab: str | None = None
+    patient_hash: str | None = None
+    xyc_path: str | None = None
+    mask_path: str | None = None
+    pre_reason: str | None = None
+    pre_detail: str | None = None
+
+
+ITEM_COLUMNS = list(Item.__dataclass_fields__)
+
+
+def qualify(spark: SparkSession, path: str) -> tuple[str, bool]:
+    """Fully qualified URI of ``path`` (``file:/...`` for local folders) and whether it exists."""
+    jvm = spark._jvm  # noqa: SLF001 - Hadoop FileSystem is only reachable through the JVM
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hpath.getFileSystem(spark._jsc.hadoopConfiguration())  # noqa: SLF001
+    return str(fs.makeQualified(hpath).toString()), bool(fs.exists(hpath))
+
+
+def list_files(spark: SparkSession, folder: str) -> dict[str, int]:
+    """All files under ``folder`` (recursively) as {qualified path: length in bytes}."""
+    rows = (
+        spark.read.format("binaryFile")
+        .option("recursiveFileLookup", "true")
+        .load(folder)
+        .select("path", "length")
+        .collect()
+    )
+    return {r["path"]: int(r["length"]) for r in rows}
+
+
+def items_for_source(spark: SparkSession, source: SourceConfig, key: bytes) -> list[Item]:
+    """List the items of one configured source.
+
+    Raises:
+        SourceError: the source folder or manifest does not exist or the manifest lacks columns.
+    """
+    if source.kind == "manifest":
+        return _manifest_items(spark, source, key)
+    return _folder_items(spark, source)
+
+
+def items_frame(items: list[Item]) -> pd.DataFrame:
+    return pd.DataFrame([asdict(i) for i in items], columns=ITEM_COLUMNS)
+
+
+def _folder_items(spark: SparkSession, source: SourceConfig) -> list[Item]:
+    image_dir, table, xyc_dir = _LAYOUT[source.kind]
+    root, exists = qualify(spark, source.path)
+    images_root = f"{root.rstrip('/')}/{image_dir}"
+    if not exists or not qualify(spark, images_root)[1]:
+        raise SourceError(f"{source.kind} source {source.path}: folder {images_root} not found "
+                          f"(expected the ALL-IDB layout <root>/{image_dir}/ImNNN_L.ext)")
+    files = list_files(spark, root)
+    companions = {(posixpath.basename(posixpath.dirname(p)), stem_of(posixpath.basename(p))): p for p in files}
+    items = []
+    for path, length in sorted(files.items()):
+        if posixpath.dirname(path) != images_root and not path.startswith(images_root + "/"):
+            continue
+        name = posixpath.basename(path)
+        item = Item(path, table, source.kind, source.site, stem_of(name), length)
+        try:
+            parsed = parse_allidb_name(name)
+            item.item_id, item.label_binary = parsed.stem, parsed.label
+        except LabelError as err:
+            item.pre_reason, item.pre_detail = err.reason, err.detail
+        stem = stem_of(name)
+        item.mask_path = companions.get(("masks", stem))
+        if xyc_dir:
+            item.xyc_path = companions.get((xyc_dir, stem))
+        items.append(item)
+    return items
+
+
+def _manifest_items(spark: SparkSession, source: SourceConfig, key: bytes) -> list[Item]:
+    manifest_uri, exists = qualify(spark, source.path)
+    if not exists:
+        raise SourceError(f"manifest {source.path} not found")
+    root = posixpath.dirname(manifest_uri)
+    frame = _read_manifest(spark, manifest_uri)
+    files = list_files(spark, root)
+    items = []
+    for row in frame.itertuples(index=False):
+        items.append(_manifest_item(row._asdict(), root, files, source, key))
+    return _drop_repeated_rows(items)
+
+
+def _read_manifest(spark: SparkSession, manifest_uri: str) -> pd.DataFrame:
+    text = "\n".join(r.value for r in spark.read.text(manifest_uri).collect())
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise SourceError(f"manifest {manifest_uri} is not a readable CSV: {err}") from None
+    missing = [c for c in MANIFEST_REQUIRED if c not in frame.columns]
+    if missing:
+        raise SourceError(f"manifest {manifest_uri} lacks column(s) {', '.join(missing)}; "
+                          f"required: {', '.join(MANIFEST_REQUIRED)}; optional: {', '.join(MANIFEST_OPTIONAL)}")
+    for column in MANIFEST_OPTIONAL:
+        if column not in frame.columns:
+            frame[column] = ""
+    return frame
+
+
+def _manifest_item(row: dict, root: str, files: dict[str, int], source: SourceConfig, key: bytes) -> Item:
+    kind = (row["kind"] or "slide").strip().lower()
+    table = {"slide": "slides", "cell": "cells"}.get(kind, "slides")
+    path, outside = resolve_under(root, row["path"])
+    item = Item(path, table, "manifest", row["site"] or source.site, row["slide_id"].strip() or stem_of(
+        posixpath.basename(path)), files.get(path, 0))
+    item.patient_hash = hash_patient_id(row["patient_id"], key)
+    item.xyc_path = _companion(root, row["xyc_path"], files)
+    item.mask_path = _companion(root, row["mask_path"], files)
+    try:
+        labels = parse_label(row["label"])
+        item.label_binary, item.label_fab = labels.binary, labels.fab
+    except LabelError as err:
+        item.pre_reason, item.pre_detail = err.reason, err.detail
+    if kind not in ("slide", "cell"):
+        item.pre_reason, item.pre_detail = "bad_kind", f"kind {kind!r} must be slide or cell"
+    if outside:
+        item.pre_reason, item.pre_detail = "path_outside_root", f"{row['path']!r} resolves outside {root}"
+    elif path not in files:
+        item.pre_reason, item.pre_detail = "missing_file", f"{row['path']!r} listed in the manifest does not exist"
+    elif row["xyc_path"].strip() and item.xyc_path is None:
+        item.pre_reason, item.pre_detail = "bad_xyc", f"xyc file {row['xyc_path']!r} does not exist"
+    return item
+
+
+def resolve_under(root: str, relative: str) -> tuple[str, bool]:
+    """Join a manifest path to the manifest's folder; also say whether it escapes that folder.
+
+    Args:
+        root: qualified URI of the manifest's folder (``file:/data/set``).
+        relative: the manifest's path cell: relative, or absolute within the same file system.
+
+    Returns:
+        ``(qualified path, outside_root)``.
+    """
+    relative = relative.strip()
+    scheme, _, root_path = root.partition(":") if ":" in root else ("", "", root)
+    if relative.startswith(f"{scheme}:") and scheme:
+        relative = relative.partition(":")[2]
+    joined = posixpath.normpath(relative if relative.startswith("/") else posixpath.join(root_path, relative))
+    base = posixpath.normpath(root_path)
+    outside = not (joined == base or joined.startswith(base.rstrip("/") + "/"))
+    return (f"{scheme}:{joined}" if scheme else joined), outside
+
+
+def _companion(root: str, relative: str, files: dict[str, int]) -> str | None:
+    if not relative.strip():
+        return None
+    path, outside = resolve_under(root, relative)
+    return path if not outside and path in files else None
+
+
+def _drop_repeated_rows(items: list[Item]) -> list[Item]:
+    """A manifest that lists the same file twice with the same facts describes one input."""
+    seen, unique = set(), []
+    for item in items:
+        fingerprint = tuple(asdict(item).values())
+        if fingerprint not in seen:
+            seen.add(fingerprint)
+            unique.append(item)
+    return unique

@@ -1,0 +1,188 @@
+"""Delta table access: create, read, idempotent MERGE with retry on concurrent commits.
+
+All writes go through ``merge_new_rows``: an insert-only MERGE keyed by the table's merge keys.
+Running the same write twice, or two writers at once, leaves exactly one row per key: Delta's
+optimistic concurrency makes the second committer fail with a ``Concurrent*Exception`` and the
+retry re-reads the table, finds the keys present and inserts nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from allmtl_spark.config.schema import LakehouseConfig
+from allmtl_spark.errors import LakehouseError
+from allmtl_spark.tables import Table
+
+log = logging.getLogger(__name__)
+
+_RETRYABLE = (
+    "ConcurrentAppendException",
+    "ConcurrentDeleteReadException",
+    "ConcurrentDeleteDeleteException",
+    "ConcurrentTransactionException",
+    "ConcurrentWriteException",
+    "MetadataChangedException",
+    "ProtocolChangedException",
+    "DELTA_CONCURRENT",
+    "FileAlreadyExistsException",
+)
+
+
+def resolve_root(path: str) -> str:
+    """Absolute local path for a plain folder; URIs (s3://, dbfs:/, abfss://, file:/) unchanged."""
+    if urlparse(path).scheme and len(urlparse(path).scheme) > 1:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+@dataclass(frozen=True)
+class Lakehouse:
+    """The lakehouse root and the derived folders for models, reports and MLflow."""
+
+    root: str
+    models: str
+    reports: str
+    mlflow_uri: str
+
+    @classmethod
+    def from_config(cls, cfg: LakehouseConfig) -> Lakehouse:
+        root = resolve_root(cfg.path)
+        models = resolve_root(cfg.models_path) if cfg.models_path else f"{root}/_models"
+        reports = resolve_root(cfg.reports_path) if cfg.reports_path else f"{root}/_reports"
+        mlflow_uri = cfg.mlflow_tracking_uri or _file_uri(f"{root}/_mlruns")
+        return cls(root=root, models=models, reports=reports, mlflow_uri=mlflow_uri)
+
+    def path(self, table: Table) -> str:
+        return table.path(self.root)
+
+    def check_writable(self) -> None:
+        """Fail early, with the folder named, when a local lakehouse cannot be written."""
+        if urlparse(self.root).scheme not in ("", "file"):
+            return
+        folder = self.root.removeprefix("file:")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            probe = os.path.join(folder, f".write-probe-{os.getpid()}")
+            with open(probe, "w") as handle:
+                handle.write("ok")
+            os.remove(probe)
+        except OSError as err:
+            raise LakehouseError(
+                f"lakehouse folder {folder} is not writable ({err.strerror}); "
+                "set lakehouse.path to a folder you can write"
+            ) from None
+
+
+def _file_uri(path: str) -> str:
+    return path if urlparse(path).scheme else f"file://{path}"
+
+
+def table_exists(spark: SparkSession, lake: Lakehouse, table: Table) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, lake.path(table))
+
+
+def ensure_table(spark: SparkSession, lake: Lakehouse, table: Table) -> None:
+    """Create the table at its path with its declared schema, if it does not exist yet."""
+    from delta.tables import DeltaTable
+
+    def create() -> None:
+        builder = DeltaTable.createIfNotExists(spark).location(lake.path(table)).addColumns(table.schema)
+        if table.partition_by:
+            builder = builder.partitionedBy(*table.partition_by)
+        builder.execute()
+
+    with_retries(create, f"create {table.name}")
+
+
+def read_table(spark: SparkSession, lake: Lakehouse, table: Table, version: int | None = None) -> DataFrame:
+    """The table as a DataFrame (optionally as of a Delta version); empty with its schema if absent."""
+    if not table_exists(spark, lake, table):
+        if version is not None:
+            raise LakehouseError(f"table {table.name} does not exist at {lake.path(table)}")
+        return spark.createDataFrame([], table.schema)
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(lake.path(table))
+
+
+def table_version(spark: SparkSession, lake: Lakehouse, table: Table) -> int | None:
+    """Latest Delta version of the table, or None if it does not exist."""
+    from delta.tables import DeltaTable
+
+    if not table_exists(spark, lake, table):
+        return None
+    return int(DeltaTable.forPath(spark, lake.path(table)).history(1).select("version").first()[0])
+
+
+def merge_new_rows(
+    spark: SparkSession,
+    lake: Lakehouse,
+    table: Table,
+    rows: DataFrame,
+    update_condition: str | None = None,
+    update_set: dict[str, str] | None = None,
+) -> int:
+    """Insert rows whose merge keys are not in the table yet; optionally update matched rows.
+
+    Args:
+        spark: the session.
+        lake: the lakehouse.
+        table: the target table declaration (its merge keys are the join keys).
+        rows: rows with exactly the table's columns (extra columns are dropped).
+        update_condition: SQL condition on ``t`` (target) and ``s`` (source) for matched rows to update.
+        update_set: column -> SQL expression for that update.
+
+    Returns:
+        The number of rows inserted (from the Delta commit metrics; 0 when nothing was new).
+    """
+    from delta.tables import DeltaTable
+
+    ensure_table(spark, lake, table)
+    source = rows.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in table.schema.fields])
+    source = source.dropDuplicates(list(table.merge_keys))  # Delta would insert both copies of a key
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in table.merge_keys)
+
+    def merge() -> int:
+        target = DeltaTable.forPath(spark, lake.path(table))
+        builder = target.alias("t").merge(source.alias("s"), on)
+        if update_set:
+            builder = builder.whenMatchedUpdate(condition=update_condition, set=update_set)
+        builder.whenNotMatchedInsertAll().execute()
+        return _last_commit_inserted(target)
+
+    return with_retries(merge, f"merge into {table.name}")
+
+
+def _last_commit_inserted(target) -> int:
+    metrics = target.history(1).select("operation", "operationMetrics").first()
+    if metrics is None or metrics["operation"] != "MERGE":
+        return 0
+    return int((metrics["operationMetrics"] or {}).get("numTargetRowsInserted", 0))
+
+
+def with_retries(action, what: str, attempts: int = 8):
+    """Run ``action``; on a Delta concurrent-commit conflict wait (jittered backoff) and rerun it."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as err:  # py4j wraps the JVM exception: match on its text
+            text = f"{type(err).__name__}: {err}"
+            if attempt == attempts or not any(name in text for name in _RETRYABLE):
+                raise
+            delay = min(10.0, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random())
+            log.warning("%s hit a concurrent Delta commit (attempt %d/%d); retrying in %.1fs",
+                        what, attempt, attempts, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")

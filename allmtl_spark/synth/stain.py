@@ -1,0 +1,182 @@
+"""Stain and optics of a synthetic smear: a Beer-Lambert transmission model with per-slide randomisation.
+
+A scene is drawn as a float32 concentration stack ``conc`` of shape HxWx4: three stain channels
+(``HAEM`` nuclei and platelets, ``EOSIN`` haemoglobin in red cells, ``BASO`` basophilic
+cytoplasm) plus one channel holding ``-ln(illumination)``. ``compose_rgb`` turns it into an
+8-bit RGB photo: optical density = conc @ OD vectors, transmission = exp(-OD) (so overlapping
+cells darken the way real ones do), defocus blur, white balance and camera saturation, sensor
+noise, tone curve.
+
+Everything that sets the colour of a slide (stain vectors and strengths, white balance,
+brightness, vignetting, blur, noise) is drawn here by ``sample_optics`` from ranges that know
+nothing about the slide's class: the class must be read from cell morphology, never from colour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+HAEM, EOSIN, BASO, ILLUM = 0, 1, 2, 3
+N_CHANNELS = 4  # three stains + the illumination channel
+
+# Optical density per unit concentration, columns (R, G, B). Tuned so that the middle of the
+# ranges below reproduces the real smear colours measured in METHOD.md (background ~(193,194,189),
+# red cells ~(186,169,175), nuclei ~(133,96,213)) after the camera saturation step.
+BASE_OD = np.array(
+    [
+        [0.50, 0.70, 0.13],  # haematoxylin-like: chromatin, platelet granules -> purple-blue
+        [0.055, 0.125, 0.085],  # eosin-like: haemoglobin -> pale pink
+        [0.30, 0.20, 0.03],  # basophilic cytoplasm (RNA) -> blue
+    ],
+    dtype=np.float32,
+)
+# ITU-R BT.601 luma weights: the saturation step keeps luminance and scales chroma around it.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# The real background is a slightly green-grey, not neutral (193,194,189).
+_GLASS_TINT = np.array([1.0, 1.005, 0.98], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class StainRanges:
+    """Per-slide ranges of stain and optics; every value is drawn uniformly in ``(min, max)``.
+
+    Wide on purpose: other labs differ in stain batch, lamp, camera white balance and focus, and
+    a generator that stands in for real data must not teach a model one lab's colours.
+    """
+
+    od_jitter: float = 0.22  # each OD component is scaled by exp(U(-j, j))
+    haem_strength: tuple[float, float] = (0.75, 1.3)
+    eosin_strength: tuple[float, float] = (0.6, 2.4)  # the top end gives ALL-IDB1's pinker cast
+    baso_strength: tuple[float, float] = (0.75, 1.3)
+    background_level: tuple[float, float] = (0.62, 0.93)  # clear-glass brightness, fraction of 255
+    white_balance: tuple[float, float] = (0.87, 1.13)  # red and blue gains relative to green
+    saturation: tuple[float, float] = (1.15, 1.9)  # camera colour processing; 1 = none
+    gamma: tuple[float, float] = (0.8, 1.25)
+    vignetting: tuple[float, float] = (0.0, 0.35)  # relative light loss in the corners
+    gradient: tuple[float, float] = (0.0, 0.15)  # relative light change across the diagonal
+    unevenness: tuple[float, float] = (0.0, 0.05)  # low-frequency blotches in the illumination
+    blur_sigma_px: tuple[float, float] = (0.0, 1.4)
+    noise_sigma: tuple[float, float] = (1.0, 6.0)  # 8-bit units, per channel
+
+
+@dataclass(frozen=True, eq=False)
+class Optics:
+    """The drawn stain and optics of one slide.
+
+    Attributes:
+        od: float32 3x3, row per stain (HAEM, EOSIN, BASO), optical density per unit
+            concentration in (R, G, B), strengths already folded in.
+        background_rgb: float32 (3,), brightness of clear glass in 8-bit RGB before saturation.
+        saturation, gamma: camera colour processing.
+        vignetting, gradient, gradient_angle, unevenness: illumination field parameters.
+        blur_sigma_px: Gaussian defocus in pixels.
+        noise_sigma: Gaussian sensor noise in 8-bit units.
+    """
+
+    od: np.ndarray
+    background_rgb: np.ndarray
+    saturation: float
+    gamma: float
+    vignetting: float
+    gradient: float
+    gradient_angle: float
+    unevenness: float
+    blur_sigma_px: float
+    noise_sigma: float
+
+
+def sample_optics(rng: np.random.Generator, ranges: StainRanges) -> Optics:
+    """Draw one slide's stain and optics, independently of anything about its content.
+
+    Args:
+        rng: the slide's generator; call this before any class-dependent draw.
+        ranges: the per-slide ranges.
+
+    Returns:
+        The slide's ``Optics``.
+    """
+    jitter = np.exp(rng.uniform(-ranges.od_jitter, ranges.od_jitter, size=BASE_OD.shape)).astype(np.float32)
+    strength = np.array(
+        [rng.uniform(*ranges.haem_strength), rng.uniform(*ranges.eosin_strength), rng.uniform(*ranges.baso_strength)],
+        dtype=np.float32,
+    )
+    od = BASE_OD * jitter * strength[:, None]
+    gains = np.array([rng.uniform(*ranges.white_balance), 1.0, rng.uniform(*ranges.white_balance)], dtype=np.float32)
+    background = 255.0 * rng.uniform(*ranges.background_level) * gains * _GLASS_TINT
+    return Optics(
+        od=od,
+        background_rgb=background.astype(np.float32),
+        saturation=float(rng.uniform(*ranges.saturation)),
+        gamma=float(rng.uniform(*ranges.gamma)),
+        vignetting=float(rng.uniform(*ranges.vignetting)),
+        gradient=float(rng.uniform(*ranges.gradient)),
+        gradient_angle=float(rng.uniform(0.0, 2.0 * np.pi)),
+        unevenness=float(rng.uniform(*ranges.unevenness)),
+        blur_sigma_px=float(rng.uniform(*ranges.blur_sigma_px)),
+        noise_sigma=float(rng.uniform(*ranges.noise_sigma)),
+    )
+
+
+def illumination_density(rng: np.random.Generator, height: int, width: int, optics: Optics) -> np.ndarray:
+    """The lamp's light field as an optical density, ``-ln(relative brightness)``.
+
+    Computed on a coarse grid and resized: the field is smooth, so a full-size evaluation of
+    the vignetting polynomial would only cost time.
+
+    Args:
+        rng: the slide's generator (draws the blotches).
+        height, width: image size in pixels.
+        optics: the slide's optics.
+
+    Returns:
+        float32 HxW, 0 where the light is at full strength, positive where it is dimmer.
+    """
+    gh, gw = max(2, height // 16), max(2, width // 16)
+    y, x = np.mgrid[0:gh, 0:gw].astype(np.float32)
+    u, v = x / (gw - 1) * 2.0 - 1.0, y / (gh - 1) * 2.0 - 1.0  # -1..1 across the frame
+    field = 1.0 - optics.vignetting * (u * u + v * v) / 2.0
+    field *= 1.0 + optics.gradient * 0.5 * (u * np.cos(optics.gradient_angle) + v * np.sin(optics.gradient_angle))
+    blotches = rng.standard_normal((4, 5)).astype(np.float32)
+    field *= 1.0 + optics.unevenness * cv2.resize(blotches, (gw, gh), interpolation=cv2.INTER_CUBIC)
+    density = -np.log(np.clip(field, 0.05, None))
+    return cv2.resize(density, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def colour_matrix(optics: Optics) -> np.ndarray:
+    """3x3 float32 matrix from transmission (R, G, B in 0..1) to 8-bit RGB: glass brightness, then saturation."""
+    s = optics.saturation
+    saturate = s * np.eye(3, dtype=np.float32) + (1.0 - s) * np.outer(np.ones(3, np.float32), _LUMA)
+    return (saturate @ np.diag(optics.background_rgb)).astype(np.float32)
+
+
+def compose_rgb(conc: np.ndarray, optics: Optics, rng: np.random.Generator) -> np.ndarray:
+    """Render a concentration stack to an 8-bit photo.
+
+    Args:
+        conc: float32 HxWx4 (HAEM, EOSIN, BASO, ILLUM); overwritten (used as scratch).
+        optics: the slide's optics.
+        rng: the slide's generator (draws the sensor noise).
+
+    Returns:
+        uint8 HxWx3 RGB.
+    """
+    h, w, _ = conc.shape
+    # One 3x4 transform gives minus the optical density per colour channel, lamp field included.
+    to_od = np.zeros((3, N_CHANNELS), dtype=np.float32)
+    to_od[:, :3] = -optics.od.T
+    to_od[:, ILLUM] = -1.0
+    trans = cv2.transform(conc, to_od)
+    cv2.exp(trans, trans)
+    if optics.blur_sigma_px > 0.25:
+        cv2.GaussianBlur(trans, (0, 0), optics.blur_sigma_px, dst=trans)
+    rgb = cv2.transform(trans, colour_matrix(optics))
+    noise = rng.standard_normal((h, w, 3), dtype=np.float32)
+    rgb += noise * np.float32(optics.noise_sigma) + np.float32(0.5)  # +0.5: round, not truncate
+    np.clip(rgb, 0.0, 255.0, out=rgb)
+    image = rgb.astype(np.uint8)
+    levels = np.arange(256, dtype=np.float32) / 255.0
+    lut = np.clip(255.0 * levels ** (1.0 / optics.gamma) + 0.5, 0, 255).astype(np.uint8)
+    return cv2.LUT(image, lut)
