@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -147,29 +148,43 @@ def merge_new_rows(
     Returns:
         The number of rows inserted (from the Delta commit metrics; 0 when nothing was new).
     """
-    from delta.tables import DeltaTable
-
     ensure_table(spark, lake, table)
     source = rows.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in table.schema.fields])
     source = source.dropDuplicates(list(table.merge_keys))  # Delta would insert both copies of a key
-    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in table.merge_keys)
+    source = _pending_rows(spark, lake, table, source, update_condition if update_set else None)
+    if source.isEmpty():
+        return 0  # nothing new: no commit at all, so a rerun leaves the table version unchanged
+    view = f"merge_source_{uuid.uuid4().hex}"
+    source.createOrReplaceTempView(view)
+    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in table.merge_keys)
+    update = ""
+    if update_set:
+        assignments = ", ".join(f"t.`{column}` = {expr}" for column, expr in update_set.items())
+        update = f"WHEN MATCHED{f' AND ({update_condition})' if update_condition else ''} THEN UPDATE SET {assignments} "
+    target = lake.path(table).replace("`", "``")
+    # SQL MERGE (not the Python builder) because it returns the commit's row counts.
+    statement = f"MERGE INTO delta.`{target}` t USING {view} s ON {on} {update}WHEN NOT MATCHED THEN INSERT *"
+    try:
+        metrics = with_retries(lambda: spark.sql(statement).first(), f"merge into {table.name}")
+    finally:
+        spark.catalog.dropTempView(view)
+    return int(metrics["num_inserted_rows"]) if metrics else 0
 
-    def merge() -> int:
-        target = DeltaTable.forPath(spark, lake.path(table))
-        builder = target.alias("t").merge(source.alias("s"), on)
-        if update_set:
-            builder = builder.whenMatchedUpdate(condition=update_condition, set=update_set)
-        builder.whenNotMatchedInsertAll().execute()
-        return _last_commit_inserted(target)
 
-    return with_retries(merge, f"merge into {table.name}")
+def _pending_rows(spark, lake, table, source: DataFrame, update_condition: str | None) -> DataFrame:
+    """Source rows the MERGE would act on: new keys, plus matched rows meeting the update condition.
 
-
-def _last_commit_inserted(target) -> int:
-    metrics = target.history(1).select("operation", "operationMetrics").first()
-    if metrics is None or metrics["operation"] != "MERGE":
-        return 0
-    return int((metrics["operationMetrics"] or {}).get("numTargetRowsInserted", 0))
+    Delta commits a MERGE that has a WHEN MATCHED clause even when no row qualifies; filtering
+    first lets the caller skip the MERGE, so an idempotent rerun writes no new table version.
+    """
+    target = read_table(spark, lake, table).select(*table.merge_keys, *(
+        [c for c in table.schema.fieldNames() if c not in table.merge_keys] if update_condition else []))
+    keys = list(table.merge_keys)
+    new = source.join(target.select(*keys), keys, "left_anti")
+    if not update_condition:
+        return new
+    matched = source.alias("s").join(target.alias("t"), [F.col(f"s.{k}") == F.col(f"t.{k}") for k in keys])
+    return new.unionByName(matched.where(F.expr(update_condition)).select("s.*"))
 
 
 def with_retries(action, what: str, attempts: int = 8):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -85,6 +86,9 @@ def get_spark(cfg: SparkConfig, master: str | None = None) -> SparkSession:
     if active is None:
         builder = SparkSession.builder.appName(cfg.app_name)
         chosen_master = master or (None if launched_by_spark_submit() else cfg.master)
+        if chosen_master and chosen_master.startswith("local"):
+            # Local workers must run this interpreter (the venv), not whatever python3 is on PATH.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         if chosen_master:
             builder = builder.master(chosen_master)
         for key, value in _static_conf(cfg).items():

@@ -44,7 +44,7 @@ def _f(name: str, dtype, nullable: bool = True) -> StructField:
     return StructField(name, dtype, nullable)
 
 
-POINT = StructType([_f("x", IntegerType(), False), _f("y", IntegerType(), False)])
+POINT = StructType([_f("x", IntegerType()), _f("y", IntegerType())])  # Delta allows no NOT NULL inside arrays
 
 _IMAGE_COLUMNS = [
     _f("content_sha256", StringType(), False),

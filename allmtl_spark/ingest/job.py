@@ -109,6 +109,11 @@ def _validate(spark: SparkSession, items: list[Item], cfg: IngestConfig) -> Data
         .join(blobs.select(F.col("path").alias("xyc_path"), F.col("content").alias("xyc")), "xyc_path", "left")
         .join(blobs.select(F.col("path").alias("mask_path"), F.col("content").alias("mask")), "mask_path", "left")
     )
+    # File scans skip zero-length files, so a listed file without bytes is an empty file.
+    empty = F.lit(bytearray())
+    joined = (joined.withColumn("content", F.coalesce("content", F.when(F.col("length") == 0, empty)))
+              .withColumn("xyc", F.coalesce("xyc", F.when(F.col("xyc_path").isNotNull(), empty)))
+              .withColumn("mask", F.coalesce("mask", F.when(F.col("mask_path").isNotNull(), empty))))
     too_big = F.col("length") > cfg.max_file_bytes
     validate = make_validate_udf(limits)
     validated = joined.withColumn("v", validate("content", "xyc", "mask"))

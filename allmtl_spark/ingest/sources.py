@@ -60,15 +60,22 @@ def qualify(spark: SparkSession, path: str) -> tuple[str, bool]:
 
 
 def list_files(spark: SparkSession, folder: str) -> dict[str, int]:
-    """All files under ``folder`` (recursively) as {qualified path: length in bytes}."""
-    rows = (
-        spark.read.format("binaryFile")
-        .option("recursiveFileLookup", "true")
-        .load(folder)
-        .select("path", "length")
-        .collect()
-    )
-    return {r["path"]: int(r["length"]) for r in rows}
+    """All files under ``folder`` (recursively) as {qualified path: length in bytes}.
+
+    Uses the Hadoop FileSystem API rather than a ``binaryFile`` scan because Spark's file scans
+    skip zero-length files, and an empty input file must still end as a reject row. Names
+    starting with ``.`` or ``_`` are skipped, as Spark does (``_SUCCESS``, ``.DS_Store``).
+    """
+    jvm = spark._jvm  # noqa: SLF001 - Hadoop FileSystem is only reachable through the JVM
+    hpath = jvm.org.apache.hadoop.fs.Path(folder)
+    fs = hpath.getFileSystem(spark._jsc.hadoopConfiguration())  # noqa: SLF001
+    files, listing = {}, fs.listFiles(hpath, True)
+    while listing.hasNext():
+        status = listing.next()
+        path = str(status.getPath().toString())
+        if not posixpath.basename(path).startswith((".", "_")):
+            files[path] = int(status.getLen())
+    return files
 
 
 def items_for_source(spark: SparkSession, source: SourceConfig, key: bytes) -> list[Item]:

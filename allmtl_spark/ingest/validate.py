@@ -78,6 +78,9 @@ def inspect_image(data: bytes | None, limits: ImageLimits) -> ImageCheck:
     except UnidentifiedImageError:
         kind = "an empty file" if not data else "not a recognised image format"
         return ImageCheck(digest, reason="not_an_image", detail=f"{kind} ({len(data)} bytes)")
+    except Exception as err:  # a recognised format whose header is damaged: decoders raise many types
+        reason = "truncated" if "runcat" in str(err) else "not_an_image"
+        return ImageCheck(digest, reason=reason, detail=f"the header cannot be read: {err}")
     with image:
         return _check_opened(image, digest, limits)
 
@@ -110,6 +113,6 @@ def _header_problem(fmt, width, height, mode, channels, bits, limits) -> tuple[s
 def _decode_problem(image: Image.Image) -> tuple[str | None, str | None]:
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError) as err:
+    except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError... for damaged data
         return "truncated", f"decoding failed: {err}"
     return None, None

@@ -1,0 +1,33 @@
+import pytest
+
+from allmtl_spark.ingest.validate import ImageLimits, inspect_image, sha256_hex
+from tests.ingest.malformed import good_jpeg, malformed_files, png_bomb
+
+pytestmark = pytest.mark.unit
+
+
+def test_good_jpeg_metadata_and_hash():
+    data = good_jpeg(96, 64)
+    check = inspect_image(data, ImageLimits())
+    assert check.ok
+    assert (check.format, check.width, check.height, check.channels, check.bit_depth) == ("JPEG", 96, 64, 3, 8)
+    assert check.sha256 == sha256_hex(data)
+
+
+@pytest.mark.parametrize("name", [n for n, (_, r) in malformed_files().items() if r not in ("bad_label", "bad_name")])
+def test_each_malformed_file_gets_its_reason(name):
+    data, reason = malformed_files()[name]
+    check = inspect_image(data, ImageLimits())
+    assert check.reason == reason, check.detail
+    assert check.detail
+
+
+def test_bomb_is_refused_from_the_header_with_the_limit_named():
+    check = inspect_image(png_bomb(9000, 9000), ImageLimits(max_pixels=40_000_000))
+    assert check.reason == "too_many_pixels"
+    assert "81000000" in check.detail and "ingest.max_pixels" in check.detail
+
+
+def test_file_size_limit_and_unreadable():
+    assert inspect_image(good_jpeg(), ImageLimits(max_file_bytes=100)).reason == "too_large_file"
+    assert inspect_image(None, ImageLimits()).reason == "unreadable"
