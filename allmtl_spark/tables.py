@@ -131,4 +131,147 @@ REJECTS = Table(
     },
 )
 
-ALL_TABLES: tuple[Table, ...] = (SLIDES, CELLS, REJECTS)
+SEGMENTED_SLIDES = Table(
+    name="segmented_slides",
+    schema=StructType(
+        [
+            _f("content_sha256", StringType(), False),
+            _f("segmenter_version", StringType(), False),
+            _f("slide_id", StringType(), False),
+            _f("mask_source", StringType(), False),
+            _f("roi_method", StringType(), False),
+            _f("scale", DoubleType(), False),
+            _f("width", IntegerType(), False),
+            _f("height", IntegerType(), False),
+            _f("isolated", BinaryType(), False),
+            _f("mask", BinaryType(), False),
+            _f("cell_count", IntegerType(), False),
+            _f("blast_truth_count", IntegerType()),
+            _f("detect_tp", IntegerType()),
+            _f("detect_fp", IntegerType()),
+            _f("detect_fn", IntegerType()),
+            _f("dice_vs_truth", DoubleType()),
+            _f("roi_dice_vs_truth", DoubleType()),
+            _f("run_id", StringType(), False),
+            _f("segmented_at", TimestampType(), False),
+        ]
+    ),
+    merge_keys=("content_sha256", "segmenter_version"),
+    description="One row per slide and segmenter version: white cells isolated on a black backdrop, and the mask.",
+    column_docs={
+        "content_sha256": "the slide's key in `slides`",
+        "segmenter_version": "model_id of the U-Net in `models` (or `roi-<method>` when mask_source is roi)",
+        "mask_source": "unet | roi: what produced the white-cell mask",
+        "roi_method": "adaptive | paper: the threshold ROI computed beside the U-Net",
+        "scale": "stored image size / original slide size (segment.working_scale)",
+        "width": "stored image width (original width x scale)",
+        "isolated": "PNG: the slide with everything outside the white cells set to black",
+        "mask": "PNG: the post-processed white-cell mask (0/255)",
+        "cell_count": "number of white cells found (rows in `slide_cells`)",
+        "blast_truth_count": "number of .xyc blast centroids, null without .xyc",
+        "detect_tp": "found cells matched one-to-one to a .xyc centroid within segment.match_radius_px",
+        "dice_vs_truth": "Dice of the mask against the ground-truth mask, when the slide has one",
+        "roi_dice_vs_truth": "Dice of the threshold ROI against the ground-truth mask",
+    },
+)
+
+SLIDE_CELLS = Table(
+    name="slide_cells",
+    schema=StructType(
+        [
+            _f("content_sha256", StringType(), False),
+            _f("segmenter_version", StringType(), False),
+            _f("cell_index", IntegerType(), False),
+            _f("slide_id", StringType(), False),
+            _f("bbox_x", IntegerType(), False),
+            _f("bbox_y", IntegerType(), False),
+            _f("bbox_w", IntegerType(), False),
+            _f("bbox_h", IntegerType(), False),
+            _f("centroid_x", DoubleType(), False),
+            _f("centroid_y", DoubleType(), False),
+            _f("area_px", IntegerType(), False),
+            _f("crop", BinaryType(), False),
+            _f("matches_blast", BooleanType()),
+            _f("run_id", StringType(), False),
+            _f("segmented_at", TimestampType(), False),
+        ]
+    ),
+    merge_keys=("content_sha256", "segmenter_version", "cell_index"),
+    description="One row per white cell found on a slide: where it is and a centred crop on black (ALL-IDB2-like).",
+    column_docs={
+        "bbox_x": "bounding box in original slide pixels (x, y, w, h)",
+        "centroid_x": "centroid in original slide pixels",
+        "area_px": "cell area in original slide pixels",
+        "crop": "PNG: segment.crop_size square crop centred on the cell, outside the cell black",
+        "matches_blast": "matched to a .xyc blast centroid; null when the slide has no .xyc",
+    },
+)
+
+MODELS = Table(
+    name="models",
+    schema=StructType(
+        [
+            _f("model_id", StringType(), False),
+            _f("run_id", StringType(), False),
+            _f("kind", StringType(), False),
+            _f("stage", StringType(), False),
+            _f("task", StringType(), False),
+            _f("approach", StringType()),
+            _f("backbone", StringType()),
+            _f("class_names", ArrayType(StringType()), False),
+            _f("input_size", IntegerType()),
+            _f("artifact_path", StringType(), False),
+            _f("artifact_sha256", StringType(), False),
+            _f("metrics", MapType(StringType(), DoubleType())),
+            _f("input_tables", MapType(StringType(), LongType())),
+            _f("split_id", StringType()),
+            _f("config_json", StringType(), False),
+            _f("mlflow_run_id", StringType()),
+            _f("created_at", TimestampType(), False),
+        ]
+    ),
+    merge_keys=("model_id",),
+    description="Every trained model (segmenter, stage 2, stage 3 MTL and classical): artifact, hash, data versions.",
+    column_docs={
+        "model_id": "unique version string, e.g. `<run_id>-stage3-fab4-mtl-inceptionv3`; the `model version`",
+        "kind": "segmenter | classifier",
+        "stage": "segmenter | stage2 | stage3",
+        "task": "segmentation | cell_binary | binary | fab4",
+        "approach": "mtl | classical (stage 3); null otherwise",
+        "class_names": "output order of the probabilities",
+        "artifact_path": "folder holding model.h5 (full Keras HDF5 model) and model.json",
+        "artifact_sha256": "SHA-256 of model.h5; checked before every use",
+        "metrics": "validation metrics (accuracy, auc, dice, ...)",
+        "input_tables": "Delta version of every input table when training started (read back with versionAsOf)",
+        "split_id": "the split in `splits` the model was trained on",
+        "config_json": "the config section the model was trained with",
+    },
+)
+
+SPLITS = Table(
+    name="splits",
+    schema=StructType(
+        [
+            _f("split_id", StringType(), False),
+            _f("source_table", StringType(), False),
+            _f("content_sha256", StringType(), False),
+            _f("item_id", StringType(), False),
+            _f("group_key", StringType(), False),
+            _f("label", StringType(), False),
+            _f("part", StringType(), False),
+            _f("fold", IntegerType()),
+            _f("created_at", TimestampType(), False),
+        ]
+    ),
+    merge_keys=("split_id", "source_table", "content_sha256"),
+    description="Which part (train / val / test) or fold every slide and cell belongs to, decided before augmentation.",
+    column_docs={
+        "split_id": "hash of the split settings and the input table versions",
+        "source_table": "slides | cells",
+        "group_key": "patient hash when known, else the slide id: a group never spans two parts",
+        "part": "train | val | test (or `fold` for k-fold splits)",
+        "fold": "fold number for k-fold splits, null otherwise",
+    },
+)
+
+ALL_TABLES: tuple[Table, ...] = (SLIDES, CELLS, REJECTS, SEGMENTED_SLIDES, SLIDE_CELLS, MODELS, SPLITS)

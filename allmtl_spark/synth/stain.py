@@ -1,11 +1,10 @@
 """Stain and optics of a synthetic smear: a Beer-Lambert transmission model with per-slide randomisation.
 
-A scene is drawn as a float32 concentration stack ``conc`` of shape HxWx4: three stain channels
-(``HAEM`` nuclei and platelets, ``EOSIN`` haemoglobin in red cells, ``BASO`` basophilic
-cytoplasm) plus one channel holding ``-ln(illumination)``. ``compose_rgb`` turns it into an
-8-bit RGB photo: optical density = conc @ OD vectors, transmission = exp(-OD) (so overlapping
-cells darken the way real ones do), defocus blur, white balance and camera saturation, sensor
-noise, tone curve.
+A scene is drawn as float32 stain-concentration planes, 3xHxW: ``HAEM`` (nuclei, platelets),
+``EOSIN`` (haemoglobin in red cells), ``BASO`` (basophilic cytoplasm). ``compose_rgb`` turns
+them into an 8-bit RGB photo: optical density = conc @ OD vectors, transmission = lamp field *
+exp(-OD) (so overlapping cells darken the way real ones do), defocus blur, camera saturation
+and white balance, sensor noise, tone curve.
 
 Everything that sets the colour of a slide (stain vectors and strengths, white balance,
 brightness, vignetting, blur, noise) is drawn here by ``sample_optics`` from ranges that know
@@ -19,17 +18,17 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-HAEM, EOSIN, BASO, ILLUM = 0, 1, 2, 3
-N_CHANNELS = 4  # three stains + the illumination channel
+HAEM, EOSIN, BASO = 0, 1, 2
+N_STAINS = 3
 
 # Optical density per unit concentration, columns (R, G, B). Tuned so that the middle of the
 # ranges below reproduces the real smear colours measured in METHOD.md (background ~(193,194,189),
 # red cells ~(186,169,175), nuclei ~(133,96,213)) after the camera saturation step.
 BASE_OD = np.array(
     [
-        [0.50, 0.70, 0.13],  # haematoxylin-like: chromatin, platelet granules -> purple-blue
+        [0.46, 0.70, 0.07],  # haematoxylin-like: chromatin, platelet granules -> purple-blue
         [0.055, 0.125, 0.085],  # eosin-like: haemoglobin -> pale pink
-        [0.30, 0.20, 0.03],  # basophilic cytoplasm (RNA) -> blue
+        [0.36, 0.25, 0.02],  # basophilic cytoplasm (RNA) -> blue
     ],
     dtype=np.float32,
 )
@@ -49,11 +48,11 @@ class StainRanges:
 
     od_jitter: float = 0.22  # each OD component is scaled by exp(U(-j, j))
     haem_strength: tuple[float, float] = (0.75, 1.3)
-    eosin_strength: tuple[float, float] = (0.6, 2.4)  # the top end gives ALL-IDB1's pinker cast
+    eosin_strength: tuple[float, float] = (0.6, 1.9)  # the top end gives ALL-IDB1's pinker cast
     baso_strength: tuple[float, float] = (0.75, 1.3)
-    background_level: tuple[float, float] = (0.62, 0.93)  # clear-glass brightness, fraction of 255
-    white_balance: tuple[float, float] = (0.87, 1.13)  # red and blue gains relative to green
-    saturation: tuple[float, float] = (1.15, 1.9)  # camera colour processing; 1 = none
+    background_level: tuple[float, float] = (0.6, 0.9)  # clear-glass brightness, fraction of 255
+    white_balance: tuple[float, float] = (0.9, 1.1)  # red and blue gains relative to green
+    saturation: tuple[float, float] = (1.1, 1.8)  # camera colour processing; 1 = none
     gamma: tuple[float, float] = (0.8, 1.25)
     vignetting: tuple[float, float] = (0.0, 0.35)  # relative light loss in the corners
     gradient: tuple[float, float] = (0.0, 0.15)  # relative light change across the diagonal
@@ -120,11 +119,11 @@ def sample_optics(rng: np.random.Generator, ranges: StainRanges) -> Optics:
     )
 
 
-def illumination_density(rng: np.random.Generator, height: int, width: int, optics: Optics) -> np.ndarray:
-    """The lamp's light field as an optical density, ``-ln(relative brightness)``.
+def illumination_field(rng: np.random.Generator, height: int, width: int, optics: Optics) -> np.ndarray:
+    """The lamp's relative brightness over the frame: vignetting, a linear gradient and soft blotches.
 
-    Computed on a coarse grid and resized: the field is smooth, so a full-size evaluation of
-    the vignetting polynomial would only cost time.
+    Computed on a coarse grid and resized: the field is smooth, so evaluating it per pixel would
+    only cost time.
 
     Args:
         rng: the slide's generator (draws the blotches).
@@ -132,7 +131,7 @@ def illumination_density(rng: np.random.Generator, height: int, width: int, opti
         optics: the slide's optics.
 
     Returns:
-        float32 HxW, 0 where the light is at full strength, positive where it is dimmer.
+        float32 HxW, about 1 in the middle of the frame, lower where the light is dimmer.
     """
     gh, gw = max(2, height // 16), max(2, width // 16)
     y, x = np.mgrid[0:gh, 0:gw].astype(np.float32)
@@ -141,42 +140,58 @@ def illumination_density(rng: np.random.Generator, height: int, width: int, opti
     field *= 1.0 + optics.gradient * 0.5 * (u * np.cos(optics.gradient_angle) + v * np.sin(optics.gradient_angle))
     blotches = rng.standard_normal((4, 5)).astype(np.float32)
     field *= 1.0 + optics.unevenness * cv2.resize(blotches, (gw, gh), interpolation=cv2.INTER_CUBIC)
-    density = -np.log(np.clip(field, 0.05, None))
-    return cv2.resize(density, (width, height), interpolation=cv2.INTER_LINEAR)
+    field = np.clip(field, 0.05, None).astype(np.float32)
+    return cv2.resize(field, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def colour_matrix(optics: Optics) -> np.ndarray:
-    """3x3 float32 matrix from transmission (R, G, B in 0..1) to 8-bit RGB: glass brightness, then saturation."""
+    """3x3 float32 matrix from transmission (R, G, B in 0..1) to 8-bit RGB: camera saturation, then white balance.
+
+    White balance comes last so that a tinted lamp or a wrong white point shifts the whole
+    image rather than being amplified by the saturation.
+    """
     s = optics.saturation
     saturate = s * np.eye(3, dtype=np.float32) + (1.0 - s) * np.outer(np.ones(3, np.float32), _LUMA)
-    return (saturate @ np.diag(optics.background_rgb)).astype(np.float32)
+    return (np.diag(optics.background_rgb) @ saturate).astype(np.float32)
 
 
-def compose_rgb(conc: np.ndarray, optics: Optics, rng: np.random.Generator) -> np.ndarray:
-    """Render a concentration stack to an 8-bit photo.
+def _sensor_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Zero-mean, unit-variance noise, float32; a triangular (difference of two uniforms) stand-in for Gaussian.
+
+    Two uint8 draws cost a third of float32 ``standard_normal`` on a full slide, and after JPEG
+    the noise shape is indistinguishable.
+    """
+    a = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    b = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    noise = cv2.subtract(a, b, dtype=cv2.CV_16S).astype(np.float32)
+    noise *= np.float32(1.0 / np.sqrt((256.0**2 - 1.0) / 6.0))
+    return noise
+
+
+def compose_rgb(stains: np.ndarray, illumination: np.ndarray, optics: Optics, rng: np.random.Generator) -> np.ndarray:
+    """Render stain concentrations to an 8-bit photo.
 
     Args:
-        conc: float32 HxWx4 (HAEM, EOSIN, BASO, ILLUM); overwritten (used as scratch).
+        stains: float32 3xHxW concentration planes (HAEM, EOSIN, BASO).
+        illumination: float32 HxW relative lamp brightness (``illumination_field``).
         optics: the slide's optics.
         rng: the slide's generator (draws the sensor noise).
 
     Returns:
         uint8 HxWx3 RGB.
     """
-    h, w, _ = conc.shape
-    # One 3x4 transform gives minus the optical density per colour channel, lamp field included.
-    to_od = np.zeros((3, N_CHANNELS), dtype=np.float32)
-    to_od[:, :3] = -optics.od.T
-    to_od[:, ILLUM] = -1.0
-    trans = cv2.transform(conc, to_od)
+    _, h, w = stains.shape
+    conc = cv2.merge(list(stains))
+    # Beer-Lambert: transmission = exp(-sum_k conc_k * OD_k) per colour channel, times the lamp field.
+    trans = cv2.transform(conc, -optics.od.T)
     cv2.exp(trans, trans)
+    trans *= illumination[..., None]
     if optics.blur_sigma_px > 0.25:
         cv2.GaussianBlur(trans, (0, 0), optics.blur_sigma_px, dst=trans)
     rgb = cv2.transform(trans, colour_matrix(optics))
-    noise = rng.standard_normal((h, w, 3), dtype=np.float32)
-    rgb += noise * np.float32(optics.noise_sigma) + np.float32(0.5)  # +0.5: round, not truncate
-    np.clip(rgb, 0.0, 255.0, out=rgb)
-    image = rgb.astype(np.uint8)
+    cv2.scaleAdd(_sensor_noise(rng, (h, w, 3)), optics.noise_sigma, rgb, dst=rgb)
+    cv2.max(rgb, 0.0, dst=rgb)  # convertScaleAbs takes |x|: no negatives may reach it
+    image = cv2.convertScaleAbs(rgb)  # rounds and saturates to 0..255
     levels = np.arange(256, dtype=np.float32) / 255.0
     lut = np.clip(255.0 * levels ** (1.0 / optics.gamma) + 0.5, 0, 255).astype(np.uint8)
     return cv2.LUT(image, lut)
