@@ -150,6 +150,68 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class RoiConfig:
+    """The threshold region of interest. ``paper``: the paper's fixed RGB offsets and threshold;
+    ``adaptive`` (default): Otsu on a stain channel after white balance, which works across labs."""
+
+    method: Literal["adaptive", "paper"] = "adaptive"
+    offsets: tuple[int, int, int] = (88, 41, 20)  # added to R, G, B (paper)
+    threshold: int = 98  # monochrome threshold (paper)
+    channel: Literal["blue_minus_red", "saturation"] = "blue_minus_red"
+    normalize: Literal["grey_world", "percentile", "none"] = "grey_world"
+
+    def __post_init__(self) -> None:
+        _require(all(-255 <= o <= 255 for o in self.offsets), "offsets", "must each be in -255..255")
+        _require(0 <= self.threshold <= 255, "threshold", "must be in 0..255")
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Training of the Residual U-Net white-cell segmenter (``allmtl train-segmenter``)."""
+
+    working_scale: float = 0.5  # slides are resized by this factor before the U-Net (and in `segment`)
+    tile_size: int = 128
+    tiles_per_slide: int = 8
+    depth: int = 3
+    base_filters: int = 16
+    epochs: int = 12
+    batch_size: int = 8
+    learning_rate: float = 0.001
+    holdout_fraction: float = 0.25
+    max_slides: int = 400  # slides collected to the driver for training
+    label_source: Literal["auto", "truth", "roi"] = "auto"  # auto: ground-truth masks if present, else ROI
+    seed: int = 13
+
+    def __post_init__(self) -> None:
+        _require(0 < self.working_scale <= 1, "working_scale", "must be in (0, 1]")
+        _require(self.tile_size % (2**self.depth) == 0, "tile_size", f"must be divisible by 2**depth = {2**self.depth}")
+        _require(1 <= self.depth <= 6, "depth", "must be in 1..6")
+        _require(self.epochs >= 1 and self.batch_size >= 1, "epochs/batch_size", "must be >= 1")
+        _require(0 < self.holdout_fraction < 1, "holdout_fraction", "must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """The segmentation job (``allmtl segment``): masks, post-processing, crops, detection check."""
+
+    segmenter: str = "latest"  # model_id / run id in `models`, or latest
+    mask_source: Literal["unet", "roi"] = "unet"
+    mask_threshold: float = 0.5
+    min_cell_area_px: int = 400  # in original slide pixels
+    split_touching: bool = True
+    watershed_min_distance: int = 7
+    crop_size: int = 257
+    match_radius_px: float = 40.0  # a found cell matches a .xyc centroid within this distance
+    max_decoded_pixels: int = 12_000_000  # guard: larger slides are rejected, not decoded
+    slides_per_partition: int = 4
+
+    def __post_init__(self) -> None:
+        _require(0 < self.mask_threshold < 1, "mask_threshold", "must be in (0, 1)")
+        _require(self.crop_size >= 32, "crop_size", "must be >= 32")
+        _require(self.match_radius_px > 0, "match_radius_px", "must be > 0")
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """The whole application config, as loaded from ``conf/*.yaml``."""
 
@@ -158,3 +220,6 @@ class AppConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    roi: RoiConfig = field(default_factory=RoiConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
