@@ -75,6 +75,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from allmtl_spark.training.job import run_train
+
+    cfg = load_from_args(args)
+    spark = spark_from_args(args, cfg)
+    summary = run_train(spark, cfg.train, lakehouse_from(cfg), run_id=args.run_id)
+    print(summary.format())
+    return 0
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
     from allmtl_spark.docs import tables_markdown
 
@@ -87,6 +97,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "config": (cmd_config, "print the resolved config as YAML", False),
     "synth": (cmd_synth, "write a synthetic data set in the ALL-IDB layouts", False),
     "ingest": (cmd_ingest, "ingest ALL-IDB folders or manifests into the Delta tables", True),
+    "train": (cmd_train, "train the multistage (and classical) transfer-learning models with Horovod", True),
     "tables": (cmd_tables, "print the table reference as Markdown", False),
 }
 

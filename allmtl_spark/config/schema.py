@@ -171,9 +171,13 @@ class SegmenterConfig:
 
     working_scale: float = 0.5  # slides are resized by this factor before the U-Net (and in `segment`)
     tile_size: int = 128
-    tiles_per_slide: int = 8
+    tiles_per_slide: int = 8  # random training tiles per training slide and epoch
+    foreground_tile_fraction: float = 0.5  # share of those tiles centred on a white-cell pixel
+    augment: bool = True  # random flips and 90-degree rotations of the training tiles
     depth: int = 3
     base_filters: int = 16
+    upsampling: Literal["transpose", "nearest", "bilinear"] = "transpose"
+    batchnorm_momentum: float = 0.9  # keras' 0.99 needs far more steps than a short run has
     epochs: int = 12
     batch_size: int = 8
     learning_rate: float = 0.001
@@ -187,7 +191,12 @@ class SegmenterConfig:
         _require(self.tile_size % (2**self.depth) == 0, "tile_size", f"must be divisible by 2**depth = {2**self.depth}")
         _require(1 <= self.depth <= 6, "depth", "must be in 1..6")
         _require(self.epochs >= 1 and self.batch_size >= 1, "epochs/batch_size", "must be >= 1")
+        _require(self.tiles_per_slide >= 1 and self.base_filters >= 1, "tiles_per_slide/base_filters", "must be >= 1")
+        _require(0 <= self.foreground_tile_fraction <= 1, "foreground_tile_fraction", "must be in [0, 1]")
+        _require(0 <= self.batchnorm_momentum < 1, "batchnorm_momentum", "must be in [0, 1)")
+        _require(self.learning_rate > 0, "learning_rate", "must be > 0")
         _require(0 < self.holdout_fraction < 1, "holdout_fraction", "must be in (0, 1)")
+        _require(self.max_slides >= 2, "max_slides", "must be >= 2 (one to train, one to hold out)")
 
 
 @dataclass(frozen=True)
@@ -196,19 +205,128 @@ class SegmentConfig:
 
     segmenter: str = "latest"  # model_id / run id in `models`, or latest
     mask_source: Literal["unet", "roi"] = "unet"
+    working_scale: float | None = None  # null: the U-Net's training scale (model.json); 0.5 with mask_source roi
     mask_threshold: float = 0.5
     min_cell_area_px: int = 400  # in original slide pixels
+    max_cell_area_px: int | None = None  # larger regions (smudges, clumps) are dropped; null keeps all
     split_touching: bool = True
-    watershed_min_distance: int = 7
+    watershed_min_distance: int = 7  # original pixels; peaks closer than this are one cell
+    watershed_seed_fraction: float = 0.7  # seed disc radius / the cell's inscribed radius
+    blue_threshold: float = 8.0  # isolation keeps pixels with blue - red above this (after white balance)
     crop_size: int = 257
     match_radius_px: float = 40.0  # a found cell matches a .xyc centroid within this distance
     max_decoded_pixels: int = 12_000_000  # guard: larger slides are rejected, not decoded
     slides_per_partition: int = 4
+    tf_threads: int = 1  # TensorFlow intra-op threads per Python worker (Spark runs one worker per core)
 
     def __post_init__(self) -> None:
         _require(0 < self.mask_threshold < 1, "mask_threshold", "must be in (0, 1)")
+        _require(self.working_scale is None or 0 < self.working_scale <= 1, "working_scale", "must be null or in (0, 1]")
+        _require(self.min_cell_area_px >= 0, "min_cell_area_px", "must be >= 0")
+        _require(self.max_cell_area_px is None or self.max_cell_area_px > self.min_cell_area_px, "max_cell_area_px",
+                 "must be null or above min_cell_area_px")
+        _require(self.watershed_min_distance >= 1, "watershed_min_distance", "must be >= 1")
+        _require(0 < self.watershed_seed_fraction <= 1, "watershed_seed_fraction", "must be in (0, 1]")
         _require(self.crop_size >= 32, "crop_size", "must be >= 32")
         _require(self.match_radius_px > 0, "match_radius_px", "must be > 0")
+        _require(self.max_decoded_pixels > 0, "max_decoded_pixels", "must be > 0")
+        _require(self.slides_per_partition >= 1, "slides_per_partition", "must be >= 1")
+        _require(self.tf_threads >= 0, "tf_threads", "must be >= 0 (0: TensorFlow's default)")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage's schedule: Adam with exponential learning-rate decay."""
+
+    epochs: int = 3
+    batch_size: int = 16  # per rank; the paper's 48 is in conf/paper.yaml
+    learning_rate: float = 0.001  # scaled by the number of Horovod ranks
+    decay_rate: float = 0.9  # multiplied into the learning rate once per epoch
+    trainable: str = "all"  # all | head | top_fraction:<0..1>; see networks/freezing.py
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "epochs", "must be >= 1")
+        _require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _require(0 < self.decay_rate <= 1, "decay_rate", "must be in (0, 1]")
+        ok = self.trainable in ("all", "head") or self.trainable.startswith("top_fraction:")
+        _require(ok, "trainable", f"is {self.trainable!r}; allowed values: all, head, top_fraction:<f>")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Grouped, stratified split of slides (by patient where known) decided before augmentation."""
+
+    test_fraction: float = 0.25
+    val_fraction: float = 0.15
+    folds: int = 5  # for k-fold evaluation (allmtl evaluate)
+    seed: int = 2022
+
+    def __post_init__(self) -> None:
+        _require(0 < self.test_fraction < 0.5, "test_fraction", "must be in (0, 0.5)")
+        _require(0 < self.val_fraction < 0.5, "val_fraction", "must be in (0, 0.5)")
+        _require(self.folds >= 2, "folds", "must be >= 2")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-side augmentation: flips, rotation 0..max, shift, scale; optional class balancing."""
+
+    enabled: bool = True
+    copies_per_image: int = 4  # augmented copies per training image (the original is kept too)
+    balance_to: int | None = None  # total training images after balancing classes (paper: 1700)
+    flip: bool = True
+    rotate_max_deg: float = 180.0
+    shift_fraction: float = 0.08
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    seed: int = 11
+
+    def __post_init__(self) -> None:
+        _require(self.copies_per_image >= 0, "copies_per_image", "must be >= 0")
+        _require(self.balance_to is None or self.balance_to >= 2, "balance_to", "must be null or >= 2")
+        _require(0 <= self.rotate_max_deg <= 360, "rotate_max_deg", "must be in 0..360")
+        _require(0 <= self.shift_fraction < 0.5, "shift_fraction", "must be in [0, 0.5)")
+        _range(self.scale_range, "scale_range", low=0.1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The multistage transfer-learning job (``spark-submit jobs/train_mtl.py``)."""
+
+    backbones: tuple[str, ...] = ("InceptionV3",)
+    tasks: tuple[str, ...] = TASKS
+    approaches: tuple[str, ...] = APPROACHES
+    input_size: int = 96
+    weights: str = "none"  # stage 1 (W0 -> W1): imagenet | none | path to a .h5 weights file
+    imagenet_base_url: str | None = None  # mirror of keras' weight storage; null: keras' Google URL
+    weights_cache_dir: str | None = None  # where downloaded weights are cached; null: ~/.keras
+    slide_view: Literal["montage", "isolated"] = "montage"
+    montage_grid: int = 2  # montage: grid x grid of the slide's largest isolated white cells
+    segmenter: str = "latest"  # which segmentation (segmented_slides / slide_cells) to train on
+    num_proc: int = 2  # Horovod ranks (Spark tasks); one per GPU in production
+    threads_per_rank: int = 1  # TensorFlow intra-op threads per rank (CPU)
+    head_dense_units: tuple[int, ...] = (256, 128)
+    head_dropout: float = 0.5
+    # Keras' backbones use BatchNorm momentum 0.99: after the few hundred steps of a CPU run the
+    # moving statistics still describe the initial weights and inference collapses. 0.9 adapts
+    # them within tens of steps; null keeps keras' value (fine for long GPU schedules).
+    batchnorm_momentum: float | None = 0.9
+    stage2: StageConfig = field(default_factory=StageConfig)
+    stage3: StageConfig = field(default_factory=StageConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    petastorm_cache_dir: str | None = None  # file:// or dbfs:/ URL; null: <lakehouse>/_petastorm
+    shuffle_buffer: int = 256
+
+    def __post_init__(self) -> None:
+        for name, values, allowed in (("backbones", self.backbones, BACKBONES), ("tasks", self.tasks, TASKS),
+                                      ("approaches", self.approaches, APPROACHES)):
+            bad = [v for v in values if v not in allowed]
+            _require(values and not bad, name, f"has {bad or 'nothing'}; allowed values: {', '.join(allowed)}")
+        _require(self.input_size >= 75, "input_size", "must be >= 75 (the keras backbones need it)")
+        _require(self.montage_grid >= 1, "montage_grid", "must be >= 1")
+        _require(self.num_proc >= 1 and self.threads_per_rank >= 1, "num_proc/threads_per_rank", "must be >= 1")
+        _require(0 <= self.head_dropout < 1, "head_dropout", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -223,3 +341,4 @@ class AppConfig:
     roi: RoiConfig = field(default_factory=RoiConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -1,0 +1,1 @@
+"""Multistage transfer learning: splits, augmentation, Petastorm datasets, Horovod training stages."""

@@ -1,0 +1,147 @@
+"""Delta tables -> labelled examples -> split -> augmented training rows -> Petastorm converters.
+
+The split is decided on the small (key, group, label) table on the driver and recorded in
+``splits`` before anything is augmented; augmentation then runs in a pandas UDF over the
+training part only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.functions import pandas_udf
+
+from allmtl_spark import tables
+from allmtl_spark.config.schema import AugmentConfig, SplitConfig
+from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
+from allmtl_spark.training.augment import AugmentParams, copies_per_item
+from allmtl_spark.training.examples import TASK_CLASSES, ViewSpec, example_image
+from allmtl_spark.training.split import split_id, train_val_test
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExampleSet:
+    """One task's examples with their split: ``frame`` has key, group, label, part, sources."""
+
+    task: str
+    class_names: tuple[str, ...]
+    frame: DataFrame
+    spec: ViewSpec
+    split_id: str
+    counts: dict[str, dict[str, int]]  # part -> class -> originals
+
+    def label_index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.class_names)}
+
+
+def cell_examples(spark: SparkSession, lake: Lakehouse) -> DataFrame:
+    """Single-cell crops from ``cells`` with a blast / normal label (stage 2)."""
+    cells = read_table(spark, lake, tables.CELLS).where(F.col("label_binary").isNotNull())
+    return cells.select(
+        F.col("content_sha256").alias("key"),
+        F.col("cell_id").alias("item_id"),
+        F.coalesce("patient_hash", F.concat(F.lit("cell:"), "cell_id")).alias("group"),
+        F.when(F.col("label_binary") == 1, "blast").otherwise("normal").alias("label"),
+        F.array("content").alias("sources"),
+    )
+
+
+def slide_examples(spark: SparkSession, lake: Lakehouse, task: str, segmenter_version: str, view: str,
+                   grid: int) -> DataFrame:
+    """Segmented slides with the task's label (stage 3): montage crops or the isolated slide."""
+    slides = read_table(spark, lake, tables.SLIDES)
+    label = (F.when(F.col("label_binary") == 1, "ALL").when(F.col("label_binary") == 0, "normal")
+             if task == "binary" else F.col("label_fab"))
+    slides = slides.select("content_sha256", "slide_id", "patient_hash", label.alias("label")).where(
+        F.col("label").isNotNull())
+    segmented = read_table(spark, lake, tables.SEGMENTED_SLIDES).where(
+        F.col("segmenter_version") == segmenter_version).select("content_sha256", "isolated")
+    if view == "montage":
+        cells = read_table(spark, lake, tables.SLIDE_CELLS).where(F.col("segmenter_version") == segmenter_version)
+        largest_first = F.sort_array(F.collect_list(F.struct((-F.col("area_px")).alias("order"), "crop")))
+        crops = cells.groupBy("content_sha256").agg(
+            F.slice(F.transform(largest_first, lambda s: s["crop"]), 1, grid * grid).alias("sources"))
+        sources = segmented.join(crops, "content_sha256").select("content_sha256", "sources")
+    else:
+        sources = segmented.select("content_sha256", F.array("isolated").alias("sources"))
+    return slides.join(sources, "content_sha256").select(
+        F.col("content_sha256").alias("key"),
+        F.col("slide_id").alias("item_id"),
+        F.coalesce("patient_hash", F.concat(F.lit("slide:"), "slide_id")).alias("group"),
+        "label",
+        "sources",
+    )
+
+
+def split_examples(spark: SparkSession, lake: Lakehouse, examples: DataFrame, task: str, source_table: str,
+                   spec: ViewSpec, cfg: SplitConfig, augment: AugmentConfig) -> ExampleSet:
+    """Split by group, stratified by label; record it in ``splits``; attach part and copy counts."""
+    meta = examples.select("key", "item_id", "group", "label").toPandas().sort_values("key").reset_index(drop=True)
+    unknown = sorted(set(meta["label"]) - set(TASK_CLASSES[task]))
+    if unknown:
+        raise ValueError(f"task {task}: labels {unknown} are not among {TASK_CLASSES[task]}")
+    if meta.empty:
+        raise ValueError(f"task {task}: no labelled examples in {source_table}; ingest and segment data first")
+    meta["part"] = train_val_test(meta, cfg.test_fraction, cfg.val_fraction, cfg.seed).to_numpy()
+    settings = {"task": task, "test": cfg.test_fraction, "val": cfg.val_fraction, "seed": cfg.seed}
+    sid = split_id(meta["key"].tolist(), settings)
+    _record_split(spark, lake, meta, sid, source_table)
+    meta["copies"] = 0
+    train = meta["part"] == "train"
+    if augment.enabled:
+        meta.loc[train, "copies"] = copies_per_item(meta.loc[train, "label"].tolist(), augment.copies_per_image,
+                                                    augment.balance_to)
+    parts = spark.createDataFrame(meta[["key", "part", "copies"]])
+    counts = {p: meta[meta["part"] == p]["label"].value_counts().to_dict() for p in ("train", "val", "test")}
+    frame = examples.join(F.broadcast(parts), "key")
+    return ExampleSet(task, TASK_CLASSES[task], frame, spec, sid, counts)
+
+
+def _record_split(spark: SparkSession, lake: Lakehouse, meta: pd.DataFrame, sid: str, source_table: str) -> None:
+    rows = meta.assign(split_id=sid, source_table=source_table, fold=None,
+                       created_at=datetime.now(timezone.utc).replace(tzinfo=None))
+    rows = rows.rename(columns={"key": "content_sha256", "group": "group_key"})[[f.name for f in tables.SPLITS.schema.fields]]
+    merge_new_rows(spark, lake, tables.SPLITS, spark.createDataFrame(rows.astype(object), tables.SPLITS.schema))
+
+
+def materialize(examples: ExampleSet, part: str, augment: AugmentConfig, partitions: int) -> DataFrame:
+    """Rows ``image`` (raw uint8 bytes, size x size x 3) and ``label`` (class index) of one part.
+
+    The training part holds each original (copy 0) plus its augmented copies.
+    """
+    index = examples.label_index()
+    params = AugmentParams(augment.flip, augment.rotate_max_deg, augment.shift_fraction, augment.scale_range)
+    make = make_example_udf(examples.spec, augment.seed, params)
+    rows = examples.frame.where(F.col("part") == part)
+    copies = F.sequence(F.lit(0), F.col("copies")) if part == "train" else F.array(F.lit(0))
+    rows = rows.withColumn("copy", F.explode(copies)).repartition(partitions, "key", "copy")
+    label = F.create_map(*[x for name, i in index.items() for x in (F.lit(name), F.lit(i))])[F.col("label")]
+    return rows.select(make("key", "sources", "copy").alias("image"), label.cast("int").alias("label"),
+                       "key", "copy")
+
+
+def make_example_udf(spec: ViewSpec, seed: int, params: AugmentParams):
+    """pandas UDF (key, sources, copy) -> raw image bytes, with the view and augmentation bound once."""
+
+    @pandas_udf("binary")
+    def make_example(key: pd.Series, sources: pd.Series, copy: pd.Series) -> pd.Series:
+        return pd.Series([example_image([bytes(b) for b in s], spec, k, int(c), seed, params)
+                          for k, s, c in zip(key, sources, copy)])
+
+    return make_example
+
+
+def to_numpy(frame: DataFrame, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Collect a (small) materialized part to the driver: images (n, size, size, 3) uint8, labels, keys."""
+    rows = frame.where(F.col("copy") == 0).select("key", "image", "label").orderBy("key").collect()
+    images = np.stack([np.frombuffer(r["image"], np.uint8).reshape(size, size, 3) for r in rows]) if rows else \
+        np.zeros((0, size, size, 3), np.uint8)
+    return images, np.array([r["label"] for r in rows], dtype=int), [r["key"] for r in rows]

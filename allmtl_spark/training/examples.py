@@ -1,0 +1,89 @@
+"""Training examples: the pure functions that turn stored images into classifier inputs.
+
+Stage 2 sees single cells (ALL-IDB2-like crops), isolated on black like the cells stage 3 sees.
+Stage 3 sees a slide through ``views``: a montage of its isolated white cells or the whole
+isolated slide. Augmented copies are made here, after the split, for the training part only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from allmtl_spark.training.augment import AugmentParams, augment_image, copy_rng
+from allmtl_spark.training.views import cell_view, decode_png, letterbox, montage
+from allmtl_spark.transforms.isolate import isolate_cells
+from allmtl_spark.transforms.roi import adaptive_roi_mask
+
+TASK_CLASSES = {
+    "cell_binary": ("normal", "blast"),
+    "binary": ("normal", "ALL"),
+    "fab4": ("normal", "L1", "L2", "L3"),
+}
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """How to build one classifier input."""
+
+    kind: str  # cell | montage | isolated
+    size: int
+    grid: int = 2
+    isolate: bool = True  # cells: keep only the central white cell, on black
+
+
+def central_cell_mask(image: np.ndarray) -> np.ndarray:
+    """Mask (HxW uint8 0/255) of the white-cell region nearest the image centre.
+
+    ALL-IDB2 crops hold one centred white cell among red cells; the adaptive stain ROI finds
+    white-cell regions, and the one nearest the centre is the crop's cell.
+    """
+    roi = adaptive_roi_mask(image)
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats((roi > 0).astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return np.full(image.shape[:2], 255, np.uint8)  # nothing found: keep the whole crop
+    centre = np.array(image.shape[1::-1], float) / 2.0
+    distances = np.linalg.norm(centroids[1:] - centre, axis=1) - np.sqrt(stats[1:, cv2.CC_STAT_AREA])
+    keep = 1 + int(np.argmin(distances))
+    return np.where(labels == keep, 255, 0).astype(np.uint8)
+
+
+def build_view(sources: list[bytes], spec: ViewSpec, rng: np.random.Generator | None,
+               params: AugmentParams | None) -> np.ndarray:
+    """Decode ``sources`` and build one classifier input, augmented when ``rng`` is given.
+
+    Args:
+        sources: cell: [crop bytes]; montage: crops ordered largest cell first; isolated: [slide PNG].
+        spec: the view.
+        rng: None for the original (validation, test, copy 0); a copy's generator otherwise.
+        params: augmentation ranges (needed with ``rng``).
+
+    Returns:
+        spec.size x spec.size x 3 uint8 RGB.
+    """
+    images = [decode_png(data) for data in sources]
+    if spec.kind == "cell":
+        crop = images[0]
+        if spec.isolate:
+            crop = isolate_cells(crop, central_cell_mask(crop))
+        out = cell_view(crop, spec.size)
+        return augment_image(out, rng, params) if rng is not None else out
+    if spec.kind == "montage":
+        tiles = images[: spec.grid * spec.grid]
+        if rng is not None:
+            tiles = [augment_image(t, rng, params) for t in tiles]
+            tiles = [tiles[i] for i in rng.permutation(len(tiles))]
+        return montage(tiles, spec.grid, spec.size)
+    if spec.kind == "isolated":
+        out = letterbox(images[0], spec.size)
+        return augment_image(out, rng, params) if rng is not None else out
+    raise ValueError(f"unknown view kind {spec.kind!r}; expected cell, montage or isolated")
+
+
+def example_image(sources: list[bytes], spec: ViewSpec, key: str, copy: int, seed: int,
+                  params: AugmentParams) -> bytes:
+    """Raw uint8 bytes (size*size*3) of copy ``copy`` of one example; copy 0 is the original."""
+    rng = copy_rng(seed, key, copy) if copy > 0 else None
+    return build_view(sources, spec, rng, params).tobytes()

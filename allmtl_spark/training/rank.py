@@ -1,0 +1,167 @@
+"""What every Horovod rank runs for one stage: build, restore, fit on its Petastorm shard, save.
+
+``horovod.spark.run(train_rank, args=(job,), num_proc=N)`` starts this function in N Spark tasks.
+Rank r reads shard r of the Petastorm dataset; gradients are averaged by the
+``DistributedOptimizer`` over Gloo (CPU) or NCCL (GPU); rank 0 alone writes checkpoints, the
+final model and the epoch log lines.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RankJob:
+    """Everything a rank needs for one stage (pickled to the Spark tasks)."""
+
+    stage_key: str
+    backbone: str
+    input_size: int
+    class_names: tuple[str, ...]
+    head: str
+    dense_units: tuple[int, ...]
+    dropout: float
+    init_weights: str | None  # None, "imagenet", or a .h5 file
+    load_head: bool
+    trainable: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    decay_rate: float
+    n_train: int
+    n_val: int
+    checkpoint_dir: str
+    output_dir: str
+    train_converter: Any
+    val_converter: Any
+    threads: int = 1
+    shuffle_buffer: int = 256
+    seed: int = 0
+    batchnorm_momentum: float | None = None
+    imagenet_base_url: str | None = None
+    weights_cache_dir: str | None = None
+    spec: dict = field(default_factory=dict)  # written into model.json
+
+
+def steps(n: int, batch_size: int, ranks: int) -> int:
+    """Steps per epoch so that all ranks together see every example about once."""
+    return max(1, math.ceil(n / (batch_size * ranks)))
+
+
+def train_rank(job: RankJob) -> dict:
+    """Train one stage on this rank; rank 0 returns the history and the saved artifact's hash."""
+    import horovod.tensorflow.keras as hvd
+    import tensorflow as tf
+
+    hvd.init()
+    tf.config.threading.set_intra_op_parallelism_threads(job.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(max(1, job.threads))
+    tf.keras.utils.set_random_seed(job.seed + hvd.rank())
+    model = _build(job)
+    binary = len(job.class_names) == 2
+    steps_per_epoch = steps(job.n_train, job.batch_size, hvd.size())
+    schedule = tf.keras.optimizers.schedules.ExponentialDecay(
+        job.learning_rate * hvd.size(), decay_steps=steps_per_epoch, decay_rate=job.decay_rate)
+    # Horovod 0.28 wraps the legacy Keras optimizers (the TF >= 2.11 ones lack the hooks it patches).
+    optimizer = hvd.DistributedOptimizer(tf.keras.optimizers.legacy.Adam(schedule))
+    loss = "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    checkpoint, manager, epoch_var = _checkpointing(job, model, optimizer, hvd.rank() == 0)
+    initial_epoch = int(epoch_var.numpy())
+    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback()]
+    if hvd.rank() == 0:
+        from allmtl_spark.training.callbacks import EpochCheckpoint, EpochLine
+
+        callbacks += [EpochCheckpoint(manager, epoch_var), EpochLine(job.stage_key, job.epochs, job.n_train)]
+    with job.train_converter.make_tf_dataset(batch_size=job.batch_size, cur_shard=hvd.rank(),
+                                             shard_count=hvd.size(), num_epochs=None, workers_count=1) as train, \
+            job.val_converter.make_tf_dataset(batch_size=job.batch_size, cur_shard=hvd.rank(),
+                                              shard_count=hvd.size(), num_epochs=None, workers_count=1) as val:
+        history = {}
+        if initial_epoch < job.epochs:
+            fitted = model.fit(
+                _prepare(train, job, binary, shuffle=True), steps_per_epoch=steps_per_epoch,
+                validation_data=_prepare(val, job, binary, shuffle=False),
+                validation_steps=steps(job.n_val, job.batch_size, hvd.size()),
+                epochs=job.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                verbose=2 if hvd.rank() == 0 else 0)
+            history = {k: [float(v) for v in vals] for k, vals in fitted.history.items()}
+    if hvd.rank() != 0:
+        return {}
+    from allmtl_spark.registry import save_artifact
+
+    sha = save_artifact(model, job.output_dir, job.spec)
+    previous = load_history(job.checkpoint_dir)
+    merged = {k: previous.get(k, [])[:initial_epoch] + history.get(k, []) for k in set(previous) | set(history)}
+    return {"sha256": sha, "history": merged, "initial_epoch": initial_epoch, "ranks": hvd.size()}
+
+
+def _build(job: RankJob):
+    from allmtl_spark.networks.classifier import build_classifier
+    from allmtl_spark.networks.freezing import set_trainable
+
+    outputs = 1 if len(job.class_names) == 2 else len(job.class_names)
+    model = build_classifier(
+        backbone=job.backbone, input_size=job.input_size, num_outputs=outputs, head=job.head,
+        dense_units=job.dense_units, dropout=job.dropout, weights=job.init_weights, load_head=job.load_head,
+        imagenet_base_url=job.imagenet_base_url, cache_dir=job.weights_cache_dir)
+    if job.batchnorm_momentum is not None:
+        set_batchnorm_momentum(model, job.batchnorm_momentum)
+    return set_trainable(model, job.trainable)
+
+
+def set_batchnorm_momentum(model, momentum: float) -> int:
+    """Set the moving-average momentum of every BatchNormalization layer; returns how many."""
+    import tensorflow as tf
+
+    layers = [layer for layer in model.layers if isinstance(layer, tf.keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.momentum = momentum
+    return len(layers)
+
+
+def _prepare(dataset, job: RankJob, binary: bool, shuffle: bool):
+    """Petastorm batches of raw bytes -> shuffled (image float32 0..255, label) batches."""
+    import tensorflow as tf
+
+    size = job.input_size
+
+    def decode(batch):
+        images = tf.io.decode_raw(batch.image, tf.uint8)
+        images = tf.cast(tf.reshape(images, (-1, size, size, 3)), tf.float32)
+        labels = tf.cast(batch.label, tf.float32 if binary else tf.int32)
+        return images, labels
+
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    if shuffle:  # reshuffled continuously: every epoch sees a new order
+        dataset = dataset.shuffle(job.shuffle_buffer, seed=job.seed)
+    return dataset.batch(job.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _checkpointing(job: RankJob, model, optimizer, is_root: bool):
+    """Restore the newest checkpoint of this stage if there is one (an interrupted run resumes)."""
+    import tensorflow as tf
+
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="completed_epochs")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+    manager = tf.train.CheckpointManager(checkpoint, job.checkpoint_dir, max_to_keep=2)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        if is_root:
+            print(f"[{job.stage_key}] resuming from {manager.latest_checkpoint}: "
+                  f"{int(epoch_var.numpy())} epoch(s) already done", flush=True)
+    return checkpoint, manager, epoch_var
+
+
+def load_history(folder: str) -> dict:
+    path = os.path.join(folder, "history.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as handle:
+        return json.load(handle)
