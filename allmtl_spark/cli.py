@@ -85,6 +85,45 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_segmenter(args: argparse.Namespace) -> int:
+    from allmtl_spark.segmentation.train import run_train_segmenter
+
+    cfg = load_from_args(args)
+    spark = spark_from_args(args, cfg)
+    summary = run_train_segmenter(spark, cfg.segmenter, cfg.roi, lakehouse_from(cfg), run_id=args.run_id)
+    print(summary.format())
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from allmtl_spark.segmentation.job import run_segment, write_example_figure
+
+    cfg = load_from_args(args)
+    spark = spark_from_args(args, cfg)
+    lake = lakehouse_from(cfg)
+    summary = run_segment(spark, cfg.segment, cfg.roi, lake, run_id=args.run_id)
+    print(summary.format())
+    if summary.segmented:
+        path = f"{lake.reports}/segmentation_example.png"
+        print(f"example figure: {write_example_figure(spark, lake, summary.segmenter_version, path)}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from allmtl_spark.evaluation.job import run_evaluate
+
+    cfg = load_from_args(args)
+    spark = spark_from_args(args, cfg)
+    summary = run_evaluate(spark, cfg.evaluate, cfg.train, lakehouse_from(cfg), eval_id=args.eval_id or args.run_id)
+    print(summary.format())
+    return 0
+
+
+def _evaluate_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--eval-id", help="resume this evaluation: finished folds are not retrained (default: a new id; "
+                                       "--run-id is the same)")
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
     from allmtl_spark.docs import tables_markdown
 
@@ -98,8 +137,16 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "synth": (cmd_synth, "write a synthetic data set in the ALL-IDB layouts", False),
     "ingest": (cmd_ingest, "ingest ALL-IDB folders or manifests into the Delta tables", True),
     "train": (cmd_train, "train the multistage (and classical) transfer-learning models with Horovod", True),
+    "train-segmenter": (cmd_train_segmenter, "train the Residual U-Net white-cell segmenter on the slides", True),
+    "segment": (cmd_segment, "segment the slides' white cells into segmented_slides and slide_cells", True),
+    "evaluate": (cmd_evaluate, "repeated k-fold cross-validation of the trained approaches, tests and the "
+                              "HTML report", True),
     "tables": (cmd_tables, "print the table reference as Markdown", False),
 }
+
+
+# Command-specific options beyond the common ones.
+EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {"evaluate": _evaluate_arguments}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (func, help_text, needs_spark) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         add_common_arguments(cmd, needs_spark)
+        EXTRA_ARGUMENTS.get(name, lambda _: None)(cmd)
         cmd.set_defaults(func=func)
     _add_optional_commands(sub)
     return parser
@@ -125,18 +173,21 @@ def add_common_arguments(cmd: argparse.ArgumentParser, needs_spark: bool) -> Non
 
 def _add_optional_commands(sub) -> None:
     """Commands whose modules register themselves (kept separate so `allmtl --help` stays fast)."""
+    from allmtl_spark.bench.cli import add_bench_parser
     from allmtl_spark.metrics.cli import add_stats_parser
 
     add_stats_parser(sub)
+    add_bench_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    # Our INFO lines only: py4j logs harmless reconnects at INFO on the root logger, petastorm and
+    # TensorFlow are chatty. --verbose opens everything.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("py4j", "petastorm", "tensorflow", "h5py", "matplotlib", "PIL", "urllib3", "mlflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("allmtl_spark").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     return run_guarded(args.func, args)
 
 

@@ -160,7 +160,8 @@ def merge_new_rows(
     update = ""
     if update_set:
         assignments = ", ".join(f"t.`{column}` = {expr}" for column, expr in update_set.items())
-        update = f"WHEN MATCHED{f' AND ({update_condition})' if update_condition else ''} THEN UPDATE SET {assignments} "
+        condition = f" AND ({update_condition})" if update_condition else ""
+        update = f"WHEN MATCHED{condition} THEN UPDATE SET {assignments} "
     target = lake.path(table).replace("`", "``")
     # SQL MERGE (not the Python builder) because it returns the commit's row counts.
     statement = f"MERGE INTO delta.`{target}` t USING {view} s ON {on} {update}WHEN NOT MATCHED THEN INSERT *"

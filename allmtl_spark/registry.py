@@ -142,7 +142,8 @@ def resolve_model(spark, lake, ref: str, task: str | None = None, stage: str | N
     rows = models.orderBy(F.col("created_at").desc(), F.col("model_id")).collect()
     filters = ", ".join(f"{k}={v}" for k, v in (("task", task), ("stage", stage), ("approach", approach)) if v)
     if not rows:
-        raise ArtifactError(f"no model matches {ref!r}{f' ({filters})' if filters else ''} in {lake.path(tables.MODELS)}; "
+        where = f" ({filters})" if filters else ""
+        raise ArtifactError(f"no model matches {ref!r}{where} in {lake.path(tables.MODELS)}; "
                             "train one first (allmtl train / allmtl train-segmenter)")
     exact = [r for r in rows if r["model_id"] == ref]
     if ref != "latest" and not exact and len(rows) > 1:

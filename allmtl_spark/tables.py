@@ -13,7 +13,6 @@ from pyspark.sql.types import (
     BinaryType,
     BooleanType,
     DoubleType,
-    FloatType,
     IntegerType,
     LongType,
     MapType,
@@ -150,6 +149,8 @@ SEGMENTED_SLIDES = Table(
             _f("detect_tp", IntegerType()),
             _f("detect_fp", IntegerType()),
             _f("detect_fn", IntegerType()),
+            _f("truth_cell_count", IntegerType()),
+            _f("truth_cells_found", IntegerType()),
             _f("dice_vs_truth", DoubleType()),
             _f("roi_dice_vs_truth", DoubleType()),
             _f("run_id", StringType(), False),
@@ -170,8 +171,11 @@ SEGMENTED_SLIDES = Table(
         "cell_count": "number of white cells found (rows in `slide_cells`)",
         "blast_truth_count": "number of .xyc blast centroids, null without .xyc",
         "detect_tp": "found cells matched one-to-one to a .xyc centroid within segment.match_radius_px",
-        "dice_vs_truth": "Dice of the mask against the ground-truth mask, when the slide has one",
-        "roi_dice_vs_truth": "Dice of the threshold ROI against the ground-truth mask",
+        "detect_fp": "found cells matching no .xyc centroid (.xyc lists blasts only, so normal white cells count)",
+        "truth_cell_count": "white cells (connected regions) in the ground-truth mask; null without one",
+        "truth_cells_found": "of those, matched one-to-one to a found cell within segment.match_radius_px",
+        "dice_vs_truth": "Dice of the mask against the ground-truth mask (original size), when the slide has one",
+        "roi_dice_vs_truth": "Dice of the threshold ROI (holes filled, specks dropped) against the ground-truth mask",
     },
 )
 
@@ -274,4 +278,108 @@ SPLITS = Table(
     },
 )
 
-ALL_TABLES: tuple[Table, ...] = (SLIDES, CELLS, REJECTS, SEGMENTED_SLIDES, SLIDE_CELLS, MODELS, SPLITS)
+PREDICTIONS = Table(
+    name="predictions",
+    schema=StructType(
+        [
+            _f("model_id", StringType(), False),
+            _f("content_sha256", StringType(), False),
+            _f("part", StringType(), False),
+            _f("item_id", StringType(), False),
+            _f("label", IntegerType(), False),
+            _f("predicted", IntegerType(), False),
+            _f("scores", ArrayType(DoubleType()), False),
+            _f("created_at", TimestampType(), False),
+        ]
+    ),
+    merge_keys=("model_id", "content_sha256", "part"),
+    description="Per-case validation and test predictions of every trained model (for metrics, ROC, McNemar).",
+    column_docs={
+        "part": "val | test",
+        "label": "true class index into the model's class_names",
+        "predicted": "argmax class index",
+        "scores": "class probabilities in the order of models.class_names",
+    },
+)
+
+_EVAL_KEY_DOCS = {
+    "eval_id": "the evaluation run (`allmtl evaluate --eval-id` resumes it)",
+    "trial": "repeat 0..evaluate.trials-1; trial t splits and augments with seed evaluate.seed + t",
+    "fold": "test fold 0..evaluate.folds-1 of the trial",
+    "backbone": "InceptionV3 | Xception | InceptionResNetV2",
+    "task": "binary | fab4",
+    "approach": "mtl (multistage) | classical",
+}
+
+EVALUATION_RUNS = Table(
+    name="evaluation_runs",
+    schema=StructType(
+        [
+            _f("eval_id", StringType(), False),
+            _f("trial", IntegerType(), False),
+            _f("fold", IntegerType(), False),
+            _f("backbone", StringType(), False),
+            _f("task", StringType(), False),
+            _f("approach", StringType(), False),
+            _f("n_folds", IntegerType(), False),
+            _f("model_id", StringType(), False),
+            _f("train_run_id", StringType(), False),
+            _f("split_id", StringType(), False),
+            _f("n_train", IntegerType(), False),
+            _f("n_val", IntegerType(), False),
+            _f("n_test", IntegerType(), False),
+            _f("split_seed", IntegerType(), False),
+            _f("augment_seed", IntegerType(), False),
+            _f("seconds", DoubleType()),
+            _f("finished_at", TimestampType(), False),
+        ]
+    ),
+    merge_keys=("eval_id", "trial", "fold", "backbone", "task", "approach"),
+    description="One row per stage-3 model of a cross-validation run: which fold, model, training run and split.",
+    column_docs={
+        **_EVAL_KEY_DOCS,
+        "n_folds": "k of the k-fold split",
+        "model_id": "the stage-3 model in `models`; its test-part rows in `predictions` are the fold's results",
+        "train_run_id": "`<eval_id>-t<trial>-f<fold>`; stage 2 is shared by the trial's folds (run `<eval_id>-t<trial>`)",
+        "split_id": "the fold's split in `splits`",
+        "n_train": "training slides of the fold (originals, before augmentation)",
+        "n_val": "validation slides carved from the training folds",
+        "n_test": "test slides (the held-out fold)",
+        "split_seed": "train.split.seed used for the trial",
+        "augment_seed": "train.augment.seed used for the trial",
+        "seconds": "stage-3 training time; null when the stage had been trained before a resume",
+    },
+)
+
+EVALUATION_METRICS = Table(
+    name="evaluation_metrics",
+    schema=StructType(
+        [
+            _f("eval_id", StringType(), False),
+            _f("trial", IntegerType(), False),
+            _f("fold", IntegerType(), False),
+            _f("backbone", StringType(), False),
+            _f("task", StringType(), False),
+            _f("approach", StringType(), False),
+            _f("metric", StringType(), False),
+            _f("class_name", StringType(), False),
+            _f("value", DoubleType()),
+            _f("computed_at", TimestampType(), False),
+        ]
+    ),
+    merge_keys=("eval_id", "trial", "fold", "backbone", "task", "approach", "metric", "class_name"),
+    description="Test-fold metrics of every cross-validation model, long format (one value per row).",
+    column_docs={
+        **_EVAL_KEY_DOCS,
+        "fold": "test fold, or -1 for the trial's folds pooled (every slide predicted once, by the model that "
+                "did not train on it)",
+        "metric": "accuracy, n_test; per class precision, recall, specificity, f1, auc, support; "
+                  "macro_/micro_/weighted_ precision, recall, specificity, f1; micro_auc, macro_auc; "
+                  "confusion (count of true class / predicted class)",
+        "class_name": "the class for per-class metrics, `<true>/<predicted>` for confusion, '' for averages",
+        "value": "the metric; null where undefined (AUC of a class absent from the fold)",
+    },
+)
+
+ALL_TABLES: tuple[Table, ...] = (SLIDES, CELLS, REJECTS, SEGMENTED_SLIDES, SLIDE_CELLS, MODELS, SPLITS, PREDICTIONS,
+                                 EVALUATION_RUNS, EVALUATION_METRICS)

@@ -172,15 +172,16 @@ class SegmenterConfig:
     working_scale: float = 0.5  # slides are resized by this factor before the U-Net (and in `segment`)
     tile_size: int = 128
     tiles_per_slide: int = 8  # random training tiles per training slide and epoch
-    foreground_tile_fraction: float = 0.5  # share of those tiles centred on a white-cell pixel
-    augment: bool = True  # random flips and 90-degree rotations of the training tiles
+    foreground_tile_fraction: float = 0.8  # share of those tiles centred on a white-cell pixel
+    augment: bool = True  # random flips, 90-degree rotations and channel gains of the training tiles
+    input_normalize: Literal["grey_world", "percentile", "none"] = "grey_world"  # white balance before the U-Net
     depth: int = 3
-    base_filters: int = 16
+    base_filters: int = 8
     upsampling: Literal["transpose", "nearest", "bilinear"] = "transpose"
     batchnorm_momentum: float = 0.9  # keras' 0.99 needs far more steps than a short run has
     epochs: int = 12
     batch_size: int = 8
-    learning_rate: float = 0.001
+    learning_rate: float = 0.003
     holdout_fraction: float = 0.25
     max_slides: int = 400  # slides collected to the driver for training
     label_source: Literal["auto", "truth", "roi"] = "auto"  # auto: ground-truth masks if present, else ROI
@@ -210,7 +211,7 @@ class SegmentConfig:
     min_cell_area_px: int = 400  # in original slide pixels
     max_cell_area_px: int | None = None  # larger regions (smudges, clumps) are dropped; null keeps all
     split_touching: bool = True
-    watershed_min_distance: int = 7  # original pixels; peaks closer than this are one cell
+    watershed_min_distance: int = 10  # original pixels; peaks closer than this are one cell
     watershed_seed_fraction: float = 0.7  # seed disc radius / the cell's inscribed radius
     blue_threshold: float = 8.0  # isolation keeps pixels with blue - red above this (after white balance)
     crop_size: int = 257
@@ -221,7 +222,8 @@ class SegmentConfig:
 
     def __post_init__(self) -> None:
         _require(0 < self.mask_threshold < 1, "mask_threshold", "must be in (0, 1)")
-        _require(self.working_scale is None or 0 < self.working_scale <= 1, "working_scale", "must be null or in (0, 1]")
+        _require(self.working_scale is None or 0 < self.working_scale <= 1, "working_scale",
+                 "must be null or in (0, 1]")
         _require(self.min_cell_area_px >= 0, "min_cell_area_px", "must be >= 0")
         _require(self.max_cell_area_px is None or self.max_cell_area_px > self.min_cell_area_px, "max_cell_area_px",
                  "must be null or above min_cell_area_px")
@@ -243,6 +245,7 @@ class StageConfig:
     learning_rate: float = 0.001  # scaled by the number of Horovod ranks
     decay_rate: float = 0.9  # multiplied into the learning rate once per epoch
     trainable: str = "all"  # all | head | top_fraction:<0..1>; see networks/freezing.py
+    warmup_epochs: int = 0  # first epochs train the (new) head only, then `trainable` applies
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "epochs", "must be >= 1")
@@ -251,6 +254,7 @@ class StageConfig:
         _require(0 < self.decay_rate <= 1, "decay_rate", "must be in (0, 1]")
         ok = self.trainable in ("all", "head") or self.trainable.startswith("top_fraction:")
         _require(ok, "trainable", f"is {self.trainable!r}; allowed values: all, head, top_fraction:<f>")
+        _require(0 <= self.warmup_epochs < self.epochs, "warmup_epochs", "must be in 0..epochs-1")
 
 
 @dataclass(frozen=True)
@@ -329,6 +333,45 @@ class TrainConfig:
         _require(0 <= self.head_dropout < 1, "head_dropout", "must be in [0, 1)")
 
 
+COMPARE_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall",
+                   "macro_specificity", "macro_auc", "micro_auc")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Repeated k-fold cross-validation of the ``train`` section's models (``allmtl evaluate``).
+
+    Trial ``t`` (0..trials-1) splits the slides into ``folds`` grouped stratified folds with split
+    seed ``seed + t`` and augments with seed ``seed + t``; every fold trains through the same code
+    path as ``allmtl train`` (backbones, tasks, approaches and schedules come from ``train``).
+    """
+
+    folds: int = 5  # k; the paper used 10
+    trials: int = 1  # R repeats of the k folds; the paper compared approaches over 10 trials
+    seed: int = 2022  # base seed: trial t uses split seed and augment seed seed + t
+    bootstrap_resamples: int = 1000  # percentile CIs and the AUC-difference test
+    confidence: float = 0.95  # level of every interval and test
+    compare_metrics: tuple[str, ...] = ("accuracy", "macro_f1", "macro_auc")  # classical vs multistage t-tests
+    # Nadeau-Bengio n_test / n_train; null: the mean over the evaluated folds of their recorded
+    # test / training slide counts (about 1 / (k - 1), less the validation slice).
+    test_train_ratio: float | None = None
+    curve_trials: int = 1  # training-curve figures for the first N trials (one figure per trial)
+    report_dir: str | None = None  # null: <lakehouse reports>/evaluation/<eval_id>
+
+    def __post_init__(self) -> None:
+        _require(self.folds >= 2, "folds", "must be >= 2")
+        _require(self.trials >= 1, "trials", "must be >= 1")
+        _require(self.bootstrap_resamples >= 1, "bootstrap_resamples", "must be >= 1")
+        _require(0 < self.confidence < 1, "confidence", "must be in (0, 1)")
+        bad = [m for m in self.compare_metrics if m not in COMPARE_METRICS]
+        _require(self.compare_metrics and not bad, "compare_metrics",
+                 f"has {bad or 'nothing'}; allowed values: {', '.join(COMPARE_METRICS)}")
+        _require(self.test_train_ratio is None or self.test_train_ratio > 0, "test_train_ratio",
+                 "must be null (computed from the folds) or > 0")
+        _require(self.curve_trials >= 0, "curve_trials", "must be >= 0")
+        _require(self.report_dir is None or bool(self.report_dir), "report_dir", "must be null or a folder")
+
+
 @dataclass(frozen=True)
 class AppConfig:
     """The whole application config, as loaded from ``conf/*.yaml``."""
@@ -342,3 +385,4 @@ class AppConfig:
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

@@ -51,3 +51,23 @@ class EpochLine(tf.keras.callbacks.Callback):
         fields = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if k != "lr")
         print(f"[{self.stage_key}] epoch {epoch + 1}/{self.epochs} {fields} "
               f"({seconds:.0f}s, {self.n_train / max(seconds, 1e-6):.1f} img/s)", flush=True)
+
+
+class AverageBatchNormStatistics(tf.keras.callbacks.Callback):
+    """Average the BatchNorm moving mean/variance over all ranks after every epoch.
+
+    Horovod averages gradients, so trainable weights stay identical across ranks, but each rank
+    updates its BatchNorm moving statistics from its own shard only. Averaging them makes the
+    saved model's inference statistics cover all the data and leaves every rank with the same
+    weights. Runs on every rank (it is a collective operation).
+    """
+
+    def __init__(self, hvd):
+        super().__init__()
+        self.hvd = hvd
+
+    def on_epoch_end(self, epoch, logs=None):
+        for layer in self.model.layers:
+            if isinstance(layer, tf.keras.layers.BatchNormalization):
+                for variable in (layer.moving_mean, layer.moving_variance):
+                    variable.assign(self.hvd.allreduce(variable, average=True, name=variable.name))

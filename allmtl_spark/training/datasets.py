@@ -22,7 +22,7 @@ from allmtl_spark.config.schema import AugmentConfig, SplitConfig
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
 from allmtl_spark.training.augment import AugmentParams, copies_per_item
 from allmtl_spark.training.examples import TASK_CLASSES, ViewSpec, example_image
-from allmtl_spark.training.split import split_id, train_val_test
+from allmtl_spark.training.split import fold_parts, split_id, train_val_test
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +82,29 @@ def slide_examples(spark: SparkSession, lake: Lakehouse, task: str, segmenter_ve
 
 
 def split_examples(spark: SparkSession, lake: Lakehouse, examples: DataFrame, task: str, source_table: str,
-                   spec: ViewSpec, cfg: SplitConfig, augment: AugmentConfig) -> ExampleSet:
-    """Split by group, stratified by label; record it in ``splits``; attach part and copy counts."""
+                   spec: ViewSpec, cfg: SplitConfig, augment: AugmentConfig,
+                   fold: tuple[int, int] | None = None) -> ExampleSet:
+    """Split by group, stratified by label; record it in ``splits``; attach part and copy counts.
+
+    Args:
+        fold: ``(n_folds, index)`` for k-fold evaluation (fold ``index`` is the test part);
+            None for the train / validation / test split of ``cfg``.
+    """
     meta = examples.select("key", "item_id", "group", "label").toPandas().sort_values("key").reset_index(drop=True)
     unknown = sorted(set(meta["label"]) - set(TASK_CLASSES[task]))
     if unknown:
         raise ValueError(f"task {task}: labels {unknown} are not among {TASK_CLASSES[task]}")
     if meta.empty:
         raise ValueError(f"task {task}: no labelled examples in {source_table}; ingest and segment data first")
-    meta["part"] = train_val_test(meta, cfg.test_fraction, cfg.val_fraction, cfg.seed).to_numpy()
-    settings = {"task": task, "test": cfg.test_fraction, "val": cfg.val_fraction, "seed": cfg.seed}
+    settings = {"task": task, "val": cfg.val_fraction, "seed": cfg.seed}
+    if fold is None:
+        meta["part"] = train_val_test(meta, cfg.test_fraction, cfg.val_fraction, cfg.seed).to_numpy()
+        settings["test"] = cfg.test_fraction
+    else:
+        meta["part"] = fold_parts(meta, fold[0], fold[1], cfg.val_fraction, cfg.seed).to_numpy()
+        settings["fold"] = f"{fold[1]}/{fold[0]}"
     sid = split_id(meta["key"].tolist(), settings)
-    _record_split(spark, lake, meta, sid, source_table)
+    _record_split(spark, lake, meta, sid, source_table, fold[1] if fold else None)
     meta["copies"] = 0
     train = meta["part"] == "train"
     if augment.enabled:
@@ -105,10 +116,12 @@ def split_examples(spark: SparkSession, lake: Lakehouse, examples: DataFrame, ta
     return ExampleSet(task, TASK_CLASSES[task], frame, spec, sid, counts)
 
 
-def _record_split(spark: SparkSession, lake: Lakehouse, meta: pd.DataFrame, sid: str, source_table: str) -> None:
-    rows = meta.assign(split_id=sid, source_table=source_table, fold=None,
+def _record_split(spark: SparkSession, lake: Lakehouse, meta: pd.DataFrame, sid: str, source_table: str,
+                  fold: int | None) -> None:
+    rows = meta.assign(split_id=sid, source_table=source_table, fold=fold,
                        created_at=datetime.now(timezone.utc).replace(tzinfo=None))
-    rows = rows.rename(columns={"key": "content_sha256", "group": "group_key"})[[f.name for f in tables.SPLITS.schema.fields]]
+    rows = rows.rename(columns={"key": "content_sha256", "group": "group_key"})
+    rows = rows[[f.name for f in tables.SPLITS.schema.fields]]
     merge_new_rows(spark, lake, tables.SPLITS, spark.createDataFrame(rows.astype(object), tables.SPLITS.schema))
 
 
@@ -125,7 +138,7 @@ def materialize(examples: ExampleSet, part: str, augment: AugmentConfig, partiti
     rows = rows.withColumn("copy", F.explode(copies)).repartition(partitions, "key", "copy")
     label = F.create_map(*[x for name, i in index.items() for x in (F.lit(name), F.lit(i))])[F.col("label")]
     return rows.select(make("key", "sources", "copy").alias("image"), label.cast("int").alias("label"),
-                       "key", "copy")
+                       "key", "item_id", "copy")
 
 
 def make_example_udf(spec: ViewSpec, seed: int, params: AugmentParams):
@@ -134,14 +147,24 @@ def make_example_udf(spec: ViewSpec, seed: int, params: AugmentParams):
     @pandas_udf("binary")
     def make_example(key: pd.Series, sources: pd.Series, copy: pd.Series) -> pd.Series:
         return pd.Series([example_image([bytes(b) for b in s], spec, k, int(c), seed, params)
-                          for k, s, c in zip(key, sources, copy)])
+                          for k, s, c in zip(key, sources, copy, strict=True)])
 
     return make_example
 
 
-def to_numpy(frame: DataFrame, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Collect a (small) materialized part to the driver: images (n, size, size, 3) uint8, labels, keys."""
-    rows = frame.where(F.col("copy") == 0).select("key", "image", "label").orderBy("key").collect()
+@dataclass
+class Arrays:
+    """A (small) part collected to the driver: originals only, ordered by key."""
+
+    images: np.ndarray  # (n, size, size, 3) uint8 RGB
+    labels: np.ndarray  # (n,) class index
+    keys: list[str]
+    item_ids: list[str]
+
+
+def to_numpy(frame: DataFrame, size: int) -> Arrays:
+    rows = frame.where(F.col("copy") == 0).select("key", "item_id", "image", "label").orderBy("key").collect()
     images = np.stack([np.frombuffer(r["image"], np.uint8).reshape(size, size, 3) for r in rows]) if rows else \
         np.zeros((0, size, size, 3), np.uint8)
-    return images, np.array([r["label"] for r in rows], dtype=int), [r["key"] for r in rows]
+    return Arrays(images, np.array([r["label"] for r in rows], dtype=int), [r["key"] for r in rows],
+                  [r["item_id"] for r in rows])

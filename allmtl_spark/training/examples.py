@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from allmtl_spark.training.augment import AugmentParams, augment_image, copy_rng
-from allmtl_spark.training.views import cell_view, decode_png, letterbox, montage
+from allmtl_spark.training.views import cell_view, decode_png, letterbox, montage, zoom_cells
 from allmtl_spark.transforms.isolate import isolate_cells
 from allmtl_spark.transforms.roi import adaptive_roi_mask
 
@@ -67,11 +67,11 @@ def build_view(sources: list[bytes], spec: ViewSpec, rng: np.random.Generator | 
     if spec.kind == "cell":
         crop = images[0]
         if spec.isolate:
-            crop = isolate_cells(crop, central_cell_mask(crop))
+            crop = zoom_cells([isolate_cells(crop, central_cell_mask(crop))])[0]
         out = cell_view(crop, spec.size)
         return augment_image(out, rng, params) if rng is not None else out
     if spec.kind == "montage":
-        tiles = images[: spec.grid * spec.grid]
+        tiles = zoom_cells(images[: spec.grid * spec.grid])
         if rng is not None:
             tiles = [augment_image(t, rng, params) for t in tiles]
             tiles = [tiles[i] for i in rng.permutation(len(tiles))]

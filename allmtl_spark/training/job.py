@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
 from pyspark.sql import SparkSession
@@ -22,7 +23,7 @@ from pyspark.sql import functions as F
 from allmtl_spark import tables
 from allmtl_spark.config.loader import ConfigError, to_dict
 from allmtl_spark.config.schema import TrainConfig
-from allmtl_spark.lakehouse import Lakehouse, read_table, table_version
+from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table, table_version
 from allmtl_spark.registry import ModelRecord, file_sha256, load_verified_model, record_from_row, register_model
 from allmtl_spark.session import assert_on_driver
 from allmtl_spark.training.datasets import (
@@ -72,7 +73,8 @@ class TrainSummary:
         return "\n".join(lines)
 
 
-def run_train(spark: SparkSession, cfg: TrainConfig, lake: Lakehouse, run_id: str | None = None) -> TrainSummary:
+def run_train(spark: SparkSession, cfg: TrainConfig, lake: Lakehouse, run_id: str | None = None,
+              fold: tuple[int, int] | None = None, stage2_from_run: str | None = None) -> TrainSummary:
     """Train every planned stage (see ``stages.plan_stages``) and register the models.
 
     Args:
@@ -80,6 +82,11 @@ def run_train(spark: SparkSession, cfg: TrainConfig, lake: Lakehouse, run_id: st
         cfg: the ``train`` section.
         lake: the lakehouse.
         run_id: reuse an id to resume an interrupted run; a new id by default.
+        fold: ``(n_folds, index)``: slides are split into grouped stratified folds and fold
+            ``index`` is the test part (cross-validation); None: ``cfg.split``'s train/val/test.
+        stage2_from_run: reuse the stage-2 (single-cell) models of that run instead of training
+            them again; cross-validation folds of one trial share them, since the folds split
+            slides and stage 2 never sees a slide.
 
     Returns:
         Per-stage models and validation/test metrics.
@@ -92,11 +99,12 @@ def run_train(spark: SparkSession, cfg: TrainConfig, lake: Lakehouse, run_id: st
     versions = {t.name: v for t in INPUT_TABLES if (v := table_version(spark, lake, t)) is not None}
     segmenter = resolve_segmentation(spark, lake, cfg.segmenter)
     plans = plan_stages(cfg)
-    data = _DataCache(spark, lake, cfg, segmenter)
+    data = _DataCache(spark, lake, cfg, segmenter, fold)
     results: dict[str, StageResult] = {}
     try:
         for plan in plans:
-            results[plan.key] = _run_stage(spark, lake, cfg, plan, run_id, data, results, versions, segmenter)
+            owner = stage2_from_run if (stage2_from_run and plan.stage == "stage2") else run_id
+            results[plan.key] = _run_stage(spark, lake, cfg, plan, owner, data, results, versions, segmenter)
     finally:
         data.close()
     curves = _plot_curves(lake, run_id, results)
@@ -137,8 +145,8 @@ def _configure_petastorm(spark: SparkSession, cfg: TrainConfig, lake: Lakehouse)
 class _DataCache:
     """Example sets and Petastorm converters, built once per task and shared by the stages."""
 
-    def __init__(self, spark, lake, cfg: TrainConfig, segmenter: str):
-        self.spark, self.lake, self.cfg, self.segmenter = spark, lake, cfg, segmenter
+    def __init__(self, spark, lake, cfg: TrainConfig, segmenter: str, fold: tuple[int, int] | None = None):
+        self.spark, self.lake, self.cfg, self.segmenter, self.fold = spark, lake, cfg, segmenter, fold
         self.sets: dict[str, ExampleSet] = {}
         self.parts: dict[tuple[str, str], object] = {}
         self.converters: dict[tuple[str, str], object] = {}
@@ -152,8 +160,9 @@ class _DataCache:
             else:
                 examples = slide_examples(self.spark, self.lake, task, self.segmenter, cfg.slide_view, cfg.montage_grid)
                 spec, source = ViewSpec(cfg.slide_view, cfg.input_size, cfg.montage_grid), "slides"
+            fold = None if task == "cell_binary" else self.fold  # folds split slides, not the cell set
             self.sets[task] = split_examples(self.spark, self.lake, examples, task, source, spec, cfg.split,
-                                             cfg.augment)
+                                             cfg.augment, fold)
             log.info("task %s: split %s %s", task, self.sets[task].split_id, self.sets[task].counts)
         return self.sets[task]
 
@@ -209,10 +218,12 @@ def _run_stage(spark, lake: Lakehouse, cfg: TrainConfig, plan: StagePlan, run_id
     from horovod.spark import run as horovod_run
 
     results = horovod_run(train_rank, args=(job,), num_proc=cfg.num_proc, use_gloo=True, verbose=0)
-    root = next(r for r in results if r)
+    root = next(r for r in results if r["rank"] == 0)
+    if len({r["weights_digest"] for r in results}) != 1:
+        raise RuntimeError(f"[{plan.key}] Horovod ranks ended with different weights; refusing to register")
     if root["sha256"] != file_sha256(os.path.join(output_dir, "model.h5")):
         raise RuntimeError(f"{output_dir}/model.h5 changed after rank 0 wrote it")
-    metrics = _evaluate(data, plan, output_dir, root["sha256"], model_id)
+    metrics = _evaluate(spark, lake, data, plan, output_dir, root["sha256"], model_id)
     record = ModelRecord(
         model_id=model_id, run_id=run_id, kind="classifier", stage=plan.stage, task=plan.task,
         class_names=list(plan.class_names), artifact_path=output_dir, artifact_sha256=root["sha256"],
@@ -245,6 +256,7 @@ def _rank_job(cfg: TrainConfig, plan: StagePlan, run_id: str, lake: Lakehouse, d
         stage_key=plan.key, backbone=plan.backbone, input_size=cfg.input_size, class_names=plan.class_names,
         head=plan.head, dense_units=tuple(cfg.head_dense_units), dropout=cfg.head_dropout if plan.head == "dense"
         else 0.0, init_weights=init_weights, load_head=load_head, trainable=plan.schedule.trainable,
+        warmup_epochs=plan.schedule.warmup_epochs,
         epochs=plan.schedule.epochs, batch_size=plan.schedule.batch_size, learning_rate=plan.schedule.learning_rate,
         decay_rate=plan.schedule.decay_rate, n_train=n_train, n_val=n_val,
         checkpoint_dir=os.path.join(lake.models, "_checkpoints", run_id, plan.key), output_dir=output_dir,
@@ -254,26 +266,32 @@ def _rank_job(cfg: TrainConfig, plan: StagePlan, run_id: str, lake: Lakehouse, d
         imagenet_base_url=cfg.imagenet_base_url, weights_cache_dir=cfg.weights_cache_dir, spec=spec)
 
 
-def _evaluate(data: _DataCache, plan: StagePlan, output_dir: str, sha: str, model_id: str) -> dict[str, float]:
-    """Accuracy, AUC and macro F1 on the validation and the held-out test part (driver-side predict)."""
+def _evaluate(spark, lake: Lakehouse, data: _DataCache, plan: StagePlan, output_dir: str, sha: str,
+              model_id: str) -> dict[str, float]:
+    """Accuracy, AUC and macro F1 on the validation and held-out test parts; per-case rows to ``predictions``."""
     from allmtl_spark.metrics.classification import compute_classification_metrics
 
     probe = ModelRecord(model_id=model_id, run_id="", kind="classifier", stage=plan.stage, task=plan.task,
                         class_names=list(plan.class_names), artifact_path=output_dir, artifact_sha256=sha,
                         config_json="{}")
     model = load_verified_model(probe)
-    metrics = {}
+    metrics, rows = {}, []
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
     for part in ("val", "test"):
-        images, labels, _ = data.numpy(plan.task, part)
-        if len(labels) == 0:
+        arrays = data.numpy(plan.task, part)
+        if len(arrays.labels) == 0:
             continue
-        scores = predict_scores(model, images)
-        report = compute_classification_metrics(labels, scores, list(plan.class_names))
+        scores = predict_scores(model, arrays.images)
+        report = compute_classification_metrics(arrays.labels, scores, list(plan.class_names))
         metrics[f"{part}_accuracy"] = float(report.accuracy)
         metrics[f"{part}_macro_f1"] = float(report.macro.f1)
-        auc = report.roc.macro.auc if report.roc is not None else float("nan")
-        metrics[f"{part}_auc"] = float(auc)
-        metrics[f"{part}_n"] = float(len(labels))
+        metrics[f"{part}_auc"] = float(report.roc.macro.auc) if report.roc is not None else float("nan")
+        metrics[f"{part}_n"] = float(len(arrays.labels))
+        rows += [{"model_id": model_id, "content_sha256": key, "part": part, "item_id": item, "label": int(label),
+                  "predicted": int(np.argmax(score)), "scores": [float(v) for v in score], "created_at": now}
+                 for key, item, label, score in zip(arrays.keys, arrays.item_ids, arrays.labels, scores, strict=True)]
+    if rows:
+        merge_new_rows(spark, lake, tables.PREDICTIONS, spark.createDataFrame(rows, tables.PREDICTIONS.schema))
     return metrics
 
 

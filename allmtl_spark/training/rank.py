@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +29,7 @@ class RankJob:
     init_weights: str | None  # None, "imagenet", or a .h5 file
     load_head: bool
     trainable: str
+    warmup_epochs: int
     epochs: int
     batch_size: int
     learning_rate: float
@@ -59,6 +59,8 @@ def train_rank(job: RankJob) -> dict:
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
+    from allmtl_spark.networks.freezing import set_trainable
+
     hvd.init()
     tf.config.threading.set_intra_op_parallelism_threads(job.threads)
     tf.config.threading.set_inter_op_parallelism_threads(max(1, job.threads))
@@ -66,45 +68,83 @@ def train_rank(job: RankJob) -> dict:
     model = _build(job)
     binary = len(job.class_names) == 2
     steps_per_epoch = steps(job.n_train, job.batch_size, hvd.size())
-    schedule = tf.keras.optimizers.schedules.ExponentialDecay(
-        job.learning_rate * hvd.size(), decay_steps=steps_per_epoch, decay_rate=job.decay_rate)
-    # Horovod 0.28 wraps the legacy Keras optimizers (the TF >= 2.11 ones lack the hooks it patches).
-    optimizer = hvd.DistributedOptimizer(tf.keras.optimizers.legacy.Adam(schedule))
     loss = "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-    checkpoint, manager, epoch_var = _checkpointing(job, model, optimizer, hvd.rank() == 0)
+    manager, epoch_var = _checkpointing(job, model, hvd.rank() == 0)
     initial_epoch = int(epoch_var.numpy())
-    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback()]
-    if hvd.rank() == 0:
-        from allmtl_spark.training.callbacks import EpochCheckpoint, EpochLine
-
-        callbacks += [EpochCheckpoint(manager, epoch_var), EpochLine(job.stage_key, job.epochs, job.n_train)]
+    history: dict[str, list[float]] = {}
     with job.train_converter.make_tf_dataset(batch_size=job.batch_size, cur_shard=hvd.rank(),
                                              shard_count=hvd.size(), num_epochs=None, workers_count=1) as train, \
             job.val_converter.make_tf_dataset(batch_size=job.batch_size, cur_shard=hvd.rank(),
                                               shard_count=hvd.size(), num_epochs=None, workers_count=1) as val:
-        history = {}
-        if initial_epoch < job.epochs:
+        train, val = _prepare(train, job, binary, shuffle=True), _prepare(val, job, binary, shuffle=False)
+        for policy, start, end in _phases(job):
+            if initial_epoch >= end:
+                continue
+            set_trainable(model, policy)
+            # A fresh optimizer per phase (trainable weights change); Horovod averages the gradients,
+            # fp16 halves the bytes sent between ranks.
+            optimizer = hvd.DistributedOptimizer(tf.keras.optimizers.legacy.Adam(job.learning_rate),
+                                                 compression=hvd.Compression.fp16)
+            model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
             fitted = model.fit(
-                _prepare(train, job, binary, shuffle=True), steps_per_epoch=steps_per_epoch,
-                validation_data=_prepare(val, job, binary, shuffle=False),
-                validation_steps=steps(job.n_val, job.batch_size, hvd.size()),
-                epochs=job.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                train, steps_per_epoch=steps_per_epoch, validation_data=val,
+                validation_steps=steps(job.n_val, job.batch_size, hvd.size()), epochs=end,
+                initial_epoch=max(start, initial_epoch), callbacks=_callbacks(job, hvd, manager, epoch_var),
                 verbose=2 if hvd.rank() == 0 else 0)
-            history = {k: [float(v) for v in vals] for k, vals in fitted.history.items()}
+            for key, values in fitted.history.items():
+                history.setdefault(key, []).extend(float(v) for v in values)
+    digest = weights_digest(model)
     if hvd.rank() != 0:
-        return {}
+        return {"rank": hvd.rank(), "weights_digest": digest}
     from allmtl_spark.registry import save_artifact
 
     sha = save_artifact(model, job.output_dir, job.spec)
-    previous = load_history(job.checkpoint_dir)
-    merged = {k: previous.get(k, [])[:initial_epoch] + history.get(k, []) for k in set(previous) | set(history)}
-    return {"sha256": sha, "history": merged, "initial_epoch": initial_epoch, "ranks": hvd.size()}
+    # history.json (written every epoch) also holds the epochs of an interrupted earlier attempt.
+    full_history = load_history(job.checkpoint_dir) or history
+    return {"rank": 0, "weights_digest": digest, "sha256": sha, "history": full_history,
+            "initial_epoch": initial_epoch, "ranks": hvd.size()}
+
+
+def weights_digest(model) -> str:
+    """SHA-256 over all weights: equal on every rank when Horovod kept the replicas in sync."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in model.get_weights():
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _phases(job: RankJob) -> list[tuple[str, int, int]]:
+    """(trainable policy, first epoch, end epoch) per phase: an optional head-only warm-up, then the rest."""
+    if job.warmup_epochs:
+        return [("head", 0, job.warmup_epochs), (job.trainable, job.warmup_epochs, job.epochs)]
+    return [(job.trainable, 0, job.epochs)]
+
+
+def learning_rate_at(epoch: int, base: float, ranks: int, decay_rate: float) -> float:
+    """Exponential decay per epoch of the rank-scaled base rate (a function of the epoch alone, so a
+    resumed run continues the schedule where it stopped)."""
+    return base * ranks * decay_rate**epoch
+
+
+def _callbacks(job: RankJob, hvd, manager, epoch_var) -> list:
+    import tensorflow as tf
+
+    schedule = tf.keras.callbacks.LearningRateScheduler(
+        lambda epoch, _lr: learning_rate_at(epoch, job.learning_rate, hvd.size(), job.decay_rate))
+    from allmtl_spark.training.callbacks import AverageBatchNormStatistics, EpochCheckpoint, EpochLine
+
+    # Order matters: statistics are averaged before rank 0 checkpoints the epoch.
+    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback(), schedule,
+                 AverageBatchNormStatistics(hvd)]
+    if hvd.rank() == 0:
+        callbacks += [EpochCheckpoint(manager, epoch_var), EpochLine(job.stage_key, job.epochs, job.n_train)]
+    return callbacks
 
 
 def _build(job: RankJob):
     from allmtl_spark.networks.classifier import build_classifier
-    from allmtl_spark.networks.freezing import set_trainable
 
     outputs = 1 if len(job.class_names) == 2 else len(job.class_names)
     model = build_classifier(
@@ -113,7 +153,7 @@ def _build(job: RankJob):
         imagenet_base_url=job.imagenet_base_url, cache_dir=job.weights_cache_dir)
     if job.batchnorm_momentum is not None:
         set_batchnorm_momentum(model, job.batchnorm_momentum)
-    return set_trainable(model, job.trainable)
+    return model
 
 
 def set_batchnorm_momentum(model, momentum: float) -> int:
@@ -144,19 +184,24 @@ def _prepare(dataset, job: RankJob, binary: bool, shuffle: bool):
     return dataset.batch(job.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _checkpointing(job: RankJob, model, optimizer, is_root: bool):
-    """Restore the newest checkpoint of this stage if there is one (an interrupted run resumes)."""
+def _checkpointing(job: RankJob, model, is_root: bool):
+    """Restore the newest checkpoint of this stage if there is one (an interrupted run resumes).
+
+    The checkpoint holds the weights and the completed-epoch count. Adam's moment estimates are
+    not kept (each phase starts a fresh optimizer); the learning-rate schedule depends only on
+    the epoch, so it continues where it stopped.
+    """
     import tensorflow as tf
 
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="completed_epochs")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+    checkpoint = tf.train.Checkpoint(model=model, epoch=epoch_var)
     manager = tf.train.CheckpointManager(checkpoint, job.checkpoint_dir, max_to_keep=2)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).expect_partial()
         if is_root:
             print(f"[{job.stage_key}] resuming from {manager.latest_checkpoint}: "
                   f"{int(epoch_var.numpy())} epoch(s) already done", flush=True)
-    return checkpoint, manager, epoch_var
+    return manager, epoch_var
 
 
 def load_history(folder: str) -> dict:

@@ -64,3 +64,17 @@ def groups_on_both_sides(frame: pd.DataFrame, part_column: str = "part") -> set[
     """Groups that appear in more than one part (must be empty for a valid split)."""
     counts = frame.groupby("group")[part_column].nunique()
     return set(counts[counts > 1].index)
+
+
+def fold_parts(frame: pd.DataFrame, n_folds: int, fold: int, val_fraction: float, seed: int) -> pd.Series:
+    """Parts for fold ``fold`` of ``n_folds`` grouped stratified folds: that fold is the test
+    part, a grouped stratified slice of the others is validation, the rest is training."""
+    if not 0 <= fold < n_folds:
+        raise ValueError(f"fold {fold} is outside 0..{n_folds - 1}")
+    folds = assign_folds(frame["group"].to_numpy(), frame["label"].to_numpy(), n_folds, seed)
+    parts = pd.Series(np.where(folds == fold, "test", "train"), index=frame.index)
+    rest = frame[parts == "train"]
+    val_folds = assign_folds(rest["group"].to_numpy(), rest["label"].to_numpy(),
+                             max(2, round((1 - 1 / n_folds) / val_fraction)), seed + 1)
+    parts.loc[rest.index[val_folds == 0]] = "val"
+    return parts

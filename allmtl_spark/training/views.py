@@ -32,12 +32,45 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def cell_extent(crop: np.ndarray) -> int:
+    """Side of the smallest square, centred on the crop centre, holding every non-black pixel."""
+    ys, xs = np.nonzero(crop.max(axis=2) if crop.ndim == 3 else crop)
+    if len(xs) == 0:
+        return 1
+    cy, cx = (crop.shape[0] - 1) / 2.0, (crop.shape[1] - 1) / 2.0
+    half = max(np.abs(xs - cx).max(), np.abs(ys - cy).max())
+    return int(np.ceil(2 * half + 1))
+
+
+def centre_square(crop: np.ndarray, side: int) -> np.ndarray:
+    """The centred ``side`` x ``side`` part of a crop (padded with black if the crop is smaller)."""
+    height, width = crop.shape[:2]
+    pad = max(0, (side - min(height, width) + 1) // 2)
+    if pad:
+        crop = cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+        height, width = crop.shape[:2]
+    top, left = (height - side) // 2, (width - side) // 2
+    return crop[top:top + side, left:left + side]
+
+
+def zoom_cells(crops: list[np.ndarray], margin: float = 1.1) -> list[np.ndarray]:
+    """Centre-crop isolated cell crops to a common side: the largest cell's extent times ``margin``.
+
+    One side for all crops of a slide keeps the cells' relative sizes (blasts are larger than
+    mature lymphocytes) while the largest fills its tile, whatever the microscope's magnification.
+    """
+    if not crops:
+        return []
+    side = max(2, int(max(cell_extent(c) for c in crops) * margin))
+    return [centre_square(c, side) for c in crops]
+
+
 def montage(crops: list[np.ndarray], grid: int, size: int) -> np.ndarray:
     """Tile up to ``grid * grid`` cell crops (row-major, in the given order) into one square image.
 
     Args:
         crops: square HxWx3 uint8 RGB crops (cells centred on black); extra crops are ignored,
-            missing ones leave black tiles.
+            missing ones leave black tiles. Zoom them first (``zoom_cells``) to fill the tiles.
         grid: tiles per side.
         size: output side in pixels.
 
