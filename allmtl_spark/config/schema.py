@@ -217,7 +217,7 @@ class SegmentConfig:
     crop_size: int = 257
     match_radius_px: float = 40.0  # a found cell matches a .xyc centroid within this distance
     max_decoded_pixels: int = 12_000_000  # guard: larger slides are rejected, not decoded
-    slides_per_partition: int = 4
+    slides_per_partition: int = 2
     tf_threads: int = 1  # TensorFlow intra-op threads per Python worker (Spark runs one worker per core)
 
     def __post_init__(self) -> None:

@@ -1,0 +1,145 @@
+"""Evaluation figures as PNG files: ROC curves, confusion-matrix heatmaps, per-trial comparison.
+
+Pure matplotlib (Agg backend) on the small dataclasses of ``allmtl_spark.metrics`` and pandas frames.
+Every function writes one PNG whose pixel size is its figure size in inches times ``DPI`` (no tight
+bounding box, so the size is known in advance) and returns the path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless servers and Spark drivers have no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from allmtl_spark.metrics import ConfusionMatrix, RocResult  # noqa: E402
+
+DPI = 100
+ROC_SIZE = (6.0, 5.0)  # inches: 600 x 500 px
+CONFUSION_SIZE = (9.0, 4.0)  # two panels: 900 x 400 px
+TRIAL_PANEL = (4.5, 3.5)  # one backbone/task panel of the per-trial comparison
+TRIAL_COLUMNS = 3  # panels per row
+SERIES = (("classical", "classical TL", "tab:orange"), ("mtl", "multistage TL", "tab:blue"))
+
+
+def _save(fig, path: str) -> str:
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _auc_label(name: str, auc: float) -> str:
+    return f"{name} (AUC {auc:.3f})" if math.isfinite(auc) else f"{name} (AUC undefined)"
+
+
+def plot_roc(roc: RocResult, path: str, title: str = "") -> str:
+    """One-vs-rest ROC curve per class with the micro (dotted) and macro (dashed) averages.
+
+    Args:
+        roc: the curves (``compute_roc`` / ``ClassificationReport.roc``); undefined curves are skipped.
+        path: PNG file to write (``ROC_SIZE`` x ``DPI`` pixels).
+        title: axes title.
+
+    Returns:
+        ``path``.
+    """
+    fig, ax = plt.subplots(figsize=ROC_SIZE)
+    binary = len(roc.per_class) == 2
+    # A binary task's two one-vs-rest curves are mirror images: draw the positive class only.
+    curves = roc.per_class[1:] if binary else roc.per_class
+    for curve in curves:
+        if curve.fpr.size:
+            ax.plot(curve.fpr, curve.tpr, lw=1.6, label=_auc_label(curve.name, curve.auc))
+    if not binary:
+        for curve, style in ((roc.micro, ":"), (roc.macro, "--")):
+            if curve.fpr.size:
+                ax.plot(curve.fpr, curve.tpr, style, lw=2.2, color="black" if style == "--" else "grey",
+                        label=_auc_label(f"{curve.name}-average", curve.auc))
+    ax.plot([0, 1], [0, 1], color="lightgrey", lw=1, label="chance")
+    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="false-positive rate (1 - specificity)",
+           ylabel="true-positive rate (sensitivity)", title=title)
+    ax.title.set_fontsize(9)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _heatmap(ax, values: np.ndarray, names: tuple[str, ...], text: list[list[str]], title: str) -> None:
+    ax.imshow(values, cmap="Blues", vmin=0, vmax=max(float(values.max()), 1e-9))
+    ticks = np.arange(len(names))
+    ax.set_xticks(ticks, names, fontsize=8)
+    ax.set_yticks(ticks, names, fontsize=8)
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+    ax.title.set_fontsize(9)
+    limit = values.max() / 2 if values.size else 0
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=8,
+                    color="white" if values[i, j] > limit else "black")
+
+
+def plot_confusion(confusion: ConfusionMatrix, path: str, title: str = "") -> str:
+    """Confusion-matrix heatmaps side by side: counts, and row percentages (recall on the diagonal).
+
+    Args:
+        confusion: counts (rows true class, columns predicted) and row percentages.
+        path: PNG file to write (``CONFUSION_SIZE`` x ``DPI`` pixels).
+        title: figure title.
+
+    Returns:
+        ``path``.
+    """
+    counts, percent, names = confusion.counts, confusion.row_percent, confusion.class_names
+    fig, (left, right) = plt.subplots(1, 2, figsize=CONFUSION_SIZE)
+    _heatmap(left, counts.astype(float), names, [[str(int(v)) for v in row] for row in counts], "counts")
+    _heatmap(right, percent, names, [[f"{v:.1f}%" for v in row] for row in percent], "row %")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def trial_comparison_size(n_panels: int) -> tuple[int, int]:
+    """Pixel size (width, height) of ``plot_trial_comparison`` with ``n_panels`` panels."""
+    columns = min(TRIAL_COLUMNS, max(1, n_panels))
+    rows = max(1, math.ceil(n_panels / TRIAL_COLUMNS))
+    return round(TRIAL_PANEL[0] * columns * DPI), round(TRIAL_PANEL[1] * rows * DPI)
+
+
+def plot_trial_comparison(panels: Mapping[str, pd.DataFrame], path: str, metric: str = "accuracy") -> str:
+    """Per-trial score of classical against multistage TL, one panel per backbone/task.
+
+    Args:
+        panels: panel title -> frame with columns ``trial`` (0-based), ``classical`` and ``mtl``.
+        path: PNG file to write (``trial_comparison_size(len(panels))`` pixels).
+        metric: the score's name, for the axis label.
+
+    Returns:
+        ``path``.
+    """
+    width, height = trial_comparison_size(len(panels))
+    columns = min(TRIAL_COLUMNS, max(1, len(panels)))
+    rows = max(1, math.ceil(len(panels) / TRIAL_COLUMNS))
+    fig, axes = plt.subplots(rows, columns, figsize=(width / DPI, height / DPI), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    for ax, (title, frame) in zip(axes.ravel(), panels.items(), strict=False):
+        trials = frame["trial"].to_numpy() + 1
+        for column, label, colour in SERIES:
+            values = frame[column].to_numpy(dtype=float)
+            ax.plot(trials, values, "o-", color=colour, label=f"{label} (mean {np.nanmean(values):.3f})")
+            ax.axhline(np.nanmean(values), color=colour, ls="--", lw=0.8)
+        gain = np.nanmean(frame["mtl"].to_numpy(float) - frame["classical"].to_numpy(float))
+        ax.set(xlabel="trial", ylabel=metric, title=f"{title}: mean gain {gain:+.3f}")
+        ax.title.set_fontsize(9)
+        ax.set_xticks(trials)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)

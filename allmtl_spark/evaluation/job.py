@@ -1,0 +1,305 @@
+"""The cross-validation evaluation job (``allmtl evaluate``, ``spark-submit jobs/evaluate_mtl.py``).
+
+For every trial t and fold f the ``train`` section's stages are trained by ``run_train`` (the code
+path of ``allmtl train``) as run ``<eval_id>-t<t>-f<f>``, fold f of k being the test part; the
+folds of a trial share the stage-2 models of run ``<eval_id>-t<t>``. Each finished fold is
+recorded in ``evaluation_runs``. Then the test-part ``predictions`` of those models are gathered to
+the driver, every metric is written to ``evaluation_metrics``, the approaches are compared, and the
+report folder is written.
+
+Resumable: started again with the same ``eval_id``, a (trial, fold) whose ``evaluation_runs`` rows
+are complete is skipped, and inside an interrupted fold ``run_train`` skips the stages whose
+``models`` rows exist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from allmtl_spark import tables
+from allmtl_spark.config.loader import ConfigError
+from allmtl_spark.config.schema import EvaluateConfig, TrainConfig
+from allmtl_spark.evaluation.aggregate import EvaluationResults, evaluate_predictions
+from allmtl_spark.evaluation.report import accuracy_table, write_report
+from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
+from allmtl_spark.session import assert_on_driver
+from allmtl_spark.training.stages import plan_stages
+
+log = logging.getLogger(__name__)
+ModelKey = tuple[str, str, str]  # backbone, task, approach
+
+
+@dataclass
+class EvaluationSummary:
+    """What ``run_evaluate`` did and where the report is."""
+
+    eval_id: str
+    folds: int
+    trials: int
+    trained: int  # (trial, fold) pairs trained in this call
+    skipped: int  # (trial, fold) pairs already complete
+    results: EvaluationResults
+    report_path: str
+    seconds: float
+
+    def format(self) -> str:
+        lines = [f"evaluation {self.eval_id}: {self.trials} trial(s) x {self.folds} folds; trained {self.trained} "
+                 f"fold(s), {self.skipped} already done ({self.seconds / 60:.1f} min)"]
+        lines.append(f"  {'task':<7} {'backbone':<18} {'approach':<10} {'accuracy (mean ± sd over trials)':>34}")
+        for row in accuracy_table(self.results.summary).itertuples(index=False):
+            sd = f" ± {row.accuracy_sd:.3f}" if math.isfinite(row.accuracy_sd) else ""
+            lines.append(f"  {row.task:<7} {row.backbone:<18} {row.approach:<10} {f'{row.accuracy:.3f}{sd}':>34}")
+        tests = self.results.comparisons
+        nb = tests[(tests["metric"] == "accuracy") & (tests["test"] == "Nadeau-Bengio corrected t")]
+        for row in nb.itertuples(index=False):
+            lines.append(f"  {row.task} {row.backbone}: multistage - classical accuracy {row.mean_difference:+.3f}, "
+                         f"Nadeau-Bengio p = {row.p_value:.3g}")
+        lines.append(f"  HTML report: {self.report_path}")
+        return "\n".join(lines)
+
+
+def trial_run_id(eval_id: str, trial: int) -> str:
+    """Run id owning a trial's stage-2 models (shared by its folds)."""
+    return f"{eval_id}-t{trial}"
+
+
+def fold_run_id(eval_id: str, trial: int, fold: int) -> str:
+    """Run id of one fold's training."""
+    return f"{eval_id}-t{trial}-f{fold}"
+
+
+def trial_train_config(train: TrainConfig, seed: int) -> TrainConfig:
+    """The ``train`` section with the trial's split seed and augmentation seed."""
+    return replace(train, split=replace(train.split, seed=seed), augment=replace(train.augment, seed=seed))
+
+
+def expected_models(train: TrainConfig) -> set[ModelKey]:
+    """The stage-3 models every fold produces: (backbone, task, approach)."""
+    return {(p.backbone, p.task, p.approach) for p in plan_stages(train) if p.stage == "stage3"}
+
+
+def run_evaluate(spark: SparkSession, cfg: EvaluateConfig, train: TrainConfig, lake: Lakehouse,
+                 eval_id: str | None = None, train_fn: Callable | None = None) -> EvaluationSummary:
+    """Repeated k-fold cross-validation of the ``train`` section, the metric tables and the report.
+
+    Args:
+        spark: the session (driver only).
+        cfg: the ``evaluate`` section.
+        train: the ``train`` section (backbones, tasks, approaches, schedules).
+        lake: the lakehouse.
+        eval_id: resume this evaluation; a new id by default.
+        train_fn: ``run_train`` (the default) or a stand-in with its signature, for tests.
+
+    Returns:
+        The summary, with the computed results and the path of ``index.html``.
+    """
+    assert_on_driver()
+    started = time.time()
+    eval_id = eval_id or f"eval-{uuid.uuid4().hex[:8]}"
+    if train_fn is None:
+        from allmtl_spark.training.job import run_train as train_fn
+    done = finished_folds(spark, lake, eval_id, cfg.folds, expected_models(train))
+    trained = 0
+    for trial in range(cfg.trials):
+        trial_cfg = trial_train_config(train, cfg.seed + trial)
+        for fold in range(cfg.folds):
+            if (trial, fold) in done:
+                print(f"[{eval_id}] trial {trial} fold {fold}: already evaluated, skipped", flush=True)
+                continue
+            print(f"[{eval_id}] trial {trial} fold {fold} of {cfg.folds}: training", flush=True)
+            summary = train_fn(spark, trial_cfg, lake, run_id=fold_run_id(eval_id, trial, fold),
+                               fold=(cfg.folds, fold), stage2_from_run=trial_run_id(eval_id, trial))
+            record_fold(spark, lake, eval_id, trial, fold, cfg.folds, trial_cfg, summary)
+            trained += 1
+    results, runs = evaluate_run(spark, cfg, lake, eval_id, expected_models(train))
+    folder = cfg.report_dir or os.path.join(lake.reports, "evaluation", eval_id)
+    histories = load_histories(lake, runs, train, eval_id, cfg.curve_trials)
+    path = write_report(results, folder, f"Evaluation {eval_id}", report_settings(eval_id, cfg, train), histories)
+    return EvaluationSummary(eval_id, cfg.folds, cfg.trials, trained, cfg.trials * cfg.folds - trained, results, path,
+                             time.time() - started)
+
+
+def finished_folds(spark: SparkSession, lake: Lakehouse, eval_id: str, n_folds: int,
+                   expected: set[ModelKey]) -> set[tuple[int, int]]:
+    """(trial, fold) pairs whose ``evaluation_runs`` rows cover every expected model.
+
+    Raises:
+        ConfigError: the evaluation was started with another fold count (its folds would not match).
+    """
+    rows = read_table(spark, lake, tables.EVALUATION_RUNS).where(F.col("eval_id") == eval_id).select(
+        "trial", "fold", "n_folds", "backbone", "task", "approach").collect()
+    other = sorted({r["n_folds"] for r in rows} - {n_folds})
+    if other:
+        raise ConfigError(f"evaluate.folds={n_folds} but evaluation {eval_id} was run with {other[0]} folds; "
+                          f"set evaluate.folds={other[0]} to resume it, or start a new evaluation")
+    found: dict[tuple[int, int], set[ModelKey]] = {}
+    for r in rows:
+        found.setdefault((r["trial"], r["fold"]), set()).add((r["backbone"], r["task"], r["approach"]))
+    return {key for key, models in found.items() if expected <= models}
+
+
+def record_fold(spark: SparkSession, lake: Lakehouse, eval_id: str, trial: int, fold: int, n_folds: int,
+                trial_cfg: TrainConfig, summary) -> int:
+    """Write the ``evaluation_runs`` rows of one trained fold (one per stage-3 model).
+
+    Args:
+        summary: the fold's ``TrainSummary`` (stage results with their ``models`` records).
+
+    Returns:
+        Rows inserted.
+    """
+    stage3 = [r for r in summary.results if r.plan.stage == "stage3"]
+    sizes = split_sizes(spark, lake, [r.record.split_id for r in stage3])
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    rows = []
+    for result in stage3:
+        record, counts = result.record, sizes.get(result.record.split_id, {})
+        rows.append({
+            "eval_id": eval_id, "trial": trial, "fold": fold, "backbone": record.backbone, "task": record.task,
+            "approach": record.approach, "n_folds": n_folds, "model_id": record.model_id,
+            "train_run_id": summary.run_id, "split_id": record.split_id, "n_train": counts.get("train", 0),
+            "n_val": counts.get("val", 0), "n_test": counts.get("test", 0), "split_seed": trial_cfg.split.seed,
+            "augment_seed": trial_cfg.augment.seed, "seconds": None if result.skipped else float(result.seconds),
+            "finished_at": now})
+    frame = spark.createDataFrame(rows, tables.EVALUATION_RUNS.schema)
+    return merge_new_rows(spark, lake, tables.EVALUATION_RUNS, frame)
+
+
+def split_sizes(spark: SparkSession, lake: Lakehouse, split_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Slides per part (train / val / test) of each split in ``splits``."""
+    rows = read_table(spark, lake, tables.SPLITS).where(
+        F.col("split_id").isin(split_ids) & (F.col("source_table") == "slides")).groupBy("split_id", "part").count()
+    sizes: dict[str, dict[str, int]] = {}
+    for r in rows.collect():
+        sizes.setdefault(r["split_id"], {})[r["part"]] = int(r["count"])
+    return sizes
+
+
+def evaluate_run(spark: SparkSession, cfg: EvaluateConfig, lake: Lakehouse, eval_id: str,
+                 models: set[ModelKey] | None = None) -> tuple[EvaluationResults, pd.DataFrame]:
+    """Gather an evaluation's test predictions, compute every metric and test, write ``evaluation_metrics``.
+
+    Args:
+        models: the (backbone, task, approach) models to include; None: all recorded ones. Only the
+            trials and folds within ``cfg.trials`` and ``cfg.folds`` are used.
+
+    Returns:
+        The results and the ``evaluation_runs`` rows (pandas).
+    """
+    runs = read_table(spark, lake, tables.EVALUATION_RUNS).where(
+        (F.col("eval_id") == eval_id) & (F.col("trial") < cfg.trials) & (F.col("fold") < cfg.folds)).toPandas()
+    if models is not None:
+        keep = [(b, t, a) in models for b, t, a in runs[["backbone", "task", "approach"]].itertuples(index=False)]
+        runs = runs[pd.Series(keep, index=runs.index, dtype=bool)].reset_index(drop=True)
+    if runs.empty:
+        raise ConfigError(f"evaluation {eval_id} has no finished folds in {lake.path(tables.EVALUATION_RUNS)}")
+    predictions, class_names = gather_predictions(spark, lake, runs)
+    results = evaluate_predictions(predictions, runs, class_names, compare_metrics=cfg.compare_metrics,
+                                   n_resamples=cfg.bootstrap_resamples, confidence=cfg.confidence, seed=cfg.seed,
+                                   test_train_ratio=cfg.test_train_ratio)
+    write_metrics(spark, lake, eval_id, results.metrics)
+    return results, runs
+
+
+def gather_predictions(spark: SparkSession, lake: Lakehouse,
+                       runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple[str, ...]]]:
+    """The test-part ``predictions`` of the runs' models, with their trial/fold/model keys, and the class names.
+
+    Returns:
+        ``(predictions, task -> class names)``; see ``aggregate`` for the frame's columns.
+
+    Raises:
+        RuntimeError: a model has no test predictions, or one task's models disagree on the classes.
+    """
+    ids = sorted(runs["model_id"].unique())
+    models = read_table(spark, lake, tables.MODELS).where(F.col("model_id").isin(ids)).select(
+        "model_id", "task", "class_names").collect()
+    class_names: dict[str, tuple[str, ...]] = {}
+    for m in models:
+        names = tuple(m["class_names"])
+        if class_names.setdefault(m["task"], names) != names:
+            raise RuntimeError(f"task {m['task']}: models disagree on the classes: {names} and "
+                               f"{class_names[m['task']]}")
+    cases = read_table(spark, lake, tables.PREDICTIONS).where(
+        F.col("model_id").isin(ids) & (F.col("part") == "test")).select(
+        "model_id", "content_sha256", "item_id", "label", "predicted", "scores").toPandas()
+    missing = sorted(set(ids) - set(cases["model_id"]))
+    if missing:
+        raise RuntimeError(f"no test predictions for model(s) {', '.join(missing)} in {lake.path(tables.PREDICTIONS)}")
+    keys = runs[["model_id", "trial", "fold", "backbone", "task", "approach"]]
+    predictions = cases.merge(keys, on="model_id", validate="many_to_one")
+    predictions["scores"] = [list(map(float, s)) for s in predictions["scores"]]
+    order = ["trial", "fold", "backbone", "task", "approach", "content_sha256"]
+    return predictions.sort_values(order).reset_index(drop=True), class_names
+
+
+def write_metrics(spark: SparkSession, lake: Lakehouse, eval_id: str, metrics: pd.DataFrame) -> int:
+    """Insert the long metrics into ``evaluation_metrics`` (NaN as null); returns rows inserted."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    records = metrics.to_dict("records")
+    for record in records:
+        record["eval_id"], record["computed_at"] = eval_id, now
+        record["value"] = record["value"] if math.isfinite(record["value"]) else None
+    rows = spark.createDataFrame(records, tables.EVALUATION_METRICS.schema)
+    return merge_new_rows(spark, lake, tables.EVALUATION_METRICS, rows)
+
+
+def load_histories(lake: Lakehouse, runs: pd.DataFrame, train: TrainConfig, eval_id: str,
+                   n_trials: int) -> dict[str, dict[str, dict]]:
+    """Keras histories of the first ``n_trials`` trials, one figure per (trial, fold).
+
+    Read from ``<lake.models>/_checkpoints/<run_id>/<stage_key>/history.json`` (the rank trainer
+    writes it every epoch); the trial's shared stage-2 history goes with fold 0. Missing files
+    (checkpoints cleaned up) are skipped.
+
+    Returns:
+        figure label (``trial t fold f``) -> {panel label: history}.
+    """
+    figures: dict[str, dict[str, dict]] = {}
+    plans = plan_stages(train)
+    pairs = runs[runs["trial"] < n_trials][["trial", "fold"]].drop_duplicates().sort_values(["trial", "fold"])
+    for trial, fold in pairs.itertuples(index=False):
+        panels = {}
+        for plan in plans:
+            if plan.stage == "stage2" and fold != 0:
+                continue
+            owner = trial_run_id(eval_id, trial) if plan.stage == "stage2" else fold_run_id(eval_id, trial, fold)
+            history = _read_history(os.path.join(lake.models, "_checkpoints", owner, plan.key, "history.json"))
+            if history:
+                panels[plan.key] = history
+        if panels:
+            figures[f"trial {trial} fold {fold}"] = panels
+    return figures
+
+
+def _read_history(path: str) -> dict:
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def report_settings(eval_id: str, cfg: EvaluateConfig, train: TrainConfig) -> dict[str, object]:
+    """The settings listed at the top of the report."""
+    return {
+        "evaluation id": eval_id, "folds (k)": cfg.folds, "trials (R)": cfg.trials,
+        "seeds": f"trial t splits and augments with seed {cfg.seed} + t",
+        "backbones": ", ".join(train.backbones), "tasks": ", ".join(train.tasks),
+        "approaches": ", ".join(train.approaches), "input size": train.input_size,
+        "stage 2 / stage 3 epochs": f"{train.stage2.epochs} / {train.stage3.epochs}",
+        "validation fraction": train.split.val_fraction, "augmented copies per image": train.augment.copies_per_image,
+        "bootstrap resamples": cfg.bootstrap_resamples, "confidence": cfg.confidence,
+        "Nadeau-Bengio n_test/n_train": cfg.test_train_ratio if cfg.test_train_ratio else "from the fold sizes",
+    }
