@@ -124,6 +124,16 @@ def _evaluate_arguments(cmd: argparse.ArgumentParser) -> None:
                                        "--run-id is the same)")
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from allmtl_spark.scoring.job import run_score
+
+    cfg = load_from_args(args)
+    spark = spark_from_args(args, cfg)
+    summary = run_score(spark, cfg, lakehouse_from(cfg), run_id=args.run_id, report=not args.no_report)
+    print(summary.format())
+    return 0
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
     from allmtl_spark.docs import tables_markdown
 
@@ -141,12 +151,20 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "segment": (cmd_segment, "segment the slides' white cells into segmented_slides and slide_cells", True),
     "evaluate": (cmd_evaluate, "repeated k-fold cross-validation of the trained approaches, tests and the "
                               "HTML report", True),
+    "score": (cmd_score, "score every slide the model version has not scored yet; aggregates and report", True),
     "tables": (cmd_tables, "print the table reference as Markdown", False),
 }
 
 
 # Command-specific options beyond the common ones.
-EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {"evaluate": _evaluate_arguments}
+def _score_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--no-report", action="store_true", help="skip the HTML report (faster)")
+
+
+EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "evaluate": _evaluate_arguments,
+    "score": _score_arguments,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -381,5 +381,74 @@ EVALUATION_METRICS = Table(
     },
 )
 
+SLIDE_SCORES = Table(
+    name="slide_scores",
+    schema=StructType(
+        [
+            _f("content_sha256", StringType(), False),
+            _f("model_version", StringType(), False),
+            _f("slide_id", StringType(), False),
+            _f("site", StringType()),
+            _f("source_path", StringType()),
+            _f("task", StringType(), False),
+            _f("class_names", ArrayType(StringType()), False),
+            _f("probabilities", ArrayType(DoubleType()), False),
+            _f("predicted_class", StringType(), False),
+            _f("p_leukemia", DoubleType(), False),
+            _f("predicted_leukemia", BooleanType(), False),
+            _f("white_cell_count", IntegerType(), False),
+            _f("blast_cell_count", IntegerType()),
+            _f("blast_cell_pct", DoubleType()),
+            _f("segmenter_version", StringType(), False),
+            _f("cell_model_version", StringType()),
+            _f("scoring_run_id", StringType(), False),
+            _f("scored_at", TimestampType(), False),
+        ]
+    ),
+    merge_keys=("content_sha256", "model_version"),
+    description="One row per slide and model version: class probabilities, calls, white-cell and blast counts.",
+    column_docs={
+        "model_version": "model_id of the stage-3 classifier in `models`",
+        "class_names": "order of `probabilities` (normal, L1, L2, L3 or normal, ALL)",
+        "predicted_class": "the most probable class",
+        "p_leukemia": "1 - P(normal): the probability of leukemia of any FAB class",
+        "predicted_leukemia": "p_leukemia >= 0.5 (normal vs leukemia call)",
+        "white_cell_count": "white cells the segmenter found",
+        "blast_cell_count": "cells the stage-2 cell model calls blasts (P >= score.blast_threshold); null without it",
+        "blast_cell_pct": "100 * blast_cell_count / white_cell_count",
+        "cell_model_version": "model_id of the stage-2 cell model; null when not used",
+        "scoring_run_id": "the run that wrote the row (the first one to score the slide with this model)",
+    },
+)
+
+SCORE_AGGREGATES = Table(
+    name="score_aggregates",
+    schema=StructType(
+        [
+            _f("scoring_run_id", StringType(), False),
+            _f("model_version", StringType(), False),
+            _f("scope", StringType(), False),
+            _f("scope_value", StringType(), False),
+            _f("metric", StringType(), False),
+            _f("class_name", StringType(), False),
+            _f("value", DoubleType()),
+            _f("ci_low", DoubleType()),
+            _f("ci_high", DoubleType()),
+            _f("n", LongType()),
+            _f("computed_at", TimestampType(), False),
+        ]
+    ),
+    merge_keys=("scoring_run_id", "model_version", "scope", "scope_value", "metric", "class_name"),
+    description="Per scoring run: stage-wise counts (run, day, site) and, on labelled slides, metrics, CIs and "
+                "the comparison with the previous model version.",
+    column_docs={
+        "scope": "run (this run's slides) | day | site | labelled (all labelled slides of the model) | comparison",
+        "scope_value": "the run id, the date, the site, or the previous model version compared against",
+        "metric": "count | accuracy | precision | recall | f1 | auc | confusion | mcnemar_p | auc_difference ...",
+        "class_name": "class (normal, L1, ...), `true/predicted` for confusion cells, '' for overall values",
+        "ci_low": "bootstrap confidence interval (score.confidence) where one applies",
+    },
+)
+
 ALL_TABLES: tuple[Table, ...] = (SLIDES, CELLS, REJECTS, SEGMENTED_SLIDES, SLIDE_CELLS, MODELS, SPLITS, PREDICTIONS,
-                                 EVALUATION_RUNS, EVALUATION_METRICS)
+                                 EVALUATION_RUNS, EVALUATION_METRICS, SLIDE_SCORES, SCORE_AGGREGATES)

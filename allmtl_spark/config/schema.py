@@ -373,6 +373,36 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ScoreConfig:
+    """The nightly archive scoring job (``spark-submit jobs/score_archive.py``).
+
+    The segmenter comes from the ``segment`` section, the ROI from ``roi``; the classifier's input
+    view (montage grid, size) from the model's own ``model.json``, so scoring sees slides exactly
+    as training did.
+    """
+
+    model: str = "latest"  # stage-3 model: model_id, training run id, or latest
+    task: Literal["fab4", "binary"] = "fab4"
+    approach: Literal["mtl", "classical"] = "mtl"  # with latest / a run id
+    cell_model: str | None = "latest"  # stage-2 single-cell model for the blast count; null skips it
+    source: SourceConfig | None = None  # new images to ingest first; null: score the `slides` table
+    blast_threshold: float = 0.5  # a cell counts as a blast when P(blast) >= this
+    slides_per_partition: int = 2
+    tf_threads: int = 1
+    bootstrap_resamples: int = 500
+    confidence: float = 0.95
+    report_sample: int = 6  # slides shown with masks and probabilities in the HTML report
+    gradcam_slides: int = 3
+    seed: int = 5
+
+    def __post_init__(self) -> None:
+        _require(0 < self.blast_threshold < 1, "blast_threshold", "must be in (0, 1)")
+        _require(self.slides_per_partition >= 1, "slides_per_partition", "must be >= 1")
+        _require(0.5 < self.confidence < 1, "confidence", "must be in (0.5, 1)")
+        _require(self.bootstrap_resamples >= 0, "bootstrap_resamples", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """The whole application config, as loaded from ``conf/*.yaml``."""
 
@@ -386,3 +416,4 @@ class AppConfig:
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)

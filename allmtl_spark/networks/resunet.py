@@ -8,6 +8,7 @@ then ReLU), 2x2 max-pooling down, upsampling up with the encoder's skip tensors 
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 layers = tf.keras.layers
@@ -35,11 +36,12 @@ def _upsample(x: tf.Tensor, filters: int, mode: str, name: str) -> tf.Tensor:
 
 
 def _validate(
-    input_size: int, channels: int, depth: int, base_filters: int, dropout: float, upsampling: str, momentum: float
+    input_size: int | None, channels: int, depth: int, base_filters: int, dropout: float, upsampling: str,
+    momentum: float,
 ) -> None:
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
-    if input_size < 2**depth or input_size % (2**depth):
+    if input_size is not None and (input_size < 2**depth or input_size % (2**depth)):
         raise ValueError(f"input_size must be a positive multiple of 2**depth = {2**depth}, got {input_size}")
     if channels < 1 or base_filters < 1:
         raise ValueError(f"channels and base_filters must be >= 1, got {channels}, {base_filters}")
@@ -52,7 +54,7 @@ def _validate(
 
 
 def build_residual_unet(
-    input_size: int = 256,
+    input_size: int | None = 256,
     channels: int = 3,
     depth: int = 3,
     base_filters: int = 16,
@@ -65,7 +67,10 @@ def build_residual_unet(
     """Build an uncompiled residual U-Net for binary (white cell / not) segmentation.
 
     Args:
-        input_size: side of the square input, pixels; must be a multiple of ``2**depth``.
+        input_size: side of the square input, pixels; must be a multiple of ``2**depth``. None builds
+            the fully convolutional model: input ``(batch, H, W, channels)`` for any H and W that are
+            multiples of ``2**depth`` (see :func:`pad_to_multiple`), so weights trained on tiles run on
+            a whole slide (same layers, same weight shapes).
         channels: input channels (3 for RGB).
         depth: number of 2x2 poolings; level ``i`` (0-based) has ``base_filters * 2**i`` filters and
             the bottleneck ``base_filters * 2**depth``.
@@ -82,10 +87,11 @@ def build_residual_unet(
 
     Returns:
         Uncompiled ``tf.keras.Model``: input ``(batch, input_size, input_size, channels)`` float32,
-        output ``(batch, input_size, input_size, 1)`` float32 probabilities of "white cell".
+        output ``(batch, input_size, input_size, 1)`` float32 probabilities of "white cell" (``None``
+        in place of ``input_size`` for the fully convolutional model).
     """
     _validate(input_size, channels, depth, base_filters, dropout, upsampling, batchnorm_momentum)
-    inputs = tf.keras.Input((input_size, input_size, channels), name="image")
+    inputs = tf.keras.Input((input_size, input_size, channels), name="image")  # (None, None, c) when None
     x = layers.Rescaling(input_scale, name="rescale")(inputs) if input_scale is not None else inputs
     skips = []
     for level in range(depth):
@@ -103,3 +109,26 @@ def build_residual_unet(
     # float32 output keeps the sigmoid and the loss stable under a mixed-precision policy.
     outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
     return tf.keras.Model(inputs, outputs, name=name)
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Pad an HxWxC image at the bottom and right (edge pixels repeated) to multiples of ``multiple``.
+
+    The fully convolutional U-Net needs H and W divisible by ``2**depth``; crop its output back
+    with ``out[:h, :w]``.
+
+    Args:
+        image: HxW or HxWxC array.
+        multiple: the required divisor (``2**depth``), >= 1.
+
+    Returns:
+        ``(padded, (h, w))``: the padded array and the original height and width.
+    """
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    h, w = image.shape[:2]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if not pad_h and not pad_w:
+        return image, (h, w)
+    widths = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (image.ndim - 2)
+    return np.pad(image, widths, mode="edge"), (h, w)

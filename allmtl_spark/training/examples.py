@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from allmtl_spark.training.augment import AugmentParams, augment_image, copy_rng
-from allmtl_spark.training.views import cell_view, decode_png, letterbox, montage, zoom_cells
+from allmtl_spark.training.views import cell_view, centre_on_black, decode_png, letterbox, montage, zoom_cells
 from allmtl_spark.transforms.isolate import isolate_cells
 from allmtl_spark.transforms.roi import adaptive_roi_mask
 
@@ -52,23 +52,31 @@ def central_cell_mask(image: np.ndarray) -> np.ndarray:
 
 def build_view(sources: list[bytes], spec: ViewSpec, rng: np.random.Generator | None,
                params: AugmentParams | None) -> np.ndarray:
-    """Decode ``sources`` and build one classifier input, augmented when ``rng`` is given.
+    """Decode ``sources`` (PNG/JPEG/TIFF bytes) and build one classifier input; see :func:`view_from_images`."""
+    return view_from_images([decode_png(data) for data in sources], spec, rng, params)
+
+
+def view_from_images(images: list[np.ndarray], spec: ViewSpec, rng: np.random.Generator | None,
+                     params: AugmentParams | None) -> np.ndarray:
+    """Build one classifier input, augmented when ``rng`` is given.
 
     Args:
-        sources: cell: [crop bytes]; montage: crops ordered largest cell first; isolated: [slide PNG].
+        images: HxWx3 uint8 RGB. cell: [crop]; montage: cell crops, largest cell first; isolated: [slide].
         spec: the view.
-        rng: None for the original (validation, test, copy 0); a copy's generator otherwise.
+        rng: None for the original (validation, test, scoring, copy 0); a copy's generator otherwise.
         params: augmentation ranges (needed with ``rng``).
 
     Returns:
         spec.size x spec.size x 3 uint8 RGB.
     """
-    images = [decode_png(data) for data in sources]
     if spec.kind == "cell":
         crop = images[0]
         if spec.isolate:
-            crop = zoom_cells([isolate_cells(crop, central_cell_mask(crop))])[0]
-        out = cell_view(crop, spec.size)
+            crop = isolate_cells(crop, central_cell_mask(crop))
+        crop = zoom_cells([crop])[0]
+        # The cell gets the pixel size of one montage tile, centred on black: stage 2 then sees
+        # cells at the scale stage 3 sees them (features learnt at another scale transfer poorly).
+        out = centre_on_black(cell_view(crop, spec.size // spec.grid), spec.size)
         return augment_image(out, rng, params) if rng is not None else out
     if spec.kind == "montage":
         tiles = zoom_cells(images[: spec.grid * spec.grid])

@@ -156,7 +156,8 @@ class _DataCache:
         if task not in self.sets:
             cfg = self.cfg
             if task == "cell_binary":
-                examples, spec, source = cell_examples(self.spark, self.lake), ViewSpec("cell", cfg.input_size), "cells"
+                examples, source = cell_examples(self.spark, self.lake), "cells"
+                spec = ViewSpec("cell", cfg.input_size, cfg.montage_grid if cfg.slide_view == "montage" else 1)
             else:
                 examples = slide_examples(self.spark, self.lake, task, self.segmenter, cfg.slide_view, cfg.montage_grid)
                 spec, source = ViewSpec(cfg.slide_view, cfg.input_size, cfg.montage_grid), "slides"

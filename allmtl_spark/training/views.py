@@ -97,3 +97,11 @@ def decode_png(data: bytes) -> np.ndarray:
 def cell_view(crop: np.ndarray, size: int) -> np.ndarray:
     """A single-cell crop resized to the classifier input (stage 2)."""
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def centre_on_black(tile: np.ndarray, size: int) -> np.ndarray:
+    """Place an HxWx3 tile (no larger than ``size``) in the centre of a black ``size`` square."""
+    out = np.zeros((size, size, 3), np.uint8)
+    top, left = (size - tile.shape[0]) // 2, (size - tile.shape[1]) // 2
+    out[top:top + tile.shape[0], left:left + tile.shape[1]] = tile
+    return out

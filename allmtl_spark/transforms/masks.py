@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -41,6 +41,7 @@ class MatchResult:
 
     ``recall`` is 1.0 when there is nothing to find and ``precision`` is 1.0 when nothing was
     reported (no miss and no false alarm, respectively), so an empty healthy slide scores perfectly.
+    ``found_matched[i]`` says whether detection ``i`` is one of the ``tp`` pairs (not compared by ``==``).
     """
 
     tp: int
@@ -48,6 +49,7 @@ class MatchResult:
     fn: int
     recall: float
     precision: float
+    found_matched: tuple[bool, ...] = field(default=(), compare=False)
 
 
 def _check_2d(mask: np.ndarray, name: str = "mask") -> np.ndarray:
@@ -104,39 +106,54 @@ def remove_small_objects(mask: np.ndarray, min_area: int, connectivity: int = 8)
     return to_mask(keep[labels])
 
 
-def _flood(relief: np.ndarray, markers: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Marker-controlled watershed by immersion on one connected region.
+def _seed_markers(fg: np.ndarray, dist: np.ndarray, min_distance: int, min_radius: float,
+                  seed_fraction: float) -> np.ndarray:
+    """Watershed markers: one disc per distance-transform peak, its radius ``seed_fraction`` of the peak's depth.
 
-    The water rises one relief level at a time; at each level every basin grows (8-connected, one
-    pixel per step) into the region's pixels at or below that level. A pixel reached by two basins in
-    the same step becomes the dividing line (0), as OpenCV's watershed marks it -1.
+    Peaks closer than ``min_distance`` (a plateau or short ridge of one cell) merge into one marker.
+    A seed disc scaled to its cell's inscribed radius puts the equal-distance line between two seeds
+    near the neck of two overlapping cells of unequal size (a fixed-size seed would put it midway
+    between the centres, inside the smaller cell). A component without a peak gets its deepest pixel.
     """
-    labels = markers.copy()
-    unset = np.iinfo(np.int32).max
-    for level in np.unique(relief[region]):
-        allowed = region & (relief <= level)
-        while True:
-            highest = ndimage.grey_dilation(labels, size=(3, 3))
-            lowest = ndimage.grey_erosion(np.where(labels > 0, labels, unset), size=(3, 3))
-            new = allowed & (labels == 0) & (highest > 0)
-            if not new.any():
-                break
-            labels[new] = np.where(lowest[new] == highest[new], highest[new], -1)
-    labels = np.maximum(labels, 0)
-    # Two pixels labelled in the same step can still touch diagonally: cut them too, so that the
-    # cells stay apart under 8-connectivity and `labels > 0` re-labels into the same cells.
-    highest = ndimage.grey_dilation(labels, size=(3, 3))
-    lowest = ndimage.grey_erosion(np.where(labels > 0, labels, unset), size=(3, 3))
-    labels[(labels > 0) & (lowest != highest)] = 0
-    return labels
+    window = np.ones((2 * min_distance + 1, 2 * min_distance + 1), np.uint8)
+    peaks = (dist == cv2.dilate(dist, window)) & (dist >= min_radius) & fg  # dilate = maximum filter
+    grouped = cv2.dilate(peaks.astype(np.uint8), np.ones((min_distance, min_distance), np.uint8)).astype(bool) & fg
+    groups, n = ndimage.label(grouped, structure=np.ones((3, 3)))
+    markers = np.zeros(fg.shape, np.int32)
+    ys, xs = np.nonzero(peaks)
+    owner = groups[ys, xs]
+    # Centres from the undilated peaks (an even dilation kernel would shift them half a pixel).
+    count = np.maximum(np.bincount(owner, minlength=n + 1), 1)
+    cx, cy = np.bincount(owner, xs, n + 1) / count, np.bincount(owner, ys, n + 1) / count
+    depth = np.zeros(n + 1)
+    np.maximum.at(depth, owner, dist[ys, xs])
+    for label in range(1, n + 1):
+        radius = max(1, int(round(seed_fraction * depth[label])))
+        cv2.circle(markers, (int(round(cx[label])), int(round(cy[label]))), radius, label, -1)
+    markers[~fg] = 0
+    components = label_components(fg)
+    seeded = np.zeros(int(components.max()) + 1, bool)
+    seeded[components[markers > 0]] = True
+    for component in np.flatnonzero(~seeded[1:]) + 1:  # thin or tiny components: seed their deepest pixel
+        rows, cols = ndimage.find_objects(components == component)[0]
+        local = np.where(components[rows, cols] == component, dist[rows, cols], -1.0)
+        y, x = np.unravel_index(np.argmax(local), local.shape)
+        n += 1
+        markers[rows.start + y, cols.start + x] = n
+    return markers
 
 
-def split_touching(mask: np.ndarray, min_distance: int = 5, min_radius: float = 2.0) -> np.ndarray:
-    """Split touching round cells: distance transform, one marker per local maximum, watershed.
+def split_touching(
+    mask: np.ndarray, min_distance: int = 5, min_radius: float = 2.0, seed_fraction: float = 0.7
+) -> np.ndarray:
+    """Split touching round cells: distance transform, one marker per local maximum, OpenCV watershed.
 
-    Each cell's centre is a maximum of the distance to the background; flooding the inverted
-    distance from those markers puts the border along the neck between two overlapping cells.
-    Components with a single marker are left whole, so the cost is only paid on clumps.
+    Each cell's centre is a maximum of the distance to the background and becomes a seed disc
+    (:func:`_seed_markers`); ``cv2.watershed`` then grows the seeds through the mask only (the
+    background is a 255 wall in its relief, so it is flooded last) and marks the pixels where two
+    seeds meet. Inside the mask the relief is flat, so the flood is a breadth-first growth and the
+    line falls where the fronts of two seeds meet; seeds scaled to each cell's size put that line
+    at the neck. A component with one seed stays whole, every pixel kept.
 
     Args:
         mask: HxW mask, non-zero = foreground.
@@ -144,39 +161,54 @@ def split_touching(mask: np.ndarray, min_distance: int = 5, min_radius: float = 
             cell radius: larger values under-split, smaller ones over-split irregular cells.
         min_radius: maxima whose distance value (the inscribed radius, pixels) is below this are
             ignored, so thin protrusions get no marker of their own.
+        seed_fraction: seed disc radius as a fraction of the cell's inscribed radius, in (0, 1].
 
     Returns:
         HxW int32 label image: 0 = background and the thin dividing lines between split cells,
-        1..n = cells. Split cells do not touch, even diagonally.
+        1..n = cells numbered in raster order of their first pixel. Split cells do not touch, even
+        diagonally.
     """
     if min_distance < 1 or min_radius < 0:
         raise ValueError(f"need min_distance >= 1 and min_radius >= 0, got {min_distance}, {min_radius}")
-    components = label_components(mask)
-    fg = components > 0
+    if not 0.0 < seed_fraction <= 1.0:
+        raise ValueError(f"seed_fraction must be in (0, 1], got {seed_fraction}")
+    fg = _check_2d(mask)
+    if not fg.any():
+        return np.zeros(fg.shape, np.int32)
     dist = cv2.distanceTransform(fg.astype(np.uint8), cv2.DIST_L2, 5)
-    peaks = (dist == ndimage.maximum_filter(dist, size=2 * min_distance + 1)) & (dist >= min_radius) & fg
-    # The maxima of one cell can form a plateau or a short ridge: merge those within min_distance.
-    peaks = cv2.dilate(peaks.astype(np.uint8), np.ones((min_distance, min_distance), np.uint8)).astype(bool) & fg
-    markers, _ = ndimage.label(peaks, structure=np.ones((3, 3)))
-    relief = np.rint(dist.max() - dist).astype(np.int32)  # 1-px levels: enough to find the neck
-    out = np.zeros(fg.shape, np.int32)
-    next_label = 1
-    for index, window in enumerate(ndimage.find_objects(components), start=1):
-        region = components[window] == index
-        cells = _split_component(relief[window], markers[window], region)
-        out[window][region] = np.where(cells[region] > 0, cells[region] + next_label - 1, 0)
-        next_label += int(cells.max())
-    return out
+    markers = _seed_markers(fg, dist, min_distance, min_radius, seed_fraction)
+    relief = np.where(fg, 0, 255).astype(np.uint8)
+    flooded = _watershed(relief, markers)
+    labels = np.where(fg & (flooded > 0), flooded, 0).astype(np.int32)
+    # Pixels of two cells can still touch diagonally across the line: cut them, so the cells stay
+    # apart under 8-connectivity and `labels > 0` re-labels into the same cells.
+    unset = np.iinfo(np.int32).max
+    highest = ndimage.grey_dilation(labels, size=(3, 3))
+    lowest = ndimage.grey_erosion(np.where(labels > 0, labels, unset), size=(3, 3))
+    labels[(labels > 0) & (lowest != highest)] = 0
+    return _renumber(labels)
 
 
-def _split_component(relief: np.ndarray, markers: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Labels 1..k for one connected component with k markers (k <= 1: the whole component is cell 1)."""
-    values = np.where(region, markers, 0)
-    ids = np.union1d(0, values)  # sorted, starts with 0
-    if len(ids) <= 2:
-        return region.astype(np.int32)
-    local = np.searchsorted(ids, values).astype(np.int32)  # markers renumbered 1..k, 0 = none
-    return _flood(relief, local, region)
+def _watershed(relief: np.ndarray, markers: np.ndarray) -> np.ndarray:
+    """``cv2.watershed`` on a grey relief, with a 1-pixel frame (OpenCV marks the image border as a line)."""
+    framed = cv2.copyMakeBorder(np.ascontiguousarray(relief), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
+    labels = cv2.copyMakeBorder(np.ascontiguousarray(markers), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    cv2.watershed(cv2.cvtColor(framed, cv2.COLOR_GRAY2BGR), labels)
+    return labels[1:-1, 1:-1]
+
+
+def _renumber(labels: np.ndarray) -> np.ndarray:
+    """Relabel 1..n in raster order of each label's first pixel (0 stays 0)."""
+    firsts = []
+    for label, found in enumerate(ndimage.find_objects(labels), start=1):
+        if found is not None:
+            rows, cols = found
+            top = labels[rows.start, cols] == label  # the label's first row holds its first pixel
+            firsts.append((rows.start, cols.start + int(np.argmax(top)), label))
+    lookup = np.zeros(max((f[2] for f in firsts), default=0) + 1, np.int32)
+    for new, (_, _, label) in enumerate(sorted(firsts), start=1):
+        lookup[label] = new
+    return lookup[labels]
 
 
 def cell_records(labels: np.ndarray) -> list[CellRecord]:
@@ -301,16 +333,20 @@ def match_detections(
     found = np.asarray(found_xy, np.float64).reshape(-1, 2)
     truth = np.asarray(truth_xy, np.float64).reshape(-1, 2)
     tp = 0
+    matched = np.zeros(len(found), bool)
     if len(found) and len(truth):
         dist = np.linalg.norm(found[:, None, :] - truth[None, :, :], axis=2)
         # A penalty above any sum of valid distances makes every extra valid pair worth more.
         penalty = radius * (min(dist.shape) + 1) + 1.0
         rows, cols = linear_sum_assignment(np.where(dist <= radius, dist, penalty))
-        tp = int(np.count_nonzero(dist[rows, cols] <= radius))
+        hits = dist[rows, cols] <= radius
+        tp = int(np.count_nonzero(hits))
+        matched[rows[hits]] = True
     fp, fn = len(found) - tp, len(truth) - tp
     recall = tp / (tp + fn) if tp + fn else 1.0
     precision = tp / (tp + fp) if tp + fp else 1.0
-    return MatchResult(tp=tp, fp=fp, fn=fn, recall=recall, precision=precision)
+    return MatchResult(tp=tp, fp=fp, fn=fn, recall=recall, precision=precision,
+                       found_matched=tuple(bool(m) for m in matched))
 
 
 def _overlap(mask_a: np.ndarray, mask_b: np.ndarray) -> tuple[int, int, int]:

@@ -122,3 +122,19 @@ def test_dice_and_iou_values_and_empty_convention():
     assert masks.dice(a, empty) == 0.0 and masks.iou(a, empty) == 0.0
     with pytest.raises(ValueError, match="shape"):
         masks.dice(a, np.zeros((3, 4), np.uint8))
+
+
+def test_split_touching_cuts_unequal_cells_at_the_neck():
+    # radius 12 at x=30 and 18 at x=58: the circles cross at x = 40.8, inside the small cell's extent.
+    labels = masks.split_touching(_discs((80, 100), [(30, 40), (58, 40)], 12)
+                                  | _discs((80, 100), [(58, 40)], 18), min_distance=4)
+    small, large = sorted(masks.cell_records(labels), key=lambda r: r.area)
+    assert small.area == pytest.approx(np.pi * 12**2, rel=0.08) and small.centroid[0] == pytest.approx(30, abs=1)
+    assert large.centroid[0] == pytest.approx(58.5, abs=1)
+    boundary = np.flatnonzero((labels[40] == 0) & (_discs((80, 100), [(30, 40), (58, 40)], 12)[40] > 0))
+    assert [x for x in boundary if 35 < x < 50] and all(39 <= x <= 43 for x in boundary if 35 < x < 50)
+
+
+def test_match_detections_reports_which_detections_matched():
+    result = masks.match_detections([(0, 0), (50, 50), (100, 0)], [(1, 1), (99, 1)], radius=5.0)
+    assert result.found_matched == (True, False, True) and result.tp == 2

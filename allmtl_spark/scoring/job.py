@@ -1,0 +1,375 @@
+"""``allmtl score``: score every slide this model version has not scored yet, exactly once.
+
+Incremental by a left-anti join of ``slides`` with ``slide_scores`` (and ``score`` rejects) on
+(content hash, model version). A change data feed would only say which slides changed since a
+table version; a new model version must score every old slide too, so "no row for this
+version yet" is the question, and the anti-join asks it directly.
+
+One ``mapInPandas`` pass on the Python workers runs decode -> ROI -> U-Net -> isolation -> slide
+classifier -> cell classifier (models loaded once per worker) and emits ``score``, ``reject``
+and per-task ``stats`` rows. The driver persists them and MERGEs on (slide, model version):
+a rerun, a retried task or a concurrent run never writes a second row or loses one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from allmtl_spark import tables
+from allmtl_spark.config.schema import AppConfig, IngestConfig, RoiConfig, SegmentConfig
+from allmtl_spark.errors import ArtifactError
+from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
+from allmtl_spark.registry import ModelRecord, resolve_model, verify_artifact
+from allmtl_spark.rejects import reject_rows
+from allmtl_spark.session import assert_on_driver
+from allmtl_spark.training.examples import ViewSpec
+
+log = logging.getLogger(__name__)
+STAGE = "score"
+
+SCORE_ROWS = StructType([StructField(name, dtype) for name, dtype in (
+    ("row_kind", StringType()),  # score | reject | stats
+    ("content_sha256", StringType()), ("slide_id", StringType()), ("site", StringType()),
+    ("source_path", StringType()),
+    ("probabilities", ArrayType(DoubleType())), ("predicted_class", StringType()), ("p_leukemia", DoubleType()),
+    ("predicted_leukemia", BooleanType()), ("white_cell_count", IntegerType()), ("blast_cell_count", IntegerType()),
+    ("blast_cell_pct", DoubleType()),
+    ("reason", StringType()), ("detail", StringType()),
+    ("pid", LongType()), ("model_loads", IntegerType()), ("max_rss_bytes", LongType()),
+    ("slides_done", IntegerType()), ("seconds", DoubleType()),
+)])
+_COLUMNS = SCORE_ROWS.fieldNames()
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A hash-checked artifact a worker loads, with how it expects its input."""
+
+    model_id: str
+    model_file: str
+    sha256: str
+    class_names: tuple[str, ...]
+    view: ViewSpec
+
+
+@dataclass(frozen=True)
+class ScorePlan:
+    """Everything the workers need (pickled into the mapInPandas closure; no models, only paths)."""
+
+    classifier: ModelRef
+    cell_model: ModelRef | None
+    segmenter_version: str
+    segmenter_file: str | None
+    segmenter_sha256: str | None
+    scale: float
+    roi: RoiConfig
+    segment: SegmentConfig
+    blast_threshold: float
+    tf_threads: int
+
+
+@dataclass
+class ScoreSummary:
+    run_id: str
+    model_version: str
+    pending: int = 0
+    scored: int = 0
+    rejects: dict[str, int] = field(default_factory=dict)
+    loads_per_worker: dict[int, int] = field(default_factory=dict)
+    peak_rss_bytes: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    metrics: list[str] = field(default_factory=list)
+    report_path: str | None = None
+    ingest: str | None = None
+    seconds: float = 0.0
+
+    def format(self) -> str:
+        lines = [self.ingest] if self.ingest else []
+        if self.pending == 0:
+            lines.append(f"scoring run {self.run_id}: nothing new to score for model {self.model_version} "
+                         f"({self.seconds:.0f}s); nothing written")
+            return "\n".join(lines)
+        lines.append(f"scoring run {self.run_id} with model {self.model_version}: {self.scored} slide(s) scored, "
+                     f"{sum(self.rejects.values())} rejected ({self.seconds:.0f}s)")
+        for reason, n in sorted(self.rejects.items()):
+            lines.append(f"  rejected: {reason:<20} {n}")
+        if self.counts:
+            lines.append("  predicted stage, this run: " + ", ".join(f"{k} {v}" for k, v in self.counts.items()))
+        lines += [f"  {m}" for m in self.metrics]
+        if self.loads_per_worker:
+            loads = ", ".join(f"pid {pid}: {n}" for pid, n in sorted(self.loads_per_worker.items()))
+            lines.append(f"  models loaded per Python worker: {loads}; peak worker RSS "
+                         f"{self.peak_rss_bytes / 2**30:.2f} GiB")
+        if self.report_path:
+            lines.append(f"  report: {self.report_path}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+def _row(kind: str, **values) -> dict:
+    row = dict.fromkeys(_COLUMNS)
+    row["row_kind"] = kind
+    row.update(values)
+    return row
+
+
+def score_one(slide, plan: ScorePlan, models: Callable[[], tuple]) -> dict:
+    """The ``score`` or ``reject`` row of one input slide (``content``, ``width``, ``height`` ...)."""
+    from allmtl_spark.scoring.pipeline import score_slide
+    from allmtl_spark.segmentation.pipeline import decode_rgb
+
+    base = {"content_sha256": slide.content_sha256, "slide_id": slide.slide_id, "site": slide.site,
+            "source_path": slide.source_path}
+    pixels = int(slide.width) * int(slide.height)
+    if pixels > plan.segment.max_decoded_pixels:
+        return _row("reject", **base, reason="too_large_for_worker",
+                    detail=f"{slide.width}x{slide.height} exceeds segment.max_decoded_pixels="
+                           f"{plan.segment.max_decoded_pixels}; not decoded")
+    try:
+        image = decode_rgb(slide.content)
+    except (ValueError, TypeError) as err:
+        return _row("reject", **base, reason="decode_error", detail=f"the slide cannot be decoded: {err}")
+    unet, classify, classify_cells = models()  # outside the per-slide guard: a bad model fails the job
+    try:
+        result = score_slide(image, unet, classify, classify_cells, plan.classifier.class_names,
+                             plan.classifier.view, plan.cell_model.view if plan.cell_model else None, plan.roi,
+                             plan.segment, plan.scale, plan.blast_threshold)
+    except MemoryError:
+        return _row("reject", **base, reason="out_of_memory", detail=f"ran out of memory on a {slide.width}x"
+                                                                     f"{slide.height} slide")
+    except ValueError as err:
+        return _row("reject", **base, reason="no_white_cells", detail=f"{err}; nothing to classify")
+    return _row("score", **base, probabilities=[float(p) for p in result.probabilities],
+                predicted_class=result.predicted_class, p_leukemia=result.p_leukemia,
+                predicted_leukemia=bool(result.p_leukemia >= 0.5), white_cell_count=result.white_cell_count,
+                blast_cell_count=result.blast_cell_count, blast_cell_pct=result.blast_cell_pct)
+
+
+def make_score_fn(plan: ScorePlan) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """The ``mapInPandas`` function. Models are loaded on first use in each worker and cached."""
+
+    def models():
+        from allmtl_spark.scoring.predict import make_classifier_fn
+        from allmtl_spark.segmentation.predict import make_predict_fn
+
+        unet = (make_predict_fn(plan.segmenter_file, plan.segmenter_sha256, plan.tf_threads)
+                if plan.segmenter_file else None)
+        classify = make_classifier_fn(plan.classifier.model_file, plan.classifier.sha256, plan.tf_threads)
+        cells = (make_classifier_fn(plan.cell_model.model_file, plan.cell_model.sha256, plan.tf_threads)
+                 if plan.cell_model else None)
+        return unet, classify, cells
+
+    def score_slides(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import resource
+
+        import cv2
+
+        from allmtl_spark.segmentation import predict as shared
+
+        cv2.setNumThreads(1)  # one Spark task per core already
+        start, done = time.perf_counter(), 0
+        for batch in batches:
+            rows = [score_one(slide, plan, models) for slide in batch.itertuples(index=False)]
+            done += len(rows)
+            yield pd.DataFrame(rows, columns=_COLUMNS, dtype=object)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        yield pd.DataFrame([_row("stats", pid=os.getpid(), model_loads=shared.model_loads(),
+                                 max_rss_bytes=usage.ru_maxrss * 1024, slides_done=done,
+                                 seconds=time.perf_counter() - start)], columns=_COLUMNS, dtype=object)
+
+    return score_slides
+
+
+# ----------------------------------------------------------------------------- driver side
+
+
+def model_ref(record: ModelRecord) -> ModelRef:
+    """Hash-check an artifact on the driver (a corrupted model is refused before any task starts)."""
+    path = verify_artifact(record)
+    spec = record.spec()
+    view = spec.get("view") or {"kind": "montage", "size": record.input_size, "grid": 2}
+    if record.stage == "stage2":  # cells from slides are already isolated on black
+        view = {**view, "kind": "cell", "isolate": False}
+    return ModelRef(record.model_id, path, record.artifact_sha256, tuple(record.class_names), ViewSpec(**view))
+
+
+def resolve_classifiers(spark: SparkSession, lake: Lakehouse, cfg: AppConfig) -> tuple[ModelRef, ModelRef | None]:
+    """The stage-3 classifier and the stage-2 cell model (from the classifier's run when it has one)."""
+    score = cfg.score
+    record = resolve_model(spark, lake, score.model, task=score.task, stage="stage3",
+                           approach=None if score.model not in ("latest",) else score.approach)
+    cell = None
+    if score.cell_model:
+        try:
+            ref = record.run_id if score.cell_model == "latest" else score.cell_model
+            cell = resolve_model(spark, lake, ref, task="cell_binary", stage="stage2")
+        except ArtifactError:
+            if score.cell_model != "latest":
+                raise
+            cell = resolve_model(spark, lake, "latest", task="cell_binary", stage="stage2")
+    return model_ref(record), (model_ref(cell) if cell else None)
+
+
+def pending_keys(spark: SparkSession, lake: Lakehouse, model_version: str, source_prefix: str | None) -> list[str]:
+    """Slides with no ``slide_scores`` row and no ``score`` reject for this model version."""
+    slides = read_table(spark, lake, tables.SLIDES)
+    if source_prefix:
+        slides = slides.where(F.col("source_path").startswith(source_prefix) | F.exists(
+            "duplicate_paths", lambda p: p.startswith(source_prefix)))
+    scored = read_table(spark, lake, tables.SLIDE_SCORES).where(F.col("model_version") == model_version)
+    failed = read_table(spark, lake, tables.REJECTS).where(
+        (F.col("stage") == STAGE) & (F.col("version") == model_version) & F.col("content_sha256").isNotNull())
+    pending = (slides.select("content_sha256").join(scored.select("content_sha256"), "content_sha256", "left_anti")
+               .join(failed.select("content_sha256"), "content_sha256", "left_anti"))
+    return sorted(r[0] for r in pending.collect())
+
+
+def input_slides(spark: SparkSession, lake: Lakehouse, keys: list[str], per_partition: int,
+                 max_pixels: int) -> DataFrame:
+    """The slides of ``keys``, spread evenly: each key carries its partition number (round robin).
+
+    The keys come as local data rather than a join with ``slide_scores``: Delta recomputes cached
+    plans that read a table it commits to, so such a plan would be re-run by this job's own writes.
+    """
+    partitions = max(1, math.ceil(len(keys) / per_partition))
+    wanted = spark.createDataFrame([(k, i % partitions) for i, k in enumerate(keys)], "content_sha256 string, part int")
+    within = F.col("width").cast("long") * F.col("height").cast("long") <= max_pixels
+    return (read_table(spark, lake, tables.SLIDES).join(F.broadcast(wanted), "content_sha256")
+            .repartitionByRange(partitions, "part")
+            .select("content_sha256", "slide_id", "site", "source_path", "width", "height",
+                    F.when(within, F.col("content")).alias("content")))
+
+
+def run_score(spark: SparkSession, cfg: AppConfig, lake: Lakehouse, run_id: str | None = None,
+              report: bool = True) -> ScoreSummary:
+    """Ingest the configured source (if any), score what is new for the model, write and report.
+
+    Args:
+        spark: the session (driver only).
+        cfg: the app config (sections score, segment, roi, ingest, privacy).
+        lake: the lakehouse.
+        run_id: recorded on every row; a new one by default.
+        report: write the HTML report (and Grad-CAM figures) for this run.
+
+    Raises:
+        ArtifactError: no such model, or an artifact fails its hash check.
+    """
+    from allmtl_spark.segmentation.job import resolve_segmenter
+
+    assert_on_driver()
+    started = time.perf_counter()
+    lake.check_writable()
+    run_id = run_id or f"score-{uuid.uuid4().hex[:10]}"
+    summary_ingest, prefix = _ingest_source(spark, cfg, lake, run_id)
+    classifier, cell_model = resolve_classifiers(spark, lake, cfg)
+    seg = resolve_segmenter(spark, lake, cfg.segment, cfg.roi)
+    summary = ScoreSummary(run_id=run_id, model_version=classifier.model_id, ingest=summary_ingest)
+    keys = pending_keys(spark, lake, classifier.model_id, prefix)
+    summary.pending = len(keys)
+    if not keys:
+        summary.seconds = time.perf_counter() - started
+        return summary
+    plan = ScorePlan(classifier, cell_model, seg.version, seg.record.model_file if seg.record else None,
+                     seg.record.artifact_sha256 if seg.record else None, seg.scale, cfg.roi, cfg.segment,
+                     cfg.score.blast_threshold, cfg.score.tf_threads)
+    rows = input_slides(spark, lake, keys, cfg.score.slides_per_partition, cfg.segment.max_decoded_pixels)
+    rows = rows.mapInPandas(make_score_fn(plan), SCORE_ROWS).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        rows.count()  # scores once; the writes below read the persisted rows
+        _write(spark, lake, rows, plan, run_id)
+        _summarise(rows, summary)
+    finally:
+        rows.unpersist()
+    from allmtl_spark.scoring.aggregates import write_aggregates
+
+    summary.metrics = write_aggregates(spark, lake, cfg.score, classifier, run_id)
+    if report:
+        from allmtl_spark.scoring.report import write_run_report
+
+        summary.report_path = write_run_report(spark, lake, cfg, plan, run_id)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _ingest_source(spark: SparkSession, cfg: AppConfig, lake: Lakehouse, run_id: str) -> tuple[str | None, str | None]:
+    """Ingest ``score.source`` through the ingest code path; returns its summary and path prefix."""
+    if cfg.score.source is None:
+        return None, None
+    from allmtl_spark.ingest.job import run_ingest
+    from allmtl_spark.ingest.sources import qualify
+
+    ingest_cfg = IngestConfig(sources=(cfg.score.source,), max_file_bytes=cfg.ingest.max_file_bytes,
+                              max_pixels=cfg.ingest.max_pixels, min_side_px=cfg.ingest.min_side_px,
+                              max_partitions=cfg.ingest.max_partitions)
+    summary = run_ingest(spark, ingest_cfg, cfg.privacy, lake, run_id=f"{run_id}-ingest")
+    root = qualify(spark, cfg.score.source.path)[0]
+    if cfg.score.source.kind == "manifest":
+        root = root.rsplit("/", 1)[0]
+    return summary.format(), root.rstrip("/") + "/"
+
+
+def _write(spark: SparkSession, lake: Lakehouse, rows: DataFrame, plan: ScorePlan, run_id: str) -> None:
+    scores = rows.where(F.col("row_kind") == "score").select(
+        "*", F.lit(plan.classifier.model_id).alias("model_version"),
+        F.lit("fab4" if len(plan.classifier.class_names) == 4 else "binary").alias("task"),
+        F.array(*[F.lit(c) for c in plan.classifier.class_names]).alias("class_names"),
+        F.lit(plan.segmenter_version).alias("segmenter_version"),
+        F.lit(plan.cell_model.model_id if plan.cell_model else None).cast("string").alias("cell_model_version"),
+        F.lit(run_id).alias("scoring_run_id"), F.current_timestamp().alias("scored_at"))
+    merge_new_rows(spark, lake, tables.SLIDE_SCORES, scores)
+    rejects = reject_rows(rows.where(F.col("row_kind") == "reject"), stage=STAGE, run_id=run_id,
+                          version=plan.classifier.model_id, path_col="source_path", sha_col="content_sha256")
+    merge_new_rows(spark, lake, tables.REJECTS, rejects)
+
+
+def _summarise(rows: DataFrame, summary: ScoreSummary) -> None:
+    small = rows.select("row_kind", "predicted_class", "reason", "pid", "model_loads", "max_rss_bytes").collect()
+    loads: dict[int, int] = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
+    for row in small:
+        if row["row_kind"] == "score":
+            summary.scored += 1
+            counts[row["predicted_class"]] += 1
+        elif row["row_kind"] == "reject":
+            summary.rejects[row["reason"]] = summary.rejects.get(row["reason"], 0) + 1
+        else:
+            loads[int(row["pid"])] = max(loads[int(row["pid"])], int(row["model_loads"]))
+            summary.peak_rss_bytes = max(summary.peak_rss_bytes, int(row["max_rss_bytes"] or 0))
+    summary.loads_per_worker = dict(loads)
+    summary.counts = dict(sorted(counts.items()))
+
+
+def scores_frame(spark: SparkSession, lake: Lakehouse, model_version: str | None = None) -> pd.DataFrame:
+    """``slide_scores`` (optionally one model version) joined with the slides' labels, as pandas (small columns)."""
+    scores = read_table(spark, lake, tables.SLIDE_SCORES)
+    if model_version:
+        scores = scores.where(F.col("model_version") == model_version)
+    labels = read_table(spark, lake, tables.SLIDES).select("content_sha256", "label_binary", "label_fab")
+    frame = scores.drop("source_path").join(labels, "content_sha256", "left").toPandas()
+    frame["probabilities"] = frame["probabilities"].apply(lambda p: np.asarray(p, dtype=float))
+    return frame

@@ -1,0 +1,82 @@
+"""One slide through the scoring pipeline: segmentation, the slide classifier, the cell classifier.
+
+Pure numpy/OpenCV around the segmentation pipeline; the models come in as numpy-to-numpy functions
+(``predict`` modules), so this runs the same in a Spark worker, a plain process or a test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from allmtl_spark.config.schema import RoiConfig, SegmentConfig
+from allmtl_spark.segmentation.pipeline import SlideSegmentation, downscale, segment_slide
+from allmtl_spark.training.examples import ViewSpec, view_from_images
+
+
+@dataclass(frozen=True)
+class SlideScore:
+    """What the models say about one slide."""
+
+    class_names: tuple[str, ...]
+    probabilities: np.ndarray  # (k,) float64
+    white_cell_count: int
+    blast_cell_count: int | None
+    segmentation: SlideSegmentation
+    view: np.ndarray  # the classifier input, size x size x 3 uint8
+
+    @property
+    def predicted_class(self) -> str:
+        return self.class_names[int(np.argmax(self.probabilities))]
+
+    @property
+    def p_leukemia(self) -> float:
+        """1 - P(normal): a leukemia of any FAB class (the marginal of the 4-class output)."""
+        return float(1.0 - self.probabilities[self.class_names.index("normal")])
+
+    @property
+    def blast_cell_pct(self) -> float | None:
+        if self.blast_cell_count is None or self.white_cell_count == 0:
+            return None
+        return 100.0 * self.blast_cell_count / self.white_cell_count
+
+
+def cells_largest_first(segmentation: SlideSegmentation) -> list[np.ndarray]:
+    """The slide's isolated cell crops ordered by area, largest first (as training's montages)."""
+    return [c.crop for c in sorted(segmentation.cells, key=lambda c: -c.area)]
+
+
+def score_slide(
+    image_rgb: np.ndarray,
+    unet: Callable[[np.ndarray], np.ndarray] | None,
+    classify: Callable[[np.ndarray], np.ndarray],
+    classify_cells: Callable[[np.ndarray], np.ndarray] | None,
+    class_names: tuple[str, ...],
+    view: ViewSpec,
+    cell_view: ViewSpec | None,
+    roi_cfg: RoiConfig,
+    seg_cfg: SegmentConfig,
+    scale: float,
+    blast_threshold: float,
+) -> SlideScore:
+    """Score one decoded slide (HxWx3 uint8 RGB, original size).
+
+    Raises:
+        ValueError: no white cell was found (nothing to classify).
+    """
+    small = downscale(image_rgb, scale)
+    probability = unet(small) if unet is not None else None
+    segmentation = segment_slide(image_rgb, probability, roi_cfg, seg_cfg, scale, working_image=small)
+    if not segmentation.cells:
+        raise ValueError("no white cell found on the slide")
+    crops = cells_largest_first(segmentation)
+    sources = [segmentation.isolated] if view.kind == "isolated" else crops
+    slide_input = view_from_images(sources, view, None, None)
+    probabilities = classify(slide_input[None])[0]
+    blasts = None
+    if classify_cells is not None and cell_view is not None:
+        cell_inputs = np.stack([view_from_images([c], cell_view, None, None) for c in crops])
+        blasts = int((classify_cells(cell_inputs)[:, 1] >= blast_threshold).sum())
+    return SlideScore(class_names, probabilities, len(crops), blasts, segmentation, slide_input)

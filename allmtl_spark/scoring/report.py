@@ -1,0 +1,170 @@
+"""The HTML page of one scoring run: counts, metrics, the comparison, sample slides, Grad-CAM.
+
+Sample slides are re-run through the same pure pipeline on the driver (a handful of slides) so
+the page can show each slide, its mask, the classifier's input and where the model looked.
+"""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
+
+from allmtl_spark import tables  # noqa: E402
+from allmtl_spark.evaluation.report import Section, render_html  # noqa: E402
+from allmtl_spark.lakehouse import read_table  # noqa: E402
+
+EXPLANATION = """<p>Counts are slides per predicted stage. Metrics use the slides whose true label is known, with
+bootstrap confidence intervals. <em>Normal vs leukemia</em> uses P(leukemia) = 1 - P(normal) from the 4-class
+output. The comparison pairs the slides that the previous model version scored too: McNemar's test on per-slide
+correctness (exact below 25 discordant slides), and a paired bootstrap of the AUC difference. Grad-CAM heatmaps
+show which parts of the classifier's input (the montage of the slide's largest white cells) raised the score of
+the predicted class: red is strong.</p>"""
+
+
+def write_run_report(spark, lake, cfg, plan, run_id: str) -> str:
+    """Write ``<reports>/score/<run_id>/index.html`` and its figures; returns the HTML path."""
+    folder = os.path.join(lake.reports, "score", run_id)
+    os.makedirs(folder, exist_ok=True)
+    aggregates = read_table(spark, lake, tables.SCORE_AGGREGATES).where(
+        (F.col("scoring_run_id") == run_id) & (F.col("model_version") == plan.classifier.model_id)).toPandas()
+    sections = [Section("Slides per predicted stage", EXPLANATION, tables=_count_tables(aggregates),
+                        figures=[("Slides per predicted stage in this run", _count_figure(aggregates, folder))])]
+    sections.append(Section("Metrics on labelled slides", tables=_metric_tables(aggregates)))
+    comparison = aggregates[aggregates["scope"] == "comparison"]
+    if not comparison.empty:
+        sections.append(Section("Comparison with the previous model version",
+                                tables=[("Paired comparison", _tidy(comparison))]))
+    samples = _sample_figures(spark, lake, cfg, plan, run_id, folder)
+    sections.append(Section("Sample slides", "<p>Slide with the white-cell mask outlined, the classifier input and "
+                                             "the class probabilities.</p>", figures=samples[0]))
+    if samples[1]:
+        sections.append(Section("Grad-CAM: where the model looked", figures=samples[1]))
+    subtitle = (f"<p>model <code>{plan.classifier.model_id}</code>, segmenter <code>{plan.segmenter_version}</code>, "
+                f"cell model <code>{plan.cell_model.model_id if plan.cell_model else 'none'}</code></p>")
+    path = os.path.join(folder, "index.html")
+    with open(path, "w") as handle:
+        handle.write(render_html(f"Scoring run {run_id}", sections, subtitle))
+    return path
+
+
+def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[["scope_value", "metric", "class_name", "value", "ci_low", "ci_high", "n"]].reset_index(drop=True)
+
+
+def _count_tables(aggregates: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    out = []
+    for scope, caption in (("run", "This run"), ("day", "Per scoring day (all runs of this model)"),
+                           ("site", "Per site (all runs of this model)")):
+        counts = aggregates[(aggregates["scope"] == scope) & (aggregates["metric"] == "count")]
+        if not counts.empty:
+            out.append((caption, counts.pivot_table(index="scope_value", columns="class_name", values="value",
+                                                    aggfunc="sum").reset_index()))
+    return out
+
+
+def _metric_tables(aggregates: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    labelled = aggregates[aggregates["scope"] == "labelled"]
+    if labelled.empty:
+        return [("No labelled slides among the scored ones", pd.DataFrame())]
+    overall = labelled[(labelled["class_name"] == "") | (labelled["metric"].isin(["sensitivity", "specificity"]))]
+    per_class = labelled[(labelled["class_name"] != "") & (labelled["metric"] != "confusion")
+                         & ~labelled["metric"].isin(["sensitivity", "specificity"])]
+    confusion = labelled[labelled["metric"] == "confusion"].copy()
+    out = [("Overall (with bootstrap CIs)", _tidy(overall))]
+    if not per_class.empty:
+        out.append(("Per class", per_class.pivot_table(index="class_name", columns="metric", values="value")
+                    .reset_index()))
+    if not confusion.empty:
+        confusion[["true", "predicted"]] = confusion["class_name"].str.split("/", expand=True)
+        out.append(("Confusion matrix (rows: true, columns: predicted)",
+                    confusion.pivot_table(index="true", columns="predicted", values="value").reset_index()))
+    return out
+
+
+def _count_figure(aggregates: pd.DataFrame, folder: str) -> str:
+    counts = aggregates[(aggregates["scope"] == "run") & (aggregates["metric"] == "count")]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar(counts["class_name"], counts["value"], color="#6a5acd")
+    ax.set_ylabel("slides")
+    ax.set_title("predicted stage")
+    fig.tight_layout()
+    path = os.path.join(folder, "counts.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _sample_figures(spark, lake, cfg, plan, run_id: str, folder: str):
+    """(sample figures, Grad-CAM figures) for a few slides of this run."""
+    scores = read_table(spark, lake, tables.SLIDE_SCORES).where(
+        (F.col("scoring_run_id") == run_id) & (F.col("model_version") == plan.classifier.model_id))
+    chosen = scores.orderBy(F.sha2(F.concat_ws("|", "content_sha256", F.lit(cfg.score.seed)), 256)).limit(
+        cfg.score.report_sample).select("content_sha256").collect()
+    if not chosen:
+        return [], []
+    keys = [r[0] for r in chosen]
+    slides = read_table(spark, lake, tables.SLIDES).where(F.col("content_sha256").isin(keys)).select(
+        "content_sha256", "slide_id", "content", "label_fab", "label_binary").collect()
+    return _render_samples(slides, cfg, plan, folder)
+
+
+def _render_samples(slides, cfg, plan, folder: str):
+    import tensorflow as tf
+
+    from allmtl_spark.scoring.gradcam import grad_cam, overlay
+    from allmtl_spark.scoring.pipeline import score_slide
+    from allmtl_spark.scoring.predict import make_classifier_fn
+    from allmtl_spark.segmentation.pipeline import decode_rgb
+    from allmtl_spark.segmentation.predict import make_predict_fn
+
+    unet = make_predict_fn(plan.segmenter_file, plan.segmenter_sha256) if plan.segmenter_file else None
+    classify = make_classifier_fn(plan.classifier.model_file, plan.classifier.sha256)
+    keras_model = tf.keras.models.load_model(plan.classifier.model_file, compile=False)  # hash checked just above
+    samples, cams = [], []
+    for index, slide in enumerate(sorted(slides, key=lambda s: s["slide_id"])):
+        image = decode_rgb(slide["content"])
+        try:
+            result = score_slide(image, unet, classify, None, plan.classifier.class_names, plan.classifier.view, None,
+                                 plan.roi, plan.segment, plan.scale, plan.blast_threshold)
+        except ValueError:
+            continue
+        truth = slide["label_fab"] or {0: "normal", 1: "ALL"}.get(slide["label_binary"], "unknown")
+        title = f"{slide['slide_id']} (true: {truth}) -> {result.predicted_class}"
+        samples.append((title, _sample_png(image, result, title, os.path.join(folder, f"sample_{index}.png"))))
+        if len(cams) < cfg.score.gradcam_slides:
+            target = int(np.argmax(result.probabilities))
+            heat = grad_cam(keras_model, result.view, target)
+            path = os.path.join(folder, f"gradcam_{index}.png")
+            cv2.imwrite(path, cv2.cvtColor(np.hstack([result.view, overlay(result.view, heat)]), cv2.COLOR_RGB2BGR))
+            cams.append((f"{title}: classifier input and Grad-CAM for '{result.predicted_class}'", path))
+    return samples, cams
+
+
+def _sample_png(image: np.ndarray, result, title: str, path: str) -> str:
+    mask = cv2.resize(result.segmentation.mask, image.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+    outlined = image.copy()
+    contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(outlined, contours, -1, (0, 255, 0), max(2, image.shape[1] // 300))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), gridspec_kw={"width_ratios": [1.6, 1, 1]})
+    axes[0].imshow(outlined)
+    axes[0].set_title(f"slide, {result.white_cell_count} white cells", fontsize=9)
+    axes[1].imshow(result.view)
+    axes[1].set_title("classifier input", fontsize=9)
+    axes[2].barh(list(result.class_names), result.probabilities, color="#6a5acd")
+    axes[2].set_xlim(0, 1)
+    axes[2].set_title("probabilities", fontsize=9)
+    for ax in axes[:2]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

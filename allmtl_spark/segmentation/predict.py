@@ -1,0 +1,167 @@
+"""U-Net inference for whole slides, loaded once per Python process (the ``predict_batch_udf`` pattern).
+
+``make_predict_fn(model_file, sha256)`` returns a numpy-to-numpy ``predict(image) -> probability``.
+The first call in a process verifies the file's SHA-256, loads the Keras model and caches the
+function in a module-level dict keyed by (path, hash); later calls, from any batch or task that the
+same Python worker runs, get the cached function. ``model_loads()`` counts real loads in this process,
+so a job can check it stays at one per worker. Nothing here imports Spark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from allmtl_spark.errors import ArtifactError
+
+SPEC_FILE = "model.json"  # as registry.SPEC_FILE; not imported, so this module stays free of pyspark
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+_PREDICTORS: dict[tuple[str, str], Predict] = {}
+_LOADS: list[tuple[str, str]] = []  # every real load in this process, in order
+_LOCK = threading.Lock()
+
+
+def model_loads() -> int:
+    """How many times this Python process has loaded a model from disk."""
+    return len(_LOADS)
+
+
+def clear_cache() -> None:
+    """Forget the cached models and the load count (tests only)."""
+    with _LOCK:
+        _PREDICTORS.clear()
+        _LOADS.clear()
+
+
+def make_predict_fn(model_file: str, sha256: str, tf_threads: int = 0) -> Predict:
+    """The cached predict function of a saved segmenter, loading it on first use in this process.
+
+    Args:
+        model_file: path of the ``model.h5`` artifact (``model.json`` beside it).
+        sha256: the SHA-256 recorded in ``models``; the file must match it.
+        tf_threads: TensorFlow intra-op threads for this process (set before TensorFlow starts;
+            ignored if it already runs); 0 leaves TensorFlow's default.
+
+    Returns:
+        ``predict(image)``: HxWx3 uint8 RGB at the working scale -> HxW float32 probabilities of
+        "white cell", any H and W (white-balanced as in training, padded to the U-Net's multiple and
+        cropped back).
+
+    Raises:
+        ArtifactError: the file is missing or its hash differs from ``sha256``.
+    """
+    return cached_model((os.path.abspath(model_file), sha256), lambda: _load(os.path.abspath(model_file), sha256,
+                                                                              tf_threads))
+
+
+def cached_model(key: tuple, load: Callable[[], Predict]) -> Predict:
+    """The predict function cached under ``key`` in this process, made by ``load()`` on first use.
+
+    Shared by every model kind (U-Net, slide and cell classifiers), so :func:`model_loads`
+    counts all the models a worker loaded.
+    """
+    with _LOCK:
+        if key not in _PREDICTORS:
+            _PREDICTORS[key] = load()
+            _LOADS.append(key)
+        return _PREDICTORS[key]
+
+
+def set_tf_threads(tf_threads: int) -> None:
+    """Set TensorFlow's intra-op threads if TensorFlow has not started yet in this process (0: keep)."""
+    import tensorflow as tf
+
+    if tf_threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(tf_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # TensorFlow already initialised in this process: keep its setting
+            pass
+
+
+def _load(path: str, sha256: str, tf_threads: int) -> Predict:
+    if not os.path.isfile(path):
+        raise ArtifactError(f"segmenter artifact {path} is missing; retrain it or restore the file")
+    actual = file_sha256(path)
+    if actual != sha256:
+        raise ArtifactError(f"segmenter artifact {path} has SHA-256 {actual[:16]}... but the models table recorded "
+                            f"{sha256[:16]}...; the file is corrupted or was replaced. Refusing to use it.")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    set_tf_threads(tf_threads)
+    from allmtl_spark.networks import losses  # noqa: F401 - registers the custom loss names
+
+    spec = _spec(path)
+    model = fully_convolutional(tf.keras.models.load_model(path, compile=False), spec)
+    return whole_slide_predictor(model, spec.get("input_normalize", "none"))
+
+
+def whole_slide_predictor(model, normalize: str = "none") -> Predict:
+    """A numpy-to-numpy predict function around a fully convolutional U-Net.
+
+    Args:
+        model: a Keras U-Net with input ``(None, None, None, c)`` (see :func:`fully_convolutional`).
+        normalize: the white balance the model was trained with (``model.json`` ``input_normalize``).
+
+    Returns:
+        ``predict(image)``: HxWx3 uint8 RGB at the working scale -> HxW float32 probabilities; the
+        image is white-balanced, padded to a multiple of ``2**depth`` and the output cropped back.
+    """
+    import tensorflow as tf
+
+    from allmtl_spark.networks.resunet import pad_to_multiple
+    from allmtl_spark.segmentation.pipeline import unet_input
+
+    multiple = 2 ** sum(isinstance(layer, tf.keras.layers.MaxPooling2D) for layer in model.layers)
+    # One trace for every slide size: the signature leaves height and width open.
+    run = tf.function(lambda x: model(x, training=False),
+                      input_signature=[tf.TensorSpec([None, None, None, model.input_shape[-1]], tf.float32)])
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        padded, (h, w) = pad_to_multiple(unet_input(np.asarray(image), normalize), multiple)
+        return run(tf.convert_to_tensor(padded[None].astype(np.float32))).numpy()[0, :h, :w, 0]
+
+    return predict
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _spec(path: str) -> dict:
+    spec_path = os.path.join(os.path.dirname(path), SPEC_FILE)
+    if not os.path.isfile(spec_path):
+        return {}
+    with open(spec_path) as handle:
+        return json.load(handle)
+
+
+def fully_convolutional(model, spec: dict):
+    """The same U-Net with input ``(None, None, channels)``, carrying ``model``'s weights.
+
+    A tile-trained model is saved with a fixed input size; the builder keywords in ``model.json``
+    (``spec["builder"]``) rebuild it with ``input_size=None``: same layers, same weight shapes.
+    A model that is already fully convolutional is returned as is.
+    """
+    if model.input_shape[1] is None and model.input_shape[2] is None:
+        return model
+    if "builder" not in spec:
+        raise ArtifactError("segmenter has a fixed input size and model.json has no 'builder' keywords to "
+                            "rebuild it fully convolutional")
+    from allmtl_spark.networks.resunet import build_residual_unet
+
+    rebuilt = build_residual_unet(**{**spec["builder"], "input_size": None})
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt

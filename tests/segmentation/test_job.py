@@ -1,0 +1,117 @@
+"""The segmentation job on real local Spark + Delta, with a few small synthetic slides."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+import cv2
+import numpy as np
+import pytest
+
+from allmtl_spark import tables
+from allmtl_spark.config.schema import LakehouseConfig, RoiConfig, SegmentConfig
+from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table, table_version
+from allmtl_spark.segmentation.job import run_segment
+from allmtl_spark.segmentation.pipeline import decode_mask, decode_rgb, encode_png
+
+pytestmark = pytest.mark.spark
+
+WIDTH, HEIGHT = 320, 240
+GOOD = ("Im001_1", "Im002_0", "Im003_1", "Im004_1", "Im005_0")
+
+
+def _slide_row(slide_id, content, width, height, truth=None, blasts=None):
+    return {
+        "slide_id": slide_id, "content_sha256": hashlib.sha256(content).hexdigest(),
+        "source_path": f"/data/ALL_IDB1/im/{slide_id}.jpg", "duplicate_paths": [], "source_kind": "allidb1",
+        "site": "test", "format": "JPEG", "width": width, "height": height, "channels": 3, "bit_depth": 8,
+        "content": bytearray(content), "label_binary": int(slide_id[-1]), "label_fab": None,
+        "truth_mask": bytearray(truth) if truth is not None else None, "patient_hash": None,
+        "ingest_run_id": "test", "ingested_at": datetime(2026, 1, 1),
+        "blast_centroids": [{"x": x, "y": y} for x, y in blasts] if blasts is not None else None,
+        "has_xyc": blasts is not None,
+    }
+
+
+@pytest.fixture(scope="module")
+def slide_lake(spark, tmp_path_factory):
+    """Five rendered 320x240 smears (with truth masks and .xyc blasts), a garbage slide and a huge one."""
+    from allmtl_spark.synth.smear import SmearParams, render_slide
+
+    lake = Lakehouse.from_config(LakehouseConfig(path=str(tmp_path_factory.mktemp("seglake") / "lakehouse")))
+    rows = []
+    for i, slide_id in enumerate(GOOD):
+        drawn = render_slide(np.random.default_rng(100 + i), WIDTH, HEIGHT, "L1" if slide_id.endswith("1") else
+                             "normal", SmearParams(white_cells_per_slide=(2, 3)))
+        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(drawn.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        blasts = [(round(c.cx), round(c.cy)) for c in drawn.blasts]
+        rows.append(_slide_row(slide_id, jpeg.tobytes(), WIDTH, HEIGHT, encode_png(drawn.mask), blasts))
+    rows.append(_slide_row("Im006_1", b"\xff\xd8\xff garbage, not a JPEG", WIDTH, HEIGHT, blasts=[(10, 10)]))
+    rows.append(_slide_row("Im007_0", b"\xff\xd8\xff too large to decode", 5000, 4000))  # 20 M pixels
+    merge_new_rows(spark, lake, tables.SLIDES, spark.createDataFrame(rows, tables.SLIDES.schema))
+    return lake
+
+
+def _versions(spark, lake):
+    return [table_version(spark, lake, t) for t in (tables.SEGMENTED_SLIDES, tables.SLIDE_CELLS, tables.REJECTS)]
+
+
+def test_segment_writes_slides_cells_and_rejects_and_a_rerun_adds_nothing(spark, slide_lake):
+    cfg = SegmentConfig(mask_source="roi", crop_size=65, slides_per_partition=2)
+
+    summary = run_segment(spark, cfg, RoiConfig(), slide_lake, run_id="r1")
+
+    segmented = {r["slide_id"]: r for r in read_table(spark, slide_lake, tables.SEGMENTED_SLIDES).collect()}
+    assert set(segmented) == set(GOOD) and {r["segmenter_version"] for r in segmented.values()} == {"roi-adaptive"}
+    first = segmented["Im001_1"]
+    assert (first["width"], first["height"], first["scale"]) == (WIDTH // 2, HEIGHT // 2, 0.5)
+    assert decode_mask(bytes(first["mask"])).shape == (HEIGHT // 2, WIDTH // 2)
+    assert decode_rgb(bytes(first["isolated"])).shape == (HEIGHT // 2, WIDTH // 2, 3)
+    assert all(r["dice_vs_truth"] > 0.8 and r["truth_cells_found"] == r["truth_cell_count"] for r in segmented.values())
+
+    cells = read_table(spark, slide_lake, tables.SLIDE_CELLS).collect()
+    assert len(cells) == sum(r["cell_count"] for r in segmented.values()) == summary.cells > 0
+    for cell in cells:
+        assert decode_rgb(bytes(cell["crop"])).shape == (65, 65, 3)
+        assert 0 <= cell["centroid_x"] < WIDTH and 0 <= cell["centroid_y"] < HEIGHT  # original pixels
+        assert cell["bbox_x"] + cell["bbox_w"] <= WIDTH and cell["area_px"] >= cfg.min_cell_area_px
+    assert summary.blast_recall == 1.0  # every .xyc blast found (the tests' slides are clean)
+
+    rejects = {r["source_path"].rsplit("/", 1)[1]: r for r in read_table(spark, slide_lake, tables.REJECTS).collect()}
+    assert {k: r["reason"] for k, r in rejects.items()} == {"Im006_1.jpg": "decode_error",
+                                                             "Im007_0.jpg": "too_large_for_worker"}
+    assert all(r["stage"] == "segment" and r["version"] == "roi-adaptive" for r in rejects.values())
+    assert "max_decoded_pixels" in rejects["Im007_0.jpg"]["detail"]
+    assert summary.segmented == 5 and summary.rejects == {"decode_error": 1, "too_large_for_worker": 1}
+
+    versions = _versions(spark, slide_lake)
+    again = run_segment(spark, cfg, RoiConfig(), slide_lake, run_id="r2")
+    assert again.pending == 0 and _versions(spark, slide_lake) == versions  # no new Delta commit at all
+
+
+def test_unet_is_loaded_once_per_python_worker_not_per_batch_or_task(spark, slide_lake, tmp_path):
+    from allmtl_spark.networks.resunet import build_residual_unet
+    from allmtl_spark.registry import ModelRecord, register_model, save_artifact
+
+    builder = {"input_size": 32, "channels": 3, "depth": 2, "base_filters": 2}
+    folder = str(tmp_path / "seg-tiny")
+    sha = save_artifact(build_residual_unet(**builder), folder,
+                        {"builder": builder, "working_scale": 0.5, "input_normalize": "grey_world"})
+    register_model(spark, slide_lake, ModelRecord(
+        model_id="seg-tiny", run_id="tiny", kind="segmenter", stage="segmenter", task="segmentation",
+        class_names=["background", "white_cell"], artifact_path=folder, artifact_sha256=sha, config_json="{}"))
+    cfg = SegmentConfig(segmenter="seg-tiny", mask_source="unet", crop_size=65, slides_per_partition=2)
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    previous = spark.conf.get(key)
+    spark.conf.set(key, "1")  # one slide per Arrow batch: each task sees two batches
+    try:
+        summary = run_segment(spark, cfg, RoiConfig(), slide_lake, run_id="u1")
+    finally:
+        spark.conf.set(key, previous)
+
+    assert summary.pending == 7 and summary.segmented + sum(summary.rejects.values()) == 7
+    assert summary.tasks == 4  # 7 slides, 2 per partition
+    assert summary.loads_per_worker and set(summary.loads_per_worker.values()) == {1}
+    assert len(summary.loads_per_worker) < summary.tasks  # workers were reused across tasks, without reloading
+    assert 0 < summary.peak_rss_bytes < 2.5 * 2**30
