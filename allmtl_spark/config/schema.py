@@ -243,6 +243,10 @@ class StageConfig:
     epochs: int = 3
     batch_size: int = 16  # per rank; the paper's 48 is in conf/paper.yaml
     learning_rate: float = 0.001  # scaled by the number of Horovod ranks
+    # Rate when the stage starts from trained weights (stage 2's, or train.weights imagenet / a file).
+    # Adam's first steps move every weight by about the learning rate whatever its gradient, which at
+    # 0.001 erases pretrained features in a few dozen steps; null uses learning_rate.
+    finetune_learning_rate: float | None = None
     decay_rate: float = 0.9  # multiplied into the learning rate once per epoch
     trainable: str = "all"  # all | head | top_fraction:<0..1>; see networks/freezing.py
     warmup_epochs: int = 0  # first epochs train the (new) head only, then `trainable` applies
@@ -251,6 +255,8 @@ class StageConfig:
         _require(self.epochs >= 1, "epochs", "must be >= 1")
         _require(self.batch_size >= 1, "batch_size", "must be >= 1")
         _require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _require(self.finetune_learning_rate is None or self.finetune_learning_rate > 0, "finetune_learning_rate",
+                 "must be null or > 0")
         _require(0 < self.decay_rate <= 1, "decay_rate", "must be in (0, 1]")
         ok = self.trainable in ("all", "head") or self.trainable.startswith("top_fraction:")
         _require(ok, "trainable", f"is {self.trainable!r}; allowed values: all, head, top_fraction:<f>")

@@ -348,6 +348,14 @@ def _track(lake, record, cfg: SegmenterConfig, label_source: str, history: dict)
         return ModelRecord(**{**asdict(record), "mlflow_run_id": run.info.run_id})
 
 
+def _already_trained(row, start: float, progress: Callable[[str], object]) -> SegmenterSummary:
+    spec = json.loads(row["config_json"]) if row["config_json"] else {}
+    progress(f"train-segmenter: {row['model_id']} is already trained (run {row['run_id']}); nothing to do")
+    return SegmenterSummary(model_id=row["model_id"], run_id=row["run_id"], artifact_path=row["artifact_path"],
+                            label_source=str(spec.get("label_source", "?")), label_counts={}, train_slides=0,
+                            holdout_slides=0, metrics=dict(row["metrics"] or {}), seconds=time.perf_counter() - start)
+
+
 def run_train_segmenter(spark, cfg: SegmenterConfig, roi_cfg: RoiConfig, lake, run_id: str | None = None,
                         progress: Callable[[str], object] = print) -> SegmenterSummary:
     """Train, evaluate, save and register a segmenter from the ``slides`` table.
@@ -381,6 +389,9 @@ def run_train_segmenter(spark, cfg: SegmenterConfig, roi_cfg: RoiConfig, lake, r
     start = time.perf_counter()
     run_id = run_id or uuid.uuid4().hex[:12]
     model_id = f"seg-{run_id}"
+    existing = read_table(spark, lake, tables.MODELS).where(F.col("model_id") == model_id).collect()
+    if existing:  # a rerun with the same run id: the registered artifact stays the one its hash names
+        return _already_trained(existing[0], start, progress)
     slides_version = table_version(spark, lake, tables.SLIDES)
     if slides_version is None:
         raise LakehouseError(f"no slides table at {lake.path(tables.SLIDES)}; run `allmtl ingest` first")

@@ -258,13 +258,21 @@ def _rank_job(cfg: TrainConfig, plan: StagePlan, run_id: str, lake: Lakehouse, d
         head=plan.head, dense_units=tuple(cfg.head_dense_units), dropout=cfg.head_dropout if plan.head == "dense"
         else 0.0, init_weights=init_weights, load_head=load_head, trainable=plan.schedule.trainable,
         warmup_epochs=plan.schedule.warmup_epochs,
-        epochs=plan.schedule.epochs, batch_size=plan.schedule.batch_size, learning_rate=plan.schedule.learning_rate,
+        epochs=plan.schedule.epochs, batch_size=plan.schedule.batch_size,
+        learning_rate=stage_learning_rate(plan.schedule, pretrained=init_weights is not None),
         decay_rate=plan.schedule.decay_rate, n_train=n_train, n_val=n_val,
         checkpoint_dir=os.path.join(lake.models, "_checkpoints", run_id, plan.key), output_dir=output_dir,
         train_converter=data.converter(plan.task, "train"), val_converter=data.converter(plan.task, "val"),
         threads=cfg.threads_per_rank, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.augment.seed,
         batchnorm_momentum=cfg.batchnorm_momentum,
         imagenet_base_url=cfg.imagenet_base_url, weights_cache_dir=cfg.weights_cache_dir, spec=spec)
+
+
+def stage_learning_rate(schedule, pretrained: bool) -> float:
+    """The stage's base rate: ``finetune_learning_rate`` when it starts from trained weights (if set)."""
+    if pretrained and schedule.finetune_learning_rate is not None:
+        return schedule.finetune_learning_rate
+    return schedule.learning_rate
 
 
 def _evaluate(spark, lake: Lakehouse, data: _DataCache, plan: StagePlan, output_dir: str, sha: str,

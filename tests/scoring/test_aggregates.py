@@ -1,0 +1,61 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from allmtl_spark.config.schema import ScoreConfig
+from allmtl_spark.scoring.aggregates import comparison_rows, count_rows, labelled_rows, previous_version
+
+pytestmark = pytest.mark.unit
+CLASSES = ["normal", "L1", "L2", "L3"]
+
+
+def _frame(predicted, truth, run="r1", site="a", day="2026-11-01", version="v1", seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, (p, t) in enumerate(zip(predicted, truth, strict=True)):
+        probs = np.full(4, 0.05)
+        probs[CLASSES.index(p)] = 0.85
+        probs = probs + rng.uniform(0, 0.01, 4)
+        probs /= probs.sum()
+        rows.append({"content_sha256": f"s{i}", "scoring_run_id": run, "site": site, "scored_at": pd.Timestamp(day),
+                     "predicted_class": p, "probabilities": probs, "p_leukemia": 1 - probs[0],
+                     "predicted_leukemia": p != "normal", "label_fab": t, "label_binary": int(t != "normal"),
+                     "model_version": version, "task": "fab4"})
+    return pd.DataFrame(rows)
+
+
+def test_counts_per_run_day_and_site():
+    frame = pd.concat([_frame(["normal", "L1", "L1"], ["normal", "L1", "L2"]),
+                       _frame(["L3"], ["L3"], run="r0", site="b", day="2026-10-31")], ignore_index=True)
+    rows = pd.DataFrame(count_rows(frame, "r1", CLASSES))
+    run = rows[(rows["scope"] == "run") & (rows["metric"] == "count")].set_index("class_name")["value"]
+    assert run.to_dict() == {"normal": 1, "L1": 2, "L2": 0, "L3": 0}
+    day = rows[(rows["scope"] == "day") & (rows["scope_value"] == "2026-10-31") & (rows["metric"] == "count")]
+    assert day.set_index("class_name")["value"]["L3"] == 1
+    assert set(rows[rows["scope"] == "site"]["scope_value"]) == {"a", "b"}
+
+
+def test_labelled_metrics_match_hand_counts():
+    frame = _frame(["normal", "L1", "L1", "L2", "L3", "normal"], ["normal", "L1", "L2", "L2", "L3", "L1"])
+    rows = pd.DataFrame(labelled_rows(frame, CLASSES, ScoreConfig(bootstrap_resamples=50)))
+    get = rows.set_index(["metric", "class_name"])["value"]
+    assert get[("accuracy", "")] == pytest.approx(4 / 6)
+    assert get[("recall", "L1")] == pytest.approx(1 / 2) and get[("precision", "L1")] == pytest.approx(1 / 2)
+    assert get[("confusion", "L2/L1")] == 1 and get[("confusion", "L1/normal")] == 1
+    assert get[("binary_accuracy", "")] == pytest.approx(5 / 6)  # only the L1 slide called normal is wrong
+    acc = rows[rows["metric"] == "accuracy"].iloc[0]
+    assert acc["ci_low"] <= acc["value"] <= acc["ci_high"]
+
+
+def test_comparison_with_previous_version():
+    truth = ["normal", "L1", "L2", "L3"] * 5
+    current = _frame(truth, truth, version="v2")
+    previous = _frame(["normal"] * 20, truth, version="v1", seed=1)
+    rows = pd.DataFrame(comparison_rows(current, previous, "v1", ScoreConfig(bootstrap_resamples=200)))
+    get = rows.set_index("metric")["value"]
+    assert get["only_current_correct"] == 15 and get["only_previous_correct"] == 0
+    assert get["mcnemar_p"] < 0.001
+    assert get["auc_difference"] > 0
+    both = pd.concat([current, previous], ignore_index=True)
+    assert previous_version(both, "v2", "fab4") == "v1"
+    assert previous_version(current, "v2", "fab4") is None

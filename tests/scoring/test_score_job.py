@@ -1,0 +1,102 @@
+"""The scoring job on real local Spark + Delta with real (untrained) Keras models."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import pytest
+
+from allmtl_spark import tables
+from allmtl_spark.errors import ArtifactError
+from allmtl_spark.lakehouse import read_table, table_version
+from allmtl_spark.scoring.job import run_score
+from tests.scoring.conftest import SLIDES, copy_model
+
+pytestmark = pytest.mark.spark
+
+
+def _with_model(cfg, model_id: str, **score):
+    return replace(cfg, score=replace(cfg.score, model=model_id, **score))
+
+
+def _rows_per_slide(spark, lake, model_id: str) -> list[int]:
+    scores = read_table(spark, lake, tables.SLIDE_SCORES).where(f"model_version = '{model_id}'")
+    return [r["count"] for r in scores.groupBy("content_sha256").count().collect()]
+
+
+def test_every_slide_scored_once_models_loaded_once_per_worker_rerun_writes_nothing(spark, scoring_lake):
+    cfg, lake, models = scoring_lake
+    model_id = models["stage3"].model_id
+    first = run_score(spark, _with_model(cfg, model_id), lake, report=True)
+
+    assert first.scored == SLIDES and first.pending == SLIDES
+    assert _rows_per_slide(spark, lake, model_id) == [1] * SLIDES
+    row = read_table(spark, lake, tables.SLIDE_SCORES).where(f"model_version = '{model_id}'").first()
+    assert len(row["probabilities"]) == 4 and abs(sum(row["probabilities"]) - 1) < 1e-5
+    assert row["predicted_class"] in ("normal", "L1", "L2", "L3") and row["white_cell_count"] >= 1
+    assert row["cell_model_version"] == models["stage2"].model_id and row["blast_cell_count"] is not None
+    # 6 one-slide tasks over 2 workers: each worker loaded the slide and the cell model exactly once
+    assert sorted(first.loads_per_worker.values()) == [2] * len(first.loads_per_worker)
+    assert sum(1 for _ in first.loads_per_worker) <= 2
+    html = open(first.report_path).read()
+    assert "data:image/png;base64" in html and "Grad-CAM" in html
+    aggregates = read_table(spark, lake, tables.SCORE_AGGREGATES).where(f"scoring_run_id = '{first.run_id}'")
+    counts = {r["class_name"]: r["value"] for r in aggregates.where("scope = 'run' AND metric = 'count'").collect()}
+    assert sum(counts.values()) == SLIDES
+
+    versions = [table_version(spark, lake, t) for t in (tables.SLIDE_SCORES, tables.SCORE_AGGREGATES, tables.REJECTS)]
+    second = run_score(spark, _with_model(cfg, model_id), lake, report=True)
+    assert second.pending == 0 and "nothing new" in second.format()
+    assert [table_version(spark, lake, t) for t in (tables.SLIDE_SCORES, tables.SCORE_AGGREGATES,
+                                                    tables.REJECTS)] == versions
+
+
+def test_two_concurrent_runs_write_one_row_per_slide(spark, scoring_lake):
+    cfg, lake, models = scoring_lake
+    record = copy_model(spark, lake, models["stage3"], "tiny-v2-stage3-fab4")
+    errors = []
+
+    def score():
+        try:
+            run_score(spark, _with_model(cfg, record.model_id), lake, report=False)
+        except Exception as err:  # surfaced below
+            errors.append(err)
+
+    threads = [threading.Thread(target=score) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert _rows_per_slide(spark, lake, record.model_id) == [1] * SLIDES
+
+
+def test_corrupted_artifact_is_refused_before_scoring(spark, scoring_lake):
+    cfg, lake, models = scoring_lake
+    record = copy_model(spark, lake, models["stage3"], "tiny-corrupt-stage3-fab4")
+    with open(record.model_file, "r+b") as handle:
+        handle.seek(4096)
+        byte = handle.read(1)
+        handle.seek(4096)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ArtifactError, match="SHA-256.*corrupted or was replaced"):
+        run_score(spark, _with_model(cfg, record.model_id), lake, report=False)
+    assert _rows_per_slide(spark, lake, record.model_id) == []
+
+
+def test_undecodable_slide_becomes_a_reject_and_the_rest_are_scored(spark, scoring_lake):
+    cfg, lake, models = scoring_lake
+    record = copy_model(spark, lake, models["stage3"], "tiny-v3-stage3-fab4")
+    good = read_table(spark, lake, tables.SLIDES).first().asDict()
+    broken = {**good, "content_sha256": "0" * 64, "slide_id": "broken", "content": bytearray(b"not a jpeg"),
+              "source_path": good["source_path"] + ".broken"}
+    from allmtl_spark.lakehouse import merge_new_rows
+
+    merge_new_rows(spark, lake, tables.SLIDES, spark.createDataFrame([broken], tables.SLIDES.schema))
+    summary = run_score(spark, _with_model(cfg, record.model_id), lake, report=False)
+    assert summary.scored == SLIDES and summary.rejects == {"decode_error": 1}
+    rejects = read_table(spark, lake, tables.REJECTS).where(f"stage = 'score' AND version = '{record.model_id}'")
+    assert [r["content_sha256"] for r in rejects.collect()] == ["0" * 64]
+    again = run_score(spark, _with_model(cfg, record.model_id), lake, report=False)
+    assert again.pending == 0  # the reject is not retried for the same version
