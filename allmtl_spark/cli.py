@@ -141,6 +141,15 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from allmtl_spark.docs import REFERENCE_PATH, reference_markdown
+
+    with open(REFERENCE_PATH, "w") as handle:
+        handle.write(reference_markdown())
+    print(f"wrote {REFERENCE_PATH}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     # name: (function, help, needs Spark -> gets --master and --run-id)
     "config": (cmd_config, "print the resolved config as YAML", False),
@@ -152,6 +161,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "evaluate": (cmd_evaluate, "repeated k-fold cross-validation of the trained approaches, tests and the "
                               "HTML report", True),
     "score": (cmd_score, "score every slide the model version has not scored yet; aggregates and report", True),
+    "docs": (cmd_docs, "regenerate docs/reference.md (tables and config keys) from the code", False),
     "tables": (cmd_tables, "print the table reference as Markdown", False),
 }
 

@@ -321,6 +321,9 @@ class TrainConfig:
     # moving statistics still describe the initial weights and inference collapses. 0.9 adapts
     # them within tens of steps; null keeps keras' value (fine for long GPU schedules).
     batchnorm_momentum: float | None = 0.9
+    # Stage 2's labels: cell_binary is the paper's (ALL-IDB2: blast vs normal); cell_fab4 uses the
+    # cells' FAB class where a manifest gives one, so stage 2 already learns L1/L2/L3 morphology.
+    stage2_task: Literal["cell_binary", "cell_fab4"] = "cell_binary"
     stage2: StageConfig = field(default_factory=StageConfig)
     stage3: StageConfig = field(default_factory=StageConfig)
     split: SplitConfig = field(default_factory=SplitConfig)

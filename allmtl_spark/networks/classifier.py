@@ -107,9 +107,6 @@ def _head(features: tf.Tensor, num_outputs: int, head: str, dense_units: Sequenc
     """'simple': one Dense; 'dense': (Dense + ReLU + Dropout) per entry of dense_units, then the Dense out."""
     x = features
     if head == "dense":
-        # Stage 3 puts a fresh head on a backbone whose pooled features may be large (after stage 2
-        # they reach the tens); normalising them keeps the new head's first updates from blowing up.
-        x = layers.LayerNormalization(name=f"{HEAD_PREFIX}norm")(x)
         for i, units in enumerate(dense_units, start=1):
             x = layers.Dense(int(units), activation="relu", name=f"{HEAD_PREFIX}dense_{i}")(x)
             if dropout:

@@ -227,11 +227,11 @@ def resolve_classifiers(spark: SparkSession, lake: Lakehouse, cfg: AppConfig) ->
     if score.cell_model:
         try:
             ref = record.run_id if score.cell_model == "latest" else score.cell_model
-            cell = resolve_model(spark, lake, ref, task="cell_binary", stage="stage2")
+            cell = resolve_model(spark, lake, ref, stage="stage2")
         except ArtifactError:
             if score.cell_model != "latest":
                 raise
-            cell = resolve_model(spark, lake, "latest", task="cell_binary", stage="stage2")
+            cell = resolve_model(spark, lake, "latest", stage="stage2")
     return model_ref(record), (model_ref(cell) if cell else None)
 
 

@@ -78,5 +78,6 @@ def score_slide(
     blasts = None
     if classify_cells is not None and cell_view is not None:
         cell_inputs = np.stack([view_from_images([c], cell_view, None, None) for c in crops])
-        blasts = int((classify_cells(cell_inputs)[:, 1] >= blast_threshold).sum())
+        # P(blast) = 1 - P(normal): the cell model is normal/blast or normal/L1/L2/L3, normal first.
+        blasts = int((1.0 - classify_cells(cell_inputs)[:, 0] >= blast_threshold).sum())
     return SlideScore(class_names, probabilities, len(crops), blasts, segmentation, slide_input)

@@ -42,14 +42,20 @@ class ExampleSet:
         return {name: i for i, name in enumerate(self.class_names)}
 
 
-def cell_examples(spark: SparkSession, lake: Lakehouse) -> DataFrame:
-    """Single-cell crops from ``cells`` with a blast / normal label (stage 2)."""
-    cells = read_table(spark, lake, tables.CELLS).where(F.col("label_binary").isNotNull())
+def cell_examples(spark: SparkSession, lake: Lakehouse, task: str = "cell_binary") -> DataFrame:
+    """Single-cell crops from ``cells`` (stage 2): blast / normal (ALL-IDB2's labels), or their FAB
+    class when the manifest gives one (``cell_fab4``)."""
+    cells = read_table(spark, lake, tables.CELLS)
+    if task == "cell_fab4":
+        cells, label = cells.where(F.col("label_fab").isNotNull()), F.col("label_fab")
+    else:
+        cells = cells.where(F.col("label_binary").isNotNull())
+        label = F.when(F.col("label_binary") == 1, "blast").otherwise("normal")
     return cells.select(
         F.col("content_sha256").alias("key"),
         F.col("cell_id").alias("item_id"),
         F.coalesce("patient_hash", F.concat(F.lit("cell:"), "cell_id")).alias("group"),
-        F.when(F.col("label_binary") == 1, "blast").otherwise("normal").alias("label"),
+        label.alias("label"),
         F.array("content").alias("sources"),
     )
 

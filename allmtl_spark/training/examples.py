@@ -19,6 +19,7 @@ from allmtl_spark.transforms.roi import adaptive_roi_mask
 
 TASK_CLASSES = {
     "cell_binary": ("normal", "blast"),
+    "cell_fab4": ("normal", "L1", "L2", "L3"),
     "binary": ("normal", "ALL"),
     "fab4": ("normal", "L1", "L2", "L3"),
 }

@@ -155,13 +155,13 @@ class _DataCache:
     def example_set(self, task: str) -> ExampleSet:
         if task not in self.sets:
             cfg = self.cfg
-            if task == "cell_binary":
-                examples, source = cell_examples(self.spark, self.lake), "cells"
+            if task.startswith("cell_"):
+                examples, source = cell_examples(self.spark, self.lake, task), "cells"
                 spec = ViewSpec("cell", cfg.input_size, cfg.montage_grid if cfg.slide_view == "montage" else 1)
             else:
                 examples = slide_examples(self.spark, self.lake, task, self.segmenter, cfg.slide_view, cfg.montage_grid)
                 spec, source = ViewSpec(cfg.slide_view, cfg.input_size, cfg.montage_grid), "slides"
-            fold = None if task == "cell_binary" else self.fold  # folds split slides, not the cell set
+            fold = None if task.startswith("cell_") else self.fold  # folds split slides, not the cell set
             self.sets[task] = split_examples(self.spark, self.lake, examples, task, source, spec, cfg.split,
                                              cfg.augment, fold)
             log.info("task %s: split %s %s", task, self.sets[task].split_id, self.sets[task].counts)

@@ -40,8 +40,8 @@ def plan_stages(cfg: TrainConfig) -> list[StagePlan]:
         tag = backbone.lower()
         stage2 = None
         if "mtl" in cfg.approaches:
-            stage2 = StagePlan(f"stage2-cell_binary-{tag}", "stage2", "cell_binary", None, backbone, None, "simple",
-                               cfg.stage2)
+            stage2 = StagePlan(f"stage2-{cfg.stage2_task}-{tag}", "stage2", cfg.stage2_task, None, backbone, None,
+                               "simple", cfg.stage2)
             plans.append(stage2)
         for task in cfg.tasks:
             for approach in cfg.approaches:
