@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-
 from pathlib import Path
 
 from allmtl_spark import tables

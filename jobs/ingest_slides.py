@@ -1,4 +1,7 @@
-"""spark-submit entry point for `allmtl ingest`: spark-submit jobs/ingest_slides.py --config conf/demo.yaml [--set k=v ...]"""
+"""spark-submit entry point for `allmtl ingest`.
+
+Usage: spark-submit jobs/ingest_slides.py --config conf/demo.yaml [--set k=v ...]
+"""
 
 import sys
 

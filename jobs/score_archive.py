@@ -1,4 +1,7 @@
-"""spark-submit entry point for `allmtl score`: spark-submit jobs/score_archive.py --config conf/demo.yaml [--set k=v ...]"""
+"""spark-submit entry point for `allmtl score`.
+
+Usage: spark-submit jobs/score_archive.py --config conf/demo.yaml [--set k=v ...]
+"""
 
 import sys
 

@@ -1,4 +1,7 @@
-"""spark-submit entry point for `allmtl train`: spark-submit jobs/train_mtl.py --config conf/demo.yaml [--set k=v ...]"""
+"""spark-submit entry point for `allmtl train`.
+
+Usage: spark-submit jobs/train_mtl.py --config conf/demo.yaml [--set k=v ...]
+"""
 
 import sys
 

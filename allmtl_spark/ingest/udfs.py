@@ -66,7 +66,8 @@ def make_validate_udf(limits: ImageLimits):
 
     @pandas_udf(VALIDATION)
     def validate_udf(content: pd.Series, xyc: pd.Series, mask: pd.Series) -> pd.DataFrame:
-        rows = [validate_item(_bytes(c), _bytes(x), _bytes(m), limits) for c, x, m in zip(content, xyc, mask, strict=True)]
+        rows = [validate_item(_bytes(c), _bytes(x), _bytes(m), limits)
+                for c, x, m in zip(content, xyc, mask, strict=True)]
         return pd.DataFrame(rows, columns=VALIDATION.fieldNames())
 
     return validate_udf

@@ -98,7 +98,8 @@ def comparison_rows(current: pd.DataFrame, previous: pd.DataFrame, previous_vers
     if len(both) < 2 or both["label_binary"].nunique() < 2:
         return []
     y = both["label_binary"].to_numpy(int)
-    mcnemar = compute_mcnemar(y, both["predicted_leukemia"].to_numpy(int), both["predicted_leukemia_prev"].to_numpy(int))
+    mcnemar = compute_mcnemar(y, both["predicted_leukemia"].to_numpy(int),
+                              both["predicted_leukemia_prev"].to_numpy(int))
     auc = compute_auc_difference_test(y, both["p_leukemia"].to_numpy(float), both["p_leukemia_prev"].to_numpy(float),
                                       n_resamples=max(cfg.bootstrap_resamples, 200), confidence=cfg.confidence,
                                       seed=cfg.seed)

@@ -27,7 +27,8 @@ def test_unknown_key_is_named_with_allowed_keys():
 
 
 def test_literal_error_names_key_and_allowed_values():
-    with pytest.raises(ConfigError, match=r"ingest\.sources\[0\]\.kind is 'zip'; allowed values: allidb1, allidb2, manifest"):
+    allowed = r"ingest\.sources\[0\]\.kind is 'zip'; allowed values: allidb1, allidb2, manifest"
+    with pytest.raises(ConfigError, match=allowed):
         load_config(None, ["ingest.sources=[{kind: zip, path: x}]"])
 
 

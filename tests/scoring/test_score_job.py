@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -39,7 +40,7 @@ def test_every_slide_scored_once_models_loaded_once_per_worker_rerun_writes_noth
     # 6 one-slide tasks over 2 workers: each worker loaded the slide and the cell model exactly once
     assert sorted(first.loads_per_worker.values()) == [2] * len(first.loads_per_worker)
     assert sum(1 for _ in first.loads_per_worker) <= 2
-    html = open(first.report_path).read()
+    html = Path(first.report_path).read_text()
     assert "data:image/png;base64" in html and "Grad-CAM" in html
     aggregates = read_table(spark, lake, tables.SCORE_AGGREGATES).where(f"scoring_run_id = '{first.run_id}'")
     counts = {r["class_name"]: r["value"] for r in aggregates.where("scope = 'run' AND metric = 'count'").collect()}

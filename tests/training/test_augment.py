@@ -46,6 +46,6 @@ def test_balancing_reaches_target_per_class():
     labels = ["normal"] * 6 + ["L1"] * 2 + ["L3"] * 1
     copies = copies_per_item(labels, 4, balance_to=30)
     totals = {}
-    for label, n in zip(labels, copies):
+    for label, n in zip(labels, copies, strict=True):
         totals[label] = totals.get(label, 0) + 1 + n
     assert totals == {"normal": 10, "L1": 10, "L3": 10}
