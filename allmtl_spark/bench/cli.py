@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, str] = {
     # name: help
     "segment": "images/s of the segmentation pipeline: a plain 2-process pool vs the Spark job, and worker memory",
     "train": "images/s the Petastorm -> tf.data input side delivers vs what a training step consumes",
+    "score": "slides/s of archive scoring: one plain process vs the Spark job, model loads, worker memory",
 }
 
 

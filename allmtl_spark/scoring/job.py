@@ -104,6 +104,7 @@ class ScoreSummary:
     metrics: list[str] = field(default_factory=list)
     report_path: str | None = None
     ingest: str | None = None
+    scoring_seconds: float = 0.0  # the mapInPandas pass alone
     seconds: float = 0.0
 
     def format(self) -> str:
@@ -300,7 +301,9 @@ def run_score(spark: SparkSession, cfg: AppConfig, lake: Lakehouse, run_id: str 
     rows = input_slides(spark, lake, keys, cfg.score.slides_per_partition, cfg.segment.max_decoded_pixels)
     rows = rows.mapInPandas(make_score_fn(plan), SCORE_ROWS).persist(StorageLevel.MEMORY_AND_DISK)
     try:
+        scoring_started = time.perf_counter()
         rows.count()  # scores once; the writes below read the persisted rows
+        summary.scoring_seconds = time.perf_counter() - scoring_started
         _write(spark, lake, rows, plan, run_id)
         _summarise(rows, summary)
     finally:

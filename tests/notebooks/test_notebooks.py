@@ -29,7 +29,8 @@ DATA = ["synth.n_slides=16", "synth.n_cells=24", "synth.slide_width=320", "synth
 TRAIN = ["train.tasks=[binary]", "train.approaches=[mtl]", "train.input_size=75", "train.num_proc=1",
          "train.stage2.epochs=1", "train.stage3.epochs=1", "train.stage2.batch_size=8", "train.stage3.batch_size=8",
          "train.augment.copies_per_image=1", "train.head_dense_units=[16]"]
-SCORE = ["score.task=binary", "score.bootstrap_resamples=50", "score.report_sample=2", "score.gradcam_slides=1"]
+SCORE = ["score.task=binary", "score.source=null", "score.bootstrap_resamples=50", "score.report_sample=2",
+         "score.gradcam_slides=1"]
 TIMINGS: dict[str, float] = {}
 
 
@@ -121,9 +122,10 @@ def test_training_notebook_registers_the_models_and_shows_the_curves(spark, trai
     done, lake = trained
     out = _ok(done)
 
+    stage2_task = load_config(REPO / "conf" / "demo.yaml").train.stage2_task
     models = read_table(spark, lake, tables.MODELS).where("run_id = 'nb-train'").toPandas()
     assert sorted(zip(models["stage"], models["task"], models["approach"].fillna("-"), strict=True)) == [
-        ("stage2", "cell_binary", "-"), ("stage3", "binary", "mtl")]
+        ("stage2", stage2_task, "-"), ("stage3", "binary", "mtl")]
     assert "training run nb-train" in out and "== models of run nb-train" in out
     assert all(model_id in out for model_id in models["model_id"])
     curves = Path(lake.reports) / "train" / "nb-train" / "training_curves.png"

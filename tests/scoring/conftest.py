@@ -26,7 +26,7 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def overrides(root) -> list[str]:
     return [f"lakehouse.path={root}/lakehouse", "segment.mask_source=roi", "score.slides_per_partition=1",
-            "privacy.patient_key=test", "spark.master=local[2]"]
+            "privacy.patient_key=test", "spark.master=local[2]", "score.source=null"]
 
 
 def register_tiny_models(spark, lake, run_id: str) -> dict:

@@ -1,0 +1,148 @@
+"""``allmtl bench score``: the same slides scored by one plain process and by the Spark job.
+
+Generates ``--slides`` synthetic slides (``--width`` x ``--height``, default full ALL-IDB1 size)
+into a temporary folder and ingests them into a temporary lakehouse, then scores them with the
+models of the configured lakehouse (``score.model`` / ``score.cell_model`` / ``segment.segmenter``,
+run ``make demo`` first):
+
+(a) one plain Python process: the pure pipeline per slide, then ``model.predict`` in batches for
+    all slides' classifier inputs and all their cells (the models loaded once);
+(b) ``run_score`` on the session's master (``local[2]`` in the demo config).
+
+Both start cold (TensorFlow import, model loads). It prints slides/s both ways, their ratio
+(target: Spark >= 1.5x on 2 cores), how many times each worker loaded the models, and the peak
+RSS of a Python worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--slides", type=int, default=12, help="number of slides (default 12)")
+    parser.add_argument("--width", type=int, default=2592, help="slide width (default ALL-IDB1's 2592)")
+    parser.add_argument("--height", type=int, default=1944, help="slide height (default 1944)")
+    parser.add_argument("--workdir", help="folder for the slides and the temporary lakehouse (default: temp dir)")
+
+
+def _plain(files: list[str], plan, queue) -> None:
+    """Child process: score ``files`` with the pure functions; put (seconds, peak RSS, loads) on ``queue``."""
+    import resource
+
+    import numpy as np
+
+    from allmtl_spark.scoring.pipeline import cells_largest_first
+    from allmtl_spark.scoring.predict import make_classifier_fn
+    from allmtl_spark.segmentation import predict as shared
+    from allmtl_spark.segmentation.pipeline import decode_rgb, downscale, segment_slide
+    from allmtl_spark.training.examples import view_from_images
+
+    start = time.perf_counter()
+    unet = shared.make_predict_fn(plan.segmenter_file, plan.segmenter_sha256, 0) if plan.segmenter_file else None
+    classify = make_classifier_fn(plan.classifier.model_file, plan.classifier.sha256)
+    classify_cells = make_classifier_fn(plan.cell_model.model_file, plan.cell_model.sha256) if plan.cell_model \
+        else None
+    inputs, cells = [], []
+    for path in files:
+        image = decode_rgb(Path(path).read_bytes())
+        small = downscale(image, plan.scale)
+        result = segment_slide(image, unet(small) if unet else None, plan.roi, plan.segment, plan.scale,
+                               working_image=small)
+        crops = cells_largest_first(result)
+        if not crops:
+            continue
+        sources = [result.isolated] if plan.classifier.view.kind == "isolated" else crops
+        inputs.append(view_from_images(sources, plan.classifier.view, None, None))
+        if classify_cells is not None:
+            cells += [view_from_images([c], plan.cell_model.view, None, None) for c in crops]
+    classify(np.stack(inputs))
+    if classify_cells is not None and cells:
+        classify_cells(np.stack(cells))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    queue.put((time.perf_counter() - start, usage.ru_maxrss * 1024, shared.model_loads()))
+
+
+def run_plain(files: list[str], plan) -> tuple[float, int, int]:
+    """Score in a fresh ``spawn`` process (cold, like a Spark worker); returns (seconds, peak RSS, loads)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    started = time.perf_counter()
+    process = context.Process(target=_plain, args=(files, plan, queue))
+    process.start()
+    _, rss, loads = queue.get()
+    process.join()
+    return time.perf_counter() - started, rss, loads
+
+
+def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: str, progress=print) -> str:
+    from allmtl_spark.config.schema import LakehouseConfig, SourceConfig
+    from allmtl_spark.lakehouse import Lakehouse
+    from allmtl_spark.registry import register_model
+    from allmtl_spark.scoring.job import ScorePlan, resolve_classifiers, run_score
+    from allmtl_spark.segmentation.job import resolve_segmenter
+    from allmtl_spark.synth.dataset import write_dataset
+
+    main_lake = Lakehouse.from_config(cfg.lakehouse)
+    classifier, cell_model = resolve_classifiers(spark, main_lake, cfg)
+    seg = resolve_segmenter(spark, main_lake, cfg.segment, cfg.roi)
+    progress(f"models from {main_lake.root}: {classifier.model_id}, cells {cell_model.model_id if cell_model else '-'}"
+             f", segmenter {seg.version}")
+    data = Path(workdir) / "data"
+    write_dataset(dataclasses.replace(cfg.synth, output=str(data), n_slides=slides, n_cells=0, slide_width=width,
+                                      slide_height=height, seed=cfg.synth.seed + 1000), progress=None)
+    files = sorted(str(p) for p in (data / "ALL_IDB1" / "im").glob("*.jpg"))
+    plan = ScorePlan(classifier, cell_model, seg.version, seg.record.model_file if seg.record else None,
+                     seg.record.artifact_sha256 if seg.record else None, seg.scale, cfg.roi, cfg.segment,
+                     cfg.score.blast_threshold, cfg.score.tf_threads)
+    progress(f"(a) one plain process, {len(files)} slides of {width}x{height} ...")
+    plain_seconds, plain_rss, plain_loads = run_plain(files, plan)
+
+    bench_lake = Lakehouse.from_config(LakehouseConfig(path=str(Path(workdir) / "lakehouse")))
+    for ref in filter(None, [seg.record, *(_record(spark, main_lake, m) for m in (classifier, cell_model) if m)]):
+        register_model(spark, bench_lake, ref)
+    source = SourceConfig(kind="allidb1", path=str(data / "ALL_IDB1"), site="bench")
+    bench_cfg = dataclasses.replace(cfg, score=dataclasses.replace(cfg.score, model=classifier.model_id,
+                                                                   cell_model=cell_model.model_id if cell_model
+                                                                   else None, source=source),
+                                    privacy=dataclasses.replace(cfg.privacy, allow_demo_key=True))
+    progress(f"(b) Spark job on {spark.sparkContext.master} ...")
+    summary = run_score(spark, bench_cfg, bench_lake, report=False)
+    spark_seconds = summary.scoring_seconds
+    gib = 2**30
+    plain_rate, spark_rate = len(files) / plain_seconds, len(files) / spark_seconds
+    return "\n".join([
+        f"bench score: {len(files)} slides of {width}x{height}",
+        f"  (a) one plain process:  {plain_seconds:6.1f} s  {plain_rate:5.3f} slides/s  (models loaded {plain_loads}"
+        f" times; peak RSS {plain_rss / gib:.2f} GiB)",
+        f"  (b) Spark job on {spark.sparkContext.master}: {spark_seconds:6.1f} s  {spark_rate:5.3f} slides/s  "
+        f"(model loads per worker {dict(sorted(summary.loads_per_worker.items()))}; peak worker RSS "
+        f"{summary.peak_rss_bytes / gib:.2f} GiB); with ingest, Delta writes and aggregates {summary.seconds:.1f} s",
+        f"  Spark / plain: {spark_rate / plain_rate:.2f}x (target >= 1.5x)",
+    ])
+
+
+def _record(spark, lake, ref):
+    from allmtl_spark.registry import resolve_model
+
+    return resolve_model(spark, lake, ref.model_id)
+
+
+def main(args: argparse.Namespace) -> int:
+    from allmtl_spark.cli import load_from_args, spark_from_args
+
+    cfg = load_from_args(args)
+    spark = spark_from_args(args, cfg)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="allmtl-bench-score-")
+    try:
+        print(run_bench_score(spark, cfg, args.slides, args.width, args.height, workdir))
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
