@@ -14,6 +14,14 @@ def test_demo_and_paper_configs_load_and_validate():
     assert paper.synth.slide_width == 2592
 
 
+def test_paper_config_carries_the_papers_training_schedule():
+    train = load_config("conf/paper.yaml").train
+    assert set(train.backbones) == {"InceptionV3", "Xception", "InceptionResNetV2"}
+    assert (train.weights, train.input_size, train.augment.balance_to) == ("imagenet", 299, 1700)
+    for stage in (train.stage2, train.stage3):
+        assert (stage.epochs, stage.batch_size, stage.learning_rate) == (160, 48, 0.001)
+
+
 def test_dotted_override_reaches_nested_key_and_parses_yaml_types():
     cfg = load_config("conf/demo.yaml", ["synth.n_slides=7", "spark.master=null", "synth.rbc_diameter_px=[20, 30]"])
     assert cfg.synth.n_slides == 7
