@@ -14,6 +14,8 @@ PYTEST_ARGS ?=
 DEMO_EVAL_SET ?= --set train.stage2.epochs=3 --set train.stage3.epochs=4
 
 export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
+# TensorFlow's C++ INFO lines (oneDNN, CPU features) repeat in every process; warnings still show.
+export TF_CPP_MIN_LOG_LEVEL := 1
 export ALLMTL_JARS_DIR := $(abspath $(JARS_DIR))
 
 .PHONY: setup demo test test-all lint bench clean-lakehouse
@@ -55,7 +57,8 @@ $(JARS_DIR)/.stamp-delta:
 DELTA_JARS = $(shell ls $(JARS_DIR)/delta-*.jar 2>/dev/null | tr '\n' ',' | sed 's/,$$//')
 SUBMIT = PYSPARK_PYTHON=$(abspath $(BIN)/python) PYSPARK_DRIVER_PYTHON=$(abspath $(BIN)/python) \
 	$(BIN)/spark-submit --master local[2] --driver-memory 6g --jars $(DELTA_JARS) \
-	--conf spark.ui.showConsoleProgress=false
+	--conf spark.ui.showConsoleProgress=false \
+	--driver-java-options "-Dlog4j2.configurationFile=$(abspath conf/log4j2.properties)"
 ARCHIVE := data/archive
 DEMO_RUN := demo
 
