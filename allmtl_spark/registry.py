@@ -118,12 +118,27 @@ def register_model(spark, lake, record: ModelRecord) -> None:
     merge_new_rows(spark, lake, tables.MODELS, frame)
 
 
+def evaluation_run_ids(spark, lake) -> list[str]:
+    """Run ids whose models the evaluation job trained on cross-validation folds (and their stage 2)."""
+    from allmtl_spark.evaluation.job import trial_run_id
+    from allmtl_spark.lakehouse import read_table, table_exists
+
+    if not table_exists(spark, lake, tables.EVALUATION_RUNS):
+        return []
+    runs = read_table(spark, lake, tables.EVALUATION_RUNS).select("eval_id", "trial", "train_run_id").distinct()
+    ids = set()
+    for row in runs.collect():
+        ids.update((row["train_run_id"], trial_run_id(row["eval_id"], row["trial"])))
+    return sorted(ids)
+
+
 def resolve_model(spark, lake, ref: str, task: str | None = None, stage: str | None = None,
                   approach: str | None = None) -> ModelRecord:
     """Find a model by ``model_id``, by ``run_id`` (with task/stage/approach), or ``latest``.
 
     Args:
-        ref: a model id, a run id, or ``latest`` (newest ``created_at`` matching the filters).
+        ref: a model id, a run id, or ``latest`` (newest ``created_at`` matching the filters, among
+            models of training runs: a cross-validation fold's model is only reachable by its id).
         task, stage, approach: filters; needed with ``latest`` or a run id holding several models.
 
     Raises:
@@ -139,6 +154,9 @@ def resolve_model(spark, lake, ref: str, task: str | None = None, stage: str | N
             models = models.where(F.col(column) == value)
     if ref != "latest":
         models = models.where((F.col("model_id") == ref) | (F.col("run_id") == ref))
+    else:
+        # fold models are trained on part of the data to measure the method, not to be deployed
+        models = models.where(~F.col("run_id").isin(evaluation_run_ids(spark, lake)))
     rows = models.orderBy(F.col("created_at").desc(), F.col("model_id")).collect()
     filters = ", ".join(f"{k}={v}" for k, v in (("task", task), ("stage", stage), ("approach", approach)) if v)
     if not rows:
