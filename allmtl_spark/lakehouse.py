@@ -72,7 +72,8 @@ class Lakehouse:
         folder = self.root.removeprefix("file:")
         try:
             os.makedirs(folder, exist_ok=True)
-            probe = os.path.join(folder, f".write-probe-{os.getpid()}")
+            # unique per thread too: two jobs in one driver (concurrent scoring runs) check at once
+            probe = os.path.join(folder, f".write-probe-{os.getpid()}-{uuid.uuid4().hex}")
             with open(probe, "w") as handle:
                 handle.write("ok")
             os.remove(probe)

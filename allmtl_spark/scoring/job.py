@@ -90,6 +90,12 @@ class ScorePlan:
     blast_threshold: float
     tf_threads: int
 
+    @property
+    def model_hashes(self) -> list[str]:
+        """SHA-256 of every model this plan loads (slide classifier, cell classifier, U-Net)."""
+        return [h for h in (self.classifier.sha256, self.cell_model and self.cell_model.sha256,
+                            self.segmenter_sha256) if h]
+
 
 @dataclass
 class ScoreSummary:
@@ -199,7 +205,7 @@ def make_score_fn(plan: ScorePlan) -> Callable[[Iterator[pd.DataFrame]], Iterato
             done += len(rows)
             yield pd.DataFrame(rows, columns=_COLUMNS, dtype=object)
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        yield pd.DataFrame([_row("stats", pid=os.getpid(), model_loads=shared.model_loads(),
+        yield pd.DataFrame([_row("stats", pid=os.getpid(), model_loads=shared.model_loads(plan.model_hashes),
                                  max_rss_bytes=usage.ru_maxrss * 1024, slides_done=done,
                                  seconds=time.perf_counter() - start)], columns=_COLUMNS, dtype=object)
 

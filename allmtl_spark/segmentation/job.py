@@ -306,7 +306,8 @@ def make_segment_fn(
                 done += 1
                 yield pd.DataFrame(rows, columns=_COLUMNS, dtype=object)
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        yield pd.DataFrame([_row("stats", pid=os.getpid(), model_loads=predict_module.model_loads(),
+        loads = predict_module.model_loads([sha256] if sha256 else [])  # this job's model only
+        yield pd.DataFrame([_row("stats", pid=os.getpid(), model_loads=loads,
                                  max_rss_bytes=usage.ru_maxrss * 1024,  # Linux reports KiB
                                  slides_done=done, seconds=time.perf_counter() - start,
                                  cpu_seconds=usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime)],

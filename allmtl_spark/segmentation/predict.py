@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -28,9 +28,17 @@ _LOADS: list[tuple[str, str]] = []  # every real load in this process, in order
 _LOCK = threading.Lock()
 
 
-def model_loads() -> int:
-    """How many times this Python process has loaded a model from disk."""
-    return len(_LOADS)
+def model_loads(sha256s: Iterable[str] | None = None) -> int:
+    """How many times this Python process has loaded a model from disk.
+
+    Args:
+        sha256s: count only loads of these artifacts (a job's own models: Python workers outlive
+            jobs, and one worker may have loaded other models for an earlier job); None: all.
+    """
+    if sha256s is None:
+        return len(_LOADS)
+    wanted = set(sha256s)
+    return sum(1 for key in _LOADS if key[1] in wanted)
 
 
 def clear_cache() -> None:
