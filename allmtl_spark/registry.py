@@ -11,13 +11,13 @@ mode; NFS, ``/dbfs`` or ``/Volumes`` on clusters).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from allmtl_spark import tables
+from allmtl_spark.checksums import file_sha256, verify_sha256
 from allmtl_spark.errors import ArtifactError
 
 MODEL_FILE = "model.h5"
@@ -56,12 +56,6 @@ class ModelRecord:
             return json.load(handle)
 
 
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_artifact(model, folder: str, spec: dict) -> str:
@@ -87,16 +81,8 @@ def verify_artifact(record: ModelRecord) -> str:
     Raises:
         ArtifactError: missing file, or a hash mismatch (corrupted or replaced artifact).
     """
-    path = record.model_file
-    if not os.path.isfile(path):
-        raise ArtifactError(f"model {record.model_id}: artifact {path} is missing; retrain or restore it")
-    actual = file_sha256(path)
-    if actual != record.artifact_sha256:
-        raise ArtifactError(
-            f"model {record.model_id}: artifact {path} has SHA-256 {actual[:16]}... but the models table "
-            f"recorded {record.artifact_sha256[:16]}...; the file is corrupted or was replaced. Refusing to use it."
-        )
-    return path
+    verify_sha256(record.model_file, record.artifact_sha256, f"model {record.model_id}:")
+    return record.model_file
 
 
 def load_verified_model(record: ModelRecord):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from allmtl_spark.errors import ArtifactError
+from allmtl_spark.checksums import verify_sha256
 from allmtl_spark.segmentation import predict as shared
 
 Classify = Callable[[np.ndarray], np.ndarray]
@@ -31,12 +31,7 @@ def make_classifier_fn(model_file: str, sha256: str, tf_threads: int = 0, batch_
 
 
 def _load(path: str, sha256: str, tf_threads: int, batch_size: int) -> Classify:
-    if not os.path.isfile(path):
-        raise ArtifactError(f"classifier artifact {path} is missing; retrain it or restore the file")
-    actual = shared.file_sha256(path)
-    if actual != sha256:
-        raise ArtifactError(f"classifier artifact {path} has SHA-256 {actual[:16]}... but the models table "
-                            f"recorded {sha256[:16]}...; the file is corrupted or was replaced. Refusing to use it.")
+    verify_sha256(path, sha256, "classifier")
     import tensorflow as tf
 
     shared.set_tf_threads(tf_threads)

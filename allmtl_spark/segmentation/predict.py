@@ -9,7 +9,6 @@ so a job can check it stays at one per worker. Nothing here imports Spark.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from allmtl_spark.checksums import verify_sha256
 from allmtl_spark.errors import ArtifactError
 
 SPEC_FILE = "model.json"  # as registry.SPEC_FILE; not imported, so this module stays free of pyspark
@@ -95,12 +95,7 @@ def set_tf_threads(tf_threads: int) -> None:
 
 
 def _load(path: str, sha256: str, tf_threads: int) -> Predict:
-    if not os.path.isfile(path):
-        raise ArtifactError(f"segmenter artifact {path} is missing; retrain it or restore the file")
-    actual = file_sha256(path)
-    if actual != sha256:
-        raise ArtifactError(f"segmenter artifact {path} has SHA-256 {actual[:16]}... but the models table recorded "
-                            f"{sha256[:16]}...; the file is corrupted or was replaced. Refusing to use it.")
+    verify_sha256(path, sha256, "segmenter")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -140,12 +135,6 @@ def whole_slide_predictor(model, normalize: str = "none") -> Predict:
     return predict
 
 
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _spec(path: str) -> dict:

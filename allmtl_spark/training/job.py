@@ -21,10 +21,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from allmtl_spark import tables
+from allmtl_spark.checksums import file_sha256
 from allmtl_spark.config.loader import ConfigError, to_dict
 from allmtl_spark.config.schema import TrainConfig
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table, table_version
-from allmtl_spark.registry import ModelRecord, file_sha256, load_verified_model, record_from_row, register_model
+from allmtl_spark.registry import ModelRecord, load_verified_model, record_from_row, register_model
 from allmtl_spark.session import assert_on_driver
 from allmtl_spark.training.datasets import (
     ExampleSet,
