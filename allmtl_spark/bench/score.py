@@ -38,33 +38,32 @@ def _plain(files: list[str], plan, queue) -> None:
 
     import numpy as np
 
-    from allmtl_spark.scoring.pipeline import cells_largest_first
+    from allmtl_spark.scoring.pipeline import model_inputs
     from allmtl_spark.scoring.predict import make_classifier_fn
     from allmtl_spark.segmentation import predict as shared
-    from allmtl_spark.segmentation.pipeline import decode_rgb, downscale, segment_slide
-    from allmtl_spark.training.examples import view_from_images
+    from allmtl_spark.segmentation.pipeline import decode_rgb
 
     start = time.perf_counter()
     unet = shared.make_predict_fn(plan.segmenter_file, plan.segmenter_sha256, 0) if plan.segmenter_file else None
     classify = make_classifier_fn(plan.classifier.model_file, plan.classifier.sha256)
     classify_cells = make_classifier_fn(plan.cell_model.model_file, plan.cell_model.sha256) if plan.cell_model \
         else None
+    cell_view = plan.cell_model.view if plan.cell_model else None
     inputs, cells = [], []
     for path in files:
-        image = decode_rgb(Path(path).read_bytes())
-        small = downscale(image, plan.scale)
-        result = segment_slide(image, unet(small) if unet else None, plan.roi, plan.segment, plan.scale,
-                               working_image=small)
-        crops = cells_largest_first(result)
-        if not crops:
+        try:
+            _, _, slide_input, cell_inputs = model_inputs(decode_rgb(Path(path).read_bytes()), unet,
+                                                          plan.classifier.view, cell_view, plan.roi, plan.segment,
+                                                          plan.scale)
+        except ValueError:  # no white cell: the Spark job rejects it too
             continue
-        sources = [result.isolated] if plan.classifier.view.kind == "isolated" else crops
-        inputs.append(view_from_images(sources, plan.classifier.view, None, None))
-        if classify_cells is not None:
-            cells += [view_from_images([c], plan.cell_model.view, None, None) for c in crops]
+        inputs.append(slide_input)
+        if cell_inputs is not None:
+            cells.append(cell_inputs)
+    # the models see every slide's inputs in one batched predict (the plain baseline's advantage)
     classify(np.stack(inputs))
     if classify_cells is not None and cells:
-        classify_cells(np.stack(cells))
+        classify_cells(np.concatenate(cells))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     queue.put((time.perf_counter() - start, usage.ru_maxrss * 1024, shared.model_loads()))
 

@@ -66,6 +66,32 @@ def score_slide(
     Raises:
         ValueError: no white cell was found (nothing to classify).
     """
+    segmentation, crops, slide_input, cell_inputs = model_inputs(image_rgb, unet, view, cell_view, roi_cfg, seg_cfg,
+                                                                 scale)
+    probabilities = classify(slide_input[None])[0]
+    blasts = None
+    if classify_cells is not None and cell_inputs is not None:
+        # P(blast) = 1 - P(normal): the cell model is normal/blast or normal/L1/L2/L3, normal first.
+        blasts = int((1.0 - classify_cells(cell_inputs)[:, 0] >= blast_threshold).sum())
+    return SlideScore(class_names, probabilities, len(crops), blasts, segmentation, slide_input)
+
+
+def model_inputs(
+    image_rgb: np.ndarray,
+    unet: Callable[[np.ndarray], np.ndarray] | None,
+    view: ViewSpec,
+    cell_view: ViewSpec | None,
+    roi_cfg: RoiConfig,
+    seg_cfg: SegmentConfig,
+    scale: float,
+) -> tuple[SlideSegmentation, list[np.ndarray], np.ndarray, np.ndarray | None]:
+    """Segment one slide and build what the classifiers see: (segmentation, crops, slide input, cell inputs).
+
+    The cell inputs are None without a ``cell_view``.
+
+    Raises:
+        ValueError: no white cell was found (nothing to classify).
+    """
     small = downscale(image_rgb, scale)
     probability = unet(small) if unet is not None else None
     segmentation = segment_slide(image_rgb, probability, roi_cfg, seg_cfg, scale, working_image=small)
@@ -74,10 +100,6 @@ def score_slide(
     crops = cells_largest_first(segmentation)
     sources = [segmentation.isolated] if view.kind == "isolated" else crops
     slide_input = view_from_images(sources, view, None, None)
-    probabilities = classify(slide_input[None])[0]
-    blasts = None
-    if classify_cells is not None and cell_view is not None:
-        cell_inputs = np.stack([view_from_images([c], cell_view, None, None) for c in crops])
-        # P(blast) = 1 - P(normal): the cell model is normal/blast or normal/L1/L2/L3, normal first.
-        blasts = int((1.0 - classify_cells(cell_inputs)[:, 0] >= blast_threshold).sum())
-    return SlideScore(class_names, probabilities, len(crops), blasts, segmentation, slide_input)
+    cell_inputs = (np.stack([view_from_images([c], cell_view, None, None) for c in crops])
+                   if cell_view is not None else None)
+    return segmentation, crops, slide_input, cell_inputs
