@@ -36,7 +36,10 @@ def _load(path: str, sha256: str, tf_threads: int, batch_size: int) -> Classify:
 
     shared.set_tf_threads(tf_threads)
     model = tf.keras.models.load_model(path, compile=False)
-    run = tf.function(lambda x: model(x, training=False))
+    # One trace for every batch size: without the open batch dimension each new number of cells
+    # on a slide would retrace the whole network (hundreds of ms each on a CPU).
+    run = tf.function(lambda x: model(x, training=False),
+                      input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)])
 
     def predict(images: np.ndarray) -> np.ndarray:
         if len(images) == 0:

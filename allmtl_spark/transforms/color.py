@@ -39,7 +39,7 @@ def check_mask(mask: np.ndarray, shape: tuple[int, ...], name: str = "mask") -> 
 
 def to_mask(foreground: np.ndarray) -> np.ndarray:
     """Convert a boolean HxW array to this package's mask convention: uint8, 255 inside, 0 outside."""
-    return np.where(foreground, 255, 0).astype(np.uint8)
+    return np.asarray(foreground, dtype=bool).view(np.uint8) * np.uint8(255)
 
 
 def white_balance(image_rgb: np.ndarray, method: str = "grey_world", percentile: float = 95.0) -> np.ndarray:
@@ -59,17 +59,21 @@ def white_balance(image_rgb: np.ndarray, method: str = "grey_world", percentile:
         HxWx3 uint8 RGB, same shape.
     """
     check_rgb(image_rgb)
-    pixels = image_rgb.reshape(-1, 3).astype(np.float64)
     if method == "grey_world":
-        means = pixels.mean(axis=0)
+        means = np.array(cv2.mean(image_rgb)[:3])
         gains = means.mean() / np.maximum(means, 1e-6)
     elif method == "percentile":
         if not 0.0 < percentile <= 100.0:
             raise ValueError(f"percentile must be in (0, 100], got {percentile}")
-        gains = 255.0 / np.maximum(np.percentile(pixels, percentile, axis=0), 1.0)
+        gains = 255.0 / np.maximum(np.percentile(image_rgb.reshape(-1, 3), percentile, axis=0), 1.0)
     else:
         raise ValueError(f"white balance method must be one of {WHITE_BALANCE_METHODS}, got {method!r}")
-    return np.clip(image_rgb * gains + 0.5, 0, 255).astype(np.uint8)
+    # One 256-entry lookup table per channel instead of float arithmetic on every pixel: the same
+    # values (the table holds the formula's result for each level) at a fraction of the cost on a
+    # 5-megapixel slide.
+    levels = np.arange(256, dtype=np.float64)[:, None]
+    table = np.clip(levels * gains + 0.5, 0, 255).astype(np.uint8)  # (256, 3)
+    return cv2.LUT(np.ascontiguousarray(image_rgb), table.reshape(256, 1, 3))
 
 
 def stain_channel(image_rgb: np.ndarray, channel: str = "blue_minus_red") -> np.ndarray:

@@ -67,7 +67,12 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     Returns:
         HxW uint8 mask, 0/255.
     """
-    return to_mask(ndimage.binary_fill_holes(_check_2d(mask)))
+    # A flood of the background from a one-pixel frame (4-connected, as scipy's binary_fill_holes):
+    # whatever background it cannot reach is a hole. OpenCV's flood fill is several times faster
+    # than the morphological reconstruction on a whole slide.
+    framed = cv2.copyMakeBorder(_check_2d(mask).view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    cv2.floodFill(framed, None, (0, 0), 2, flags=4)
+    return to_mask(framed[1:-1, 1:-1] != 2)
 
 
 def label_components(mask: np.ndarray, connectivity: int = 8) -> np.ndarray:

@@ -24,6 +24,16 @@ def test_fill_holes_fills_an_enclosed_hole_but_not_an_open_notch():
     assert set(np.unique(out)) == {0, 255}
 
 
+def test_fill_holes_matches_scipy_binary_fill_holes_on_random_masks():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    for _ in range(100):  # random sizes and densities: holes touching the border, nested, diagonal
+        mask = rng.random(tuple(rng.integers(1, 40, 2))) < rng.uniform(0.2, 0.8)
+        expected = np.where(ndimage.binary_fill_holes(mask), 255, 0)
+        np.testing.assert_array_equal(masks.fill_holes(mask.astype(np.uint8) * 7), expected)
+
+
 def test_remove_small_objects_keeps_components_of_at_least_min_area():
     mask = np.zeros((10, 10), np.uint8)
     mask[0:3, 0:3] = 255  # area 9

@@ -98,6 +98,20 @@ def test_white_balance_undoes_a_colour_cast(smear, method):
     assert np.abs(_chromaticity(balanced) - _chromaticity(balanced_cast)).max() < 0.01
 
 
+@pytest.mark.parametrize("method", ["grey_world", "percentile"])
+def test_white_balance_lookup_table_equals_the_per_pixel_formula(method):
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (31, 17, 3), dtype=np.uint8)
+    image[..., 0] //= 2  # a cast, so the gains differ per channel and some values clip
+    pixels = image.reshape(-1, 3).astype(np.float64)
+    reference = pixels.mean(axis=0) if method == "grey_world" else np.percentile(pixels, 95.0, axis=0)
+    gains = reference.mean() / reference if method == "grey_world" else 255.0 / reference
+    expected = np.clip(image * gains + 0.5, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(color.white_balance(image, method), expected)
+    np.testing.assert_array_equal(color.white_balance(image[:, ::2], method),  # a strided view works too
+                                  color.white_balance(np.ascontiguousarray(image[:, ::2]), method))
+
+
 def test_otsu_split_matches_opencv_on_uint8_and_handles_signed_values():
     rng = np.random.default_rng(0)
     values = np.concatenate([rng.normal(60, 10, 1000), rng.normal(180, 15, 500)]).clip(0, 255).astype(np.uint8)
