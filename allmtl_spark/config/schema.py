@@ -269,13 +269,11 @@ class SplitConfig:
 
     test_fraction: float = 0.25
     val_fraction: float = 0.15
-    folds: int = 5  # for k-fold evaluation (allmtl evaluate)
     seed: int = 2022
 
     def __post_init__(self) -> None:
         _require(0 < self.test_fraction < 0.5, "test_fraction", "must be in (0, 0.5)")
         _require(0 < self.val_fraction < 0.5, "val_fraction", "must be in (0, 0.5)")
-        _require(self.folds >= 2, "folds", "must be >= 2")
 
 
 @dataclass(frozen=True)
