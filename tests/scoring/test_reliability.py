@@ -23,7 +23,7 @@ def _score_cluster(root: str, model_id: str) -> subprocess.Popen:
             "--master", "local-cluster[2,1,1024]",
             "--set", f"lakehouse.path={root}/lakehouse", "--set", "segment.mask_source=roi",
             "--set", f"score.model={model_id}", "--set", "score.slides_per_partition=1",
-            "--set", "privacy.patient_key=test"]
+            "--set", "privacy.patient_key=test", "--set", "score.source=null"]  # the ingested slides only
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
