@@ -26,5 +26,7 @@ def verify_sha256(path: str, expected: str, what: str) -> None:
         raise ArtifactError(f"{what} artifact {path} is missing; retrain it or restore the file")
     actual = file_sha256(path)
     if actual != expected:
-        raise ArtifactError(f"{what} artifact {path} has SHA-256 {actual[:16]}... but the models table recorded "
-                            f"{expected[:16]}...; the file is corrupted or was replaced. Refusing to use it.")
+        raise ArtifactError(
+            f"{what} artifact {path} has SHA-256 {actual[:16]}... but the models table recorded "
+            f"{expected[:16]}...; the file is corrupted or was replaced. Refusing to use it."
+        )

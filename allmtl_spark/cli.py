@@ -120,8 +120,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--eval-id", help="resume this evaluation: finished folds are not retrained (default: a new id; "
-                                       "--run-id is the same)")
+    cmd.add_argument(
+        "--eval-id",
+        help="resume this evaluation: finished folds are not retrained (default: a new id; --run-id is the same)",
+    )
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -158,8 +160,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "train": (cmd_train, "train the multistage (and classical) transfer-learning models with Horovod", True),
     "train-segmenter": (cmd_train_segmenter, "train the Residual U-Net white-cell segmenter on the slides", True),
     "segment": (cmd_segment, "segment the slides' white cells into segmented_slides and slide_cells", True),
-    "evaluate": (cmd_evaluate, "repeated k-fold cross-validation of the trained approaches, tests and the "
-                              "HTML report", True),
+    "evaluate": (
+        cmd_evaluate,
+        "repeated k-fold cross-validation of the trained approaches, tests and the HTML report",
+        True,
+    ),
     "score": (cmd_score, "score every slide the model version has not scored yet; aggregates and report", True),
     "docs": (cmd_docs, "regenerate docs/reference.md (tables and config keys) from the code", False),
     "tables": (cmd_tables, "print the table reference as Markdown", False),
@@ -192,8 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_common_arguments(cmd: argparse.ArgumentParser, needs_spark: bool) -> None:
     cmd.add_argument("--config", "-c", help=f"YAML config (default: $ALLMTL_CONFIG or {DEFAULT_CONFIG})")
-    cmd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config key, e.g. --set synth.n_slides=40 (repeatable)")
+    cmd.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set synth.n_slides=40 (repeatable)",
+    )
     if needs_spark:
         cmd.add_argument("--master", help="Spark master; overrides spark-submit's and spark.master")
         cmd.add_argument("--run-id", help="run id recorded on every row (default: a new one)")
@@ -213,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Our INFO lines only: py4j logs harmless reconnects at INFO on the root logger, petastorm and
     # TensorFlow are chatty. --verbose opens everything.
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     logging.getLogger("allmtl_spark").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     return run_guarded(args.func, args)
 

@@ -179,8 +179,10 @@ def _pending_rows(spark, lake, table, source: DataFrame, update_condition: str |
     Delta commits a MERGE that has a WHEN MATCHED clause even when no row qualifies; filtering
     first lets the caller skip the MERGE, so an idempotent rerun writes no new table version.
     """
-    target = read_table(spark, lake, table).select(*table.merge_keys, *(
-        [c for c in table.schema.fieldNames() if c not in table.merge_keys] if update_condition else []))
+    target = read_table(spark, lake, table).select(
+        *table.merge_keys,
+        *([c for c in table.schema.fieldNames() if c not in table.merge_keys] if update_condition else []),
+    )
     keys = list(table.merge_keys)
     new = source.join(target.select(*keys), keys, "left_anti")
     if not update_condition:
@@ -199,7 +201,8 @@ def with_retries(action, what: str, attempts: int = 8):
             if attempt == attempts or not any(name in text for name in _RETRYABLE):
                 raise
             delay = min(10.0, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random())
-            log.warning("%s hit a concurrent Delta commit (attempt %d/%d); retrying in %.1fs",
-                        what, attempt, attempts, delay)
+            log.warning(
+                "%s hit a concurrent Delta commit (attempt %d/%d); retrying in %.1fs", what, attempt, attempts, delay
+            )
             time.sleep(delay)
     raise AssertionError("unreachable")

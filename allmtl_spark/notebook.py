@@ -33,8 +33,11 @@ FIGURES_ENV = "ALLMTL_NOTEBOOK_FIGURES"
 DEFAULT_CONFIG = "conf/demo.yaml"
 REPORT_KINDS = ("evaluation", "score")  # folders under <lakehouse reports>/ holding <id>/index.html
 # The column holding the run id, per table the notebooks show "rows of one run" of.
-RUN_COLUMNS = {tables.MODELS.name: "run_id", tables.SLIDE_SCORES.name: "scoring_run_id",
-               tables.SCORE_AGGREGATES.name: "scoring_run_id"}
+RUN_COLUMNS = {
+    tables.MODELS.name: "run_id",
+    tables.SLIDE_SCORES.name: "scoring_run_id",
+    tables.SCORE_AGGREGATES.name: "scoring_run_id",
+}
 
 
 # ------------------------------------------------------------------------ Databricks or local
@@ -225,8 +228,11 @@ def table_counts(spark, lake) -> pd.DataFrame:
     """Rows and Delta version of every table in ``tables.ALL_TABLES`` that exists, in that order."""
     from allmtl_spark.lakehouse import read_table, table_exists, table_version
 
-    rows = [{"table": t.name, "rows": read_table(spark, lake, t).count(), "version": table_version(spark, lake, t)}
-            for t in tables.ALL_TABLES if table_exists(spark, lake, t)]
+    rows = [
+        {"table": t.name, "rows": read_table(spark, lake, t).count(), "version": table_version(spark, lake, t)}
+        for t in tables.ALL_TABLES
+        if table_exists(spark, lake, t)
+    ]
     return pd.DataFrame(rows, columns=["table", "rows", "version"])
 
 
@@ -236,8 +242,10 @@ def class_balance(spark, lake) -> pd.DataFrame:
 
     from allmtl_spark.lakehouse import read_table
 
-    parts = [read_table(spark, lake, t).groupBy("label_binary", "label_fab").count().withColumn("table", F.lit(t.name))
-             for t in (tables.SLIDES, tables.CELLS)]
+    parts = [
+        read_table(spark, lake, t).groupBy("label_binary", "label_fab").count().withColumn("table", F.lit(t.name))
+        for t in (tables.SLIDES, tables.CELLS)
+    ]
     counts = parts[0].unionByName(parts[1]).select("table", "label_binary", "label_fab", F.col("count").alias("n"))
     return counts.orderBy(F.col("table").desc(), "label_binary", "label_fab").toPandas()
 
@@ -301,8 +309,9 @@ def sample_slides(spark, lake, n: int = 3, segmenter_version: str | None = None)
         mask = decode_mask(bytes(row["mask"]))
         image = cv2.resize(decode_rgb(bytes(row["content"])), mask.shape[::-1], interpolation=cv2.INTER_AREA)
         label = row["label_fab"] or {0: "normal", 1: "ALL"}.get(row["label_binary"], "unlabelled")
-        samples.append(SlideSample(row["slide_id"], label, row["cell_count"], image, mask,
-                                   decode_rgb(bytes(row["isolated"]))))
+        samples.append(
+            SlideSample(row["slide_id"], label, row["cell_count"], image, mask, decode_rgb(bytes(row["isolated"])))
+        )
     return samples
 
 
@@ -316,8 +325,11 @@ def plot_slides(samples: list[SlideSample]):
         return fig
     axes = fig.subplots(len(samples), 3, squeeze=False)
     for row, sample in zip(axes, samples, strict=True):
-        panels = ((sample.image, f"{sample.slide_id} ({sample.label})", None),
-                  (sample.mask, f"mask: {sample.cell_count} white cells", "gray"), (sample.isolated, "isolated", None))
+        panels = (
+            (sample.image, f"{sample.slide_id} ({sample.label})", None),
+            (sample.mask, f"mask: {sample.cell_count} white cells", "gray"),
+            (sample.isolated, "isolated", None),
+        )
         for axis, (picture, title, cmap) in zip(row, panels, strict=True):
             axis.imshow(picture, cmap=cmap, vmin=0, vmax=255)
             axis.set_title(title, fontsize=9)
@@ -338,8 +350,14 @@ def list_reports(lake) -> pd.DataFrame:
     rows = []
     for kind in REPORT_KINDS:
         for path in glob.glob(os.path.join(local_path(lake.reports), kind, "*", "index.html")):
-            rows.append({"kind": kind, "report_id": Path(path).parent.name, "path": path,
-                         "modified": datetime.fromtimestamp(os.path.getmtime(path))})
+            rows.append(
+                {
+                    "kind": kind,
+                    "report_id": Path(path).parent.name,
+                    "path": path,
+                    "modified": datetime.fromtimestamp(os.path.getmtime(path)),
+                }
+            )
     frame = pd.DataFrame(rows, columns=["kind", "report_id", "path", "modified"])
     return frame.sort_values(["modified", "path"], ascending=[False, True]).reset_index(drop=True)
 
@@ -359,5 +377,7 @@ def show_reports(spark, lake, reports: pd.DataFrame, kind: str = "all", limit: i
             display(pd.read_csv(Path(report.path).parent / "tables" / "summary.csv"), f"{report.report_id}: summary")
         else:
             key_rows = "scope = 'run' OR (scope = 'labelled' AND class_name = '')"  # counts, overall metrics
-            display(run_rows(spark, lake, tables.SCORE_AGGREGATES, report.report_id).where(key_rows)
-                    .drop("computed_at"), f"{report.report_id}: score_aggregates")
+            display(
+                run_rows(spark, lake, tables.SCORE_AGGREGATES, report.report_id).where(key_rows).drop("computed_at"),
+                f"{report.report_id}: score_aggregates",
+            )

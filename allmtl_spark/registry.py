@@ -56,8 +56,6 @@ class ModelRecord:
             return json.load(handle)
 
 
-
-
 def save_artifact(model, folder: str, spec: dict) -> str:
     """Save a Keras model as ``folder/model.h5`` plus ``folder/model.json``; return the model's SHA-256.
 
@@ -118,8 +116,9 @@ def evaluation_run_ids(spark, lake) -> list[str]:
     return sorted(ids)
 
 
-def resolve_model(spark, lake, ref: str, task: str | None = None, stage: str | None = None,
-                  approach: str | None = None) -> ModelRecord:
+def resolve_model(
+    spark, lake, ref: str, task: str | None = None, stage: str | None = None, approach: str | None = None
+) -> ModelRecord:
     """Find a model by ``model_id``, by ``run_id`` (with task/stage/approach), or ``latest``.
 
     Args:
@@ -147,12 +146,16 @@ def resolve_model(spark, lake, ref: str, task: str | None = None, stage: str | N
     filters = ", ".join(f"{k}={v}" for k, v in (("task", task), ("stage", stage), ("approach", approach)) if v)
     if not rows:
         where = f" ({filters})" if filters else ""
-        raise ArtifactError(f"no model matches {ref!r}{where} in {lake.path(tables.MODELS)}; "
-                            "train one first (allmtl train / allmtl train-segmenter)")
+        raise ArtifactError(
+            f"no model matches {ref!r}{where} in {lake.path(tables.MODELS)}; "
+            "train one first (allmtl train / allmtl train-segmenter)"
+        )
     exact = [r for r in rows if r["model_id"] == ref]
     if ref != "latest" and not exact and len(rows) > 1:
-        raise ArtifactError(f"run {ref!r} holds {len(rows)} models ({', '.join(r['model_id'] for r in rows)}); "
-                            "pass a model id or narrow by task/stage/approach")
+        raise ArtifactError(
+            f"run {ref!r} holds {len(rows)} models ({', '.join(r['model_id'] for r in rows)}); "
+            "pass a model id or narrow by task/stage/approach"
+        )
     return record_from_row((exact or rows)[0])
 
 

@@ -20,8 +20,16 @@ def reject_rows(
     again (a rerun, a retry) maps to the same row and the MERGE adds nothing.
     """
     version_col = F.lit(version).cast("string")
-    key = F.sha2(F.concat_ws("|", F.lit(stage), F.col(path_col), F.coalesce(F.col(sha_col), F.lit("")),
-                             F.coalesce(version_col, F.lit(""))), 256)
+    key = F.sha2(
+        F.concat_ws(
+            "|",
+            F.lit(stage),
+            F.col(path_col),
+            F.coalesce(F.col(sha_col), F.lit("")),
+            F.coalesce(version_col, F.lit("")),
+        ),
+        256,
+    )
     return frame.select(
         key.alias("reject_key"),
         F.lit(stage).alias("stage"),

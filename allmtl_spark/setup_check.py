@@ -24,8 +24,10 @@ def main() -> int:
     if rows != 3:
         print(f"setup check FAILED: Delta round trip returned {rows} rows, expected 3", file=sys.stderr)
         return 1
-    print(f"setup check ok: TensorFlow {tf.__version__}, horovod with Gloo, Spark {spark.version} + Delta "
-          f"round trip ({time.time() - started:.0f}s)")
+    print(
+        f"setup check ok: TensorFlow {tf.__version__}, horovod with Gloo, Spark {spark.version} + Delta "
+        f"round trip ({time.time() - started:.0f}s)"
+    )
     return 0
 
 

@@ -372,10 +372,10 @@ EVALUATION_METRICS = Table(
     column_docs={
         **_EVAL_KEY_DOCS,
         "fold": "test fold, or -1 for the trial's folds pooled (every slide predicted once, by the model that "
-                "did not train on it)",
+        "did not train on it)",
         "metric": "accuracy, n_test; per class precision, recall, specificity, f1, auc, support; "
-                  "macro_/micro_/weighted_ precision, recall, specificity, f1; micro_auc, macro_auc; "
-                  "confusion (count of true class / predicted class)",
+        "macro_/micro_/weighted_ precision, recall, specificity, f1; micro_auc, macro_auc; "
+        "confusion (count of true class / predicted class)",
         "class_name": "the class for per-class metrics, `<true>/<predicted>` for confusion, '' for averages",
         "value": "the metric; null where undefined (AUC of a class absent from the fold)",
     },
@@ -440,7 +440,7 @@ SCORE_AGGREGATES = Table(
     ),
     merge_keys=("scoring_run_id", "model_version", "scope", "scope_value", "metric", "class_name"),
     description="Per scoring run: stage-wise counts (run, day, site) and, on labelled slides, metrics, CIs and "
-                "the comparison with the previous model version.",
+    "the comparison with the previous model version.",
     column_docs={
         "scope": "run (this run's slides) | day | site | labelled (all labelled slides of the model) | comparison",
         "scope_value": "the run id, the date, the site, or the previous model version compared against",
@@ -450,5 +450,17 @@ SCORE_AGGREGATES = Table(
     },
 )
 
-ALL_TABLES: tuple[Table, ...] = (SLIDES, CELLS, REJECTS, SEGMENTED_SLIDES, SLIDE_CELLS, MODELS, SPLITS, PREDICTIONS,
-                                 EVALUATION_RUNS, EVALUATION_METRICS, SLIDE_SCORES, SCORE_AGGREGATES)
+ALL_TABLES: tuple[Table, ...] = (
+    SLIDES,
+    CELLS,
+    REJECTS,
+    SEGMENTED_SLIDES,
+    SLIDE_CELLS,
+    MODELS,
+    SPLITS,
+    PREDICTIONS,
+    EVALUATION_RUNS,
+    EVALUATION_METRICS,
+    SLIDE_SCORES,
+    SCORE_AGGREGATES,
+)

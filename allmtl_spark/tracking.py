@@ -16,8 +16,9 @@ EXPERIMENT = "allmtl"
 
 
 @contextlib.contextmanager
-def mlflow_run(tracking_uri: str, run_name: str, params: dict | None = None, tags: dict | None = None,
-               nested: bool = False) -> Iterator[object | None]:
+def mlflow_run(
+    tracking_uri: str, run_name: str, params: dict | None = None, tags: dict | None = None, nested: bool = False
+) -> Iterator[object | None]:
     """Start an MLflow run (yields the mlflow module's active run, or None when tracking fails)."""
     try:
         import mlflow

@@ -18,19 +18,43 @@ START = datetime(2026, 1, 1)
 
 
 def _register(spark, lake, run_id: str, stage: str, task: str, minutes: int) -> ModelRecord:
-    record = ModelRecord(model_id=f"{run_id}-{stage}-{task}", run_id=run_id, kind="classifier", stage=stage, task=task,
-                         class_names=["normal", "ALL"], artifact_path=f"/nowhere/{run_id}", artifact_sha256="0" * 64,
-                         config_json="{}", approach="mtl" if stage == "stage3" else None,
-                         created_at=START + timedelta(minutes=minutes))
+    record = ModelRecord(
+        model_id=f"{run_id}-{stage}-{task}",
+        run_id=run_id,
+        kind="classifier",
+        stage=stage,
+        task=task,
+        class_names=["normal", "ALL"],
+        artifact_path=f"/nowhere/{run_id}",
+        artifact_sha256="0" * 64,
+        config_json="{}",
+        approach="mtl" if stage == "stage3" else None,
+        created_at=START + timedelta(minutes=minutes),
+    )
     register_model(spark, lake, record)
     return record
 
 
 def _evaluation_finished_fold(spark, lake, eval_id: str, model_id: str) -> None:
-    row = {"eval_id": eval_id, "trial": 0, "fold": 0, "backbone": "InceptionV3", "task": "binary", "approach": "mtl",
-           "n_folds": 2, "model_id": model_id, "train_run_id": fold_run_id(eval_id, 0, 0), "split_id": "s",
-           "n_train": 1, "n_val": 1, "n_test": 1, "split_seed": 0, "augment_seed": 0, "seconds": 1.0,
-           "finished_at": START}
+    row = {
+        "eval_id": eval_id,
+        "trial": 0,
+        "fold": 0,
+        "backbone": "InceptionV3",
+        "task": "binary",
+        "approach": "mtl",
+        "n_folds": 2,
+        "model_id": model_id,
+        "train_run_id": fold_run_id(eval_id, 0, 0),
+        "split_id": "s",
+        "n_train": 1,
+        "n_val": 1,
+        "n_test": 1,
+        "split_seed": 0,
+        "augment_seed": 0,
+        "seconds": 1.0,
+        "finished_at": START,
+    }
     merge_new_rows(spark, lake, tables.EVALUATION_RUNS, spark.createDataFrame([row], tables.EVALUATION_RUNS.schema))
 
 

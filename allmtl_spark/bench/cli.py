@@ -28,8 +28,11 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     """Add ``bench`` with one subcommand per entry of ``BENCHMARKS`` to the main CLI."""
     from allmtl_spark.cli import add_common_arguments
 
-    bench = subparsers.add_parser("bench", help="run a benchmark and print its figures",
-                                  description="Benchmarks print figures; they are commands, not tests.")
+    bench = subparsers.add_parser(
+        "bench",
+        help="run a benchmark and print its figures",
+        description="Benchmarks print figures; they are commands, not tests.",
+    )
     sub = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     for name, help_text in BENCHMARKS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)

@@ -46,15 +46,20 @@ def _plain(files: list[str], plan, queue) -> None:
     start = time.perf_counter()
     unet = shared.make_predict_fn(plan.segmenter_file, plan.segmenter_sha256, 0) if plan.segmenter_file else None
     classify = make_classifier_fn(plan.classifier.model_file, plan.classifier.sha256)
-    classify_cells = make_classifier_fn(plan.cell_model.model_file, plan.cell_model.sha256) if plan.cell_model \
-        else None
+    classify_cells = make_classifier_fn(plan.cell_model.model_file, plan.cell_model.sha256) if plan.cell_model else None
     cell_view = plan.cell_model.view if plan.cell_model else None
     inputs, cells = [], []
     for path in files:
         try:
-            _, _, slide_input, cell_inputs = model_inputs(decode_rgb(Path(path).read_bytes()), unet,
-                                                          plan.classifier.view, cell_view, plan.roi, plan.segment,
-                                                          plan.scale)
+            _, _, slide_input, cell_inputs = model_inputs(
+                decode_rgb(Path(path).read_bytes()),
+                unet,
+                plan.classifier.view,
+                cell_view,
+                plan.roi,
+                plan.segment,
+                plan.scale,
+            )
         except ValueError:  # no white cell: the Spark job rejects it too
             continue
         inputs.append(slide_input)
@@ -91,15 +96,36 @@ def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: s
     main_lake = Lakehouse.from_config(cfg.lakehouse)
     classifier, cell_model = resolve_classifiers(spark, main_lake, cfg)
     seg = resolve_segmenter(spark, main_lake, cfg.segment, cfg.roi)
-    progress(f"models from {main_lake.root}: {classifier.model_id}, cells {cell_model.model_id if cell_model else '-'}"
-             f", segmenter {seg.version}")
+    progress(
+        f"models from {main_lake.root}: {classifier.model_id}, cells {cell_model.model_id if cell_model else '-'}"
+        f", segmenter {seg.version}"
+    )
     data = Path(workdir) / "data"
-    write_dataset(dataclasses.replace(cfg.synth, output=str(data), n_slides=slides, n_cells=0, slide_width=width,
-                                      slide_height=height, seed=cfg.synth.seed + 1000), progress=None)
+    write_dataset(
+        dataclasses.replace(
+            cfg.synth,
+            output=str(data),
+            n_slides=slides,
+            n_cells=0,
+            slide_width=width,
+            slide_height=height,
+            seed=cfg.synth.seed + 1000,
+        ),
+        progress=None,
+    )
     files = sorted(str(p) for p in (data / "ALL_IDB1" / "im").glob("*.jpg"))
-    plan = ScorePlan(classifier, cell_model, seg.version, seg.record.model_file if seg.record else None,
-                     seg.record.artifact_sha256 if seg.record else None, seg.scale, cfg.roi, cfg.segment,
-                     cfg.score.blast_threshold, cfg.score.tf_threads)
+    plan = ScorePlan(
+        classifier,
+        cell_model,
+        seg.version,
+        seg.record.model_file if seg.record else None,
+        seg.record.artifact_sha256 if seg.record else None,
+        seg.scale,
+        cfg.roi,
+        cfg.segment,
+        cfg.score.blast_threshold,
+        cfg.score.tf_threads,
+    )
     progress(f"(a) one plain process, {len(files)} slides of {width}x{height} ...")
     plain_seconds, plain_rss, plain_loads = run_plain(files, plan)
 
@@ -107,24 +133,30 @@ def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: s
     for ref in filter(None, [seg.record, *(_record(spark, main_lake, m) for m in (classifier, cell_model) if m)]):
         register_model(spark, bench_lake, ref)
     source = SourceConfig(kind="allidb1", path=str(data / "ALL_IDB1"), site="bench")
-    bench_cfg = dataclasses.replace(cfg, score=dataclasses.replace(cfg.score, model=classifier.model_id,
-                                                                   cell_model=cell_model.model_id if cell_model
-                                                                   else None, source=source),
-                                    privacy=dataclasses.replace(cfg.privacy, allow_demo_key=True))
+    bench_cfg = dataclasses.replace(
+        cfg,
+        score=dataclasses.replace(
+            cfg.score, model=classifier.model_id, cell_model=cell_model.model_id if cell_model else None, source=source
+        ),
+        privacy=dataclasses.replace(cfg.privacy, allow_demo_key=True),
+    )
     progress(f"(b) Spark job on {spark.sparkContext.master} ...")
     summary = run_score(spark, bench_cfg, bench_lake, report=False)
     spark_seconds = summary.scoring_seconds
     gib = 2**30
     plain_rate, spark_rate = len(files) / plain_seconds, len(files) / spark_seconds
-    return "\n".join([
-        f"bench score: {len(files)} slides of {width}x{height}",
-        f"  (a) one plain process:  {plain_seconds:6.1f} s  {plain_rate:5.3f} slides/s  (models loaded {plain_loads}"
-        f" times; peak RSS {plain_rss / gib:.2f} GiB)",
-        f"  (b) Spark job on {spark.sparkContext.master}: {spark_seconds:6.1f} s  {spark_rate:5.3f} slides/s  "
-        f"(model loads per worker {dict(sorted(summary.loads_per_worker.items()))}; peak worker RSS "
-        f"{summary.peak_rss_bytes / gib:.2f} GiB); with ingest, Delta writes and aggregates {summary.seconds:.1f} s",
-        f"  Spark / plain: {spark_rate / plain_rate:.2f}x (target >= 1.5x)",
-    ])
+    return "\n".join(
+        [
+            f"bench score: {len(files)} slides of {width}x{height}",
+            f"  (a) one plain process:  {plain_seconds:6.1f} s  {plain_rate:5.3f} slides/s  "
+            f"(models loaded {plain_loads} times; peak RSS {plain_rss / gib:.2f} GiB)",
+            f"  (b) Spark job on {spark.sparkContext.master}: {spark_seconds:6.1f} s  {spark_rate:5.3f} slides/s  "
+            f"(model loads per worker {dict(sorted(summary.loads_per_worker.items()))}; peak worker RSS "
+            f"{summary.peak_rss_bytes / gib:.2f} GiB); with ingest, Delta writes and aggregates "
+            f"{summary.seconds:.1f} s",
+            f"  Spark / plain: {spark_rate / plain_rate:.2f}x (target >= 1.5x)",
+        ]
+    )
 
 
 def _record(spark, lake, ref):

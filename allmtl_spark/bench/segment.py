@@ -31,8 +31,9 @@ FULL_WIDTH, FULL_HEIGHT = 2592, 1944
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slides", type=int, default=8, help="number of full-size slides (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="processes of the plain pool (default 2)")
-    parser.add_argument("--workdir", help="folder for the slides and the temporary lakehouse (default: a temp dir, "
-                                          "removed afterwards)")
+    parser.add_argument(
+        "--workdir", help="folder for the slides and the temporary lakehouse (default: a temp dir, removed afterwards)"
+    )
 
 
 @dataclass(frozen=True)
@@ -65,25 +66,29 @@ class BenchResult:
 
     def format(self) -> str:
         gib = 2**30
-        return "\n".join([
-            f"bench segment: {self.slides} slides of {FULL_WIDTH}x{FULL_HEIGHT}",
-            f"  (a) process pool, {self.workers} processes: {self.pool_seconds:6.1f} s  {self.pool_rate:5.2f} images/s"
-            f"  ({self.pool_cells} cells; peak worker RSS {self.pool_peak_rss / gib:.2f} GiB)",
-            f"  (b) Spark job on {self.master}: {self.spark_segment_seconds:6.1f} s  {self.spark_rate:5.2f} images/s"
-            f"  ({self.spark_cells} cells; peak worker RSS {self.spark_peak_rss / gib:.2f} GiB; "
-            f"model loads per worker {dict(sorted(self.spark_loads.items()))})",
-            f"      of which listing pending slides {self.spark_planning_seconds:.1f} s; Python time per task "
-            f"{', '.join(f'{s:.1f}' for s in self.spark_task_seconds)} s",
-            f"      with the Delta writes: {self.spark_total_seconds:6.1f} s  "
-            f"{self.slides / self.spark_total_seconds:5.2f} images/s",
-            f"  Spark / pool: {self.spark_rate / self.pool_rate:.2f}x (target >= 0.8x); end to end "
-            f"{self.slides / self.spark_total_seconds / self.pool_rate:.2f}x",
-            f"  CPU seconds per image in the Python workers (load-independent; includes TensorFlow import and "
-            f"model load): pool {self.pool_cpu_seconds / self.slides:.1f}, "
-            f"Spark {self.spark_cpu_seconds / self.slides:.1f}",
-            f"  peak Python worker RSS: {max(self.pool_peak_rss, self.spark_peak_rss) / gib:.2f} GiB "
-            "(target < 2.5 GiB)",
-        ])
+        return "\n".join(
+            [
+                f"bench segment: {self.slides} slides of {FULL_WIDTH}x{FULL_HEIGHT}",
+                f"  (a) process pool, {self.workers} processes: {self.pool_seconds:6.1f} s  "
+                f"{self.pool_rate:5.2f} images/s"
+                f"  ({self.pool_cells} cells; peak worker RSS {self.pool_peak_rss / gib:.2f} GiB)",
+                f"  (b) Spark job on {self.master}: {self.spark_segment_seconds:6.1f} s  "
+                f"{self.spark_rate:5.2f} images/s"
+                f"  ({self.spark_cells} cells; peak worker RSS {self.spark_peak_rss / gib:.2f} GiB; "
+                f"model loads per worker {dict(sorted(self.spark_loads.items()))})",
+                f"      of which listing pending slides {self.spark_planning_seconds:.1f} s; Python time per task "
+                f"{', '.join(f'{s:.1f}' for s in self.spark_task_seconds)} s",
+                f"      with the Delta writes: {self.spark_total_seconds:6.1f} s  "
+                f"{self.slides / self.spark_total_seconds:5.2f} images/s",
+                f"  Spark / pool: {self.spark_rate / self.pool_rate:.2f}x (target >= 0.8x); end to end "
+                f"{self.slides / self.spark_total_seconds / self.pool_rate:.2f}x",
+                f"  CPU seconds per image in the Python workers (load-independent; includes TensorFlow import and "
+                f"model load): pool {self.pool_cpu_seconds / self.slides:.1f}, "
+                f"Spark {self.spark_cpu_seconds / self.slides:.1f}",
+                f"  peak Python worker RSS: {max(self.pool_peak_rss, self.spark_peak_rss) / gib:.2f} GiB "
+                "(target < 2.5 GiB)",
+            ]
+        )
 
 
 # ----------------------------------------------------------------------------- the plain pool
@@ -121,21 +126,37 @@ def _pool_segment(paths: tuple[str, str | None, str | None]) -> tuple[int, int, 
         blast_xy = np.asarray([float(v) for v in text]).reshape(-1, 2)
     state = _POOL_STATE
     small = downscale(image, state["scale"])
-    result = segment_slide(image, state["predict"](small), state["roi"], state["cfg"], state["scale"],
-                           truth_mask=truth, blast_xy=blast_xy, working_image=small)
+    result = segment_slide(
+        image,
+        state["predict"](small),
+        state["roi"],
+        state["cfg"],
+        state["scale"],
+        truth_mask=truth,
+        blast_xy=blast_xy,
+        working_image=small,
+    )
     encoded = [encode_png(result.isolated), encode_png(result.mask), *(encode_png(c.crop) for c in result.cells)]
     del encoded  # encoded as the Spark job does, then dropped: the pool writes no table
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return len(result.cells), os.getpid(), usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
-def run_pool(files: list[tuple[str, str | None, str | None]], workers: int, model_file: str, sha256: str,
-             roi_cfg, cfg, scale: float) -> tuple[float, int, int, float]:
+def run_pool(
+    files: list[tuple[str, str | None, str | None]],
+    workers: int,
+    model_file: str,
+    sha256: str,
+    roi_cfg,
+    cfg,
+    scale: float,
+) -> tuple[float, int, int, float]:
     """Segment ``files`` in a fresh ``spawn`` pool; returns (seconds, cells, peak worker RSS bytes, worker CPU s)."""
     start = time.perf_counter()
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_pool_init,
-                      initargs=(model_file, sha256, cfg.tf_threads, roi_cfg, cfg, scale)) as pool:
+    with context.Pool(
+        workers, initializer=_pool_init, initargs=(model_file, sha256, cfg.tf_threads, roi_cfg, cfg, scale)
+    ) as pool:
         results = pool.map(_pool_segment, files, chunksize=1)
     seconds = time.perf_counter() - start
     cpu: dict[int, float] = {}
@@ -163,8 +184,15 @@ def run_bench_segment(spark, app_cfg, slides: int, workers: int, workdir: str, p
     progress(f"segmenter {record.model_id} from {main_lake.root}")
 
     data = Path(workdir) / "data"
-    synth = dataclasses.replace(app_cfg.synth, output=str(data), n_slides=slides, n_cells=0, slide_width=FULL_WIDTH,
-                                slide_height=FULL_HEIGHT, workers=min(2, app_cfg.synth.workers))
+    synth = dataclasses.replace(
+        app_cfg.synth,
+        output=str(data),
+        n_slides=slides,
+        n_cells=0,
+        slide_width=FULL_WIDTH,
+        slide_height=FULL_HEIGHT,
+        workers=min(2, app_cfg.synth.workers),
+    )
     progress(f"writing {slides} synthetic {FULL_WIDTH}x{FULL_HEIGHT} slides to {data}")
     write_dataset(synth, progress=None)
     bench_lake = Lakehouse.from_config(LakehouseConfig(path=str(Path(workdir) / "lakehouse")))
@@ -178,18 +206,28 @@ def run_bench_segment(spark, app_cfg, slides: int, workers: int, workdir: str, p
         files.append((str(image), str(xyc) if xyc.is_file() else None, str(mask) if mask.is_file() else None))
 
     progress(f"(a) pool of {workers} processes ...")
-    pool_seconds, pool_cells, pool_rss, pool_cpu = run_pool(files, workers, record.model_file, record.artifact_sha256,
-                                                  app_cfg.roi, cfg, seg.scale)
+    pool_seconds, pool_cells, pool_rss, pool_cpu = run_pool(
+        files, workers, record.model_file, record.artifact_sha256, app_cfg.roi, cfg, seg.scale
+    )
     progress(f"(b) Spark job on {spark.sparkContext.master} ...")
     summary = run_segment(spark, cfg, app_cfg.roi, bench_lake, record=record)
     if summary.segmented + sum(summary.rejects.values()) != len(files):
         raise RuntimeError(f"the Spark job handled {summary.segmented} of {len(files)} slides: {summary.format()}")
     return BenchResult(
-        slides=len(files), workers=workers, master=spark.sparkContext.master, pool_seconds=pool_seconds,
-        pool_cells=pool_cells, pool_peak_rss=pool_rss, spark_segment_seconds=summary.segment_seconds,
-        spark_total_seconds=summary.seconds, spark_cells=summary.cells, spark_peak_rss=summary.peak_rss_bytes,
-        spark_loads=summary.loads_per_worker, spark_planning_seconds=summary.planning_seconds,
-        spark_task_seconds=tuple(summary.task_seconds), pool_cpu_seconds=pool_cpu,
+        slides=len(files),
+        workers=workers,
+        master=spark.sparkContext.master,
+        pool_seconds=pool_seconds,
+        pool_cells=pool_cells,
+        pool_peak_rss=pool_rss,
+        spark_segment_seconds=summary.segment_seconds,
+        spark_total_seconds=summary.seconds,
+        spark_cells=summary.cells,
+        spark_peak_rss=summary.peak_rss_bytes,
+        spark_loads=summary.loads_per_worker,
+        spark_planning_seconds=summary.planning_seconds,
+        spark_task_seconds=tuple(summary.task_seconds),
+        pool_cpu_seconds=pool_cpu,
         spark_cpu_seconds=summary.worker_cpu_seconds,
     )
 

@@ -41,8 +41,10 @@ def main(args: argparse.Namespace) -> int:
 def _converter(spark, lake, train_cfg, n: int, size: int):
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
-    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF,
-                   train_cfg.petastorm_cache_dir or f"file://{lake.root}/_petastorm")
+    spark.conf.set(
+        SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF,
+        train_cfg.petastorm_cache_dir or f"file://{lake.root}/_petastorm",
+    )
     rng = np.random.default_rng(0)
     rows = [(bytearray(rng.integers(0, 255, size * size * 3, dtype=np.uint8).tobytes()), int(i % 4)) for i in range(n)]
     frame = spark.createDataFrame(rows, "image binary, label int").repartition(4)
@@ -53,10 +55,29 @@ def _input_rate(converter, size: int, batch: int, n: int) -> float:
     """Images/s through the same decode/shuffle/batch pipeline the ranks use (``training.rank._prepare``)."""
     from allmtl_spark.training.rank import RankJob, _prepare
 
-    job = RankJob(stage_key="bench", backbone="", input_size=size, class_names=("a", "b", "c", "d"), head="",
-                  dense_units=(), dropout=0.0, init_weights=None, load_head=False, trainable="all", warmup_epochs=0,
-                  epochs=1, batch_size=batch, learning_rate=0.0, decay_rate=1.0, n_train=n, n_val=0,
-                  checkpoint_dir="", output_dir="", train_converter=None, val_converter=None)
+    job = RankJob(
+        stage_key="bench",
+        backbone="",
+        input_size=size,
+        class_names=("a", "b", "c", "d"),
+        head="",
+        dense_units=(),
+        dropout=0.0,
+        init_weights=None,
+        load_head=False,
+        trainable="all",
+        warmup_epochs=0,
+        epochs=1,
+        batch_size=batch,
+        learning_rate=0.0,
+        decay_rate=1.0,
+        n_train=n,
+        n_val=0,
+        checkpoint_dir="",
+        output_dir="",
+        train_converter=None,
+        val_converter=None,
+    )
     with converter.make_tf_dataset(batch_size=batch, num_epochs=None, workers_count=1) as dataset:
         batches = iter(_prepare(dataset, job, binary=False, shuffle=True))
         next(batches)  # reader start-up is not throughput
@@ -72,8 +93,14 @@ def _train_rate(train_cfg, size: int, batch: int, steps: int) -> float:
 
     from allmtl_spark.networks.classifier import build_classifier
 
-    model = build_classifier(train_cfg.backbones[0], input_size=size, num_outputs=4, head="dense",
-                             dense_units=train_cfg.head_dense_units, dropout=train_cfg.head_dropout)
+    model = build_classifier(
+        train_cfg.backbones[0],
+        input_size=size,
+        num_outputs=4,
+        head="dense",
+        dense_units=train_cfg.head_dense_units,
+        dropout=train_cfg.head_dropout,
+    )
     model.compile(optimizer=tf.keras.optimizers.legacy.Adam(1e-3), loss="sparse_categorical_crossentropy")
     images = tf.random.uniform((batch, size, size, 3), 0, 255)
     labels = tf.random.uniform((batch,), 0, 4, dtype=tf.int32)

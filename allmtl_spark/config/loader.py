@@ -103,8 +103,10 @@ def build(cls: type[T], data: Any, key: str = "") -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = key or "the top level"
-        raise ConfigError(f"unknown key(s) {', '.join(_join(key, u) for u in unknown)} in {where}; "
-                          f"allowed: {', '.join(sorted(fields))}")
+        raise ConfigError(
+            f"unknown key(s) {', '.join(_join(key, u) for u in unknown)} in {where}; "
+            f"allowed: {', '.join(sorted(fields))}"
+        )
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, _join(key, name))

@@ -222,11 +222,15 @@ class SegmentConfig:
 
     def __post_init__(self) -> None:
         _require(0 < self.mask_threshold < 1, "mask_threshold", "must be in (0, 1)")
-        _require(self.working_scale is None or 0 < self.working_scale <= 1, "working_scale",
-                 "must be null or in (0, 1]")
+        _require(
+            self.working_scale is None or 0 < self.working_scale <= 1, "working_scale", "must be null or in (0, 1]"
+        )
         _require(self.min_cell_area_px >= 0, "min_cell_area_px", "must be >= 0")
-        _require(self.max_cell_area_px is None or self.max_cell_area_px > self.min_cell_area_px, "max_cell_area_px",
-                 "must be null or above min_cell_area_px")
+        _require(
+            self.max_cell_area_px is None or self.max_cell_area_px > self.min_cell_area_px,
+            "max_cell_area_px",
+            "must be null or above min_cell_area_px",
+        )
         _require(self.watershed_min_distance >= 1, "watershed_min_distance", "must be >= 1")
         _require(0 < self.watershed_seed_fraction <= 1, "watershed_seed_fraction", "must be in (0, 1]")
         _require(self.crop_size >= 32, "crop_size", "must be >= 32")
@@ -255,8 +259,11 @@ class StageConfig:
         _require(self.epochs >= 1, "epochs", "must be >= 1")
         _require(self.batch_size >= 1, "batch_size", "must be >= 1")
         _require(self.learning_rate > 0, "learning_rate", "must be > 0")
-        _require(self.finetune_learning_rate is None or self.finetune_learning_rate > 0, "finetune_learning_rate",
-                 "must be null or > 0")
+        _require(
+            self.finetune_learning_rate is None or self.finetune_learning_rate > 0,
+            "finetune_learning_rate",
+            "must be null or > 0",
+        )
         _require(0 < self.decay_rate <= 1, "decay_rate", "must be in (0, 1]")
         ok = self.trainable in ("all", "head") or self.trainable.startswith("top_fraction:")
         _require(ok, "trainable", f"is {self.trainable!r}; allowed values: all, head, top_fraction:<f>")
@@ -330,8 +337,11 @@ class TrainConfig:
     shuffle_buffer: int = 256
 
     def __post_init__(self) -> None:
-        for name, values, allowed in (("backbones", self.backbones, BACKBONES), ("tasks", self.tasks, TASKS),
-                                      ("approaches", self.approaches, APPROACHES)):
+        for name, values, allowed in (
+            ("backbones", self.backbones, BACKBONES),
+            ("tasks", self.tasks, TASKS),
+            ("approaches", self.approaches, APPROACHES),
+        ):
             bad = [v for v in values if v not in allowed]
             _require(values and not bad, name, f"has {bad or 'nothing'}; allowed values: {', '.join(allowed)}")
         _require(self.input_size >= 75, "input_size", "must be >= 75 (the keras backbones need it)")
@@ -340,8 +350,17 @@ class TrainConfig:
         _require(0 <= self.head_dropout < 1, "head_dropout", "must be in [0, 1)")
 
 
-COMPARE_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall",
-                   "macro_specificity", "macro_auc", "micro_auc")
+COMPARE_METRICS = (
+    "accuracy",
+    "macro_f1",
+    "micro_f1",
+    "weighted_f1",
+    "macro_precision",
+    "macro_recall",
+    "macro_specificity",
+    "macro_auc",
+    "micro_auc",
+)
 
 
 @dataclass(frozen=True)
@@ -371,10 +390,16 @@ class EvaluateConfig:
         _require(self.bootstrap_resamples >= 1, "bootstrap_resamples", "must be >= 1")
         _require(0 < self.confidence < 1, "confidence", "must be in (0, 1)")
         bad = [m for m in self.compare_metrics if m not in COMPARE_METRICS]
-        _require(self.compare_metrics and not bad, "compare_metrics",
-                 f"has {bad or 'nothing'}; allowed values: {', '.join(COMPARE_METRICS)}")
-        _require(self.test_train_ratio is None or self.test_train_ratio > 0, "test_train_ratio",
-                 "must be null (computed from the folds) or > 0")
+        _require(
+            self.compare_metrics and not bad,
+            "compare_metrics",
+            f"has {bad or 'nothing'}; allowed values: {', '.join(COMPARE_METRICS)}",
+        )
+        _require(
+            self.test_train_ratio is None or self.test_train_ratio > 0,
+            "test_train_ratio",
+            "must be null (computed from the folds) or > 0",
+        )
         _require(self.curve_trials >= 0, "curve_trials", "must be >= 0")
         _require(self.report_dir is None or bool(self.report_dir), "report_dir", "must be null or a folder")
 

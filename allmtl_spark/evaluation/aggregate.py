@@ -56,8 +56,12 @@ def case_report(cases: pd.DataFrame, class_names: Sequence[str]) -> Classificati
         The ``ClassificationReport`` (labels from the stored ``predicted`` column, ROC from ``scores``).
     """
     scores = np.stack([np.asarray(s, dtype=np.float64) for s in cases["scores"]])
-    return compute_classification_metrics(cases["label"].to_numpy(dtype=np.int64), scores, list(class_names),
-                                          y_pred=cases["predicted"].to_numpy(dtype=np.int64))
+    return compute_classification_metrics(
+        cases["label"].to_numpy(dtype=np.int64),
+        scores,
+        list(class_names),
+        y_pred=cases["predicted"].to_numpy(dtype=np.int64),
+    )
 
 
 def report_rows(report: ClassificationReport) -> list[tuple[str, str, float]]:
@@ -79,8 +83,11 @@ def report_rows(report: ClassificationReport) -> list[tuple[str, str, float]]:
     if report.roc is not None:
         rows += [("micro_auc", "", float(report.roc.micro.auc)), ("macro_auc", "", float(report.roc.macro.auc))]
     counts = report.confusion.counts
-    rows += [("confusion", f"{true}/{pred}", float(counts[i, j]))
-             for i, true in enumerate(report.class_names) for j, pred in enumerate(report.class_names)]
+    rows += [
+        ("confusion", f"{true}/{pred}", float(counts[i, j]))
+        for i, true in enumerate(report.class_names)
+        for j, pred in enumerate(report.class_names)
+    ]
     return rows
 
 
@@ -97,12 +104,16 @@ def compute_metrics_table(predictions: pd.DataFrame, class_names: Mapping[str, S
     records = []
     for keys, cases in predictions.groupby(list(FOLD_KEYS), sort=True):
         key = dict(zip(FOLD_KEYS, keys, strict=True))
-        records += [{**key, "metric": m, "class_name": c, "value": v}
-                    for m, c, v in report_rows(case_report(cases, class_names[key["task"]]))]
+        records += [
+            {**key, "metric": m, "class_name": c, "value": v}
+            for m, c, v in report_rows(case_report(cases, class_names[key["task"]]))
+        ]
     for keys, cases in predictions.groupby(["trial", *MODEL], sort=True):
         key = dict(zip(("trial", *MODEL), keys, strict=True)) | {"fold": POOLED_FOLD}
-        records += [{**key, "metric": m, "class_name": c, "value": v}
-                    for m, c, v in report_rows(case_report(cases, class_names[key["task"]]))]
+        records += [
+            {**key, "metric": m, "class_name": c, "value": v}
+            for m, c, v in report_rows(case_report(cases, class_names[key["task"]]))
+        ]
     frame = pd.DataFrame.from_records(records, columns=list(METRIC_COLUMNS))
     return frame.sort_values(list(METRIC_COLUMNS[:-1]), kind="stable").reset_index(drop=True)
 
@@ -151,8 +162,12 @@ def paired_values(metrics: pd.DataFrame, backbone: str, task: str, metric: str, 
     Returns:
         ``(mtl, classical)`` float arrays of equal length; pairs with a missing or NaN side are dropped.
     """
-    rows = metrics[(metrics["backbone"] == backbone) & (metrics["task"] == task) & (metrics["metric"] == metric)
-                   & (metrics["class_name"] == "")]
+    rows = metrics[
+        (metrics["backbone"] == backbone)
+        & (metrics["task"] == task)
+        & (metrics["metric"] == metric)
+        & (metrics["class_name"] == "")
+    ]
     rows = rows[rows["fold"] == POOLED_FOLD] if level == "trial" else rows[rows["fold"] != POOLED_FOLD]
     wide = rows.pivot_table(index=["trial", "fold"], columns="approach", values="value")
     if MTL not in wide or CLASSICAL not in wide:
@@ -161,8 +176,12 @@ def paired_values(metrics: pd.DataFrame, backbone: str, task: str, metric: str, 
     return wide[MTL].to_numpy(dtype=np.float64), wide[CLASSICAL].to_numpy(dtype=np.float64)
 
 
-def compare_approaches(metrics: pd.DataFrame, compare_metrics: Sequence[str], test_train_ratio: Mapping[str, float],
-                       confidence: float = 0.95) -> pd.DataFrame:
+def compare_approaches(
+    metrics: pd.DataFrame,
+    compare_metrics: Sequence[str],
+    test_train_ratio: Mapping[str, float],
+    confidence: float = 0.95,
+) -> pd.DataFrame:
     """t-tests of multistage against classical per backbone, task and metric, at fold and trial level.
 
     Fold level: the J = R * k per-fold scores, paired by fold: Student, Welch, paired t and the
@@ -190,15 +209,39 @@ def compare_approaches(metrics: pd.DataFrame, compare_metrics: Sequence[str], te
                 if mtl.size == 0:
                     continue
                 ratio = test_train_ratio.get(task) if level == "fold" else None
-                head = {"backbone": backbone, "task": task, "metric": metric, "level": level, "n_pairs": mtl.size,
-                        "mean_mtl": float(mtl.mean()), "mean_classical": float(classical.mean())}
+                head = {
+                    "backbone": backbone,
+                    "task": task,
+                    "metric": metric,
+                    "level": level,
+                    "n_pairs": mtl.size,
+                    "mean_mtl": float(mtl.mean()),
+                    "mean_classical": float(classical.mean()),
+                }
                 rows += [head | r for r in _test_rows(mtl, classical, ratio, confidence)]
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
 
 
-COMPARE_COLUMNS = ["backbone", "task", "metric", "level", "n_pairs", "mean_mtl", "mean_classical", "test",
-                   "statistic", "df", "p_value", "mean_difference", "ci_low", "ci_high", "effect_size",
-                   "effect_size_name", "confidence", "note"]
+COMPARE_COLUMNS = [
+    "backbone",
+    "task",
+    "metric",
+    "level",
+    "n_pairs",
+    "mean_mtl",
+    "mean_classical",
+    "test",
+    "statistic",
+    "df",
+    "p_value",
+    "mean_difference",
+    "ci_low",
+    "ci_high",
+    "effect_size",
+    "effect_size_name",
+    "confidence",
+    "note",
+]
 
 
 def _test_rows(mtl: np.ndarray, classical: np.ndarray, ratio: float | None, confidence: float) -> list[dict]:
@@ -225,13 +268,15 @@ def paired_cases(predictions: pd.DataFrame, backbone: str, task: str, trial: int
     Raises:
         ValueError: a case carries different true labels for the two approaches.
     """
-    rows = predictions[(predictions["backbone"] == backbone) & (predictions["task"] == task)
-                       & (predictions["trial"] == trial)]
+    rows = predictions[
+        (predictions["backbone"] == backbone) & (predictions["task"] == task) & (predictions["trial"] == trial)
+    ]
     columns = ["fold", "content_sha256", "label", "predicted", "scores"]
     mtl = rows[rows["approach"] == MTL][columns]
     classical = rows[rows["approach"] == CLASSICAL][columns]
-    merged = mtl.merge(classical, on=["fold", "content_sha256"], suffixes=("_mtl", "_classical"),
-                       validate="one_to_one").sort_values(["fold", "content_sha256"])
+    merged = mtl.merge(
+        classical, on=["fold", "content_sha256"], suffixes=("_mtl", "_classical"), validate="one_to_one"
+    ).sort_values(["fold", "content_sha256"])
     if (merged["label_mtl"] != merged["label_classical"]).any():
         raise ValueError(f"{backbone}/{task} trial {trial}: the two approaches disagree on true labels")
     return merged.rename(columns={"label_mtl": "label"}).drop(columns="label_classical").reset_index(drop=True)
@@ -254,17 +299,41 @@ def mcnemar_table(predictions: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     for head, cases in _trials_to_pair(predictions):
-        r = compute_mcnemar(cases["label"].to_numpy(), cases["predicted_mtl"].to_numpy(),
-                            cases["predicted_classical"].to_numpy())
-        rows.append(head | {"both_right": int(r.table[0, 0]), "only_mtl_right": r.only_a_correct,
-                            "only_classical_right": r.only_b_correct, "both_wrong": int(r.table[1, 1]),
-                            "test": r.name, "statistic": r.statistic, "df": r.df, "p_value": r.p_value,
-                            "note": r.note})
+        r = compute_mcnemar(
+            cases["label"].to_numpy(), cases["predicted_mtl"].to_numpy(), cases["predicted_classical"].to_numpy()
+        )
+        rows.append(
+            head
+            | {
+                "both_right": int(r.table[0, 0]),
+                "only_mtl_right": r.only_a_correct,
+                "only_classical_right": r.only_b_correct,
+                "both_wrong": int(r.table[1, 1]),
+                "test": r.name,
+                "statistic": r.statistic,
+                "df": r.df,
+                "p_value": r.p_value,
+                "note": r.note,
+            }
+        )
     return pd.DataFrame(rows, columns=MCNEMAR_COLUMNS)
 
 
-MCNEMAR_COLUMNS = ["backbone", "task", "trial", "n_cases", "both_right", "only_mtl_right", "only_classical_right",
-                   "both_wrong", "test", "statistic", "df", "p_value", "note"]
+MCNEMAR_COLUMNS = [
+    "backbone",
+    "task",
+    "trial",
+    "n_cases",
+    "both_right",
+    "only_mtl_right",
+    "only_classical_right",
+    "both_wrong",
+    "test",
+    "statistic",
+    "df",
+    "p_value",
+    "note",
+]
 
 
 def auc_difference_table(predictions: pd.DataFrame, n_resamples: int, confidence: float, seed: int) -> pd.DataFrame:
@@ -283,17 +352,31 @@ def auc_difference_table(predictions: pd.DataFrame, n_resamples: int, confidence
         except ValueError as err:
             rows.append(head | {"note": f"not tested: {err}"})
             continue
-        rows.append(head | {"auc_mtl": r.auc_a, "auc_classical": r.auc_b}
-                    | {k: getattr(r, k) for k in AUC_COLUMNS[6:]})
+        rows.append(head | {"auc_mtl": r.auc_a, "auc_classical": r.auc_b} | {k: getattr(r, k) for k in AUC_COLUMNS[6:]})
     return pd.DataFrame(rows, columns=AUC_COLUMNS)
 
 
-AUC_COLUMNS = ["backbone", "task", "trial", "n_cases", "auc_mtl", "auc_classical", "difference", "ci_low", "ci_high",
-               "p_value", "std_error", "n_resamples", "n_valid", "note"]
+AUC_COLUMNS = [
+    "backbone",
+    "task",
+    "trial",
+    "n_cases",
+    "auc_mtl",
+    "auc_classical",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "std_error",
+    "n_resamples",
+    "n_valid",
+    "note",
+]
 
 
-def bootstrap_table(predictions: pd.DataFrame, class_names: Mapping[str, Sequence[str]], n_resamples: int,
-                    confidence: float, seed: int) -> pd.DataFrame:
+def bootstrap_table(
+    predictions: pd.DataFrame, class_names: Mapping[str, Sequence[str]], n_resamples: int, confidence: float, seed: int
+) -> pd.DataFrame:
     """Percentile bootstrap CIs of accuracy, macro F1 and macro AUC per model and trial (folds pooled).
 
     Returns:
@@ -306,20 +389,48 @@ def bootstrap_table(predictions: pd.DataFrame, class_names: Mapping[str, Sequenc
         scores = np.stack([np.asarray(s, np.float64) for s in cases["scores"]])
         try:
             intervals = compute_bootstrap_ci(
-                cases["label"].to_numpy(dtype=np.int64), scores, y_pred=cases["predicted"].to_numpy(dtype=np.int64),
-                class_names=list(class_names[head["task"]]), n_resamples=n_resamples, confidence=confidence,
-                seed=seed)
+                cases["label"].to_numpy(dtype=np.int64),
+                scores,
+                y_pred=cases["predicted"].to_numpy(dtype=np.int64),
+                class_names=list(class_names[head["task"]]),
+                n_resamples=n_resamples,
+                confidence=confidence,
+                seed=seed,
+            )
         except ValueError as err:
             rows.append(head | {"metric": "-", "note": f"not computed: {err}"})
             continue
-        rows += [head | {"metric": ci.metric, "estimate": ci.estimate, "ci_low": ci.ci_low, "ci_high": ci.ci_high,
-                         "confidence": ci.confidence, "n_resamples": ci.n_resamples, "n_valid": ci.n_valid,
-                         "note": ci.note} for ci in intervals.values()]
+        rows += [
+            head
+            | {
+                "metric": ci.metric,
+                "estimate": ci.estimate,
+                "ci_low": ci.ci_low,
+                "ci_high": ci.ci_high,
+                "confidence": ci.confidence,
+                "n_resamples": ci.n_resamples,
+                "n_valid": ci.n_valid,
+                "note": ci.note,
+            }
+            for ci in intervals.values()
+        ]
     return pd.DataFrame(rows, columns=BOOTSTRAP_COLUMNS)
 
 
-BOOTSTRAP_COLUMNS = ["backbone", "task", "approach", "trial", "metric", "estimate", "ci_low", "ci_high", "confidence",
-                     "n_resamples", "n_valid", "note"]
+BOOTSTRAP_COLUMNS = [
+    "backbone",
+    "task",
+    "approach",
+    "trial",
+    "metric",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "confidence",
+    "n_resamples",
+    "n_valid",
+    "note",
+]
 
 
 def fold_test_train_ratio(runs: pd.DataFrame) -> dict[str, float]:
@@ -356,9 +467,17 @@ class EvaluationResults:
     bootstrap: pd.DataFrame  # bootstrap_table
 
 
-def evaluate_predictions(predictions: pd.DataFrame, runs: pd.DataFrame, class_names: Mapping[str, Sequence[str]], *,
-                         compare_metrics: Sequence[str], n_resamples: int, confidence: float, seed: int,
-                         test_train_ratio: float | None = None) -> EvaluationResults:
+def evaluate_predictions(
+    predictions: pd.DataFrame,
+    runs: pd.DataFrame,
+    class_names: Mapping[str, Sequence[str]],
+    *,
+    compare_metrics: Sequence[str],
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+    test_train_ratio: float | None = None,
+) -> EvaluationResults:
     """Metrics, summaries and every classical-vs-multistage test of a cross-validation run.
 
     Args:
@@ -379,7 +498,14 @@ def evaluate_predictions(predictions: pd.DataFrame, runs: pd.DataFrame, class_na
     measured = fold_test_train_ratio(runs)
     ratio = {task: test_train_ratio for task in measured} if test_train_ratio is not None else measured
     return EvaluationResults(
-        predictions=predictions, class_names=names, runs=runs, metrics=metrics, summary=summarize_metrics(metrics),
-        test_train_ratio=ratio, comparisons=compare_approaches(metrics, compare_metrics, ratio, confidence),
-        mcnemar=mcnemar_table(predictions), auc_tests=auc_difference_table(predictions, n_resamples, confidence, seed),
-        bootstrap=bootstrap_table(predictions, names, n_resamples, confidence, seed))
+        predictions=predictions,
+        class_names=names,
+        runs=runs,
+        metrics=metrics,
+        summary=summarize_metrics(metrics),
+        test_train_ratio=ratio,
+        comparisons=compare_approaches(metrics, compare_metrics, ratio, confidence),
+        mcnemar=mcnemar_table(predictions),
+        auc_tests=auc_difference_table(predictions, n_resamples, confidence, seed),
+        bootstrap=bootstrap_table(predictions, names, n_resamples, confidence, seed),
+    )

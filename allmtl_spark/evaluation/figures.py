@@ -58,11 +58,22 @@ def plot_roc(roc: RocResult, path: str, title: str = "") -> str:
     if not binary:
         for curve, style in ((roc.micro, ":"), (roc.macro, "--")):
             if curve.fpr.size:
-                ax.plot(curve.fpr, curve.tpr, style, lw=2.2, color="black" if style == "--" else "grey",
-                        label=_auc_label(f"{curve.name}-average", curve.auc))
+                ax.plot(
+                    curve.fpr,
+                    curve.tpr,
+                    style,
+                    lw=2.2,
+                    color="black" if style == "--" else "grey",
+                    label=_auc_label(f"{curve.name}-average", curve.auc),
+                )
     ax.plot([0, 1], [0, 1], color="lightgrey", lw=1, label="chance")
-    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="false-positive rate (1 - specificity)",
-           ylabel="true-positive rate (sensitivity)", title=title)
+    ax.set(
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.01),
+        xlabel="false-positive rate (1 - specificity)",
+        ylabel="true-positive rate (sensitivity)",
+        title=title,
+    )
     ax.title.set_fontsize(9)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
@@ -80,8 +91,15 @@ def _heatmap(ax, values: np.ndarray, names: tuple[str, ...], text: list[list[str
     limit = values.max() / 2 if values.size else 0
     for i in range(len(names)):
         for j in range(len(names)):
-            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=8,
-                    color="white" if values[i, j] > limit else "black")
+            ax.text(
+                j,
+                i,
+                text[i][j],
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if values[i, j] > limit else "black",
+            )
 
 
 def plot_confusion(confusion: ConfusionMatrix, path: str, title: str = "") -> str:
@@ -127,7 +145,7 @@ def plot_trial_comparison(panels: Mapping[str, pd.DataFrame], path: str, metric:
     columns = min(TRIAL_COLUMNS, max(1, len(panels)))
     rows = max(1, math.ceil(len(panels) / TRIAL_COLUMNS))
     fig, axes = plt.subplots(rows, columns, figsize=(width / DPI, height / DPI), squeeze=False)
-    for ax in axes.ravel()[len(panels):]:
+    for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
     for ax, (title, frame) in zip(axes.ravel(), panels.items(), strict=False):
         trials = frame["trial"].to_numpy() + 1

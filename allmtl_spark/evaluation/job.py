@@ -55,8 +55,10 @@ class EvaluationSummary:
     seconds: float
 
     def format(self) -> str:
-        lines = [f"evaluation {self.eval_id}: {self.trials} trial(s) x {self.folds} folds; trained {self.trained} "
-                 f"fold(s), {self.skipped} already done ({self.seconds / 60:.1f} min)"]
+        lines = [
+            f"evaluation {self.eval_id}: {self.trials} trial(s) x {self.folds} folds; trained {self.trained} "
+            f"fold(s), {self.skipped} already done ({self.seconds / 60:.1f} min)"
+        ]
         lines.append(f"  {'task':<7} {'backbone':<18} {'approach':<10} {'accuracy (mean ± sd over trials)':>34}")
         for row in accuracy_table(self.results.summary).itertuples(index=False):
             sd = f" ± {row.accuracy_sd:.3f}" if math.isfinite(row.accuracy_sd) else ""
@@ -64,8 +66,10 @@ class EvaluationSummary:
         tests = self.results.comparisons
         nb = tests[(tests["metric"] == "accuracy") & (tests["test"] == "Nadeau-Bengio corrected t")]
         for row in nb.itertuples(index=False):
-            lines.append(f"  {row.task} {row.backbone}: multistage - classical accuracy {row.mean_difference:+.3f}, "
-                         f"Nadeau-Bengio p = {row.p_value:.3g}")
+            lines.append(
+                f"  {row.task} {row.backbone}: multistage - classical accuracy {row.mean_difference:+.3f}, "
+                f"Nadeau-Bengio p = {row.p_value:.3g}"
+            )
         lines.append(f"  HTML report: {self.report_path}")
         return "\n".join(lines)
 
@@ -90,8 +94,14 @@ def expected_models(train: TrainConfig) -> set[ModelKey]:
     return {(p.backbone, p.task, p.approach) for p in plan_stages(train) if p.stage == "stage3"}
 
 
-def run_evaluate(spark: SparkSession, cfg: EvaluateConfig, train: TrainConfig, lake: Lakehouse,
-                 eval_id: str | None = None, train_fn: Callable | None = None) -> EvaluationSummary:
+def run_evaluate(
+    spark: SparkSession,
+    cfg: EvaluateConfig,
+    train: TrainConfig,
+    lake: Lakehouse,
+    eval_id: str | None = None,
+    train_fn: Callable | None = None,
+) -> EvaluationSummary:
     """Repeated k-fold cross-validation of the ``train`` section, the metric tables and the report.
 
     Args:
@@ -119,39 +129,61 @@ def run_evaluate(spark: SparkSession, cfg: EvaluateConfig, train: TrainConfig, l
                 print(f"[{eval_id}] trial {trial} fold {fold}: already evaluated, skipped", flush=True)
                 continue
             print(f"[{eval_id}] trial {trial} fold {fold} of {cfg.folds}: training", flush=True)
-            summary = train_fn(spark, trial_cfg, lake, run_id=fold_run_id(eval_id, trial, fold),
-                               fold=(cfg.folds, fold), stage2_from_run=trial_run_id(eval_id, trial))
+            summary = train_fn(
+                spark,
+                trial_cfg,
+                lake,
+                run_id=fold_run_id(eval_id, trial, fold),
+                fold=(cfg.folds, fold),
+                stage2_from_run=trial_run_id(eval_id, trial),
+            )
             record_fold(spark, lake, eval_id, trial, fold, cfg.folds, trial_cfg, summary)
             trained += 1
     results, runs = evaluate_run(spark, cfg, lake, eval_id, expected_models(train))
     folder = cfg.report_dir or os.path.join(lake.reports, "evaluation", eval_id)
     histories = load_histories(lake, runs, train, eval_id, cfg.curve_trials)
     path = write_report(results, folder, f"Evaluation {eval_id}", report_settings(eval_id, cfg, train), histories)
-    return EvaluationSummary(eval_id, cfg.folds, cfg.trials, trained, cfg.trials * cfg.folds - trained, results, path,
-                             time.time() - started)
+    return EvaluationSummary(
+        eval_id, cfg.folds, cfg.trials, trained, cfg.trials * cfg.folds - trained, results, path, time.time() - started
+    )
 
 
-def finished_folds(spark: SparkSession, lake: Lakehouse, eval_id: str, n_folds: int,
-                   expected: set[ModelKey]) -> set[tuple[int, int]]:
+def finished_folds(
+    spark: SparkSession, lake: Lakehouse, eval_id: str, n_folds: int, expected: set[ModelKey]
+) -> set[tuple[int, int]]:
     """(trial, fold) pairs whose ``evaluation_runs`` rows cover every expected model.
 
     Raises:
         ConfigError: the evaluation was started with another fold count (its folds would not match).
     """
-    rows = read_table(spark, lake, tables.EVALUATION_RUNS).where(F.col("eval_id") == eval_id).select(
-        "trial", "fold", "n_folds", "backbone", "task", "approach").collect()
+    rows = (
+        read_table(spark, lake, tables.EVALUATION_RUNS)
+        .where(F.col("eval_id") == eval_id)
+        .select("trial", "fold", "n_folds", "backbone", "task", "approach")
+        .collect()
+    )
     other = sorted({r["n_folds"] for r in rows} - {n_folds})
     if other:
-        raise ConfigError(f"evaluate.folds={n_folds} but evaluation {eval_id} was run with {other[0]} folds; "
-                          f"set evaluate.folds={other[0]} to resume it, or start a new evaluation")
+        raise ConfigError(
+            f"evaluate.folds={n_folds} but evaluation {eval_id} was run with {other[0]} folds; "
+            f"set evaluate.folds={other[0]} to resume it, or start a new evaluation"
+        )
     found: dict[tuple[int, int], set[ModelKey]] = {}
     for r in rows:
         found.setdefault((r["trial"], r["fold"]), set()).add((r["backbone"], r["task"], r["approach"]))
     return {key for key, models in found.items() if expected <= models}
 
 
-def record_fold(spark: SparkSession, lake: Lakehouse, eval_id: str, trial: int, fold: int, n_folds: int,
-                trial_cfg: TrainConfig, summary) -> int:
+def record_fold(
+    spark: SparkSession,
+    lake: Lakehouse,
+    eval_id: str,
+    trial: int,
+    fold: int,
+    n_folds: int,
+    trial_cfg: TrainConfig,
+    summary,
+) -> int:
     """Write the ``evaluation_runs`` rows of one trained fold (one per stage-3 model).
 
     Args:
@@ -166,29 +198,48 @@ def record_fold(spark: SparkSession, lake: Lakehouse, eval_id: str, trial: int, 
     rows = []
     for result in stage3:
         record, counts = result.record, sizes.get(result.record.split_id, {})
-        rows.append({
-            "eval_id": eval_id, "trial": trial, "fold": fold, "backbone": record.backbone, "task": record.task,
-            "approach": record.approach, "n_folds": n_folds, "model_id": record.model_id,
-            "train_run_id": summary.run_id, "split_id": record.split_id, "n_train": counts.get("train", 0),
-            "n_val": counts.get("val", 0), "n_test": counts.get("test", 0), "split_seed": trial_cfg.split.seed,
-            "augment_seed": trial_cfg.augment.seed, "seconds": None if result.skipped else float(result.seconds),
-            "finished_at": now})
+        rows.append(
+            {
+                "eval_id": eval_id,
+                "trial": trial,
+                "fold": fold,
+                "backbone": record.backbone,
+                "task": record.task,
+                "approach": record.approach,
+                "n_folds": n_folds,
+                "model_id": record.model_id,
+                "train_run_id": summary.run_id,
+                "split_id": record.split_id,
+                "n_train": counts.get("train", 0),
+                "n_val": counts.get("val", 0),
+                "n_test": counts.get("test", 0),
+                "split_seed": trial_cfg.split.seed,
+                "augment_seed": trial_cfg.augment.seed,
+                "seconds": None if result.skipped else float(result.seconds),
+                "finished_at": now,
+            }
+        )
     frame = spark.createDataFrame(rows, tables.EVALUATION_RUNS.schema)
     return merge_new_rows(spark, lake, tables.EVALUATION_RUNS, frame)
 
 
 def split_sizes(spark: SparkSession, lake: Lakehouse, split_ids: list[str]) -> dict[str, dict[str, int]]:
     """Slides per part (train / val / test) of each split in ``splits``."""
-    rows = read_table(spark, lake, tables.SPLITS).where(
-        F.col("split_id").isin(split_ids) & (F.col("source_table") == "slides")).groupBy("split_id", "part").count()
+    rows = (
+        read_table(spark, lake, tables.SPLITS)
+        .where(F.col("split_id").isin(split_ids) & (F.col("source_table") == "slides"))
+        .groupBy("split_id", "part")
+        .count()
+    )
     sizes: dict[str, dict[str, int]] = {}
     for r in rows.collect():
         sizes.setdefault(r["split_id"], {})[r["part"]] = int(r["count"])
     return sizes
 
 
-def evaluate_run(spark: SparkSession, cfg: EvaluateConfig, lake: Lakehouse, eval_id: str,
-                 models: set[ModelKey] | None = None) -> tuple[EvaluationResults, pd.DataFrame]:
+def evaluate_run(
+    spark: SparkSession, cfg: EvaluateConfig, lake: Lakehouse, eval_id: str, models: set[ModelKey] | None = None
+) -> tuple[EvaluationResults, pd.DataFrame]:
     """Gather an evaluation's test predictions, compute every metric and test, write ``evaluation_metrics``.
 
     Args:
@@ -198,23 +249,34 @@ def evaluate_run(spark: SparkSession, cfg: EvaluateConfig, lake: Lakehouse, eval
     Returns:
         The results and the ``evaluation_runs`` rows (pandas).
     """
-    runs = read_table(spark, lake, tables.EVALUATION_RUNS).where(
-        (F.col("eval_id") == eval_id) & (F.col("trial") < cfg.trials) & (F.col("fold") < cfg.folds)).toPandas()
+    runs = (
+        read_table(spark, lake, tables.EVALUATION_RUNS)
+        .where((F.col("eval_id") == eval_id) & (F.col("trial") < cfg.trials) & (F.col("fold") < cfg.folds))
+        .toPandas()
+    )
     if models is not None:
         keep = [(b, t, a) in models for b, t, a in runs[["backbone", "task", "approach"]].itertuples(index=False)]
         runs = runs[pd.Series(keep, index=runs.index, dtype=bool)].reset_index(drop=True)
     if runs.empty:
         raise ConfigError(f"evaluation {eval_id} has no finished folds in {lake.path(tables.EVALUATION_RUNS)}")
     predictions, class_names = gather_predictions(spark, lake, runs)
-    results = evaluate_predictions(predictions, runs, class_names, compare_metrics=cfg.compare_metrics,
-                                   n_resamples=cfg.bootstrap_resamples, confidence=cfg.confidence, seed=cfg.seed,
-                                   test_train_ratio=cfg.test_train_ratio)
+    results = evaluate_predictions(
+        predictions,
+        runs,
+        class_names,
+        compare_metrics=cfg.compare_metrics,
+        n_resamples=cfg.bootstrap_resamples,
+        confidence=cfg.confidence,
+        seed=cfg.seed,
+        test_train_ratio=cfg.test_train_ratio,
+    )
     write_metrics(spark, lake, eval_id, results.metrics)
     return results, runs
 
 
-def gather_predictions(spark: SparkSession, lake: Lakehouse,
-                       runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple[str, ...]]]:
+def gather_predictions(
+    spark: SparkSession, lake: Lakehouse, runs: pd.DataFrame
+) -> tuple[pd.DataFrame, dict[str, tuple[str, ...]]]:
     """The test-part ``predictions`` of the runs' models, with their trial/fold/model keys, and the class names.
 
     Returns:
@@ -224,17 +286,25 @@ def gather_predictions(spark: SparkSession, lake: Lakehouse,
         RuntimeError: a model has no test predictions, or one task's models disagree on the classes.
     """
     ids = sorted(runs["model_id"].unique())
-    models = read_table(spark, lake, tables.MODELS).where(F.col("model_id").isin(ids)).select(
-        "model_id", "task", "class_names").collect()
+    models = (
+        read_table(spark, lake, tables.MODELS)
+        .where(F.col("model_id").isin(ids))
+        .select("model_id", "task", "class_names")
+        .collect()
+    )
     class_names: dict[str, tuple[str, ...]] = {}
     for m in models:
         names = tuple(m["class_names"])
         if class_names.setdefault(m["task"], names) != names:
-            raise RuntimeError(f"task {m['task']}: models disagree on the classes: {names} and "
-                               f"{class_names[m['task']]}")
-    cases = read_table(spark, lake, tables.PREDICTIONS).where(
-        F.col("model_id").isin(ids) & (F.col("part") == "test")).select(
-        "model_id", "content_sha256", "item_id", "label", "predicted", "scores").toPandas()
+            raise RuntimeError(
+                f"task {m['task']}: models disagree on the classes: {names} and {class_names[m['task']]}"
+            )
+    cases = (
+        read_table(spark, lake, tables.PREDICTIONS)
+        .where(F.col("model_id").isin(ids) & (F.col("part") == "test"))
+        .select("model_id", "content_sha256", "item_id", "label", "predicted", "scores")
+        .toPandas()
+    )
     missing = sorted(set(ids) - set(cases["model_id"]))
     if missing:
         raise RuntimeError(f"no test predictions for model(s) {', '.join(missing)} in {lake.path(tables.PREDICTIONS)}")
@@ -256,8 +326,9 @@ def write_metrics(spark: SparkSession, lake: Lakehouse, eval_id: str, metrics: p
     return merge_new_rows(spark, lake, tables.EVALUATION_METRICS, rows)
 
 
-def load_histories(lake: Lakehouse, runs: pd.DataFrame, train: TrainConfig, eval_id: str,
-                   n_trials: int) -> dict[str, dict[str, dict]]:
+def load_histories(
+    lake: Lakehouse, runs: pd.DataFrame, train: TrainConfig, eval_id: str, n_trials: int
+) -> dict[str, dict[str, dict]]:
     """Keras histories of the first ``n_trials`` trials, one figure per (trial, fold).
 
     Read from ``<lake.models>/_checkpoints/<run_id>/<stage_key>/history.json`` (the rank trainer
@@ -294,12 +365,18 @@ def _read_history(path: str) -> dict:
 def report_settings(eval_id: str, cfg: EvaluateConfig, train: TrainConfig) -> dict[str, object]:
     """The settings listed at the top of the report."""
     return {
-        "evaluation id": eval_id, "folds (k)": cfg.folds, "trials (R)": cfg.trials,
+        "evaluation id": eval_id,
+        "folds (k)": cfg.folds,
+        "trials (R)": cfg.trials,
         "seeds": f"trial t splits and augments with seed {cfg.seed} + t",
-        "backbones": ", ".join(train.backbones), "tasks": ", ".join(train.tasks),
-        "approaches": ", ".join(train.approaches), "input size": train.input_size,
+        "backbones": ", ".join(train.backbones),
+        "tasks": ", ".join(train.tasks),
+        "approaches": ", ".join(train.approaches),
+        "input size": train.input_size,
         "stage 2 / stage 3 epochs": f"{train.stage2.epochs} / {train.stage3.epochs}",
-        "validation fraction": train.split.val_fraction, "augmented copies per image": train.augment.copies_per_image,
-        "bootstrap resamples": cfg.bootstrap_resamples, "confidence": cfg.confidence,
+        "validation fraction": train.split.val_fraction,
+        "augmented copies per image": train.augment.copies_per_image,
+        "bootstrap resamples": cfg.bootstrap_resamples,
+        "confidence": cfg.confidence,
         "Nadeau-Bengio n_test/n_train": cfg.test_train_ratio if cfg.test_train_ratio else "from the fold sizes",
     }

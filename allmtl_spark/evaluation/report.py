@@ -157,8 +157,19 @@ def confusion_table(metrics: pd.DataFrame, task: str, class_names: Sequence[str]
 
 def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The evaluated folds: trial, fold, split sizes, models and training time."""
-    columns = ["trial", "fold", "task", "backbone", "approach", "n_train", "n_val", "n_test", "seconds", "model_id",
-               "split_id"]
+    columns = [
+        "trial",
+        "fold",
+        "task",
+        "backbone",
+        "approach",
+        "n_train",
+        "n_val",
+        "n_test",
+        "seconds",
+        "model_id",
+        "split_id",
+    ]
     return runs[columns].sort_values(["trial", "fold", "task", "backbone", "approach"]).reset_index(drop=True)
 
 
@@ -184,8 +195,10 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
         if sd is None:
             out[column] = [_format_cell(v) for v in frame[column]]
             continue
-        out[column] = [_format_cell(m) if not (isinstance(s, float) and math.isfinite(s)) else f"{m:.3f} ± {s:.3f}"
-                       for m, s in zip(frame[column], sd, strict=True)]
+        out[column] = [
+            _format_cell(m) if not (isinstance(s, float) and math.isfinite(s)) else f"{m:.3f} ± {s:.3f}"
+            for m, s in zip(frame[column], sd, strict=True)
+        ]
     return out
 
 
@@ -196,8 +209,9 @@ def table_html(frame: pd.DataFrame, caption: str) -> str:
     body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in shown.itertuples(index=False))
     if shown.empty:
         body = f'<tr><td colspan="{max(1, len(shown.columns))}">(no rows)</td></tr>'
-    return (f'<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table>")
+    return (
+        f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
 
 
 def png_data_uri(path: str) -> str:
@@ -209,8 +223,10 @@ def png_data_uri(path: str) -> str:
 def figure_html(path: str, caption: str) -> str:
     """A figure with the PNG inlined as a data URI (the page needs no other file)."""
     name = html.escape(os.path.basename(path))
-    return (f'<figure><img src="{png_data_uri(path)}" alt="{name}" data-file="{name}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img src="{png_data_uri(path)}" alt="{name}" data-file="{name}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 _CSS = """
@@ -235,8 +251,10 @@ def render_html(title: str, sections: Sequence[Section], subtitle: str = "") -> 
     Returns:
         The HTML document.
     """
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{subtitle}"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{subtitle}",
+    ]
     toc = "".join(f'<li><a href="#s{i}">{html.escape(s.title)}</a></li>' for i, s in enumerate(sections))
     parts.append(f"<nav><ol>{toc}</ol></nav>")
     for i, section in enumerate(sections):
@@ -309,8 +327,11 @@ def model_figures(results: EvaluationResults, folder: str) -> dict[str, list[tup
     groups = _order(predictions[["task", "backbone", "approach"]].drop_duplicates())
     n_trials = predictions["trial"].nunique()
     for task, backbone, approach in groups[["task", "backbone", "approach"]].itertuples(index=False):
-        cases = predictions[(predictions["task"] == task) & (predictions["backbone"] == backbone)
-                            & (predictions["approach"] == approach)]
+        cases = predictions[
+            (predictions["task"] == task)
+            & (predictions["backbone"] == backbone)
+            & (predictions["approach"] == approach)
+        ]
         report = case_report(cases, results.class_names[task])
         label, stem = f"{backbone} {approach} {task}", _slug(task, backbone, approach)
         where = f"test folds pooled over {n_trials} trial(s), {len(cases)} predictions"
@@ -325,8 +346,11 @@ def model_figures(results: EvaluationResults, folder: str) -> dict[str, list[tup
 def trial_figure(results: EvaluationResults, folder: str, metric: str = "accuracy") -> tuple[str, str] | None:
     """The per-trial comparison plot of classical and multistage TL, one panel per backbone/task."""
     scores = per_trial_scores(results.metrics, metric)
-    panels = {f"{backbone} / {task}": group for (backbone, task), group in scores.groupby(["backbone", "task"])
-              if group[[MTL, CLASSICAL]].notna().to_numpy().all()}
+    panels = {
+        f"{backbone} / {task}": group
+        for (backbone, task), group in scores.groupby(["backbone", "task"])
+        if group[[MTL, CLASSICAL]].notna().to_numpy().all()
+    }
     if not panels:
         return None
     path = plot_trial_comparison(panels, os.path.join(folder, f"trial_{metric}.png"), metric)
@@ -348,33 +372,51 @@ def curve_figures(histories: Mapping[str, Mapping[str, dict]], folder: str) -> l
     figures = []
     for label, panels in histories.items():
         if panels:
-            path = plot_training_curves(dict(panels), os.path.join(folder, f"training_curves_{_slug(label)}.png"),
-                                        f"{label}: training curves")
+            path = plot_training_curves(
+                dict(panels), os.path.join(folder, f"training_curves_{_slug(label)}.png"), f"{label}: training curves"
+            )
             figures.append((f"{label}: loss and accuracy per epoch (solid training, dashed validation)", path))
     return figures
 
 
 def build_tables(results: EvaluationResults) -> dict[str, tuple[str, pd.DataFrame]]:
     """Every table of the report: file stem -> (caption, frame)."""
-    tables = {"summary": ("Accuracy, macro F1 and macro AUC: mean ± SD over trials (each trial's folds pooled); "
-                          "fold_accuracy over every fold", accuracy_table(results.summary))}
+    tables = {
+        "summary": (
+            "Accuracy, macro F1 and macro AUC: mean ± SD over trials (each trial's folds pooled); "
+            "fold_accuracy over every fold",
+            accuracy_table(results.summary),
+        )
+    }
     if "binary" in results.class_names:
         positive = results.class_names["binary"][-1]
-        tables["detection_binary"] = (f"Detection metrics per backbone (positive class {positive}), mean ± SD over "
-                                      "trials", detection_table(results.summary, positive))
+        tables["detection_binary"] = (
+            f"Detection metrics per backbone (positive class {positive}), mean ± SD over trials",
+            detection_table(results.summary, positive),
+        )
     if "fab4" in results.class_names:
-        tables["metrics_fab4"] = ("4-class metrics per backbone and class, mean ± SD over trials",
-                                  multiclass_table(results.summary, results.class_names["fab4"]))
+        tables["metrics_fab4"] = (
+            "4-class metrics per backbone and class, mean ± SD over trials",
+            multiclass_table(results.summary, results.class_names["fab4"]),
+        )
     for task, names in results.class_names.items():
-        tables[f"confusion_{task}"] = (f"Confusion matrices, {task}: counts summed over trials, rows true class",
-                                       confusion_table(results.metrics, task, names))
-    tables["per_trial_accuracy"] = ("Accuracy per trial (folds pooled): classical vs multistage",
-                                    per_trial_scores(results.metrics, "accuracy"))
-    tables["tests_t"] = ("t-tests, multistage - classical (fold level: J = trials x folds pairs; trial level: one "
-                         "pair per trial)", results.comparisons)
+        tables[f"confusion_{task}"] = (
+            f"Confusion matrices, {task}: counts summed over trials, rows true class",
+            confusion_table(results.metrics, task, names),
+        )
+    tables["per_trial_accuracy"] = (
+        "Accuracy per trial (folds pooled): classical vs multistage",
+        per_trial_scores(results.metrics, "accuracy"),
+    )
+    tables["tests_t"] = (
+        "t-tests, multistage - classical (fold level: J = trials x folds pairs; trial level: one pair per trial)",
+        results.comparisons,
+    )
     tables["tests_mcnemar"] = ("McNemar's test per trial on the same test slides (folds pooled)", results.mcnemar)
-    tables["tests_auc"] = ("Macro AUC difference, multistage - classical: paired bootstrap per trial",
-                           results.auc_tests)
+    tables["tests_auc"] = (
+        "Macro AUC difference, multistage - classical: paired bootstrap per trial",
+        results.auc_tests,
+    )
     tables["bootstrap_ci"] = ("Bootstrap confidence intervals per model and trial (folds pooled)", results.bootstrap)
     tables["runs"] = ("Evaluated folds: split sizes (slides), training time, models", runs_table(results.runs))
     return tables
@@ -390,8 +432,9 @@ def write_tables(tables: Mapping[str, tuple[str, pd.DataFrame]], folder: str) ->
     return paths
 
 
-def _sections(results: EvaluationResults, t: Mapping[str, tuple[str, pd.DataFrame]], figures, trial_plot, curves,
-              header: str) -> list[Section]:
+def _sections(
+    results: EvaluationResults, t: Mapping[str, tuple[str, pd.DataFrame]], figures, trial_plot, curves, header: str
+) -> list[Section]:
     sections = [Section("Summary", header, [t["summary"]])]
     for task in results.class_names:
         section = Section(TASK_TITLES.get(task, task))
@@ -400,16 +443,24 @@ def _sections(results: EvaluationResults, t: Mapping[str, tuple[str, pd.DataFram
         section.figures = figures.get(task, [])
         sections.append(section)
     ratio = ", ".join(f"{task}: {value:.3f}" for task, value in results.test_train_ratio.items())
-    text = (f"<p>Differences are multistage minus classical. Nadeau-Bengio n_test/n_train per task: {ratio or '–'}. "
-            "For repeated cross-validation read the Nadeau-Bengio row; McNemar and the AUC test compare the two "
-            "models case by case within a trial.</p>")
+    text = (
+        f"<p>Differences are multistage minus classical. Nadeau-Bengio n_test/n_train per task: {ratio or '–'}. "
+        "For repeated cross-validation read the Nadeau-Bengio row; McNemar and the AUC test compare the two "
+        "models case by case within a trial.</p>"
+    )
     if results.predictions["trial"].nunique() < 2:
-        text += ('<p class="note">One trial only: the trial-level t-tests need at least two trials (set '
-                 "evaluate.trials); the fold-level tests use the folds.</p>")
-    sections.append(Section(
-        "Classical vs multistage transfer learning", text,
-        [t[s] for s in ("per_trial_accuracy", "tests_t", "tests_mcnemar", "tests_auc", "bootstrap_ci")],
-        [trial_plot] if trial_plot else []))
+        text += (
+            '<p class="note">One trial only: the trial-level t-tests need at least two trials (set '
+            "evaluate.trials); the fold-level tests use the folds.</p>"
+        )
+    sections.append(
+        Section(
+            "Classical vs multistage transfer learning",
+            text,
+            [t[s] for s in ("per_trial_accuracy", "tests_t", "tests_mcnemar", "tests_auc", "bootstrap_ci")],
+            [trial_plot] if trial_plot else [],
+        )
+    )
     sections.append(Section("About the statistics: which test when", STATISTICS_HTML))
     if curves:
         sections.append(Section("Training curves", "", [], curves))
@@ -417,8 +468,13 @@ def _sections(results: EvaluationResults, t: Mapping[str, tuple[str, pd.DataFram
     return sections
 
 
-def write_report(results: EvaluationResults, folder: str, title: str, settings: Mapping[str, object],
-                 histories: Mapping[str, Mapping[str, dict]] | None = None) -> str:
+def write_report(
+    results: EvaluationResults,
+    folder: str,
+    title: str,
+    settings: Mapping[str, object],
+    histories: Mapping[str, Mapping[str, dict]] | None = None,
+) -> str:
     """Write the tables (CSV), figures (PNG) and the self-contained ``index.html``.
 
     Args:

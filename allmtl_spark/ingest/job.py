@@ -96,9 +96,11 @@ def run_ingest(
 def _validate(spark: SparkSession, items: list[Item], cfg: IngestConfig) -> DataFrame:
     """Items joined with their bytes and companions, plus one ``v`` validation struct per item."""
     frame = items_frame(items)
-    schema = "item_path string, table string, source_kind string, site string, item_id string, length long, " \
-             "label_binary int, label_fab string, patient_hash string, xyc_path string, mask_path string, " \
-             "pre_reason string, pre_detail string"
+    schema = (
+        "item_path string, table string, source_kind string, site string, item_id string, length long, "
+        "label_binary int, label_fab string, patient_hash string, xyc_path string, mask_path string, "
+        "pre_reason string, pre_detail string"
+    )
     items_df = spark.createDataFrame(frame.astype(object).where(frame.notna(), None), schema)
     limits = ImageLimits(cfg.max_file_bytes, cfg.max_pixels, cfg.min_side_px)
     readable = [i for i in items if i.pre_reason is None and i.length <= cfg.max_file_bytes]
@@ -111,18 +113,24 @@ def _validate(spark: SparkSession, items: list[Item], cfg: IngestConfig) -> Data
     )
     # File scans skip zero-length files, so a listed file without bytes is an empty file.
     empty = F.lit(bytearray())
-    joined = (joined.withColumn("content", F.coalesce("content", F.when(F.col("length") == 0, empty)))
-              .withColumn("xyc", F.coalesce("xyc", F.when(F.col("xyc_path").isNotNull(), empty)))
-              .withColumn("mask", F.coalesce("mask", F.when(F.col("mask_path").isNotNull(), empty))))
+    joined = (
+        joined.withColumn("content", F.coalesce("content", F.when(F.col("length") == 0, empty)))
+        .withColumn("xyc", F.coalesce("xyc", F.when(F.col("xyc_path").isNotNull(), empty)))
+        .withColumn("mask", F.coalesce("mask", F.when(F.col("mask_path").isNotNull(), empty)))
+    )
     too_big = F.col("length") > cfg.max_file_bytes
     validate = make_validate_udf(limits)
     validated = joined.withColumn("v", validate("content", "xyc", "mask"))
-    reason = (F.when(F.col("pre_reason").isNotNull(), F.col("pre_reason"))
-              .when(too_big, F.lit("too_large_file")).otherwise(F.col("v.reason")))
-    detail = (F.when(F.col("pre_reason").isNotNull(), F.col("pre_detail"))
-              .when(too_big, F.format_string(f"%d bytes exceeds ingest.max_file_bytes={cfg.max_file_bytes}",
-                                             F.col("length")))
-              .otherwise(F.col("v.detail")))
+    reason = (
+        F.when(F.col("pre_reason").isNotNull(), F.col("pre_reason"))
+        .when(too_big, F.lit("too_large_file"))
+        .otherwise(F.col("v.reason"))
+    )
+    detail = (
+        F.when(F.col("pre_reason").isNotNull(), F.col("pre_detail"))
+        .when(too_big, F.format_string(f"%d bytes exceeds ingest.max_file_bytes={cfg.max_file_bytes}", F.col("length")))
+        .otherwise(F.col("v.detail"))
+    )
     return validated.withColumn("reason", reason).withColumn("detail", detail)
 
 
@@ -144,9 +152,11 @@ def _write(spark: SparkSession, lake: Lakehouse, checked: DataFrame, run_id: str
     good = checked.where(F.col("reason").isNull())
     conflicts = _conflicting(spark, lake, good)
     accepted = good.join(conflicts.select("item_path", "table"), ["item_path", "table"], "left_anti")
-    rejected = checked.where(F.col("reason").isNotNull()).select(
-        "item_path", F.col("v.sha256").alias("sha256"), "reason", "detail"
-    ).unionByName(conflicts.select("item_path", "sha256", "reason", "detail"))
+    rejected = (
+        checked.where(F.col("reason").isNotNull())
+        .select("item_path", F.col("v.sha256").alias("sha256"), "reason", "detail")
+        .unionByName(conflicts.select("item_path", "sha256", "reason", "detail"))
+    )
     summary = IngestSummary(run_id=run_id, lakehouse=lake.root, files_seen=0)
     for name, table in IMAGE_TABLES.items():
         rows = _table_rows(accepted.where(F.col("table") == name), name, run_id, now)
@@ -161,26 +171,51 @@ def _write(spark: SparkSession, lake: Lakehouse, checked: DataFrame, run_id: str
 
 def _conflicting(spark: SparkSession, lake: Lakehouse, good: DataFrame) -> DataFrame:
     """Valid files whose bytes appear with different labels, in this batch or already in the table."""
-    label = F.concat_ws("/", F.coalesce(F.col("label_binary").cast("string"), F.lit("?")),
-                        F.coalesce(F.col("label_fab"), F.lit("?")))
+    label = F.concat_ws(
+        "/", F.coalesce(F.col("label_binary").cast("string"), F.lit("?")), F.coalesce(F.col("label_fab"), F.lit("?"))
+    )
     batch = good.select("item_path", "table", F.col("v.sha256").alias("sha256"), label.alias("labels"))
     existing = None
     for name, table in IMAGE_TABLES.items():
         rows = read_table(spark, lake, table).select(
-            F.lit(name).alias("table"), F.col("content_sha256").alias("sha256"),
-            F.concat_ws("/", F.coalesce(F.col("label_binary").cast("string"), F.lit("?")),
-                        F.coalesce(F.col("label_fab"), F.lit("?"))).alias("stored_labels"))
+            F.lit(name).alias("table"),
+            F.col("content_sha256").alias("sha256"),
+            F.concat_ws(
+                "/",
+                F.coalesce(F.col("label_binary").cast("string"), F.lit("?")),
+                F.coalesce(F.col("label_fab"), F.lit("?")),
+            ).alias("stored_labels"),
+        )
         existing = rows if existing is None else existing.unionByName(rows)
     per_hash = Window.partitionBy("table", "sha256")
-    in_batch = (batch.withColumn("n_labels", F.size(F.collect_set("labels").over(per_hash)))
-                .where(F.col("n_labels") > 1)
-                .select("item_path", "table", "sha256", F.lit("conflicting_labels").alias("reason"),
-                        F.format_string("the same bytes arrive with different labels in this batch (%s here)",
-                                        F.col("labels")).alias("detail")))
-    with_stored = (batch.join(existing, ["table", "sha256"]).where(F.col("labels") != F.col("stored_labels"))
-                   .select("item_path", "table", "sha256", F.lit("conflicting_labels").alias("reason"),
-                           F.format_string("the same bytes are already stored with labels %s; this file says %s",
-                                           F.col("stored_labels"), F.col("labels")).alias("detail")))
+    in_batch = (
+        batch.withColumn("n_labels", F.size(F.collect_set("labels").over(per_hash)))
+        .where(F.col("n_labels") > 1)
+        .select(
+            "item_path",
+            "table",
+            "sha256",
+            F.lit("conflicting_labels").alias("reason"),
+            F.format_string(
+                "the same bytes arrive with different labels in this batch (%s here)", F.col("labels")
+            ).alias("detail"),
+        )
+    )
+    with_stored = (
+        batch.join(existing, ["table", "sha256"])
+        .where(F.col("labels") != F.col("stored_labels"))
+        .select(
+            "item_path",
+            "table",
+            "sha256",
+            F.lit("conflicting_labels").alias("reason"),
+            F.format_string(
+                "the same bytes are already stored with labels %s; this file says %s",
+                F.col("stored_labels"),
+                F.col("labels"),
+            ).alias("detail"),
+        )
+    )
     return in_batch.unionByName(with_stored).dropDuplicates(["item_path", "table"])
 
 
@@ -191,26 +226,44 @@ def _table_rows(accepted: DataFrame, name: str, run_id: str, now) -> DataFrame:
         paths.alias("paths"),
         F.first("v").alias("v"),
         F.min("item_id").alias("item_id"),
-        *[F.first(c, ignorenulls=True).alias(c) for c in (
-            "source_kind", "site", "label_binary", "label_fab", "patient_hash", "content", "mask", "xyc")],
+        *[
+            F.first(c, ignorenulls=True).alias(c)
+            for c in ("source_kind", "site", "label_binary", "label_fab", "patient_hash", "content", "mask", "xyc")
+        ],
     )
     columns = [
         F.col("item_id").alias(_ID_COLUMN[name]),
         "content_sha256",
         F.col("paths")[0].alias("source_path"),
         F.slice("paths", 2, 1 << 20).alias("duplicate_paths"),
-        "source_kind", "site",
-        F.col("v.format").alias("format"), F.col("v.width").alias("width"), F.col("v.height").alias("height"),
-        F.col("v.channels").alias("channels"), F.col("v.bit_depth").alias("bit_depth"),
-        "content", "label_binary", "label_fab", F.col("mask").alias("truth_mask"), "patient_hash",
-        F.lit(run_id).alias("ingest_run_id"), now.alias("ingested_at"),
+        "source_kind",
+        "site",
+        F.col("v.format").alias("format"),
+        F.col("v.width").alias("width"),
+        F.col("v.height").alias("height"),
+        F.col("v.channels").alias("channels"),
+        F.col("v.bit_depth").alias("bit_depth"),
+        "content",
+        "label_binary",
+        "label_fab",
+        F.col("mask").alias("truth_mask"),
+        "patient_hash",
+        F.lit(run_id).alias("ingest_run_id"),
+        now.alias("ingested_at"),
     ]
     if name == "slides":
         flat = F.col("v.centroids_flat")
-        points = F.expr("transform(sequence(0, size(v.centroids_flat) div 2 - 1), "
-                        "i -> named_struct('x', v.centroids_flat[2 * i], 'y', v.centroids_flat[2 * i + 1]))")
-        columns += [F.when(flat.isNull(), F.lit(None)).when(F.size(flat) == 0, F.array()).otherwise(points)
-                    .alias("blast_centroids"), F.col("xyc").isNotNull().alias("has_xyc")]
+        points = F.expr(
+            "transform(sequence(0, size(v.centroids_flat) div 2 - 1), "
+            "i -> named_struct('x', v.centroids_flat[2 * i], 'y', v.centroids_flat[2 * i + 1]))"
+        )
+        columns += [
+            F.when(flat.isNull(), F.lit(None))
+            .when(F.size(flat) == 0, F.array())
+            .otherwise(points)
+            .alias("blast_centroids"),
+            F.col("xyc").isNotNull().alias("has_xyc"),
+        ]
     return grouped.select(*columns)
 
 
@@ -219,6 +272,8 @@ def _duplicate_path_update() -> tuple[str, dict[str, str]]:
     all_source = "array_union(s.duplicate_paths, array(s.source_path))"
     all_target = "array_union(t.duplicate_paths, array(t.source_path))"
     condition = f"size(array_except({all_source}, {all_target})) > 0"
-    new_set = {"duplicate_paths": f"array_sort(array_except(array_union(t.duplicate_paths, {all_source}), "
-                                  "array(t.source_path)))"}
+    new_set = {
+        "duplicate_paths": f"array_sort(array_except(array_union(t.duplicate_paths, {all_source}), "
+        "array(t.source_path)))"
+    }
     return condition, new_set

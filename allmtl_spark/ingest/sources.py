@@ -98,8 +98,10 @@ def _folder_items(spark: SparkSession, source: SourceConfig) -> list[Item]:
     root, exists = qualify(spark, source.path)
     images_root = f"{root.rstrip('/')}/{image_dir}"
     if not exists or not qualify(spark, images_root)[1]:
-        raise SourceError(f"{source.kind} source {source.path}: folder {images_root} not found "
-                          f"(expected the ALL-IDB layout <root>/{image_dir}/ImNNN_L.ext)")
+        raise SourceError(
+            f"{source.kind} source {source.path}: folder {images_root} not found "
+            f"(expected the ALL-IDB layout <root>/{image_dir}/ImNNN_L.ext)"
+        )
     files = list_files(spark, root)
     companions = {(posixpath.basename(posixpath.dirname(p)), stem_of(posixpath.basename(p))): p for p in files}
     items = []
@@ -142,8 +144,10 @@ def _read_manifest(spark: SparkSession, manifest_uri: str) -> pd.DataFrame:
         raise SourceError(f"manifest {manifest_uri} is not a readable CSV: {err}") from None
     missing = [c for c in MANIFEST_REQUIRED if c not in frame.columns]
     if missing:
-        raise SourceError(f"manifest {manifest_uri} lacks column(s) {', '.join(missing)}; "
-                          f"required: {', '.join(MANIFEST_REQUIRED)}; optional: {', '.join(MANIFEST_OPTIONAL)}")
+        raise SourceError(
+            f"manifest {manifest_uri} lacks column(s) {', '.join(missing)}; "
+            f"required: {', '.join(MANIFEST_REQUIRED)}; optional: {', '.join(MANIFEST_OPTIONAL)}"
+        )
     for column in MANIFEST_OPTIONAL:
         if column not in frame.columns:
             frame[column] = ""
@@ -154,8 +158,14 @@ def _manifest_item(row: dict, root: str, files: dict[str, int], source: SourceCo
     kind = (row["kind"] or "slide").strip().lower()
     table = {"slide": "slides", "cell": "cells"}.get(kind, "slides")
     path, outside = resolve_under(root, row["path"])
-    item = Item(path, table, "manifest", row["site"] or source.site, row["slide_id"].strip() or stem_of(
-        posixpath.basename(path)), files.get(path, 0))
+    item = Item(
+        path,
+        table,
+        "manifest",
+        row["site"] or source.site,
+        row["slide_id"].strip() or stem_of(posixpath.basename(path)),
+        files.get(path, 0),
+    )
     item.patient_hash = hash_patient_id(row["patient_id"], key)
     item.xyc_path = _companion(root, row["xyc_path"], files)
     item.mask_path = _companion(root, row["mask_path"], files)

@@ -30,9 +30,19 @@ VALIDATION = StructType(
 def validate_item(content: bytes | None, xyc: bytes | None, mask: bytes | None, limits: ImageLimits) -> dict:
     """Validate one image with its optional .xyc and mask companions; returns a VALIDATION row."""
     check = inspect_image(content, limits)
-    row = {name: getattr(check, attr) for name, attr in
-           (("sha256", "sha256"), ("format", "format"), ("width", "width"), ("height", "height"),
-            ("channels", "channels"), ("bit_depth", "bit_depth"), ("reason", "reason"), ("detail", "detail"))}
+    row = {
+        name: getattr(check, attr)
+        for name, attr in (
+            ("sha256", "sha256"),
+            ("format", "format"),
+            ("width", "width"),
+            ("height", "height"),
+            ("channels", "channels"),
+            ("bit_depth", "bit_depth"),
+            ("reason", "reason"),
+            ("detail", "detail"),
+        )
+    }
     row["centroids_flat"] = None
     if not check.ok:
         return row
@@ -66,8 +76,9 @@ def make_validate_udf(limits: ImageLimits):
 
     @pandas_udf(VALIDATION)
     def validate_udf(content: pd.Series, xyc: pd.Series, mask: pd.Series) -> pd.DataFrame:
-        rows = [validate_item(_bytes(c), _bytes(x), _bytes(m), limits)
-                for c, x, m in zip(content, xyc, mask, strict=True)]
+        rows = [
+            validate_item(_bytes(c), _bytes(x), _bytes(m), limits) for c, x, m in zip(content, xyc, mask, strict=True)
+        ]
         return pd.DataFrame(rows, columns=VALIDATION.fieldNames())
 
     return validate_udf

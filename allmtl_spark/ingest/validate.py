@@ -16,8 +16,19 @@ from PIL import Image, UnidentifiedImageError
 ACCEPTED_FORMATS = ("JPEG", "TIFF", "PNG", "BMP")
 # Pillow mode -> (channels, bits per channel). Everything else is refused with the mode named.
 _ACCEPTED_MODES = {"RGB": (3, 8), "RGBA": (4, 8)}
-_MODE_SHAPES = {"1": (1, 1), "L": (1, 8), "P": (1, 8), "LA": (2, 8), "CMYK": (4, 8), "YCbCr": (3, 8),
-                "I;16": (1, 16), "I;16B": (1, 16), "I": (1, 32), "F": (1, 32), "RGB;16": (3, 16)}
+_MODE_SHAPES = {
+    "1": (1, 1),
+    "L": (1, 8),
+    "P": (1, 8),
+    "LA": (2, 8),
+    "CMYK": (4, 8),
+    "YCbCr": (3, 8),
+    "I;16": (1, 16),
+    "I;16B": (1, 16),
+    "I": (1, 32),
+    "F": (1, 32),
+    "RGB;16": (3, 16),
+}
 
 
 @dataclass(frozen=True)
@@ -67,8 +78,11 @@ def inspect_image(data: bytes | None, limits: ImageLimits) -> ImageCheck:
         return ImageCheck(None, reason="unreadable", detail="the file could not be read")
     digest = sha256_hex(data)
     if len(data) > limits.max_file_bytes:
-        return ImageCheck(digest, reason="too_large_file",
-                          detail=f"{len(data)} bytes exceeds ingest.max_file_bytes={limits.max_file_bytes}")
+        return ImageCheck(
+            digest,
+            reason="too_large_file",
+            detail=f"{len(data)} bytes exceeds ingest.max_file_bytes={limits.max_file_bytes}",
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -99,8 +113,10 @@ def _header_problem(fmt, width, height, mode, channels, bits, limits) -> tuple[s
     if fmt not in ACCEPTED_FORMATS:
         return "unsupported_format", f"format {fmt} is not one of {', '.join(ACCEPTED_FORMATS)}"
     if width * height > limits.max_pixels:
-        return "too_many_pixels", (f"{width}x{height} = {width * height} pixels exceeds "
-                                   f"ingest.max_pixels={limits.max_pixels} (checked before decoding)")
+        return "too_many_pixels", (
+            f"{width}x{height} = {width * height} pixels exceeds "
+            f"ingest.max_pixels={limits.max_pixels} (checked before decoding)"
+        )
     if min(width, height) < limits.min_side_px:
         return "too_small", f"{width}x{height} has a side below ingest.min_side_px={limits.min_side_px}"
     if mode not in _ACCEPTED_MODES and bits not in (0, 8):

@@ -36,7 +36,12 @@ def _upsample(x: tf.Tensor, filters: int, mode: str, name: str) -> tf.Tensor:
 
 
 def _validate(
-    input_size: int | None, channels: int, depth: int, base_filters: int, dropout: float, upsampling: str,
+    input_size: int | None,
+    channels: int,
+    depth: int,
+    base_filters: int,
+    dropout: float,
+    upsampling: str,
     momentum: float,
 ) -> None:
     if depth < 1:

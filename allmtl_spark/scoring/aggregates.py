@@ -22,16 +22,26 @@ COLUMNS = ["scope", "scope_value", "metric", "class_name", "value", "ci_low", "c
 
 def _row(scope, scope_value, metric, class_name="", value=None, ci=(None, None), n=None) -> dict:
     clean = None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-    return {"scope": scope, "scope_value": str(scope_value), "metric": metric, "class_name": class_name,
-            "value": clean, "ci_low": ci[0], "ci_high": ci[1], "n": None if n is None else int(n)}
+    return {
+        "scope": scope,
+        "scope_value": str(scope_value),
+        "metric": metric,
+        "class_name": class_name,
+        "value": clean,
+        "ci_low": ci[0],
+        "ci_high": ci[1],
+        "n": None if n is None else int(n),
+    }
 
 
 def count_rows(frame: pd.DataFrame, run_id: str, class_names: list[str]) -> list[dict]:
     """Slides per predicted stage for this run, per scoring day and per site (all runs of the model)."""
     rows = []
-    scopes = (("run", frame[frame["scoring_run_id"] == run_id].assign(key=run_id)),
-              ("day", frame.assign(key=pd.to_datetime(frame["scored_at"]).dt.date.astype(str))),
-              ("site", frame.assign(key=frame["site"].fillna("unknown"))))
+    scopes = (
+        ("run", frame[frame["scoring_run_id"] == run_id].assign(key=run_id)),
+        ("day", frame.assign(key=pd.to_datetime(frame["scored_at"]).dt.date.astype(str))),
+        ("site", frame.assign(key=frame["site"].fillna("unknown"))),
+    )
     for scope, scoped in scopes:
         for key, group in scoped.groupby("key"):
             counts = group["predicted_class"].value_counts()
@@ -49,22 +59,39 @@ def labelled_rows(frame: pd.DataFrame, class_names: list[str], cfg: ScoreConfig)
     y_true = truth[known.index].map({c: i for i, c in enumerate(class_names)}).to_numpy(int)
     scores = np.stack(known["probabilities"].to_numpy())
     report = compute_classification_metrics(y_true, scores, class_names)
-    cis = compute_bootstrap_ci(y_true, scores, class_names=class_names, n_resamples=cfg.bootstrap_resamples,
-                               confidence=cfg.confidence, seed=cfg.seed) if cfg.bootstrap_resamples else {}
+    cis = (
+        compute_bootstrap_ci(
+            y_true,
+            scores,
+            class_names=class_names,
+            n_resamples=cfg.bootstrap_resamples,
+            confidence=cfg.confidence,
+            seed=cfg.seed,
+        )
+        if cfg.bootstrap_resamples
+        else {}
+    )
     n = len(known)
 
     def ci(name):
         return (cis[name].ci_low, cis[name].ci_high) if name in cis else (None, None)
 
-    rows = [_row("labelled", "all", "accuracy", "", report.accuracy, ci("accuracy"), n),
-            _row("labelled", "all", "macro_f1", "", report.macro.f1, ci("macro_f1"), n),
-            _row("labelled", "all", "macro_auc", "", report.roc.macro.auc if report.roc else None, ci("auc"), n)]
+    rows = [
+        _row("labelled", "all", "accuracy", "", report.accuracy, ci("accuracy"), n),
+        _row("labelled", "all", "macro_f1", "", report.macro.f1, ci("macro_f1"), n),
+        _row("labelled", "all", "macro_auc", "", report.roc.macro.auc if report.roc else None, ci("auc"), n),
+    ]
     for name, values in report.per_class().items():
-        rows += [_row("labelled", "all", metric, name, values[metric], n=values["support"])
-                 for metric in ("precision", "recall", "specificity", "f1", "auc")]
+        rows += [
+            _row("labelled", "all", metric, name, values[metric], n=values["support"])
+            for metric in ("precision", "recall", "specificity", "f1", "auc")
+        ]
     counts = report.confusion.counts
-    rows += [_row("labelled", "all", "confusion", f"{t}/{p}", counts[i, j], n=n)
-             for i, t in enumerate(class_names) for j, p in enumerate(class_names)]
+    rows += [
+        _row("labelled", "all", "confusion", f"{t}/{p}", counts[i, j], n=n)
+        for i, t in enumerate(class_names)
+        for j, p in enumerate(class_names)
+    ]
     rows += _binary_rows(known, cfg)
     return rows
 
@@ -77,32 +104,63 @@ def _binary_rows(known: pd.DataFrame, cfg: ScoreConfig) -> list[dict]:
     y = labelled["label_binary"].to_numpy(int)
     p = labelled["p_leukemia"].to_numpy(float)
     report = compute_classification_metrics(y, p, ["normal", "leukemia"])
-    cis = compute_bootstrap_ci(y, p, class_names=["normal", "leukemia"], n_resamples=cfg.bootstrap_resamples,
-                               confidence=cfg.confidence, seed=cfg.seed) if cfg.bootstrap_resamples else {}
+    cis = (
+        compute_bootstrap_ci(
+            y,
+            p,
+            class_names=["normal", "leukemia"],
+            n_resamples=cfg.bootstrap_resamples,
+            confidence=cfg.confidence,
+            seed=cfg.seed,
+        )
+        if cfg.bootstrap_resamples
+        else {}
+    )
     n = len(labelled)
     return [
-        _row("labelled", "all", "binary_accuracy", "", report.accuracy,
-             (cis["accuracy"].ci_low, cis["accuracy"].ci_high) if "accuracy" in cis else (None, None), n),
-        _row("labelled", "all", "binary_auc", "", report.roc.per_class[1].auc,
-             (cis["auc"].ci_low, cis["auc"].ci_high) if "auc" in cis else (None, None), n),
+        _row(
+            "labelled",
+            "all",
+            "binary_accuracy",
+            "",
+            report.accuracy,
+            (cis["accuracy"].ci_low, cis["accuracy"].ci_high) if "accuracy" in cis else (None, None),
+            n,
+        ),
+        _row(
+            "labelled",
+            "all",
+            "binary_auc",
+            "",
+            report.roc.per_class[1].auc,
+            (cis["auc"].ci_low, cis["auc"].ci_high) if "auc" in cis else (None, None),
+            n,
+        ),
         _row("labelled", "all", "sensitivity", "leukemia", report.recall[1], n=int(report.support[1])),
         _row("labelled", "all", "specificity", "leukemia", report.specificity[1], n=int(report.support[0])),
     ]
 
 
-def comparison_rows(current: pd.DataFrame, previous: pd.DataFrame, previous_version: str,
-                    cfg: ScoreConfig) -> list[dict]:
+def comparison_rows(
+    current: pd.DataFrame, previous: pd.DataFrame, previous_version: str, cfg: ScoreConfig
+) -> list[dict]:
     """McNemar on per-slide correctness and a paired bootstrap test of the AUC difference (normal vs leukemia)."""
     both = current.merge(previous, on="content_sha256", suffixes=("", "_prev"))
     both = both[both["label_binary"].isin([0, 1])]
     if len(both) < 2 or both["label_binary"].nunique() < 2:
         return []
     y = both["label_binary"].to_numpy(int)
-    mcnemar = compute_mcnemar(y, both["predicted_leukemia"].to_numpy(int),
-                              both["predicted_leukemia_prev"].to_numpy(int))
-    auc = compute_auc_difference_test(y, both["p_leukemia"].to_numpy(float), both["p_leukemia_prev"].to_numpy(float),
-                                      n_resamples=max(cfg.bootstrap_resamples, 200), confidence=cfg.confidence,
-                                      seed=cfg.seed)
+    mcnemar = compute_mcnemar(
+        y, both["predicted_leukemia"].to_numpy(int), both["predicted_leukemia_prev"].to_numpy(int)
+    )
+    auc = compute_auc_difference_test(
+        y,
+        both["p_leukemia"].to_numpy(float),
+        both["p_leukemia_prev"].to_numpy(float),
+        n_resamples=max(cfg.bootstrap_resamples, 200),
+        confidence=cfg.confidence,
+        seed=cfg.seed,
+    )
     n = len(both)
     return [
         _row("comparison", previous_version, "mcnemar_statistic", "", mcnemar.statistic, n=n),
@@ -138,22 +196,30 @@ def write_aggregates(spark, lake, cfg: ScoreConfig, classifier, run_id: str) -> 
     if previous:
         rows += comparison_rows(frame, everything[everything["model_version"] == previous], previous, cfg)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    table = pd.DataFrame(rows, columns=COLUMNS).assign(scoring_run_id=run_id, model_version=classifier.model_id,
-                                                         computed_at=now)
+    table = pd.DataFrame(rows, columns=COLUMNS).assign(
+        scoring_run_id=run_id, model_version=classifier.model_id, computed_at=now
+    )
     table = table[[f.name for f in tables.SCORE_AGGREGATES.schema.fields]]
-    merge_new_rows(spark, lake, tables.SCORE_AGGREGATES,
-                   spark.createDataFrame(table.astype(object).where(table.notna(), None),
-                                         tables.SCORE_AGGREGATES.schema))
+    merge_new_rows(
+        spark,
+        lake,
+        tables.SCORE_AGGREGATES,
+        spark.createDataFrame(table.astype(object).where(table.notna(), None), tables.SCORE_AGGREGATES.schema),
+    )
     return summary_lines(table)
 
 
 def summary_lines(table: pd.DataFrame) -> list[str]:
     """Printable lines for the headline aggregates."""
     lines = []
-    wanted = [("accuracy", "4-class accuracy"), ("macro_auc", "macro AUC"), ("binary_accuracy",
-                                                                           "normal vs leukemia accuracy"),
-              ("binary_auc", "normal vs leukemia AUC"), ("mcnemar_p", "McNemar p vs previous version"),
-              ("auc_difference", "AUC difference vs previous version")]
+    wanted = [
+        ("accuracy", "4-class accuracy"),
+        ("macro_auc", "macro AUC"),
+        ("binary_accuracy", "normal vs leukemia accuracy"),
+        ("binary_auc", "normal vs leukemia AUC"),
+        ("mcnemar_p", "McNemar p vs previous version"),
+        ("auc_difference", "AUC difference vs previous version"),
+    ]
     for metric, label in wanted:
         hit = table[(table["metric"] == metric) & (table["class_name"] == "")]
         if hit.empty or hit.iloc[0]["value"] is None or pd.isna(hit.iloc[0]["value"]):

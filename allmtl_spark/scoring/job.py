@@ -50,17 +50,32 @@ from allmtl_spark.training.examples import ViewSpec
 log = logging.getLogger(__name__)
 STAGE = "score"
 
-SCORE_ROWS = StructType([StructField(name, dtype) for name, dtype in (
-    ("row_kind", StringType()),  # score | reject | stats
-    ("content_sha256", StringType()), ("slide_id", StringType()), ("site", StringType()),
-    ("source_path", StringType()),
-    ("probabilities", ArrayType(DoubleType())), ("predicted_class", StringType()), ("p_leukemia", DoubleType()),
-    ("predicted_leukemia", BooleanType()), ("white_cell_count", IntegerType()), ("blast_cell_count", IntegerType()),
-    ("blast_cell_pct", DoubleType()),
-    ("reason", StringType()), ("detail", StringType()),
-    ("pid", LongType()), ("model_loads", IntegerType()), ("max_rss_bytes", LongType()),
-    ("slides_done", IntegerType()), ("seconds", DoubleType()),
-)])
+SCORE_ROWS = StructType(
+    [
+        StructField(name, dtype)
+        for name, dtype in (
+            ("row_kind", StringType()),  # score | reject | stats
+            ("content_sha256", StringType()),
+            ("slide_id", StringType()),
+            ("site", StringType()),
+            ("source_path", StringType()),
+            ("probabilities", ArrayType(DoubleType())),
+            ("predicted_class", StringType()),
+            ("p_leukemia", DoubleType()),
+            ("predicted_leukemia", BooleanType()),
+            ("white_cell_count", IntegerType()),
+            ("blast_cell_count", IntegerType()),
+            ("blast_cell_pct", DoubleType()),
+            ("reason", StringType()),
+            ("detail", StringType()),
+            ("pid", LongType()),
+            ("model_loads", IntegerType()),
+            ("max_rss_bytes", LongType()),
+            ("slides_done", IntegerType()),
+            ("seconds", DoubleType()),
+        )
+    ]
+)
 _COLUMNS = SCORE_ROWS.fieldNames()
 
 
@@ -93,8 +108,9 @@ class ScorePlan:
     @property
     def model_hashes(self) -> list[str]:
         """SHA-256 of every model this plan loads (slide classifier, cell classifier, U-Net)."""
-        return [h for h in (self.classifier.sha256, self.cell_model and self.cell_model.sha256,
-                            self.segmenter_sha256) if h]
+        return [
+            h for h in (self.classifier.sha256, self.cell_model and self.cell_model.sha256, self.segmenter_sha256) if h
+        ]
 
 
 @dataclass
@@ -116,11 +132,15 @@ class ScoreSummary:
     def format(self) -> str:
         lines = [self.ingest] if self.ingest else []
         if self.pending == 0:
-            lines.append(f"scoring run {self.run_id}: nothing new to score for model {self.model_version} "
-                         f"({self.seconds:.0f}s); nothing written")
+            lines.append(
+                f"scoring run {self.run_id}: nothing new to score for model {self.model_version} "
+                f"({self.seconds:.0f}s); nothing written"
+            )
             return "\n".join(lines)
-        lines.append(f"scoring run {self.run_id} with model {self.model_version}: {self.scored} slide(s) scored, "
-                     f"{sum(self.rejects.values())} rejected ({self.seconds:.0f}s)")
+        lines.append(
+            f"scoring run {self.run_id} with model {self.model_version}: {self.scored} slide(s) scored, "
+            f"{sum(self.rejects.values())} rejected ({self.seconds:.0f}s)"
+        )
         for reason, n in sorted(self.rejects.items()):
             lines.append(f"  rejected: {reason:<20} {n}")
         if self.counts:
@@ -128,8 +148,9 @@ class ScoreSummary:
         lines += [f"  {m}" for m in self.metrics]
         if self.loads_per_worker:
             loads = ", ".join(f"pid {pid}: {n}" for pid, n in sorted(self.loads_per_worker.items()))
-            lines.append(f"  models loaded per Python worker: {loads}; peak worker RSS "
-                         f"{self.peak_rss_bytes / 2**30:.2f} GiB")
+            lines.append(
+                f"  models loaded per Python worker: {loads}; peak worker RSS {self.peak_rss_bytes / 2**30:.2f} GiB"
+            )
         if self.report_path:
             lines.append(f"  report: {self.report_path}")
         return "\n".join(lines)
@@ -150,31 +171,60 @@ def score_one(slide, plan: ScorePlan, models: Callable[[], tuple]) -> dict:
     from allmtl_spark.scoring.pipeline import score_slide
     from allmtl_spark.segmentation.pipeline import decode_rgb
 
-    base = {"content_sha256": slide.content_sha256, "slide_id": slide.slide_id, "site": slide.site,
-            "source_path": slide.source_path}
+    base = {
+        "content_sha256": slide.content_sha256,
+        "slide_id": slide.slide_id,
+        "site": slide.site,
+        "source_path": slide.source_path,
+    }
     pixels = int(slide.width) * int(slide.height)
     if pixels > plan.segment.max_decoded_pixels:
-        return _row("reject", **base, reason="too_large_for_worker",
-                    detail=f"{slide.width}x{slide.height} exceeds segment.max_decoded_pixels="
-                           f"{plan.segment.max_decoded_pixels}; not decoded")
+        return _row(
+            "reject",
+            **base,
+            reason="too_large_for_worker",
+            detail=f"{slide.width}x{slide.height} exceeds segment.max_decoded_pixels="
+            f"{plan.segment.max_decoded_pixels}; not decoded",
+        )
     try:
         image = decode_rgb(slide.content)
     except (ValueError, TypeError) as err:
         return _row("reject", **base, reason="decode_error", detail=f"the slide cannot be decoded: {err}")
     unet, classify, classify_cells = models()  # outside the per-slide guard: a bad model fails the job
     try:
-        result = score_slide(image, unet, classify, classify_cells, plan.classifier.class_names,
-                             plan.classifier.view, plan.cell_model.view if plan.cell_model else None, plan.roi,
-                             plan.segment, plan.scale, plan.blast_threshold)
+        result = score_slide(
+            image,
+            unet,
+            classify,
+            classify_cells,
+            plan.classifier.class_names,
+            plan.classifier.view,
+            plan.cell_model.view if plan.cell_model else None,
+            plan.roi,
+            plan.segment,
+            plan.scale,
+            plan.blast_threshold,
+        )
     except MemoryError:
-        return _row("reject", **base, reason="out_of_memory", detail=f"ran out of memory on a {slide.width}x"
-                                                                     f"{slide.height} slide")
+        return _row(
+            "reject",
+            **base,
+            reason="out_of_memory",
+            detail=f"ran out of memory on a {slide.width}x{slide.height} slide",
+        )
     except ValueError as err:
         return _row("reject", **base, reason="no_white_cells", detail=f"{err}; nothing to classify")
-    return _row("score", **base, probabilities=[float(p) for p in result.probabilities],
-                predicted_class=result.predicted_class, p_leukemia=result.p_leukemia,
-                predicted_leukemia=bool(result.p_leukemia >= 0.5), white_cell_count=result.white_cell_count,
-                blast_cell_count=result.blast_cell_count, blast_cell_pct=result.blast_cell_pct)
+    return _row(
+        "score",
+        **base,
+        probabilities=[float(p) for p in result.probabilities],
+        predicted_class=result.predicted_class,
+        p_leukemia=result.p_leukemia,
+        predicted_leukemia=bool(result.p_leukemia >= 0.5),
+        white_cell_count=result.white_cell_count,
+        blast_cell_count=result.blast_cell_count,
+        blast_cell_pct=result.blast_cell_pct,
+    )
 
 
 def make_score_fn(plan: ScorePlan) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
@@ -184,11 +234,17 @@ def make_score_fn(plan: ScorePlan) -> Callable[[Iterator[pd.DataFrame]], Iterato
         from allmtl_spark.scoring.predict import make_classifier_fn
         from allmtl_spark.segmentation.predict import make_predict_fn
 
-        unet = (make_predict_fn(plan.segmenter_file, plan.segmenter_sha256, plan.tf_threads)
-                if plan.segmenter_file else None)
+        unet = (
+            make_predict_fn(plan.segmenter_file, plan.segmenter_sha256, plan.tf_threads)
+            if plan.segmenter_file
+            else None
+        )
         classify = make_classifier_fn(plan.classifier.model_file, plan.classifier.sha256, plan.tf_threads)
-        cells = (make_classifier_fn(plan.cell_model.model_file, plan.cell_model.sha256, plan.tf_threads)
-                 if plan.cell_model else None)
+        cells = (
+            make_classifier_fn(plan.cell_model.model_file, plan.cell_model.sha256, plan.tf_threads)
+            if plan.cell_model
+            else None
+        )
         return unet, classify, cells
 
     def score_slides(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -205,9 +261,20 @@ def make_score_fn(plan: ScorePlan) -> Callable[[Iterator[pd.DataFrame]], Iterato
             done += len(rows)
             yield pd.DataFrame(rows, columns=_COLUMNS, dtype=object)
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        yield pd.DataFrame([_row("stats", pid=os.getpid(), model_loads=shared.model_loads(plan.model_hashes),
-                                 max_rss_bytes=usage.ru_maxrss * 1024, slides_done=done,
-                                 seconds=time.perf_counter() - start)], columns=_COLUMNS, dtype=object)
+        yield pd.DataFrame(
+            [
+                _row(
+                    "stats",
+                    pid=os.getpid(),
+                    model_loads=shared.model_loads(plan.model_hashes),
+                    max_rss_bytes=usage.ru_maxrss * 1024,
+                    slides_done=done,
+                    seconds=time.perf_counter() - start,
+                )
+            ],
+            columns=_COLUMNS,
+            dtype=object,
+        )
 
     return score_slides
 
@@ -228,8 +295,14 @@ def model_ref(record: ModelRecord) -> ModelRef:
 def resolve_classifiers(spark: SparkSession, lake: Lakehouse, cfg: AppConfig) -> tuple[ModelRef, ModelRef | None]:
     """The stage-3 classifier and the stage-2 cell model (from the classifier's run when it has one)."""
     score = cfg.score
-    record = resolve_model(spark, lake, score.model, task=score.task, stage="stage3",
-                           approach=None if score.model not in ("latest",) else score.approach)
+    record = resolve_model(
+        spark,
+        lake,
+        score.model,
+        task=score.task,
+        stage="stage3",
+        approach=None if score.model not in ("latest",) else score.approach,
+    )
     cell = None
     if score.cell_model:
         try:
@@ -246,18 +319,25 @@ def pending_keys(spark: SparkSession, lake: Lakehouse, model_version: str, sourc
     """Slides with no ``slide_scores`` row and no ``score`` reject for this model version."""
     slides = read_table(spark, lake, tables.SLIDES)
     if source_prefix:
-        slides = slides.where(F.col("source_path").startswith(source_prefix) | F.exists(
-            "duplicate_paths", lambda p: p.startswith(source_prefix)))
+        slides = slides.where(
+            F.col("source_path").startswith(source_prefix)
+            | F.exists("duplicate_paths", lambda p: p.startswith(source_prefix))
+        )
     scored = read_table(spark, lake, tables.SLIDE_SCORES).where(F.col("model_version") == model_version)
     failed = read_table(spark, lake, tables.REJECTS).where(
-        (F.col("stage") == STAGE) & (F.col("version") == model_version) & F.col("content_sha256").isNotNull())
-    pending = (slides.select("content_sha256").join(scored.select("content_sha256"), "content_sha256", "left_anti")
-               .join(failed.select("content_sha256"), "content_sha256", "left_anti"))
+        (F.col("stage") == STAGE) & (F.col("version") == model_version) & F.col("content_sha256").isNotNull()
+    )
+    pending = (
+        slides.select("content_sha256")
+        .join(scored.select("content_sha256"), "content_sha256", "left_anti")
+        .join(failed.select("content_sha256"), "content_sha256", "left_anti")
+    )
     return sorted(r[0] for r in pending.collect())
 
 
-def input_slides(spark: SparkSession, lake: Lakehouse, keys: list[str], per_partition: int,
-                 max_pixels: int) -> DataFrame:
+def input_slides(
+    spark: SparkSession, lake: Lakehouse, keys: list[str], per_partition: int, max_pixels: int
+) -> DataFrame:
     """The slides of ``keys``, spread evenly: each key carries its partition number (round robin).
 
     The keys come as local data rather than a join with ``slide_scores``: Delta recomputes cached
@@ -266,14 +346,25 @@ def input_slides(spark: SparkSession, lake: Lakehouse, keys: list[str], per_part
     partitions = max(1, math.ceil(len(keys) / per_partition))
     wanted = spark.createDataFrame([(k, i % partitions) for i, k in enumerate(keys)], "content_sha256 string, part int")
     within = F.col("width").cast("long") * F.col("height").cast("long") <= max_pixels
-    return (read_table(spark, lake, tables.SLIDES).join(F.broadcast(wanted), "content_sha256")
-            .repartitionByRange(partitions, "part")
-            .select("content_sha256", "slide_id", "site", "source_path", "width", "height",
-                    F.when(within, F.col("content")).alias("content")))
+    return (
+        read_table(spark, lake, tables.SLIDES)
+        .join(F.broadcast(wanted), "content_sha256")
+        .repartitionByRange(partitions, "part")
+        .select(
+            "content_sha256",
+            "slide_id",
+            "site",
+            "source_path",
+            "width",
+            "height",
+            F.when(within, F.col("content")).alias("content"),
+        )
+    )
 
 
-def run_score(spark: SparkSession, cfg: AppConfig, lake: Lakehouse, run_id: str | None = None,
-              report: bool = True) -> ScoreSummary:
+def run_score(
+    spark: SparkSession, cfg: AppConfig, lake: Lakehouse, run_id: str | None = None, report: bool = True
+) -> ScoreSummary:
     """Ingest the configured source (if any), score what is new for the model, write and report.
 
     Args:
@@ -301,9 +392,18 @@ def run_score(spark: SparkSession, cfg: AppConfig, lake: Lakehouse, run_id: str 
     if not keys:
         summary.seconds = time.perf_counter() - started
         return summary
-    plan = ScorePlan(classifier, cell_model, seg.version, seg.record.model_file if seg.record else None,
-                     seg.record.artifact_sha256 if seg.record else None, seg.scale, cfg.roi, cfg.segment,
-                     cfg.score.blast_threshold, cfg.score.tf_threads)
+    plan = ScorePlan(
+        classifier,
+        cell_model,
+        seg.version,
+        seg.record.model_file if seg.record else None,
+        seg.record.artifact_sha256 if seg.record else None,
+        seg.scale,
+        cfg.roi,
+        cfg.segment,
+        cfg.score.blast_threshold,
+        cfg.score.tf_threads,
+    )
     rows = input_slides(spark, lake, keys, cfg.score.slides_per_partition, cfg.segment.max_decoded_pixels)
     rows = rows.mapInPandas(make_score_fn(plan), SCORE_ROWS).persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -332,9 +432,13 @@ def _ingest_source(spark: SparkSession, cfg: AppConfig, lake: Lakehouse, run_id:
     from allmtl_spark.ingest.job import run_ingest
     from allmtl_spark.ingest.sources import qualify
 
-    ingest_cfg = IngestConfig(sources=(cfg.score.source,), max_file_bytes=cfg.ingest.max_file_bytes,
-                              max_pixels=cfg.ingest.max_pixels, min_side_px=cfg.ingest.min_side_px,
-                              max_partitions=cfg.ingest.max_partitions)
+    ingest_cfg = IngestConfig(
+        sources=(cfg.score.source,),
+        max_file_bytes=cfg.ingest.max_file_bytes,
+        max_pixels=cfg.ingest.max_pixels,
+        min_side_px=cfg.ingest.min_side_px,
+        max_partitions=cfg.ingest.max_partitions,
+    )
     summary = run_ingest(spark, ingest_cfg, cfg.privacy, lake, run_id=f"{run_id}-ingest")
     root = qualify(spark, cfg.score.source.path)[0]
     if cfg.score.source.kind == "manifest":
@@ -344,15 +448,24 @@ def _ingest_source(spark: SparkSession, cfg: AppConfig, lake: Lakehouse, run_id:
 
 def _write(spark: SparkSession, lake: Lakehouse, rows: DataFrame, plan: ScorePlan, run_id: str) -> None:
     scores = rows.where(F.col("row_kind") == "score").select(
-        "*", F.lit(plan.classifier.model_id).alias("model_version"),
+        "*",
+        F.lit(plan.classifier.model_id).alias("model_version"),
         F.lit("fab4" if len(plan.classifier.class_names) == 4 else "binary").alias("task"),
         F.array(*[F.lit(c) for c in plan.classifier.class_names]).alias("class_names"),
         F.lit(plan.segmenter_version).alias("segmenter_version"),
         F.lit(plan.cell_model.model_id if plan.cell_model else None).cast("string").alias("cell_model_version"),
-        F.lit(run_id).alias("scoring_run_id"), F.current_timestamp().alias("scored_at"))
+        F.lit(run_id).alias("scoring_run_id"),
+        F.current_timestamp().alias("scored_at"),
+    )
     merge_new_rows(spark, lake, tables.SLIDE_SCORES, scores)
-    rejects = reject_rows(rows.where(F.col("row_kind") == "reject"), stage=STAGE, run_id=run_id,
-                          version=plan.classifier.model_id, path_col="source_path", sha_col="content_sha256")
+    rejects = reject_rows(
+        rows.where(F.col("row_kind") == "reject"),
+        stage=STAGE,
+        run_id=run_id,
+        version=plan.classifier.model_id,
+        path_col="source_path",
+        sha_col="content_sha256",
+    )
     merge_new_rows(spark, lake, tables.REJECTS, rejects)
 
 

@@ -66,8 +66,9 @@ def score_slide(
     Raises:
         ValueError: no white cell was found (nothing to classify).
     """
-    segmentation, crops, slide_input, cell_inputs = model_inputs(image_rgb, unet, view, cell_view, roi_cfg, seg_cfg,
-                                                                 scale)
+    segmentation, crops, slide_input, cell_inputs = model_inputs(
+        image_rgb, unet, view, cell_view, roi_cfg, seg_cfg, scale
+    )
     probabilities = classify(slide_input[None])[0]
     blasts = None
     if classify_cells is not None and cell_inputs is not None:
@@ -100,6 +101,7 @@ def model_inputs(
     crops = cells_largest_first(segmentation)
     sources = [segmentation.isolated] if view.kind == "isolated" else crops
     slide_input = view_from_images(sources, view, None, None)
-    cell_inputs = (np.stack([view_from_images([c], cell_view, None, None) for c in crops])
-                   if cell_view is not None else None)
+    cell_inputs = (
+        np.stack([view_from_images([c], cell_view, None, None) for c in crops]) if cell_view is not None else None
+    )
     return segmentation, crops, slide_input, cell_inputs

@@ -26,8 +26,9 @@ def make_classifier_fn(model_file: str, sha256: str, tf_threads: int = 0, batch_
         ``predict(images)``: (n, s, s, 3) uint8 RGB -> (n, k) float64 class probabilities (a sigmoid
         model's single output p becomes [1 - p, p]).
     """
-    return shared.cached_model((os.path.abspath(model_file), sha256, "classifier"),
-                               lambda: _load(model_file, sha256, tf_threads, batch_size))
+    return shared.cached_model(
+        (os.path.abspath(model_file), sha256, "classifier"), lambda: _load(model_file, sha256, tf_threads, batch_size)
+    )
 
 
 def _load(path: str, sha256: str, tf_threads: int, batch_size: int) -> Classify:
@@ -38,14 +39,19 @@ def _load(path: str, sha256: str, tf_threads: int, batch_size: int) -> Classify:
     model = tf.keras.models.load_model(path, compile=False)
     # One trace for every batch size: without the open batch dimension each new number of cells
     # on a slide would retrace the whole network (hundreds of ms each on a CPU).
-    run = tf.function(lambda x: model(x, training=False),
-                      input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)])
+    run = tf.function(
+        lambda x: model(x, training=False), input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)]
+    )
 
     def predict(images: np.ndarray) -> np.ndarray:
         if len(images) == 0:
             return np.zeros((0, int(model.output_shape[-1]) if model.output_shape[-1] > 1 else 2))
-        out = np.concatenate([run(tf.convert_to_tensor(images[i:i + batch_size].astype(np.float32))).numpy()
-                              for i in range(0, len(images), batch_size)])
+        out = np.concatenate(
+            [
+                run(tf.convert_to_tensor(images[i : i + batch_size].astype(np.float32))).numpy()
+                for i in range(0, len(images), batch_size)
+            ]
+        )
         out = out.astype(np.float64)
         return np.concatenate([1.0 - out, out], axis=1) if out.shape[1] == 1 else out
 

@@ -33,22 +33,39 @@ def write_run_report(spark, lake, cfg, plan, run_id: str) -> str:
     """Write ``<reports>/score/<run_id>/index.html`` and its figures; returns the HTML path."""
     folder = os.path.join(lake.reports, "score", run_id)
     os.makedirs(folder, exist_ok=True)
-    aggregates = read_table(spark, lake, tables.SCORE_AGGREGATES).where(
-        (F.col("scoring_run_id") == run_id) & (F.col("model_version") == plan.classifier.model_id)).toPandas()
-    sections = [Section("Slides per predicted stage", EXPLANATION, tables=_count_tables(aggregates),
-                        figures=[("Slides per predicted stage in this run", _count_figure(aggregates, folder))])]
+    aggregates = (
+        read_table(spark, lake, tables.SCORE_AGGREGATES)
+        .where((F.col("scoring_run_id") == run_id) & (F.col("model_version") == plan.classifier.model_id))
+        .toPandas()
+    )
+    sections = [
+        Section(
+            "Slides per predicted stage",
+            EXPLANATION,
+            tables=_count_tables(aggregates),
+            figures=[("Slides per predicted stage in this run", _count_figure(aggregates, folder))],
+        )
+    ]
     sections.append(Section("Metrics on labelled slides", tables=_metric_tables(aggregates)))
     comparison = aggregates[aggregates["scope"] == "comparison"]
     if not comparison.empty:
-        sections.append(Section("Comparison with the previous model version",
-                                tables=[("Paired comparison", _tidy(comparison))]))
+        sections.append(
+            Section("Comparison with the previous model version", tables=[("Paired comparison", _tidy(comparison))])
+        )
     samples = _sample_figures(spark, lake, cfg, plan, run_id, folder)
-    sections.append(Section("Sample slides", "<p>Slide with the white-cell mask outlined, the classifier input and "
-                                             "the class probabilities.</p>", figures=samples[0]))
+    sections.append(
+        Section(
+            "Sample slides",
+            "<p>Slide with the white-cell mask outlined, the classifier input and the class probabilities.</p>",
+            figures=samples[0],
+        )
+    )
     if samples[1]:
         sections.append(Section("Grad-CAM: where the model looked", figures=samples[1]))
-    subtitle = (f"<p>model <code>{plan.classifier.model_id}</code>, segmenter <code>{plan.segmenter_version}</code>, "
-                f"cell model <code>{plan.cell_model.model_id if plan.cell_model else 'none'}</code></p>")
+    subtitle = (
+        f"<p>model <code>{plan.classifier.model_id}</code>, segmenter <code>{plan.segmenter_version}</code>, "
+        f"cell model <code>{plan.cell_model.model_id if plan.cell_model else 'none'}</code></p>"
+    )
     path = os.path.join(folder, "index.html")
     with open(path, "w") as handle:
         handle.write(render_html(f"Scoring run {run_id}", sections, subtitle))
@@ -61,12 +78,21 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _count_tables(aggregates: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     out = []
-    for scope, caption in (("run", "This run"), ("day", "Per scoring day (all runs of this model)"),
-                           ("site", "Per site (all runs of this model)")):
+    for scope, caption in (
+        ("run", "This run"),
+        ("day", "Per scoring day (all runs of this model)"),
+        ("site", "Per site (all runs of this model)"),
+    ):
         counts = aggregates[(aggregates["scope"] == scope) & (aggregates["metric"] == "count")]
         if not counts.empty:
-            out.append((caption, counts.pivot_table(index="scope_value", columns="class_name", values="value",
-                                                    aggfunc="sum").reset_index()))
+            out.append(
+                (
+                    caption,
+                    counts.pivot_table(
+                        index="scope_value", columns="class_name", values="value", aggfunc="sum"
+                    ).reset_index(),
+                )
+            )
     return out
 
 
@@ -75,17 +101,25 @@ def _metric_tables(aggregates: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     if labelled.empty:
         return [("No labelled slides among the scored ones", pd.DataFrame())]
     overall = labelled[(labelled["class_name"] == "") | (labelled["metric"].isin(["sensitivity", "specificity"]))]
-    per_class = labelled[(labelled["class_name"] != "") & (labelled["metric"] != "confusion")
-                         & ~labelled["metric"].isin(["sensitivity", "specificity"])]
+    per_class = labelled[
+        (labelled["class_name"] != "")
+        & (labelled["metric"] != "confusion")
+        & ~labelled["metric"].isin(["sensitivity", "specificity"])
+    ]
     confusion = labelled[labelled["metric"] == "confusion"].copy()
     out = [("Overall (with bootstrap CIs)", _tidy(overall))]
     if not per_class.empty:
-        out.append(("Per class", per_class.pivot_table(index="class_name", columns="metric", values="value")
-                    .reset_index()))
+        out.append(
+            ("Per class", per_class.pivot_table(index="class_name", columns="metric", values="value").reset_index())
+        )
     if not confusion.empty:
         confusion[["true", "predicted"]] = confusion["class_name"].str.split("/", expand=True)
-        out.append(("Confusion matrix (rows: true, columns: predicted)",
-                    confusion.pivot_table(index="true", columns="predicted", values="value").reset_index()))
+        out.append(
+            (
+                "Confusion matrix (rows: true, columns: predicted)",
+                confusion.pivot_table(index="true", columns="predicted", values="value").reset_index(),
+            )
+        )
     return out
 
 
@@ -105,14 +139,23 @@ def _count_figure(aggregates: pd.DataFrame, folder: str) -> str:
 def _sample_figures(spark, lake, cfg, plan, run_id: str, folder: str):
     """(sample figures, Grad-CAM figures) for a few slides of this run."""
     scores = read_table(spark, lake, tables.SLIDE_SCORES).where(
-        (F.col("scoring_run_id") == run_id) & (F.col("model_version") == plan.classifier.model_id))
-    chosen = scores.orderBy(F.sha2(F.concat_ws("|", "content_sha256", F.lit(cfg.score.seed)), 256)).limit(
-        cfg.score.report_sample).select("content_sha256").collect()
+        (F.col("scoring_run_id") == run_id) & (F.col("model_version") == plan.classifier.model_id)
+    )
+    chosen = (
+        scores.orderBy(F.sha2(F.concat_ws("|", "content_sha256", F.lit(cfg.score.seed)), 256))
+        .limit(cfg.score.report_sample)
+        .select("content_sha256")
+        .collect()
+    )
     if not chosen:
         return [], []
     keys = [r[0] for r in chosen]
-    slides = read_table(spark, lake, tables.SLIDES).where(F.col("content_sha256").isin(keys)).select(
-        "content_sha256", "slide_id", "content", "label_fab", "label_binary").collect()
+    slides = (
+        read_table(spark, lake, tables.SLIDES)
+        .where(F.col("content_sha256").isin(keys))
+        .select("content_sha256", "slide_id", "content", "label_fab", "label_binary")
+        .collect()
+    )
     return _render_samples(slides, cfg, plan, folder)
 
 
@@ -132,8 +175,19 @@ def _render_samples(slides, cfg, plan, folder: str):
     for index, slide in enumerate(sorted(slides, key=lambda s: s["slide_id"])):
         image = decode_rgb(slide["content"])
         try:
-            result = score_slide(image, unet, classify, None, plan.classifier.class_names, plan.classifier.view, None,
-                                 plan.roi, plan.segment, plan.scale, plan.blast_threshold)
+            result = score_slide(
+                image,
+                unet,
+                classify,
+                None,
+                plan.classifier.class_names,
+                plan.classifier.view,
+                None,
+                plan.roi,
+                plan.segment,
+                plan.scale,
+                plan.blast_threshold,
+            )
         except ValueError:
             continue
         truth = slide["label_fab"] or {0: "normal", 1: "ALL"}.get(slide["label_binary"], "unknown")

@@ -45,8 +45,11 @@ def segmentation_figure(
     fig = plt.figure(figsize=(15, 6.4 if shown else 4.2), dpi=dpi)
     outer = fig.add_gridspec(2 if shown else 1, 1, height_ratios=[3, 1] if shown else None)
     top = outer[0].subgridspec(1, 3)
-    panels = ((image_rgb, "slide", None), (mask, "white-cell mask (post-processed)", "gray"),
-              (isolated, "isolated cells (blue channel, black backdrop)", None))
+    panels = (
+        (image_rgb, "slide", None),
+        (mask, "white-cell mask (post-processed)", "gray"),
+        (isolated, "isolated cells (blue channel, black backdrop)", None),
+    )
     for i, (picture, label, cmap) in enumerate(panels):
         axis = fig.add_subplot(top[0, i])
         axis.imshow(picture, cmap=cmap, vmin=0, vmax=255)

@@ -58,38 +58,65 @@ log = logging.getLogger(__name__)
 STAGE = "segment"
 
 SEGMENT_ROWS = StructType(
-    [StructField(name, dtype) for name, dtype in (
-        ("row_kind", StringType()),  # slide | cell | reject | stats
-        ("content_sha256", StringType()),
-        ("slide_id", StringType()),
-        ("source_path", StringType()),
-        # slide rows (stored images at the working scale)
-        ("width", IntegerType()), ("height", IntegerType()),
-        ("isolated", BinaryType()), ("mask", BinaryType()),
-        ("cell_count", IntegerType()), ("blast_truth_count", IntegerType()),
-        ("detect_tp", IntegerType()), ("detect_fp", IntegerType()), ("detect_fn", IntegerType()),
-        ("truth_cell_count", IntegerType()), ("truth_cells_found", IntegerType()),
-        ("dice_vs_truth", DoubleType()), ("roi_dice_vs_truth", DoubleType()),
-        # cell rows (original slide pixels)
-        ("cell_index", IntegerType()),
-        ("bbox_x", IntegerType()), ("bbox_y", IntegerType()), ("bbox_w", IntegerType()), ("bbox_h", IntegerType()),
-        ("centroid_x", DoubleType()), ("centroid_y", DoubleType()), ("area_px", IntegerType()),
-        ("crop", BinaryType()), ("matches_blast", BooleanType()),
-        # reject rows
-        ("reason", StringType()), ("detail", StringType()),
-        # stats rows (one per task)
-        ("pid", LongType()), ("model_loads", IntegerType()), ("max_rss_bytes", LongType()),
-        ("slides_done", IntegerType()), ("seconds", DoubleType()), ("cpu_seconds", DoubleType()),
-    )]
+    [
+        StructField(name, dtype)
+        for name, dtype in (
+            ("row_kind", StringType()),  # slide | cell | reject | stats
+            ("content_sha256", StringType()),
+            ("slide_id", StringType()),
+            ("source_path", StringType()),
+            # slide rows (stored images at the working scale)
+            ("width", IntegerType()),
+            ("height", IntegerType()),
+            ("isolated", BinaryType()),
+            ("mask", BinaryType()),
+            ("cell_count", IntegerType()),
+            ("blast_truth_count", IntegerType()),
+            ("detect_tp", IntegerType()),
+            ("detect_fp", IntegerType()),
+            ("detect_fn", IntegerType()),
+            ("truth_cell_count", IntegerType()),
+            ("truth_cells_found", IntegerType()),
+            ("dice_vs_truth", DoubleType()),
+            ("roi_dice_vs_truth", DoubleType()),
+            # cell rows (original slide pixels)
+            ("cell_index", IntegerType()),
+            ("bbox_x", IntegerType()),
+            ("bbox_y", IntegerType()),
+            ("bbox_w", IntegerType()),
+            ("bbox_h", IntegerType()),
+            ("centroid_x", DoubleType()),
+            ("centroid_y", DoubleType()),
+            ("area_px", IntegerType()),
+            ("crop", BinaryType()),
+            ("matches_blast", BooleanType()),
+            # reject rows
+            ("reason", StringType()),
+            ("detail", StringType()),
+            # stats rows (one per task)
+            ("pid", LongType()),
+            ("model_loads", IntegerType()),
+            ("max_rss_bytes", LongType()),
+            ("slides_done", IntegerType()),
+            ("seconds", DoubleType()),
+            ("cpu_seconds", DoubleType()),
+        )
+    ]
 )
 _COLUMNS = SEGMENT_ROWS.fieldNames()
 
-INPUT_COLUMNS = StructType([
-    StructField("content_sha256", StringType()), StructField("slide_id", StringType()),
-    StructField("source_path", StringType()), StructField("width", IntegerType()), StructField("height", IntegerType()),
-    StructField("content", BinaryType()), StructField("truth_mask", BinaryType()),
-    StructField("blast_xy", ArrayType(IntegerType())),  # x0, y0, x1, y1, ...; null without .xyc
-])
+INPUT_COLUMNS = StructType(
+    [
+        StructField("content_sha256", StringType()),
+        StructField("slide_id", StringType()),
+        StructField("source_path", StringType()),
+        StructField("width", IntegerType()),
+        StructField("height", IntegerType()),
+        StructField("content", BinaryType()),
+        StructField("truth_mask", BinaryType()),
+        StructField("blast_xy", ArrayType(IntegerType())),  # x0, y0, x1, y1, ...; null without .xyc
+    ]
+)
 
 
 @dataclass
@@ -152,8 +179,10 @@ class SegmentSummary:
         return float(np.mean(self.roi_dice)) if self.roi_dice else float("nan")
 
     def format(self) -> str:
-        lines = [f"segment run {self.run_id}: segmenter {self.segmenter_version} ({self.mask_source} mask, "
-                 f"working scale {self.scale})"]
+        lines = [
+            f"segment run {self.run_id}: segmenter {self.segmenter_version} ({self.mask_source} mask, "
+            f"working scale {self.scale})"
+        ]
         if not self.pending:
             lines.append("  nothing to do: every slide is already segmented (or rejected) by this segmenter")
             return "\n".join(lines)
@@ -167,19 +196,27 @@ class SegmentSummary:
         if self.rejects:
             lines.append("  rejects by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(self.rejects.items())))
         if self.slides_with_xyc:
-            lines.append(f"  blast detection vs .xyc ({self.slides_with_xyc} slides, radius match): recall "
-                         f"{self.blast_recall:.3f} ({self.blast_tp}/{self.blast_tp + self.blast_fn}), precision "
-                         f"{self.blast_precision:.3f} (.xyc lists blasts only: found normal white cells count as "
-                         "false positives)")
+            lines.append(
+                f"  blast detection vs .xyc ({self.slides_with_xyc} slides, radius match): recall "
+                f"{self.blast_recall:.3f} ({self.blast_tp}/{self.blast_tp + self.blast_fn}), precision "
+                f"{self.blast_precision:.3f} (.xyc lists blasts only: found normal white cells count as "
+                "false positives)"
+            )
         if self.dice:
-            lines.append(f"  white-cell detection vs truth masks ({len(self.dice)} slides): recall "
-                         f"{self.cell_recall:.3f}, precision {self.cell_precision:.3f}")
-            lines.append(f"  mask Dice vs truth: {self.mask_source} {self.mean_dice:.4f}, threshold ROI "
-                         f"{self.mean_roi_dice:.4f} (both after filling holes and dropping specks)")
+            lines.append(
+                f"  white-cell detection vs truth masks ({len(self.dice)} slides): recall "
+                f"{self.cell_recall:.3f}, precision {self.cell_precision:.3f}"
+            )
+            lines.append(
+                f"  mask Dice vs truth: {self.mask_source} {self.mean_dice:.4f}, threshold ROI "
+                f"{self.mean_roi_dice:.4f} (both after filling holes and dropping specks)"
+            )
         if self.loads_per_worker:
             loads = ", ".join(f"pid {pid}: {n}" for pid, n in sorted(self.loads_per_worker.items()))
-            lines.append(f"  model loads per Python worker ({self.tasks} tasks): {loads}; peak worker RSS "
-                         f"{self.peak_rss_bytes / 2**30:.2f} GiB")
+            lines.append(
+                f"  model loads per Python worker ({self.tasks} tasks): {loads}; peak worker RSS "
+                f"{self.peak_rss_bytes / 2**30:.2f} GiB"
+            )
         return "\n".join(lines)
 
 
@@ -194,34 +231,68 @@ def _row(kind: str, **values) -> dict:
 
 
 def _reject(slide, reason: str, detail: str) -> list[dict]:
-    return [_row("reject", content_sha256=slide.content_sha256, slide_id=slide.slide_id,
-                 source_path=slide.source_path, reason=reason, detail=detail)]
+    return [
+        _row(
+            "reject",
+            content_sha256=slide.content_sha256,
+            slide_id=slide.slide_id,
+            source_path=slide.source_path,
+            reason=reason,
+            detail=detail,
+        )
+    ]
 
 
 def _result_rows(slide, result: SlideSegmentation, has_xyc: bool) -> list[dict]:
     base = {"content_sha256": slide.content_sha256, "slide_id": slide.slide_id, "source_path": slide.source_path}
     blast, truth = result.blast_match, result.truth_match
-    rows = [_row(
-        "slide", **base, width=int(result.mask.shape[1]), height=int(result.mask.shape[0]),
-        isolated=encode_png(result.isolated), mask=encode_png(result.mask), cell_count=len(result.cells),
-        blast_truth_count=(blast.tp + blast.fn) if blast else None,
-        detect_tp=blast.tp if blast else None, detect_fp=blast.fp if blast else None,
-        detect_fn=blast.fn if blast else None,
-        truth_cell_count=(truth.tp + truth.fn) if truth else None, truth_cells_found=truth.tp if truth else None,
-        dice_vs_truth=result.dice_vs_truth, roi_dice_vs_truth=result.roi_dice_vs_truth,
-    )]
+    rows = [
+        _row(
+            "slide",
+            **base,
+            width=int(result.mask.shape[1]),
+            height=int(result.mask.shape[0]),
+            isolated=encode_png(result.isolated),
+            mask=encode_png(result.mask),
+            cell_count=len(result.cells),
+            blast_truth_count=(blast.tp + blast.fn) if blast else None,
+            detect_tp=blast.tp if blast else None,
+            detect_fp=blast.fp if blast else None,
+            detect_fn=blast.fn if blast else None,
+            truth_cell_count=(truth.tp + truth.fn) if truth else None,
+            truth_cells_found=truth.tp if truth else None,
+            dice_vs_truth=result.dice_vs_truth,
+            roi_dice_vs_truth=result.roi_dice_vs_truth,
+        )
+    ]
     for cell in result.cells:
         x, y, w, h = cell.bbox
-        rows.append(_row(
-            "cell", **base, cell_index=cell.index, bbox_x=x, bbox_y=y, bbox_w=w, bbox_h=h,
-            centroid_x=float(cell.centroid[0]), centroid_y=float(cell.centroid[1]), area_px=cell.area,
-            crop=encode_png(cell.crop), matches_blast=cell.matches_blast if has_xyc else None,
-        ))
+        rows.append(
+            _row(
+                "cell",
+                **base,
+                cell_index=cell.index,
+                bbox_x=x,
+                bbox_y=y,
+                bbox_w=w,
+                bbox_h=h,
+                centroid_x=float(cell.centroid[0]),
+                centroid_y=float(cell.centroid[1]),
+                area_px=cell.area,
+                crop=encode_png(cell.crop),
+                matches_blast=cell.matches_blast if has_xyc else None,
+            )
+        )
     return rows
 
 
-def segment_one(slide, predict: Callable[[], Callable[[np.ndarray], np.ndarray]] | None, roi_cfg: RoiConfig,
-                cfg: SegmentConfig, scale: float) -> list[dict]:
+def segment_one(
+    slide,
+    predict: Callable[[], Callable[[np.ndarray], np.ndarray]] | None,
+    roi_cfg: RoiConfig,
+    cfg: SegmentConfig,
+    scale: float,
+) -> list[dict]:
     """Rows for one input slide (an object with the ``INPUT_COLUMNS`` attributes).
 
     Args:
@@ -236,9 +307,12 @@ def segment_one(slide, predict: Callable[[], Callable[[np.ndarray], np.ndarray]]
     """
     pixels = int(slide.width) * int(slide.height)
     if pixels > cfg.max_decoded_pixels:
-        return _reject(slide, "too_large_for_worker",
-                       f"{slide.width}x{slide.height} = {pixels} pixels exceeds segment.max_decoded_pixels="
-                       f"{cfg.max_decoded_pixels}; not decoded (raise the limit only with more worker memory)")
+        return _reject(
+            slide,
+            "too_large_for_worker",
+            f"{slide.width}x{slide.height} = {pixels} pixels exceeds segment.max_decoded_pixels="
+            f"{cfg.max_decoded_pixels}; not decoded (raise the limit only with more worker memory)",
+        )
     try:
         image = decode_rgb(slide.content)
     except ValueError as err:
@@ -256,20 +330,27 @@ def segment_one(slide, predict: Callable[[], Callable[[np.ndarray], np.ndarray]]
         blast_xy = np.asarray(slide.blast_xy, np.float64).reshape(-1, 2) if slide.blast_xy is not None else None
         small = downscale(image, scale)
         probability = unet(small) if unet is not None else None
-        result = segment_slide(image, probability, roi_cfg, cfg, scale, truth_mask=truth, blast_xy=blast_xy,
-                               working_image=small)
+        result = segment_slide(
+            image, probability, roi_cfg, cfg, scale, truth_mask=truth, blast_xy=blast_xy, working_image=small
+        )
         del image, small, probability
     except MemoryError:
-        return _reject(slide, "out_of_memory",
-                       f"ran out of memory segmenting a {slide.width}x{slide.height} slide; lower "
-                       "segment.max_decoded_pixels or give the Python workers more memory")
+        return _reject(
+            slide,
+            "out_of_memory",
+            f"ran out of memory segmenting a {slide.width}x{slide.height} slide; lower "
+            "segment.max_decoded_pixels or give the Python workers more memory",
+        )
     except Exception as err:  # one bad slide must not fail its batch: it becomes a reject row
         return _reject(slide, "segment_error", f"{type(err).__name__}: {err}")
     if not result.cells:
         source = f"U-Net probability > {cfg.mask_threshold}" if cfg.mask_source == "unet" else "threshold ROI"
-        return _reject(slide, "empty_mask",
-                       f"no white cell found: the {source} mask holds no region of at least "
-                       f"segment.min_cell_area_px={cfg.min_cell_area_px} pixels")
+        return _reject(
+            slide,
+            "empty_mask",
+            f"no white cell found: the {source} mask holds no region of at least "
+            f"segment.min_cell_area_px={cfg.min_cell_area_px} pixels",
+        )
     return _result_rows(slide, result, has_xyc=blast_xy is not None)
 
 
@@ -307,11 +388,21 @@ def make_segment_fn(
                 yield pd.DataFrame(rows, columns=_COLUMNS, dtype=object)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         loads = predict_module.model_loads([sha256] if sha256 else [])  # this job's model only
-        yield pd.DataFrame([_row("stats", pid=os.getpid(), model_loads=loads,
-                                 max_rss_bytes=usage.ru_maxrss * 1024,  # Linux reports KiB
-                                 slides_done=done, seconds=time.perf_counter() - start,
-                                 cpu_seconds=usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime)],
-                           columns=_COLUMNS, dtype=object)
+        yield pd.DataFrame(
+            [
+                _row(
+                    "stats",
+                    pid=os.getpid(),
+                    model_loads=loads,
+                    max_rss_bytes=usage.ru_maxrss * 1024,  # Linux reports KiB
+                    slides_done=done,
+                    seconds=time.perf_counter() - start,
+                    cpu_seconds=usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime,
+                )
+            ],
+            columns=_COLUMNS,
+            dtype=object,
+        )
 
     return segment_slides
 
@@ -329,8 +420,9 @@ class Segmenter:
     record: ModelRecord | None = None
 
 
-def resolve_segmenter(spark: SparkSession, lake: Lakehouse, cfg: SegmentConfig, roi_cfg: RoiConfig,
-                      record: ModelRecord | None = None) -> Segmenter:
+def resolve_segmenter(
+    spark: SparkSession, lake: Lakehouse, cfg: SegmentConfig, roi_cfg: RoiConfig, record: ModelRecord | None = None
+) -> Segmenter:
     """The segmenter of this run; a U-Net artifact is hash-checked here, on the driver, before any task starts."""
     if cfg.mask_source == "roi":
         return Segmenter(f"roi-{roi_cfg.method}", "roi", cfg.working_scale or ROI_ONLY_SCALE)
@@ -338,8 +430,12 @@ def resolve_segmenter(spark: SparkSession, lake: Lakehouse, cfg: SegmentConfig, 
     verify_artifact(record)
     trained_scale = float(record.spec().get("working_scale", cfg.working_scale or 1.0))
     if cfg.working_scale and abs(cfg.working_scale - trained_scale) > 1e-9:
-        log.warning("segment.working_scale=%s differs from the scale %s that %s was trained at",
-                    cfg.working_scale, trained_scale, record.model_id)
+        log.warning(
+            "segment.working_scale=%s differs from the scale %s that %s was trained at",
+            cfg.working_scale,
+            trained_scale,
+            record.model_id,
+        )
     return Segmenter(record.model_id, "unet", cfg.working_scale or trained_scale, record)
 
 
@@ -348,9 +444,11 @@ def pending_keys(spark: SparkSession, lake: Lakehouse, version: str) -> list[str
     slides = read_table(spark, lake, tables.SLIDES).select("content_sha256")
     done = read_table(spark, lake, tables.SEGMENTED_SLIDES).where(F.col("segmenter_version") == version)
     failed = read_table(spark, lake, tables.REJECTS).where(
-        (F.col("stage") == STAGE) & (F.col("version") == version) & F.col("content_sha256").isNotNull())
-    pending = (slides.join(done.select("content_sha256"), "content_sha256", "left_anti")
-               .join(failed.select("content_sha256"), "content_sha256", "left_anti"))
+        (F.col("stage") == STAGE) & (F.col("version") == version) & F.col("content_sha256").isNotNull()
+    )
+    pending = slides.join(done.select("content_sha256"), "content_sha256", "left_anti").join(
+        failed.select("content_sha256"), "content_sha256", "left_anti"
+    )
     return sorted(row[0] for row in pending.collect())
 
 
@@ -366,12 +464,19 @@ def pending_slides(spark: SparkSession, lake: Lakehouse, keys: list[str], cfg: S
     """
     partitions = max(1, math.ceil(len(keys) / cfg.slides_per_partition))
     wanted = spark.createDataFrame([(k, i % partitions) for i, k in enumerate(keys)], "content_sha256 string, part int")
-    pending = (read_table(spark, lake, tables.SLIDES).join(F.broadcast(wanted), "content_sha256")
-               .repartitionByRange(partitions, "part"))
+    pending = (
+        read_table(spark, lake, tables.SLIDES)
+        .join(F.broadcast(wanted), "content_sha256")
+        .repartitionByRange(partitions, "part")
+    )
     within = F.col("width").cast("long") * F.col("height").cast("long") <= cfg.max_decoded_pixels
     points = F.transform(F.coalesce("blast_centroids", F.array()), lambda p: F.array(p["x"], p["y"]))
     return pending.select(
-        "content_sha256", "slide_id", "source_path", "width", "height",
+        "content_sha256",
+        "slide_id",
+        "source_path",
+        "width",
+        "height",
         F.when(within, F.col("content")).alias("content"),  # too-large slides are not even shipped
         "truth_mask",
         F.when(F.col("has_xyc"), F.flatten(points)).cast(ArrayType(IntegerType())).alias("blast_xy"),
@@ -407,16 +512,20 @@ def run_segment(
     lake.check_writable()
     run_id = run_id or uuid.uuid4().hex[:12]
     seg = resolve_segmenter(spark, lake, cfg, roi_cfg, record)
-    summary = SegmentSummary(run_id=run_id, segmenter_version=seg.version, mask_source=seg.mask_source,
-                             scale=seg.scale)
+    summary = SegmentSummary(run_id=run_id, segmenter_version=seg.version, mask_source=seg.mask_source, scale=seg.scale)
     keys = pending_keys(spark, lake, seg.version)
     summary.pending = len(keys)
     summary.planning_seconds = time.perf_counter() - start
     if not keys:
         summary.seconds = time.perf_counter() - start
         return summary
-    segment_fn = make_segment_fn(roi_cfg, cfg, seg.scale, seg.record.model_file if seg.record else None,
-                                 seg.record.artifact_sha256 if seg.record else None)
+    segment_fn = make_segment_fn(
+        roi_cfg,
+        cfg,
+        seg.scale,
+        seg.record.model_file if seg.record else None,
+        seg.record.artifact_sha256 if seg.record else None,
+    )
     rows = pending_slides(spark, lake, keys, cfg).mapInPandas(segment_fn, SEGMENT_ROWS)
     rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -430,19 +539,30 @@ def run_segment(
     return summary
 
 
-def _write(spark: SparkSession, lake: Lakehouse, rows: DataFrame, seg: Segmenter, run_id: str,
-           summary: SegmentSummary) -> None:
+def _write(
+    spark: SparkSession, lake: Lakehouse, rows: DataFrame, seg: Segmenter, run_id: str, summary: SegmentSummary
+) -> None:
     """Cells, then rejects, then slides: a ``segmented_slides`` row is the marker that a slide is complete."""
     now = F.current_timestamp()
     stamp = [F.lit(seg.version).alias("segmenter_version"), F.lit(run_id).alias("run_id"), now.alias("segmented_at")]
     cells = rows.where(F.col("row_kind") == "cell").select("*", *stamp)
     summary.inserted[tables.SLIDE_CELLS.name] = merge_new_rows(spark, lake, tables.SLIDE_CELLS, cells)
-    rejects = reject_rows(rows.where(F.col("row_kind") == "reject"), stage=STAGE, run_id=run_id, version=seg.version,
-                          path_col="source_path", sha_col="content_sha256")
+    rejects = reject_rows(
+        rows.where(F.col("row_kind") == "reject"),
+        stage=STAGE,
+        run_id=run_id,
+        version=seg.version,
+        path_col="source_path",
+        sha_col="content_sha256",
+    )
     summary.inserted[tables.REJECTS.name] = merge_new_rows(spark, lake, tables.REJECTS, rejects)
     slides = rows.where(F.col("row_kind") == "slide").select(
-        "*", *stamp, F.lit(seg.mask_source).alias("mask_source"), F.lit(_roi_method(seg)).alias("roi_method"),
-        F.lit(float(seg.scale)).alias("scale"))
+        "*",
+        *stamp,
+        F.lit(seg.mask_source).alias("mask_source"),
+        F.lit(_roi_method(seg)).alias("roi_method"),
+        F.lit(float(seg.scale)).alias("scale"),
+    )
     summary.inserted[tables.SEGMENTED_SLIDES.name] = merge_new_rows(spark, lake, tables.SEGMENTED_SLIDES, slides)
 
 
@@ -454,10 +574,27 @@ def _roi_method(seg: Segmenter) -> str:
 
 def _summarise(rows: DataFrame, summary: SegmentSummary) -> None:
     """Fill the summary from the persisted rows (small columns only: no image bytes reach the driver)."""
-    small = rows.where(F.col("row_kind") != "cell").select(
-        "row_kind", "cell_count", "detect_tp", "detect_fp", "detect_fn", "truth_cell_count", "truth_cells_found",
-        "dice_vs_truth", "roi_dice_vs_truth", "reason", "pid", "model_loads", "max_rss_bytes", "seconds",
-        "cpu_seconds").collect()
+    small = (
+        rows.where(F.col("row_kind") != "cell")
+        .select(
+            "row_kind",
+            "cell_count",
+            "detect_tp",
+            "detect_fp",
+            "detect_fn",
+            "truth_cell_count",
+            "truth_cells_found",
+            "dice_vs_truth",
+            "roi_dice_vs_truth",
+            "reason",
+            "pid",
+            "model_loads",
+            "max_rss_bytes",
+            "seconds",
+            "cpu_seconds",
+        )
+        .collect()
+    )
     loads: dict[int, int] = defaultdict(int)
     for row in small:
         if row["row_kind"] == "slide":
@@ -493,18 +630,34 @@ def write_example_figure(spark: SparkSession, lake: Lakehouse, version: str, pat
     """
     from allmtl_spark.segmentation.figures import segmentation_figure
 
-    best = (read_table(spark, lake, tables.SEGMENTED_SLIDES).where(F.col("segmenter_version") == version)
-            .orderBy(F.col("cell_count").desc(), "slide_id").limit(1).collect())
+    best = (
+        read_table(spark, lake, tables.SEGMENTED_SLIDES)
+        .where(F.col("segmenter_version") == version)
+        .orderBy(F.col("cell_count").desc(), "slide_id")
+        .limit(1)
+        .collect()
+    )
     if not best:
         return None
     seg = best[0]
-    slide = (read_table(spark, lake, tables.SLIDES).where(F.col("content_sha256") == seg["content_sha256"])
-             .select("content").first())
-    crops = [decode_rgb(bytes(r["crop"])) for r in read_table(spark, lake, tables.SLIDE_CELLS)
-             .where((F.col("content_sha256") == seg["content_sha256"]) & (F.col("segmenter_version") == version))
-             .orderBy("cell_index").select("crop").collect()]
+    slide = (
+        read_table(spark, lake, tables.SLIDES)
+        .where(F.col("content_sha256") == seg["content_sha256"])
+        .select("content")
+        .first()
+    )
+    crops = [
+        decode_rgb(bytes(r["crop"]))
+        for r in read_table(spark, lake, tables.SLIDE_CELLS)
+        .where((F.col("content_sha256") == seg["content_sha256"]) & (F.col("segmenter_version") == version))
+        .orderBy("cell_index")
+        .select("crop")
+        .collect()
+    ]
     image = downscale(decode_rgb(bytes(slide["content"])), float(seg["scale"]))
-    title = (f"{seg['slide_id']}: {seg['cell_count']} white cells, segmenter {version}"
-             + (f", Dice vs truth {seg['dice_vs_truth']:.3f}" if seg["dice_vs_truth"] is not None else ""))
-    return segmentation_figure(path, image, decode_mask(bytes(seg["mask"])), decode_rgb(bytes(seg["isolated"])),
-                               crops, title=title)
+    title = f"{seg['slide_id']}: {seg['cell_count']} white cells, segmenter {version}" + (
+        f", Dice vs truth {seg['dice_vs_truth']:.3f}" if seg["dice_vs_truth"] is not None else ""
+    )
+    return segmentation_figure(
+        path, image, decode_mask(bytes(seg["mask"])), decode_rgb(bytes(seg["isolated"])), crops, title=title
+    )

@@ -232,8 +232,10 @@ def segment_slide(
     roi_small = compute_roi(small, roi_cfg)
     if cfg.mask_source == "unet":
         if probability is None or probability.shape != small.shape[:2]:
-            raise ValueError(f"probability must be an HxW map of the working size {small.shape[:2]}, "
-                             f"got {getattr(probability, 'shape', None)}")
+            raise ValueError(
+                f"probability must be an HxW map of the working size {small.shape[:2]}, "
+                f"got {getattr(probability, 'shape', None)}"
+            )
         mask = upscale_to(probability, image_rgb.shape, cfg.mask_threshold)
     else:
         mask = upscale_to(roi_small, image_rgb.shape, 127)
@@ -253,8 +255,11 @@ def segment_slide(
         crop = crop_cell(isolated, record.centroid, cfg.crop_size)
         crop[crop_cell(labels, record.centroid, cfg.crop_size, 0) != record.label] = 0
         matched = blast_match.found_matched[i] if blast_match is not None else None
-        cells.append(SlideCell(index=i, bbox=record.bbox, centroid=record.centroid, area=record.area, crop=crop,
-                               matches_blast=matched))
+        cells.append(
+            SlideCell(
+                index=i, bbox=record.bbox, centroid=record.centroid, area=record.area, crop=crop, matches_blast=matched
+            )
+        )
 
     truth_match = dice_truth = roi_dice = None
     if truth_mask is not None:
@@ -302,5 +307,6 @@ def compute_overlap_scores(
     """
     predicted = upscale_to(probability, truth_mask.shape, threshold)
     roi = upscale_to(roi_small, truth_mask.shape, 127)
-    return OverlapScores(dice=dice(predicted, truth_mask), iou=iou(predicted, truth_mask),
-                         roi_dice=dice(roi, truth_mask))
+    return OverlapScores(
+        dice=dice(predicted, truth_mask), iou=iou(predicted, truth_mask), roi_dice=dice(roi, truth_mask)
+    )

@@ -65,8 +65,9 @@ def make_predict_fn(model_file: str, sha256: str, tf_threads: int = 0) -> Predic
     Raises:
         ArtifactError: the file is missing or its hash differs from ``sha256``.
     """
-    return cached_model((os.path.abspath(model_file), sha256), lambda: _load(os.path.abspath(model_file), sha256,
-                                                                              tf_threads))
+    return cached_model(
+        (os.path.abspath(model_file), sha256), lambda: _load(os.path.abspath(model_file), sha256, tf_threads)
+    )
 
 
 def cached_model(key: tuple, load: Callable[[], Predict]) -> Predict:
@@ -125,16 +126,16 @@ def whole_slide_predictor(model, normalize: str = "none") -> Predict:
 
     multiple = 2 ** sum(isinstance(layer, tf.keras.layers.MaxPooling2D) for layer in model.layers)
     # One trace for every slide size: the signature leaves height and width open.
-    run = tf.function(lambda x: model(x, training=False),
-                      input_signature=[tf.TensorSpec([None, None, None, model.input_shape[-1]], tf.float32)])
+    run = tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec([None, None, None, model.input_shape[-1]], tf.float32)],
+    )
 
     def predict(image: np.ndarray) -> np.ndarray:
         padded, (h, w) = pad_to_multiple(unet_input(np.asarray(image), normalize), multiple)
         return run(tf.convert_to_tensor(padded[None].astype(np.float32))).numpy()[0, :h, :w, 0]
 
     return predict
-
-
 
 
 def _spec(path: str) -> dict:
@@ -155,8 +156,10 @@ def fully_convolutional(model, spec: dict):
     if model.input_shape[1] is None and model.input_shape[2] is None:
         return model
     if "builder" not in spec:
-        raise ArtifactError("segmenter has a fixed input size and model.json has no 'builder' keywords to "
-                            "rebuild it fully convolutional")
+        raise ArtifactError(
+            "segmenter has a fixed input size and model.json has no 'builder' keywords to "
+            "rebuild it fully convolutional"
+        )
     from allmtl_spark.networks.resunet import build_residual_unet
 
     rebuilt = build_residual_unet(**{**spec["builder"], "input_size": None})

@@ -185,13 +185,21 @@ def pad_to_tile(image: np.ndarray, label: np.ndarray, tile: int) -> tuple[np.nda
     dy, dx = max(0, tile - h), max(0, tile - w)
     if not dy and not dx:
         return image, label
-    return (cv2.copyMakeBorder(image, 0, dy, 0, dx, cv2.BORDER_REFLECT_101),
-            cv2.copyMakeBorder(label, 0, dy, 0, dx, cv2.BORDER_REFLECT_101))
+    return (
+        cv2.copyMakeBorder(image, 0, dy, 0, dx, cv2.BORDER_REFLECT_101),
+        cv2.copyMakeBorder(label, 0, dy, 0, dx, cv2.BORDER_REFLECT_101),
+    )
 
 
 def prepare_slide(
-    slide_id: str, sha: str, content: bytes, truth: bytes | None, scale: float, roi_cfg: RoiConfig,
-    use_truth: bool, keep_full_truth: bool,
+    slide_id: str,
+    sha: str,
+    content: bytes,
+    truth: bytes | None,
+    scale: float,
+    roi_cfg: RoiConfig,
+    use_truth: bool,
+    keep_full_truth: bool,
 ) -> LabelledSlide:
     """Decode, downscale and label one slide (ground truth when ``use_truth`` and present, else the ROI)."""
     import cv2
@@ -201,8 +209,9 @@ def prepare_slide(
     roi = compute_roi(small, roi_cfg)
     truth_full = decode_mask(truth) if truth is not None else None
     if truth_full is not None and truth_full.shape != image.shape[:2]:
-        log.warning("slide %s: truth mask %s does not match the image %s; ignored", slide_id,
-                    truth_full.shape, image.shape[:2])
+        log.warning(
+            "slide %s: truth mask %s does not match the image %s; ignored", slide_id, truth_full.shape, image.shape[:2]
+        )
         truth_full = None
     if use_truth and truth_full is not None:
         size = (small.shape[1], small.shape[0])
@@ -218,8 +227,14 @@ def prepare_slide(
 
 def builder_kwargs(cfg: SegmenterConfig) -> dict:
     """Keywords of ``build_residual_unet`` for this config (saved in model.json to rebuild the model)."""
-    return {"input_size": cfg.tile_size, "channels": 3, "depth": cfg.depth, "base_filters": cfg.base_filters,
-            "upsampling": cfg.upsampling, "batchnorm_momentum": cfg.batchnorm_momentum}
+    return {
+        "input_size": cfg.tile_size,
+        "channels": 3,
+        "depth": cfg.depth,
+        "base_filters": cfg.base_filters,
+        "upsampling": cfg.upsampling,
+        "batchnorm_momentum": cfg.batchnorm_momentum,
+    }
 
 
 def fit_unet(train: list[LabelledSlide], cfg: SegmenterConfig, verbose: int = 2):
@@ -257,12 +272,12 @@ def fit_unet(train: list[LabelledSlide], cfg: SegmenterConfig, verbose: int = 2)
             return self.x[batch], self.y[batch]
 
         def on_epoch_end(self) -> None:
-            self.x, self.y = sample_tiles(images, labels, steps * cfg.batch_size, cfg.tile_size,
-                                          cfg.foreground_tile_fraction, cfg.augment, rng)
+            self.x, self.y = sample_tiles(
+                images, labels, steps * cfg.batch_size, cfg.tile_size, cfg.foreground_tile_fraction, cfg.augment, rng
+            )
 
     model = build_residual_unet(**builder_kwargs(cfg))
-    model.compile(optimizer=tf.keras.optimizers.Adam(cfg.learning_rate), loss=dice_bce_loss,
-                  metrics=[dice_coefficient])
+    model.compile(optimizer=tf.keras.optimizers.Adam(cfg.learning_rate), loss=dice_bce_loss, metrics=[dice_coefficient])
     history = model.fit(Tiles(), epochs=cfg.epochs, verbose=verbose, shuffle=False)
     recalibrate_batchnorm(model, [unet_input(s.image, cfg.input_normalize) for s in train], builder_kwargs(cfg))
     return model, history.history
@@ -337,8 +352,11 @@ def _track(lake, record, cfg: SegmenterConfig, label_source: str, history: dict)
     from allmtl_spark import tracking
     from allmtl_spark.registry import SPEC_FILE, ModelRecord
 
-    params = {"stage": "segmenter", "label_source": label_source,
-              **{f"segmenter.{k}": v for k, v in asdict(cfg).items()}}
+    params = {
+        "stage": "segmenter",
+        "label_source": label_source,
+        **{f"segmenter.{k}": v for k, v in asdict(cfg).items()},
+    }
     with tracking.mlflow_run(lake.mlflow_uri, record.model_id, params, tags={"run_id": record.run_id}) as run:
         if run is None:
             return record
@@ -351,13 +369,27 @@ def _track(lake, record, cfg: SegmenterConfig, label_source: str, history: dict)
 def _already_trained(row, start: float, progress: Callable[[str], object]) -> SegmenterSummary:
     spec = json.loads(row["config_json"]) if row["config_json"] else {}
     progress(f"train-segmenter: {row['model_id']} is already trained (run {row['run_id']}); nothing to do")
-    return SegmenterSummary(model_id=row["model_id"], run_id=row["run_id"], artifact_path=row["artifact_path"],
-                            label_source=str(spec.get("label_source", "?")), label_counts={}, train_slides=0,
-                            holdout_slides=0, metrics=dict(row["metrics"] or {}), seconds=time.perf_counter() - start)
+    return SegmenterSummary(
+        model_id=row["model_id"],
+        run_id=row["run_id"],
+        artifact_path=row["artifact_path"],
+        label_source=str(spec.get("label_source", "?")),
+        label_counts={},
+        train_slides=0,
+        holdout_slides=0,
+        metrics=dict(row["metrics"] or {}),
+        seconds=time.perf_counter() - start,
+    )
 
 
-def run_train_segmenter(spark, cfg: SegmenterConfig, roi_cfg: RoiConfig, lake, run_id: str | None = None,
-                        progress: Callable[[str], object] = print) -> SegmenterSummary:
+def run_train_segmenter(
+    spark,
+    cfg: SegmenterConfig,
+    roi_cfg: RoiConfig,
+    lake,
+    run_id: str | None = None,
+    progress: Callable[[str], object] = print,
+) -> SegmenterSummary:
     """Train, evaluate, save and register a segmenter from the ``slides`` table.
 
     Args:
@@ -397,9 +429,13 @@ def run_train_segmenter(spark, cfg: SegmenterConfig, roi_cfg: RoiConfig, lake, r
         raise LakehouseError(f"no slides table at {lake.path(tables.SLIDES)}; run `allmtl ingest` first")
     slides = read_table(spark, lake, tables.SLIDES, version=slides_version)
     # Keys first (small), then the chosen slides' bytes: sorting whole rows would shuffle every image.
-    keys = [(r["content_sha256"], r["has_truth"]) for r in
-            slides.select("content_sha256", F.col("truth_mask").isNotNull().alias("has_truth"))
-            .orderBy("content_sha256").limit(cfg.max_slides).collect()]
+    keys = [
+        (r["content_sha256"], r["has_truth"])
+        for r in slides.select("content_sha256", F.col("truth_mask").isNotNull().alias("has_truth"))
+        .orderBy("content_sha256")
+        .limit(cfg.max_slides)
+        .collect()
+    ]
     if len(keys) < 2:
         raise LakehouseError(f"slides holds {len(keys)} slide(s); training needs at least 2")
     try:
@@ -409,65 +445,108 @@ def run_train_segmenter(spark, cfg: SegmenterConfig, roi_cfg: RoiConfig, lake, r
     candidates = [k for k, t in keys if t or label_source != "truth"]  # truth: slides without masks sit out
     train_keys, holdout_keys = split_slides(candidates, cfg.holdout_fraction, cfg.seed)
     held = set(holdout_keys)
-    progress(f"train-segmenter {model_id}: {len(candidates)} slides from slides v{slides_version} "
-             f"({len(train_keys)} train, {len(holdout_keys)} held out), labels: {label_source}")
+    progress(
+        f"train-segmenter {model_id}: {len(candidates)} slides from slides v{slides_version} "
+        f"({len(train_keys)} train, {len(holdout_keys)} held out), labels: {label_source}"
+    )
 
     train: list[LabelledSlide] = []
     holdout: list[LabelledSlide] = []
     rows = slides.where(F.col("content_sha256").isin(candidates)).select(
-        "slide_id", "content_sha256", "content", "truth_mask")
+        "slide_id", "content_sha256", "content", "truth_mask"
+    )
     for row in rows.toLocalIterator(prefetchPartitions=True):
         sha = row["content_sha256"]
-        slide = prepare_slide(row["slide_id"], sha, bytes(row["content"]),
-                              bytes(row["truth_mask"]) if row["truth_mask"] is not None else None,
-                              cfg.working_scale, roi_cfg, use_truth=label_source != "roi", keep_full_truth=sha in held)
+        slide = prepare_slide(
+            row["slide_id"],
+            sha,
+            bytes(row["content"]),
+            bytes(row["truth_mask"]) if row["truth_mask"] is not None else None,
+            cfg.working_scale,
+            roi_cfg,
+            use_truth=label_source != "roi",
+            keep_full_truth=sha in held,
+        )
         (holdout if sha in held else train).append(slide)
     label_counts = dict(Counter(s.label_kind for s in train + holdout))
-    progress(f"  [{time.perf_counter() - start:.0f} s] decoded at working scale {cfg.working_scale}: labels "
-             f"{label_counts}; fitting {cfg.epochs} epochs of {cfg.tiles_per_slide * len(train)} tiles "
-             f"({cfg.tile_size} px)")
+    progress(
+        f"  [{time.perf_counter() - start:.0f} s] decoded at working scale {cfg.working_scale}: labels "
+        f"{label_counts}; fitting {cfg.epochs} epochs of {cfg.tiles_per_slide * len(train)} tiles "
+        f"({cfg.tile_size} px)"
+    )
 
     fit_start = time.perf_counter()
     model, history = fit_unet(sorted(train, key=lambda s: s.content_sha256), cfg)
     fit_seconds = time.perf_counter() - fit_start
     builder = builder_kwargs(cfg)
     predict = whole_slide_predictor(fully_convolutional(model, {"builder": builder}), cfg.input_normalize)
-    progress(f"  [{time.perf_counter() - start:.0f} s] fitted in {fit_seconds:.0f} s; scoring {len(holdout)} "
-             "held-out slides at the original resolution")
+    progress(
+        f"  [{time.perf_counter() - start:.0f} s] fitted in {fit_seconds:.0f} s; scoring {len(holdout)} "
+        "held-out slides at the original resolution"
+    )
     metrics = evaluate_holdout(predict, sorted(holdout, key=lambda s: s.content_sha256))
-    evaluated_against = "ground-truth" if all(s.truth_full is not None for s in holdout) else (
-        "ROI weak-label" if not any(s.truth_full is not None for s in holdout) else "ground-truth / ROI")
-    metrics.update({
-        "train_slides": float(len(train)), "holdout_slides": float(len(holdout)),
-        "truth_label_slides": float(label_counts.get("truth", 0)),
-        "roi_label_slides": float(label_counts.get("roi", 0)),
-        "final_loss": float(history["loss"][-1]), "first_loss": float(history["loss"][0]),
-        "fit_seconds": round(fit_seconds, 1),
-    })
+    evaluated_against = (
+        "ground-truth"
+        if all(s.truth_full is not None for s in holdout)
+        else ("ROI weak-label" if not any(s.truth_full is not None for s in holdout) else "ground-truth / ROI")
+    )
+    metrics.update(
+        {
+            "train_slides": float(len(train)),
+            "holdout_slides": float(len(holdout)),
+            "truth_label_slides": float(label_counts.get("truth", 0)),
+            "roi_label_slides": float(label_counts.get("roi", 0)),
+            "final_loss": float(history["loss"][-1]),
+            "first_loss": float(history["loss"][0]),
+            "fit_seconds": round(fit_seconds, 1),
+        }
+    )
 
     folder = f"{lake.models.rstrip('/')}/{model_id}"
     spec = {
-        "model_id": model_id, "kind": "segmenter", "builder": builder, "working_scale": cfg.working_scale,
+        "model_id": model_id,
+        "kind": "segmenter",
+        "builder": builder,
+        "working_scale": cfg.working_scale,
         "input_normalize": cfg.input_normalize,
-        "class_names": CLASS_NAMES, "label_source": label_source, "label_counts": label_counts,
-        "evaluated_against": evaluated_against, "metrics": metrics,
-        "holdout_slides": [s.slide_id for s in holdout], "input_tables": {tables.SLIDES.name: slides_version},
+        "class_names": CLASS_NAMES,
+        "label_source": label_source,
+        "label_counts": label_counts,
+        "evaluated_against": evaluated_against,
+        "metrics": metrics,
+        "holdout_slides": [s.slide_id for s in holdout],
+        "input_tables": {tables.SLIDES.name: slides_version},
         "config": {"segmenter": asdict(cfg), "roi": asdict(roi_cfg)},
     }
     with warnings.catch_warnings():  # keras calls HDF5 "legacy"; the registry's format is HDF5 on purpose
         warnings.simplefilter("ignore", UserWarning)
         sha = save_artifact(model, folder, spec)
     record = ModelRecord(
-        model_id=model_id, run_id=run_id, kind="segmenter", stage="segmenter", task="segmentation",
-        class_names=CLASS_NAMES, artifact_path=folder, artifact_sha256=sha,
-        config_json=json.dumps(spec["config"], sort_keys=True, default=str), input_size=cfg.tile_size,
-        metrics=metrics, input_tables={tables.SLIDES.name: slides_version},
+        model_id=model_id,
+        run_id=run_id,
+        kind="segmenter",
+        stage="segmenter",
+        task="segmentation",
+        class_names=CLASS_NAMES,
+        artifact_path=folder,
+        artifact_sha256=sha,
+        config_json=json.dumps(spec["config"], sort_keys=True, default=str),
+        input_size=cfg.tile_size,
+        metrics=metrics,
+        input_tables={tables.SLIDES.name: slides_version},
     )
     record = _track(lake, record, cfg, label_source, history)
     register_model(spark, lake, record)
     log.info("registered %s (%s, sha256 %s)", model_id, f"{folder}/{MODEL_FILE}", sha[:12])
     return SegmenterSummary(
-        model_id=model_id, run_id=run_id, artifact_path=folder, label_source=label_source,
-        label_counts=label_counts, train_slides=len(train), holdout_slides=len(holdout), metrics=metrics,
-        evaluated_against=evaluated_against, seconds=time.perf_counter() - start,
+        model_id=model_id,
+        run_id=run_id,
+        artifact_path=folder,
+        label_source=label_source,
+        label_counts=label_counts,
+        train_slides=len(train),
+        holdout_slides=len(holdout),
+        metrics=metrics,
+        evaluated_against=evaluated_against,
+        seconds=time.perf_counter() - start,
     )

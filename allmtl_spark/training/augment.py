@@ -48,8 +48,14 @@ def augment_image(image: np.ndarray, rng: np.random.Generator, params: AugmentPa
     scale = rng.uniform(*params.scale_range)
     matrix = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), angle, scale)
     matrix[:, 2] += rng.uniform(-params.shift_fraction, params.shift_fraction, size=2) * (width, height)
-    return cv2.warpAffine(np.ascontiguousarray(out), matrix, (width, height), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    return cv2.warpAffine(
+        np.ascontiguousarray(out),
+        matrix,
+        (width, height),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
 
 
 def copies_per_item(labels: list[str], copies_per_image: int, balance_to: int | None) -> list[int]:

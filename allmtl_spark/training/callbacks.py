@@ -49,8 +49,11 @@ class EpochLine(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.time() - self.started
         fields = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if k != "lr")
-        print(f"[{self.stage_key}] epoch {epoch + 1}/{self.epochs} {fields} "
-              f"({seconds:.0f}s, {self.n_train / max(seconds, 1e-6):.1f} img/s)", flush=True)
+        print(
+            f"[{self.stage_key}] epoch {epoch + 1}/{self.epochs} {fields} "
+            f"({seconds:.0f}s, {self.n_train / max(seconds, 1e-6):.1f} img/s)",
+            flush=True,
+        )
 
 
 class AverageBatchNormStatistics(tf.keras.callbacks.Callback):

@@ -60,21 +60,30 @@ def cell_examples(spark: SparkSession, lake: Lakehouse, task: str = "cell_binary
     )
 
 
-def slide_examples(spark: SparkSession, lake: Lakehouse, task: str, segmenter_version: str, view: str,
-                   grid: int) -> DataFrame:
+def slide_examples(
+    spark: SparkSession, lake: Lakehouse, task: str, segmenter_version: str, view: str, grid: int
+) -> DataFrame:
     """Segmented slides with the task's label (stage 3): montage crops or the isolated slide."""
     slides = read_table(spark, lake, tables.SLIDES)
-    label = (F.when(F.col("label_binary") == 1, "ALL").when(F.col("label_binary") == 0, "normal")
-             if task == "binary" else F.col("label_fab"))
+    label = (
+        F.when(F.col("label_binary") == 1, "ALL").when(F.col("label_binary") == 0, "normal")
+        if task == "binary"
+        else F.col("label_fab")
+    )
     slides = slides.select("content_sha256", "slide_id", "patient_hash", label.alias("label")).where(
-        F.col("label").isNotNull())
-    segmented = read_table(spark, lake, tables.SEGMENTED_SLIDES).where(
-        F.col("segmenter_version") == segmenter_version).select("content_sha256", "isolated")
+        F.col("label").isNotNull()
+    )
+    segmented = (
+        read_table(spark, lake, tables.SEGMENTED_SLIDES)
+        .where(F.col("segmenter_version") == segmenter_version)
+        .select("content_sha256", "isolated")
+    )
     if view == "montage":
         cells = read_table(spark, lake, tables.SLIDE_CELLS).where(F.col("segmenter_version") == segmenter_version)
         largest_first = F.sort_array(F.collect_list(F.struct((-F.col("area_px")).alias("order"), "crop")))
         crops = cells.groupBy("content_sha256").agg(
-            F.slice(F.transform(largest_first, lambda s: s["crop"]), 1, grid * grid).alias("sources"))
+            F.slice(F.transform(largest_first, lambda s: s["crop"]), 1, grid * grid).alias("sources")
+        )
         sources = segmented.join(crops, "content_sha256").select("content_sha256", "sources")
     else:
         sources = segmented.select("content_sha256", F.array("isolated").alias("sources"))
@@ -87,9 +96,17 @@ def slide_examples(spark: SparkSession, lake: Lakehouse, task: str, segmenter_ve
     )
 
 
-def split_examples(spark: SparkSession, lake: Lakehouse, examples: DataFrame, task: str, source_table: str,
-                   spec: ViewSpec, cfg: SplitConfig, augment: AugmentConfig,
-                   fold: tuple[int, int] | None = None) -> ExampleSet:
+def split_examples(
+    spark: SparkSession,
+    lake: Lakehouse,
+    examples: DataFrame,
+    task: str,
+    source_table: str,
+    spec: ViewSpec,
+    cfg: SplitConfig,
+    augment: AugmentConfig,
+    fold: tuple[int, int] | None = None,
+) -> ExampleSet:
     """Split by group, stratified by label; record it in ``splits``; attach part and copy counts.
 
     Args:
@@ -114,18 +131,21 @@ def split_examples(spark: SparkSession, lake: Lakehouse, examples: DataFrame, ta
     meta["copies"] = 0
     train = meta["part"] == "train"
     if augment.enabled:
-        meta.loc[train, "copies"] = copies_per_item(meta.loc[train, "label"].tolist(), augment.copies_per_image,
-                                                    augment.balance_to)
+        meta.loc[train, "copies"] = copies_per_item(
+            meta.loc[train, "label"].tolist(), augment.copies_per_image, augment.balance_to
+        )
     parts = spark.createDataFrame(meta[["key", "part", "copies"]])
     counts = {p: meta[meta["part"] == p]["label"].value_counts().to_dict() for p in ("train", "val", "test")}
     frame = examples.join(F.broadcast(parts), "key")
     return ExampleSet(task, TASK_CLASSES[task], frame, spec, sid, counts)
 
 
-def _record_split(spark: SparkSession, lake: Lakehouse, meta: pd.DataFrame, sid: str, source_table: str,
-                  fold: int | None) -> None:
-    rows = meta.assign(split_id=sid, source_table=source_table, fold=fold,
-                       created_at=datetime.now(timezone.utc).replace(tzinfo=None))
+def _record_split(
+    spark: SparkSession, lake: Lakehouse, meta: pd.DataFrame, sid: str, source_table: str, fold: int | None
+) -> None:
+    rows = meta.assign(
+        split_id=sid, source_table=source_table, fold=fold, created_at=datetime.now(timezone.utc).replace(tzinfo=None)
+    )
     rows = rows.rename(columns={"key": "content_sha256", "group": "group_key"})
     rows = rows[[f.name for f in tables.SPLITS.schema.fields]]
     merge_new_rows(spark, lake, tables.SPLITS, spark.createDataFrame(rows.astype(object), tables.SPLITS.schema))
@@ -143,8 +163,9 @@ def materialize(examples: ExampleSet, part: str, augment: AugmentConfig, partiti
     copies = F.sequence(F.lit(0), F.col("copies")) if part == "train" else F.array(F.lit(0))
     rows = rows.withColumn("copy", F.explode(copies)).repartition(partitions, "key", "copy")
     label = F.create_map(*[x for name, i in index.items() for x in (F.lit(name), F.lit(i))])[F.col("label")]
-    return rows.select(make("key", "sources", "copy").alias("image"), label.cast("int").alias("label"),
-                       "key", "item_id", "copy")
+    return rows.select(
+        make("key", "sources", "copy").alias("image"), label.cast("int").alias("label"), "key", "item_id", "copy"
+    )
 
 
 def make_example_udf(spec: ViewSpec, seed: int, params: AugmentParams):
@@ -152,8 +173,12 @@ def make_example_udf(spec: ViewSpec, seed: int, params: AugmentParams):
 
     @pandas_udf("binary")
     def make_example(key: pd.Series, sources: pd.Series, copy: pd.Series) -> pd.Series:
-        return pd.Series([example_image([bytes(b) for b in s], spec, k, int(c), seed, params)
-                          for k, s, c in zip(key, sources, copy, strict=True)])
+        return pd.Series(
+            [
+                example_image([bytes(b) for b in s], spec, k, int(c), seed, params)
+                for k, s, c in zip(key, sources, copy, strict=True)
+            ]
+        )
 
     return make_example
 
@@ -170,7 +195,11 @@ class Arrays:
 
 def to_numpy(frame: DataFrame, size: int) -> Arrays:
     rows = frame.where(F.col("copy") == 0).select("key", "item_id", "image", "label").orderBy("key").collect()
-    images = np.stack([np.frombuffer(r["image"], np.uint8).reshape(size, size, 3) for r in rows]) if rows else \
-        np.zeros((0, size, size, 3), np.uint8)
-    return Arrays(images, np.array([r["label"] for r in rows], dtype=int), [r["key"] for r in rows],
-                  [r["item_id"] for r in rows])
+    images = (
+        np.stack([np.frombuffer(r["image"], np.uint8).reshape(size, size, 3) for r in rows])
+        if rows
+        else np.zeros((0, size, size, 3), np.uint8)
+    )
+    return Arrays(
+        images, np.array([r["label"] for r in rows], dtype=int), [r["key"] for r in rows], [r["item_id"] for r in rows]
+    )

@@ -51,14 +51,16 @@ def central_cell_mask(image: np.ndarray) -> np.ndarray:
     return np.where(labels == keep, 255, 0).astype(np.uint8)
 
 
-def build_view(sources: list[bytes], spec: ViewSpec, rng: np.random.Generator | None,
-               params: AugmentParams | None) -> np.ndarray:
+def build_view(
+    sources: list[bytes], spec: ViewSpec, rng: np.random.Generator | None, params: AugmentParams | None
+) -> np.ndarray:
     """Decode ``sources`` (PNG/JPEG/TIFF bytes) and build one classifier input; see :func:`view_from_images`."""
     return view_from_images([decode_png(data) for data in sources], spec, rng, params)
 
 
-def view_from_images(images: list[np.ndarray], spec: ViewSpec, rng: np.random.Generator | None,
-                     params: AugmentParams | None) -> np.ndarray:
+def view_from_images(
+    images: list[np.ndarray], spec: ViewSpec, rng: np.random.Generator | None, params: AugmentParams | None
+) -> np.ndarray:
     """Build one classifier input, augmented when ``rng`` is given.
 
     Args:
@@ -91,8 +93,7 @@ def view_from_images(images: list[np.ndarray], spec: ViewSpec, rng: np.random.Ge
     raise ValueError(f"unknown view kind {spec.kind!r}; expected cell, montage or isolated")
 
 
-def example_image(sources: list[bytes], spec: ViewSpec, key: str, copy: int, seed: int,
-                  params: AugmentParams) -> bytes:
+def example_image(sources: list[bytes], spec: ViewSpec, key: str, copy: int, seed: int, params: AugmentParams) -> bytes:
     """Raw uint8 bytes (size*size*3) of copy ``copy`` of one example; copy 0 is the original."""
     rng = copy_rng(seed, key, copy) if copy > 0 else None
     return build_view(sources, spec, rng, params).tobytes()

@@ -66,16 +66,24 @@ class TrainSummary:
         for r in self.results:
             m = r.record.metrics
             note = " (already done)" if r.skipped else ""
-            lines.append(f"  {r.plan.key:<36} {m.get('val_accuracy', float('nan')):>8.3f} "
-                         f"{m.get('val_auc', float('nan')):>8.3f} {m.get('test_accuracy', float('nan')):>9.3f} "
-                         f"{m.get('test_auc', float('nan')):>9.3f}  {r.record.model_id}{note}")
+            lines.append(
+                f"  {r.plan.key:<36} {m.get('val_accuracy', float('nan')):>8.3f} "
+                f"{m.get('val_auc', float('nan')):>8.3f} {m.get('test_accuracy', float('nan')):>9.3f} "
+                f"{m.get('test_auc', float('nan')):>9.3f}  {r.record.model_id}{note}"
+            )
         if self.curves_path:
             lines.append(f"  training curves: {self.curves_path}")
         return "\n".join(lines)
 
 
-def run_train(spark: SparkSession, cfg: TrainConfig, lake: Lakehouse, run_id: str | None = None,
-              fold: tuple[int, int] | None = None, stage2_from_run: str | None = None) -> TrainSummary:
+def run_train(
+    spark: SparkSession,
+    cfg: TrainConfig,
+    lake: Lakehouse,
+    run_id: str | None = None,
+    fold: tuple[int, int] | None = None,
+    stage2_from_run: str | None = None,
+) -> TrainSummary:
     """Train every planned stage (see ``stages.plan_stages``) and register the models.
 
     Args:
@@ -120,8 +128,12 @@ def resolve_segmentation(spark: SparkSession, lake: Lakehouse, ref: str) -> str:
         if segmented.where(F.col("segmenter_version") == ref).limit(1).count() == 0:
             raise ConfigError(f"train.segmenter={ref!r}: no slides segmented with that version; run allmtl segment")
         return ref
-    row = segmented.groupBy("segmenter_version").agg(F.max("segmented_at").alias("at")).orderBy(
-        F.col("at").desc()).first()
+    row = (
+        segmented.groupBy("segmenter_version")
+        .agg(F.max("segmented_at").alias("at"))
+        .orderBy(F.col("at").desc())
+        .first()
+    )
     if row is None:
         raise ConfigError("train.segmenter=latest but segmented_slides is empty; run allmtl segment first")
     return row["segmenter_version"]
@@ -130,8 +142,10 @@ def resolve_segmentation(spark: SparkSession, lake: Lakehouse, ref: str) -> str:
 def _check_slots(spark: SparkSession, num_proc: int) -> None:
     slots = spark.sparkContext.defaultParallelism
     if num_proc > slots:
-        raise ConfigError(f"train.num_proc={num_proc} but Spark has {slots} task slot(s); "
-                          "lower train.num_proc or give Spark more cores/executors")
+        raise ConfigError(
+            f"train.num_proc={num_proc} but Spark has {slots} task slot(s); "
+            "lower train.num_proc or give Spark more cores/executors"
+        )
 
 
 def _configure_petastorm(spark: SparkSession, cfg: TrainConfig, lake: Lakehouse) -> None:
@@ -163,8 +177,9 @@ class _DataCache:
                 examples = slide_examples(self.spark, self.lake, task, self.segmenter, cfg.slide_view, cfg.montage_grid)
                 spec, source = ViewSpec(cfg.slide_view, cfg.input_size, cfg.montage_grid), "slides"
             fold = None if task.startswith("cell_") else self.fold  # folds split slides, not the cell set
-            self.sets[task] = split_examples(self.spark, self.lake, examples, task, source, spec, cfg.split,
-                                             cfg.augment, fold)
+            self.sets[task] = split_examples(
+                self.spark, self.lake, examples, task, source, spec, cfg.split, cfg.augment, fold
+            )
             log.info("task %s: split %s %s", task, self.sets[task].split_id, self.sets[task].counts)
         return self.sets[task]
 
@@ -202,8 +217,17 @@ class _DataCache:
             frame.unpersist()
 
 
-def _run_stage(spark, lake: Lakehouse, cfg: TrainConfig, plan: StagePlan, run_id: str, data: _DataCache,
-               done: dict[str, StageResult], versions: dict[str, int], segmenter: str) -> StageResult:
+def _run_stage(
+    spark,
+    lake: Lakehouse,
+    cfg: TrainConfig,
+    plan: StagePlan,
+    run_id: str,
+    data: _DataCache,
+    done: dict[str, StageResult],
+    versions: dict[str, int],
+    segmenter: str,
+) -> StageResult:
     model_id = plan.model_id(run_id)
     existing = read_table(spark, lake, tables.MODELS).where(F.col("model_id") == model_id).collect()
     if existing:
@@ -212,8 +236,11 @@ def _run_stage(spark, lake: Lakehouse, cfg: TrainConfig, plan: StagePlan, run_id
     examples = data.example_set(plan.task)
     n_train = data.part(plan.task, "train").count()
     n_val = data.part(plan.task, "val").count()
-    print(f"[{plan.key}] {n_train} training images (after augmentation), {n_val} validation, "
-          f"{cfg.num_proc} Horovod rank(s), {plan.schedule.epochs} epoch(s)", flush=True)
+    print(
+        f"[{plan.key}] {n_train} training images (after augmentation), {n_val} validation, "
+        f"{cfg.num_proc} Horovod rank(s), {plan.schedule.epochs} epoch(s)",
+        flush=True,
+    )
     output_dir = os.path.join(lake.models, model_id)
     job = _rank_job(cfg, plan, run_id, lake, data, done, n_train, n_val, output_dir, examples)
     started = time.time()
@@ -227,46 +254,96 @@ def _run_stage(spark, lake: Lakehouse, cfg: TrainConfig, plan: StagePlan, run_id
         raise RuntimeError(f"{output_dir}/model.h5 changed after rank 0 wrote it")
     metrics = _evaluate(spark, lake, data, plan, output_dir, root["sha256"], model_id)
     record = ModelRecord(
-        model_id=model_id, run_id=run_id, kind="classifier", stage=plan.stage, task=plan.task,
-        class_names=list(plan.class_names), artifact_path=output_dir, artifact_sha256=root["sha256"],
-        config_json=json.dumps(to_dict(cfg), sort_keys=True), approach=plan.approach, backbone=plan.backbone,
-        input_size=cfg.input_size, metrics=metrics, input_tables=versions, split_id=examples.split_id)
+        model_id=model_id,
+        run_id=run_id,
+        kind="classifier",
+        stage=plan.stage,
+        task=plan.task,
+        class_names=list(plan.class_names),
+        artifact_path=output_dir,
+        artifact_sha256=root["sha256"],
+        config_json=json.dumps(to_dict(cfg), sort_keys=True),
+        approach=plan.approach,
+        backbone=plan.backbone,
+        input_size=cfg.input_size,
+        metrics=metrics,
+        input_tables=versions,
+        split_id=examples.split_id,
+    )
     record = _track(lake, record, plan, root["history"], segmenter)
     register_model(spark, lake, record)
     seconds = time.time() - started
-    print(f"[{plan.key}] done in {seconds:.0f}s: val accuracy {metrics['val_accuracy']:.3f}, "
-          f"test accuracy {metrics['test_accuracy']:.3f} -> {model_id}", flush=True)
+    print(
+        f"[{plan.key}] done in {seconds:.0f}s: val accuracy {metrics['val_accuracy']:.3f}, "
+        f"test accuracy {metrics['test_accuracy']:.3f} -> {model_id}",
+        flush=True,
+    )
     return StageResult(plan, record, root["history"], seconds, root["initial_epoch"])
 
 
-def _rank_job(cfg: TrainConfig, plan: StagePlan, run_id: str, lake: Lakehouse, data: _DataCache,
-              done: dict[str, StageResult], n_train: int, n_val: int, output_dir: str,
-              examples: ExampleSet) -> RankJob:
+def _rank_job(
+    cfg: TrainConfig,
+    plan: StagePlan,
+    run_id: str,
+    lake: Lakehouse,
+    data: _DataCache,
+    done: dict[str, StageResult],
+    n_train: int,
+    n_val: int,
+    output_dir: str,
+    examples: ExampleSet,
+) -> RankJob:
     if plan.init_from:
         init_weights, load_head = done[plan.init_from].record.model_file, False
     else:
         init_weights = None if cfg.weights == "none" else cfg.weights
         load_head = False
     spec = {
-        "builder": "build_classifier", "backbone": plan.backbone, "input_size": cfg.input_size,
-        "class_names": list(plan.class_names), "head": plan.head, "dense_units": list(cfg.head_dense_units),
-        "dropout": cfg.head_dropout, "stage": plan.stage, "task": plan.task, "approach": plan.approach,
-        "init_from": plan.init_from or cfg.weights, "view": asdict(examples.spec), "run_id": run_id,
+        "builder": "build_classifier",
+        "backbone": plan.backbone,
+        "input_size": cfg.input_size,
+        "class_names": list(plan.class_names),
+        "head": plan.head,
+        "dense_units": list(cfg.head_dense_units),
+        "dropout": cfg.head_dropout,
+        "stage": plan.stage,
+        "task": plan.task,
+        "approach": plan.approach,
+        "init_from": plan.init_from or cfg.weights,
+        "view": asdict(examples.spec),
+        "run_id": run_id,
         "schedule": asdict(plan.schedule),
     }
     return RankJob(
-        stage_key=plan.key, backbone=plan.backbone, input_size=cfg.input_size, class_names=plan.class_names,
-        head=plan.head, dense_units=tuple(cfg.head_dense_units), dropout=cfg.head_dropout if plan.head == "dense"
-        else 0.0, init_weights=init_weights, load_head=load_head, trainable=plan.schedule.trainable,
+        stage_key=plan.key,
+        backbone=plan.backbone,
+        input_size=cfg.input_size,
+        class_names=plan.class_names,
+        head=plan.head,
+        dense_units=tuple(cfg.head_dense_units),
+        dropout=cfg.head_dropout if plan.head == "dense" else 0.0,
+        init_weights=init_weights,
+        load_head=load_head,
+        trainable=plan.schedule.trainable,
         warmup_epochs=plan.schedule.warmup_epochs,
-        epochs=plan.schedule.epochs, batch_size=plan.schedule.batch_size,
+        epochs=plan.schedule.epochs,
+        batch_size=plan.schedule.batch_size,
         learning_rate=stage_learning_rate(plan.schedule, pretrained=init_weights is not None),
-        decay_rate=plan.schedule.decay_rate, n_train=n_train, n_val=n_val,
-        checkpoint_dir=os.path.join(lake.models, "_checkpoints", run_id, plan.key), output_dir=output_dir,
-        train_converter=data.converter(plan.task, "train"), val_converter=data.converter(plan.task, "val"),
-        threads=cfg.threads_per_rank, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.augment.seed,
+        decay_rate=plan.schedule.decay_rate,
+        n_train=n_train,
+        n_val=n_val,
+        checkpoint_dir=os.path.join(lake.models, "_checkpoints", run_id, plan.key),
+        output_dir=output_dir,
+        train_converter=data.converter(plan.task, "train"),
+        val_converter=data.converter(plan.task, "val"),
+        threads=cfg.threads_per_rank,
+        shuffle_buffer=cfg.shuffle_buffer,
+        seed=cfg.augment.seed,
         batchnorm_momentum=cfg.batchnorm_momentum,
-        imagenet_base_url=cfg.imagenet_base_url, weights_cache_dir=cfg.weights_cache_dir, spec=spec)
+        imagenet_base_url=cfg.imagenet_base_url,
+        weights_cache_dir=cfg.weights_cache_dir,
+        spec=spec,
+    )
 
 
 def stage_learning_rate(schedule, pretrained: bool) -> float:
@@ -276,14 +353,23 @@ def stage_learning_rate(schedule, pretrained: bool) -> float:
     return schedule.learning_rate
 
 
-def _evaluate(spark, lake: Lakehouse, data: _DataCache, plan: StagePlan, output_dir: str, sha: str,
-              model_id: str) -> dict[str, float]:
+def _evaluate(
+    spark, lake: Lakehouse, data: _DataCache, plan: StagePlan, output_dir: str, sha: str, model_id: str
+) -> dict[str, float]:
     """Accuracy, AUC and macro F1 on the validation and held-out test parts; per-case rows to ``predictions``."""
     from allmtl_spark.metrics.classification import compute_classification_metrics
 
-    probe = ModelRecord(model_id=model_id, run_id="", kind="classifier", stage=plan.stage, task=plan.task,
-                        class_names=list(plan.class_names), artifact_path=output_dir, artifact_sha256=sha,
-                        config_json="{}")
+    probe = ModelRecord(
+        model_id=model_id,
+        run_id="",
+        kind="classifier",
+        stage=plan.stage,
+        task=plan.task,
+        class_names=list(plan.class_names),
+        artifact_path=output_dir,
+        artifact_sha256=sha,
+        config_json="{}",
+    )
     model = load_verified_model(probe)
     metrics, rows = {}, []
     now = datetime.now(timezone.utc).replace(tzinfo=None)
@@ -297,9 +383,19 @@ def _evaluate(spark, lake: Lakehouse, data: _DataCache, plan: StagePlan, output_
         metrics[f"{part}_macro_f1"] = float(report.macro.f1)
         metrics[f"{part}_auc"] = float(report.roc.macro.auc) if report.roc is not None else float("nan")
         metrics[f"{part}_n"] = float(len(arrays.labels))
-        rows += [{"model_id": model_id, "content_sha256": key, "part": part, "item_id": item, "label": int(label),
-                  "predicted": int(np.argmax(score)), "scores": [float(v) for v in score], "created_at": now}
-                 for key, item, label, score in zip(arrays.keys, arrays.item_ids, arrays.labels, scores, strict=True)]
+        rows += [
+            {
+                "model_id": model_id,
+                "content_sha256": key,
+                "part": part,
+                "item_id": item,
+                "label": int(label),
+                "predicted": int(np.argmax(score)),
+                "scores": [float(v) for v in score],
+                "created_at": now,
+            }
+            for key, item, label, score in zip(arrays.keys, arrays.item_ids, arrays.labels, scores, strict=True)
+        ]
     if rows:
         merge_new_rows(spark, lake, tables.PREDICTIONS, spark.createDataFrame(rows, tables.PREDICTIONS.schema))
     return metrics
@@ -314,9 +410,16 @@ def predict_scores(model, images: np.ndarray, batch_size: int = 32) -> np.ndarra
 def _track(lake: Lakehouse, record: ModelRecord, plan: StagePlan, history: dict, segmenter: str) -> ModelRecord:
     from allmtl_spark import tracking
 
-    params = {"stage": plan.stage, "task": plan.task, "approach": plan.approach, "backbone": plan.backbone,
-              "init_from": plan.init_from, "segmenter": segmenter, "split_id": record.split_id,
-              **{f"schedule.{k}": v for k, v in asdict(plan.schedule).items()}}
+    params = {
+        "stage": plan.stage,
+        "task": plan.task,
+        "approach": plan.approach,
+        "backbone": plan.backbone,
+        "init_from": plan.init_from,
+        "segmenter": segmenter,
+        "split_id": record.split_id,
+        **{f"schedule.{k}": v for k, v in asdict(plan.schedule).items()},
+    }
     with tracking.mlflow_run(lake.mlflow_uri, record.model_id, params, tags={"run_id": record.run_id}) as run:
         if run is None:
             return record

@@ -72,10 +72,14 @@ def train_rank(job: RankJob) -> dict:
     manager, epoch_var = _checkpointing(job, model, hvd.rank() == 0)
     initial_epoch = int(epoch_var.numpy())
     history: dict[str, list[float]] = {}
-    with job.train_converter.make_tf_dataset(batch_size=job.batch_size, cur_shard=hvd.rank(),
-                                             shard_count=hvd.size(), num_epochs=None, workers_count=1) as train, \
-            job.val_converter.make_tf_dataset(batch_size=job.batch_size, cur_shard=hvd.rank(),
-                                              shard_count=hvd.size(), num_epochs=None, workers_count=1) as val:
+    with (
+        job.train_converter.make_tf_dataset(
+            batch_size=job.batch_size, cur_shard=hvd.rank(), shard_count=hvd.size(), num_epochs=None, workers_count=1
+        ) as train,
+        job.val_converter.make_tf_dataset(
+            batch_size=job.batch_size, cur_shard=hvd.rank(), shard_count=hvd.size(), num_epochs=None, workers_count=1
+        ) as val,
+    ):
         train, val = _prepare(train, job, binary, shuffle=True), _prepare(val, job, binary, shuffle=False)
         for policy, start, end in _phases(job):
             if initial_epoch >= end:
@@ -83,14 +87,20 @@ def train_rank(job: RankJob) -> dict:
             set_trainable(model, policy)
             # A fresh optimizer per phase (trainable weights change); Horovod averages the gradients,
             # fp16 halves the bytes sent between ranks.
-            optimizer = hvd.DistributedOptimizer(tf.keras.optimizers.legacy.Adam(job.learning_rate),
-                                                 compression=hvd.Compression.fp16)
+            optimizer = hvd.DistributedOptimizer(
+                tf.keras.optimizers.legacy.Adam(job.learning_rate), compression=hvd.Compression.fp16
+            )
             model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
             fitted = model.fit(
-                train, steps_per_epoch=steps_per_epoch, validation_data=val,
-                validation_steps=steps(job.n_val, job.batch_size, hvd.size()), epochs=end,
-                initial_epoch=max(start, initial_epoch), callbacks=_callbacks(job, hvd, manager, epoch_var),
-                verbose=2 if hvd.rank() == 0 else 0)
+                train,
+                steps_per_epoch=steps_per_epoch,
+                validation_data=val,
+                validation_steps=steps(job.n_val, job.batch_size, hvd.size()),
+                epochs=end,
+                initial_epoch=max(start, initial_epoch),
+                callbacks=_callbacks(job, hvd, manager, epoch_var),
+                verbose=2 if hvd.rank() == 0 else 0,
+            )
             for key, values in fitted.history.items():
                 history.setdefault(key, []).extend(float(v) for v in values)
     digest = weights_digest(model)
@@ -101,8 +111,14 @@ def train_rank(job: RankJob) -> dict:
     sha = save_artifact(model, job.output_dir, job.spec)
     # history.json (written every epoch) also holds the epochs of an interrupted earlier attempt.
     full_history = load_history(job.checkpoint_dir) or history
-    return {"rank": 0, "weights_digest": digest, "sha256": sha, "history": full_history,
-            "initial_epoch": initial_epoch, "ranks": hvd.size()}
+    return {
+        "rank": 0,
+        "weights_digest": digest,
+        "sha256": sha,
+        "history": full_history,
+        "initial_epoch": initial_epoch,
+        "ranks": hvd.size(),
+    }
 
 
 def weights_digest(model) -> str:
@@ -132,12 +148,17 @@ def _callbacks(job: RankJob, hvd, manager, epoch_var) -> list:
     import tensorflow as tf
 
     schedule = tf.keras.callbacks.LearningRateScheduler(
-        lambda epoch, _lr: learning_rate_at(epoch, job.learning_rate, hvd.size(), job.decay_rate))
+        lambda epoch, _lr: learning_rate_at(epoch, job.learning_rate, hvd.size(), job.decay_rate)
+    )
     from allmtl_spark.training.callbacks import AverageBatchNormStatistics, EpochCheckpoint, EpochLine
 
     # Order matters: statistics are averaged before rank 0 checkpoints the epoch.
-    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback(), schedule,
-                 AverageBatchNormStatistics(hvd)]
+    callbacks = [
+        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+        hvd.callbacks.MetricAverageCallback(),
+        schedule,
+        AverageBatchNormStatistics(hvd),
+    ]
     if hvd.rank() == 0:
         callbacks += [EpochCheckpoint(manager, epoch_var), EpochLine(job.stage_key, job.epochs, job.n_train)]
     return callbacks
@@ -148,9 +169,17 @@ def _build(job: RankJob):
 
     outputs = 1 if len(job.class_names) == 2 else len(job.class_names)
     model = build_classifier(
-        backbone=job.backbone, input_size=job.input_size, num_outputs=outputs, head=job.head,
-        dense_units=job.dense_units, dropout=job.dropout, weights=job.init_weights, load_head=job.load_head,
-        imagenet_base_url=job.imagenet_base_url, cache_dir=job.weights_cache_dir)
+        backbone=job.backbone,
+        input_size=job.input_size,
+        num_outputs=outputs,
+        head=job.head,
+        dense_units=job.dense_units,
+        dropout=job.dropout,
+        weights=job.init_weights,
+        load_head=job.load_head,
+        imagenet_base_url=job.imagenet_base_url,
+        cache_dir=job.weights_cache_dir,
+    )
     if job.batchnorm_momentum is not None:
         set_batchnorm_momentum(model, job.batchnorm_momentum)
     return model
@@ -199,8 +228,11 @@ def _checkpointing(job: RankJob, model, is_root: bool):
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).expect_partial()
         if is_root:
-            print(f"[{job.stage_key}] resuming from {manager.latest_checkpoint}: "
-                  f"{int(epoch_var.numpy())} epoch(s) already done", flush=True)
+            print(
+                f"[{job.stage_key}] resuming from {manager.latest_checkpoint}: "
+                f"{int(epoch_var.numpy())} epoch(s) already done",
+                flush=True,
+            )
     return manager, epoch_var
 
 

@@ -50,12 +50,14 @@ def train_val_test(frame: pd.DataFrame, test_fraction: float, val_fraction: floa
     validation part is carved the same way out of the rest.
     """
     parts = pd.Series("train", index=frame.index)
-    test_folds = assign_folds(frame["group"].to_numpy(), frame["label"].to_numpy(),
-                              max(2, round(1 / test_fraction)), seed)
+    test_folds = assign_folds(
+        frame["group"].to_numpy(), frame["label"].to_numpy(), max(2, round(1 / test_fraction)), seed
+    )
     parts[test_folds == 0] = "test"
     rest = frame[parts == "train"]
-    val_folds = assign_folds(rest["group"].to_numpy(), rest["label"].to_numpy(),
-                             max(2, round((1 - test_fraction) / val_fraction)), seed + 1)
+    val_folds = assign_folds(
+        rest["group"].to_numpy(), rest["label"].to_numpy(), max(2, round((1 - test_fraction) / val_fraction)), seed + 1
+    )
     parts.loc[rest.index[val_folds == 0]] = "val"
     return parts
 
@@ -74,7 +76,8 @@ def fold_parts(frame: pd.DataFrame, n_folds: int, fold: int, val_fraction: float
     folds = assign_folds(frame["group"].to_numpy(), frame["label"].to_numpy(), n_folds, seed)
     parts = pd.Series(np.where(folds == fold, "test", "train"), index=frame.index)
     rest = frame[parts == "train"]
-    val_folds = assign_folds(rest["group"].to_numpy(), rest["label"].to_numpy(),
-                             max(2, round((1 - 1 / n_folds) / val_fraction)), seed + 1)
+    val_folds = assign_folds(
+        rest["group"].to_numpy(), rest["label"].to_numpy(), max(2, round((1 - 1 / n_folds) / val_fraction)), seed + 1
+    )
     parts.loc[rest.index[val_folds == 0]] = "val"
     return parts

@@ -40,12 +40,16 @@ def plan_stages(cfg: TrainConfig) -> list[StagePlan]:
         tag = backbone.lower()
         stage2 = None
         if "mtl" in cfg.approaches:
-            stage2 = StagePlan(f"stage2-{cfg.stage2_task}-{tag}", "stage2", cfg.stage2_task, None, backbone, None,
-                               "simple", cfg.stage2)
+            stage2 = StagePlan(
+                f"stage2-{cfg.stage2_task}-{tag}", "stage2", cfg.stage2_task, None, backbone, None, "simple", cfg.stage2
+            )
             plans.append(stage2)
         for task in cfg.tasks:
             for approach in cfg.approaches:
                 init = stage2.key if approach == "mtl" else None
-                plans.append(StagePlan(f"stage3-{task}-{approach}-{tag}", "stage3", task, approach, backbone, init,
-                                       "dense", cfg.stage3))
+                plans.append(
+                    StagePlan(
+                        f"stage3-{task}-{approach}-{tag}", "stage3", task, approach, backbone, init, "dense", cfg.stage3
+                    )
+                )
     return plans

@@ -28,7 +28,7 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
     out = np.zeros((size, size, 3), np.uint8)
     top, left = (size - new_h) // 2, (size - new_w) // 2
-    out[top:top + new_h, left:left + new_w] = resized
+    out[top : top + new_h, left : left + new_w] = resized
     return out
 
 
@@ -50,7 +50,7 @@ def centre_square(crop: np.ndarray, side: int) -> np.ndarray:
         crop = cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
         height, width = crop.shape[:2]
     top, left = (height - side) // 2, (width - side) // 2
-    return crop[top:top + side, left:left + side]
+    return crop[top : top + side, left : left + side]
 
 
 def zoom_cells(crops: list[np.ndarray], margin: float = 1.1) -> list[np.ndarray]:
@@ -103,5 +103,5 @@ def centre_on_black(tile: np.ndarray, size: int) -> np.ndarray:
     """Place an HxWx3 tile (no larger than ``size``) in the centre of a black ``size`` square."""
     out = np.zeros((size, size, 3), np.uint8)
     top, left = (size - tile.shape[0]) // 2, (size - tile.shape[1]) // 2
-    out[top:top + tile.shape[0], left:left + tile.shape[1]] = tile
+    out[top : top + tile.shape[0], left : left + tile.shape[1]] = tile
     return out

@@ -111,8 +111,9 @@ def remove_small_objects(mask: np.ndarray, min_area: int, connectivity: int = 8)
     return to_mask(keep[labels])
 
 
-def _seed_markers(fg: np.ndarray, dist: np.ndarray, min_distance: int, min_radius: float,
-                  seed_fraction: float) -> np.ndarray:
+def _seed_markers(
+    fg: np.ndarray, dist: np.ndarray, min_distance: int, min_radius: float, seed_fraction: float
+) -> np.ndarray:
     """Watershed markers: one disc per distance-transform peak, its radius ``seed_fraction`` of the peak's depth.
 
     Peaks closer than ``min_distance`` (a plateau or short ridge of one cell) merge into one marker.
@@ -350,8 +351,9 @@ def match_detections(
     fp, fn = len(found) - tp, len(truth) - tp
     recall = tp / (tp + fn) if tp + fn else 1.0
     precision = tp / (tp + fp) if tp + fp else 1.0
-    return MatchResult(tp=tp, fp=fp, fn=fn, recall=recall, precision=precision,
-                       found_matched=tuple(bool(m) for m in matched))
+    return MatchResult(
+        tp=tp, fp=fp, fn=fn, recall=recall, precision=precision, found_matched=tuple(bool(m) for m in matched)
+    )
 
 
 def _overlap(mask_a: np.ndarray, mask_b: np.ndarray) -> tuple[int, int, int]:

@@ -35,8 +35,14 @@ def slide_frame(task: str, class_names: tuple[str, ...]) -> pd.DataFrame:
     """The fixed slides: key, item_id, group (two slides per patient), label."""
     keys = [hashlib.sha256(f"slide-{i}".encode()).hexdigest() for i in range(N_SLIDES)]
     labels = [class_names[(i // 2) % len(class_names)] for i in range(N_SLIDES)]
-    return pd.DataFrame({"key": keys, "item_id": [f"Im{i:03d}_{i % 2}" for i in range(N_SLIDES)],
-                         "group": [f"patient-{i // 2}" for i in range(N_SLIDES)], "label": labels})
+    return pd.DataFrame(
+        {
+            "key": keys,
+            "item_id": [f"Im{i:03d}_{i % 2}" for i in range(N_SLIDES)],
+            "group": [f"patient-{i // 2}" for i in range(N_SLIDES)],
+            "label": labels,
+        }
+    )
 
 
 def prewrite_folds(spark, lake, train, eval_id: str, trials: int, folds: int, seed: int) -> None:
@@ -72,8 +78,10 @@ class FakeTrainer:
         self.calls.append(run_id)
         plans = plan_stages(cfg)
         ids = [p.model_id(stage2_from_run if p.stage == "stage2" else run_id) for p in plans]
-        found = {r["model_id"]: r for r in read_table(spark, lake, tables.MODELS).where(
-            F.col("model_id").isin(ids)).collect()}
+        found = {
+            r["model_id"]: r
+            for r in read_table(spark, lake, tables.MODELS).where(F.col("model_id").isin(ids)).collect()
+        }
         missing = sorted(set(ids) - set(found))
         if missing:
             raise AssertionError(f"models not pre-written: {missing}")
@@ -90,19 +98,41 @@ def _stage(lake, cfg, plan, owner: str, fold: tuple[int, int], rows: dict[str, l
     sid = split_id(meta["key"].tolist(), {"task": plan.task, "seed": cfg.split.seed, "fold": str(fold)})
     rows["splits"] += _split_rows(meta, sid, "slides" if plan.stage == "stage3" else "cells", fold)
     model_id = plan.model_id(owner)
-    record = ModelRecord(model_id=model_id, run_id=owner, kind="classifier", stage=plan.stage, task=plan.task,
-                         class_names=list(plan.class_names), artifact_path=f"/nonexistent/{model_id}",
-                         artifact_sha256="0" * 64, config_json="{}", approach=plan.approach,
-                         backbone=plan.backbone, input_size=cfg.input_size, split_id=sid)
+    record = ModelRecord(
+        model_id=model_id,
+        run_id=owner,
+        kind="classifier",
+        stage=plan.stage,
+        task=plan.task,
+        class_names=list(plan.class_names),
+        artifact_path=f"/nonexistent/{model_id}",
+        artifact_sha256="0" * 64,
+        config_json="{}",
+        approach=plan.approach,
+        backbone=plan.backbone,
+        input_size=cfg.input_size,
+        split_id=sid,
+    )
     rows["models"].append(asdict(record))
     rows["predictions"] += _prediction_rows(model_id, meta, plan, cfg.split.seed)
     _write_history(lake, owner, plan.key, plan.schedule.epochs)
 
 
 def _split_rows(meta: pd.DataFrame, sid: str, source: str, fold) -> list[dict]:
-    return [{"split_id": sid, "source_table": source, "content_sha256": r.key, "item_id": r.item_id,
-             "group_key": r.group, "label": r.label, "part": r.part, "fold": fold[1] if fold else None,
-             "created_at": datetime(2026, 1, 1)} for r in meta.itertuples()]
+    return [
+        {
+            "split_id": sid,
+            "source_table": source,
+            "content_sha256": r.key,
+            "item_id": r.item_id,
+            "group_key": r.group,
+            "label": r.label,
+            "part": r.part,
+            "fold": fold[1] if fold else None,
+            "created_at": datetime(2026, 1, 1),
+        }
+        for r in meta.itertuples()
+    ]
 
 
 def _prediction_rows(model_id: str, meta: pd.DataFrame, plan, seed: int) -> list[dict]:
@@ -115,17 +145,30 @@ def _prediction_rows(model_id: str, meta: pd.DataFrame, plan, seed: int) -> list
         top = label if right else (label + 1 + int(rng.integers(k - 1))) % k
         scores = rng.dirichlet(np.ones(k)) * 0.4
         scores[top] += 0.6
-        rows.append({"model_id": model_id, "content_sha256": r.key, "part": r.part, "item_id": r.item_id,
-                     "label": label, "predicted": int(np.argmax(scores)), "scores": scores.tolist(),
-                     "created_at": datetime(2026, 1, 1)})
+        rows.append(
+            {
+                "model_id": model_id,
+                "content_sha256": r.key,
+                "part": r.part,
+                "item_id": r.item_id,
+                "label": label,
+                "predicted": int(np.argmax(scores)),
+                "scores": scores.tolist(),
+                "created_at": datetime(2026, 1, 1),
+            }
+        )
     return rows
 
 
 def _write_history(lake, run_id: str, key: str, epochs: int) -> None:
     folder = os.path.join(lake.models, "_checkpoints", run_id, key)
     os.makedirs(folder, exist_ok=True)
-    decay = [0.5 ** e for e in range(epochs)]
-    history = {"loss": decay, "accuracy": [1 - d / 2 for d in decay], "val_loss": [d * 1.2 for d in decay],
-               "val_accuracy": [1 - d / 1.5 for d in decay]}
+    decay = [0.5**e for e in range(epochs)]
+    history = {
+        "loss": decay,
+        "accuracy": [1 - d / 2 for d in decay],
+        "val_loss": [d * 1.2 for d in decay],
+        "val_accuracy": [1 - d / 1.5 for d in decay],
+    }
     with open(os.path.join(folder, "history.json"), "w") as handle:
         json.dump(history, handle)

@@ -17,8 +17,17 @@ KEYS = {"backbone": "Xception", "task": "binary"}
 
 def _case(trial, fold, approach, key, label, predicted, p_all=None):
     p_all = (0.9 if predicted == 1 else 0.1) if p_all is None else p_all
-    return {"trial": trial, "fold": fold, **KEYS, "approach": approach, "content_sha256": key, "item_id": key,
-            "label": label, "predicted": predicted, "scores": [1 - p_all, p_all]}
+    return {
+        "trial": trial,
+        "fold": fold,
+        **KEYS,
+        "approach": approach,
+        "content_sha256": key,
+        "item_id": key,
+        "label": label,
+        "predicted": predicted,
+        "scores": [1 - p_all, p_all],
+    }
 
 
 def _value(metrics, **where):
@@ -79,10 +88,17 @@ def test_summary_is_mean_and_sd_over_trials_and_over_folds():
 
 
 def test_paired_values_pair_by_trial_and_fold():
-    metrics = pd.DataFrame({
-        "trial": [0, 0, 1, 1, 1, 0, 0, 1], "fold": [0, 1, 0, 1, 0, 1, 0, 1], **{k: v for k, v in KEYS.items()},
-        "approach": ["mtl"] * 4 + ["classical"] * 4, "metric": "accuracy", "class_name": "",
-        "value": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]})
+    metrics = pd.DataFrame(
+        {
+            "trial": [0, 0, 1, 1, 1, 0, 0, 1],
+            "fold": [0, 1, 0, 1, 0, 1, 0, 1],
+            **{k: v for k, v in KEYS.items()},
+            "approach": ["mtl"] * 4 + ["classical"] * 4,
+            "metric": "accuracy",
+            "class_name": "",
+            "value": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2],
+        }
+    )
     mtl, classical = agg.paired_values(metrics, "Xception", "binary", "accuracy", "fold")
     # pairs (0,0): .9/.3  (0,1): .8/.4  (1,0): .7/.5  (1,1): .6/.2
     assert mtl.tolist() == [0.9, 0.8, 0.7, 0.6] and classical.tolist() == [0.3, 0.4, 0.5, 0.2]
@@ -148,16 +164,30 @@ def test_auc_test_of_a_single_class_trial_gives_a_note():
 
 
 def test_test_train_ratio_is_the_mean_over_folds_per_task():
-    runs = pd.DataFrame({"task": ["binary"] * 4 + ["fab4"] * 2, "trial": [0, 0, 0, 0, 0, 0],
-                         "fold": [0, 0, 1, 1, 0, 1], "n_train": [10, 10, 12, 12, 8, 8], "n_test": [5, 5, 3, 3, 4, 4]})
+    runs = pd.DataFrame(
+        {
+            "task": ["binary"] * 4 + ["fab4"] * 2,
+            "trial": [0, 0, 0, 0, 0, 0],
+            "fold": [0, 0, 1, 1, 0, 1],
+            "n_train": [10, 10, 12, 12, 8, 8],
+            "n_test": [5, 5, 3, 3, 4, 4],
+        }
+    )
     assert agg.fold_test_train_ratio(runs) == {"binary": pytest.approx((0.5 + 0.25) / 2), "fab4": 0.5}
 
 
 def test_evaluate_predictions_bundles_everything():
     predictions = make_predictions(trials=2, folds=2)
-    results = agg.evaluate_predictions(predictions, make_runs(predictions), CLASS_NAMES,
-                                       compare_metrics=["accuracy", "macro_auc"], n_resamples=50, confidence=0.95,
-                                       seed=0, test_train_ratio=0.1)
+    results = agg.evaluate_predictions(
+        predictions,
+        make_runs(predictions),
+        CLASS_NAMES,
+        compare_metrics=["accuracy", "macro_auc"],
+        n_resamples=50,
+        confidence=0.95,
+        seed=0,
+        test_train_ratio=0.1,
+    )
     assert results.test_train_ratio == {"binary": 0.1, "fab4": 0.1}
     assert set(results.comparisons["metric"]) == {"accuracy", "macro_auc"}
     assert len(results.mcnemar) == len(results.auc_tests) == 2 * 2  # tasks x trials

@@ -16,12 +16,27 @@ from allmtl_spark.lakehouse import Lakehouse, read_table
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
 TINY = [
-    "synth.n_slides=16", "synth.n_cells=24", "synth.slide_width=320", "synth.slide_height=240", "synth.workers=1",
-    "privacy.allow_demo_key=true", "segment.mask_source=roi", "segment.crop_size=96",
-    "train.backbones=[InceptionV3]", "train.tasks=[binary]", "train.input_size=75", "train.num_proc=1",
-    "train.stage2.epochs=1", "train.stage3.epochs=1", "train.stage2.batch_size=8", "train.stage3.batch_size=8",
-    "train.augment.copies_per_image=1", "train.head_dense_units=[16]",
-    "evaluate.folds=2", "evaluate.trials=1", "evaluate.bootstrap_resamples=100",
+    "synth.n_slides=16",
+    "synth.n_cells=24",
+    "synth.slide_width=320",
+    "synth.slide_height=240",
+    "synth.workers=1",
+    "privacy.allow_demo_key=true",
+    "segment.mask_source=roi",
+    "segment.crop_size=96",
+    "train.backbones=[InceptionV3]",
+    "train.tasks=[binary]",
+    "train.input_size=75",
+    "train.num_proc=1",
+    "train.stage2.epochs=1",
+    "train.stage3.epochs=1",
+    "train.stage2.batch_size=8",
+    "train.stage3.batch_size=8",
+    "train.augment.copies_per_image=1",
+    "train.head_dense_units=[16]",
+    "evaluate.folds=2",
+    "evaluate.trials=1",
+    "evaluate.bootstrap_resamples=100",
 ]
 
 
@@ -33,8 +48,15 @@ def segmented(spark, tmp_path_factory):
     from allmtl_spark.synth.dataset import write_dataset
 
     root = tmp_path_factory.mktemp("e2e")
-    cfg = load_config(None, [*TINY, f"synth.output={root / 'synth'}", f"lakehouse.path={root / 'lakehouse'}",
-                             f"ingest.sources=[{{kind: manifest, path: {root / 'synth' / 'manifest.csv'}}}]"])
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            f"synth.output={root / 'synth'}",
+            f"lakehouse.path={root / 'lakehouse'}",
+            f"ingest.sources=[{{kind: manifest, path: {root / 'synth' / 'manifest.csv'}}}]",
+        ],
+    )
     write_dataset(cfg.synth, progress=None)
     lake = Lakehouse.from_config(cfg.lakehouse)
     run_ingest(spark, cfg.ingest, cfg.privacy, lake, run_id="ingest")
@@ -49,7 +71,11 @@ def test_two_folds_one_trial_produce_every_table_figure_and_the_page(spark, segm
 
     runs = read_table(spark, lake, tables.EVALUATION_RUNS).toPandas()
     assert sorted(runs[["fold", "approach"]].itertuples(index=False, name=None)) == [
-        (0, "classical"), (0, "mtl"), (1, "classical"), (1, "mtl")]
+        (0, "classical"),
+        (0, "mtl"),
+        (1, "classical"),
+        (1, "mtl"),
+    ]
     assert (runs["n_test"] > 0).all() and runs["n_test"].groupby(runs["approach"]).sum().eq(16).all()
     predictions = read_table(spark, lake, tables.PREDICTIONS).where("part = 'test'").toPandas()
     assert predictions["model_id"].isin(runs["model_id"]).sum() == runs["n_test"].sum()
@@ -60,12 +86,22 @@ def test_two_folds_one_trial_produce_every_table_figure_and_the_page(spark, segm
     page = Path(summary.report_path).read_text(encoding="utf-8")
     pngs = sorted((folder / "figures").glob("*.png"))
     names = {p.name for p in pngs}
-    assert {"roc_binary_inceptionv3_mtl.png", "confusion_binary_inceptionv3_classical.png",
-            "training_curves_trial-0-fold-0.png", "training_curves_trial-0-fold-1.png"} <= names
+    assert {
+        "roc_binary_inceptionv3_mtl.png",
+        "confusion_binary_inceptionv3_classical.png",
+        "training_curves_trial-0-fold-0.png",
+        "training_curves_trial-0-fold-1.png",
+    } <= names
     for png in pngs:
         assert base64.b64encode(png.read_bytes()).decode("ascii") in page, png.name
-    assert {p.stem for p in (folder / "tables").glob("*.csv")} >= {"summary", "detection_binary", "tests_t",
-                                                                   "tests_mcnemar", "tests_auc", "runs"}
+    assert {p.stem for p in (folder / "tables").glob("*.csv")} >= {
+        "summary",
+        "detection_binary",
+        "tests_t",
+        "tests_mcnemar",
+        "tests_auc",
+        "runs",
+    }
 
     again = run_evaluate(spark, cfg.evaluate, cfg.train, lake, eval_id="e2e")
     assert again.trained == 0 and again.skipped == 2

@@ -21,8 +21,15 @@ pytestmark = pytest.mark.unit
 @pytest.fixture(scope="module")
 def results():
     predictions = make_predictions(trials=2, folds=2, backbones=("InceptionV3", "Xception"))
-    return agg.evaluate_predictions(predictions, make_runs(predictions), CLASS_NAMES, compare_metrics=["accuracy"],
-                                    n_resamples=50, confidence=0.95, seed=0)
+    return agg.evaluate_predictions(
+        predictions,
+        make_runs(predictions),
+        CLASS_NAMES,
+        compare_metrics=["accuracy"],
+        n_resamples=50,
+        confidence=0.95,
+        seed=0,
+    )
 
 
 def _summary_value(results, **where):
@@ -35,10 +42,15 @@ def _summary_value(results, **where):
 def test_detection_table_reports_the_positive_class_per_backbone(results):
     table = report.detection_table(results.summary, "ALL")
     assert list(table[["backbone", "approach"]].itertuples(index=False, name=None)) == [
-        ("InceptionV3", "classical"), ("InceptionV3", "mtl"), ("Xception", "classical"), ("Xception", "mtl")]
+        ("InceptionV3", "classical"),
+        ("InceptionV3", "mtl"),
+        ("Xception", "classical"),
+        ("Xception", "mtl"),
+    ]
     row = table.iloc[1]
-    expected = _summary_value(results, backbone="InceptionV3", task="binary", approach="mtl", metric="recall",
-                              class_name="ALL")
+    expected = _summary_value(
+        results, backbone="InceptionV3", task="binary", approach="mtl", metric="recall", class_name="ALL"
+    )
     assert row["recall"] == expected["mean"] and row["recall_sd"] == expected["sd"]
     assert {"accuracy", "precision", "specificity", "f1", "auc"} <= set(table.columns)
 
@@ -48,8 +60,10 @@ def test_multiclass_table_has_every_class_and_the_averages(results):
     one = table[(table["backbone"] == "Xception") & (table["approach"] == "mtl")]
     assert list(one["class"]) == ["normal", "L1", "L2", "L3", "macro avg", "micro avg", "weighted avg"]
     macro = one[one["class"] == "macro avg"].iloc[0]
-    assert macro["f1"] == _summary_value(results, backbone="Xception", task="fab4", approach="mtl",
-                                         metric="macro_f1")["mean"]
+    assert (
+        macro["f1"]
+        == _summary_value(results, backbone="Xception", task="fab4", approach="mtl", metric="macro_f1")["mean"]
+    )
     assert math.isnan(one[one["class"] == "weighted avg"]["auc"].iloc[0])
 
 
@@ -69,8 +83,16 @@ def test_display_merges_sd_columns_and_escapes():
 
 
 def test_write_report_embeds_every_figure_and_table(results, tmp_path):
-    histories = {"trial 0 fold 0": {"stage3-binary-mtl-inceptionv3": {
-        "loss": [0.9, 0.5], "accuracy": [0.5, 0.8], "val_loss": [1.0, 0.7], "val_accuracy": [0.5, 0.7]}}}
+    histories = {
+        "trial 0 fold 0": {
+            "stage3-binary-mtl-inceptionv3": {
+                "loss": [0.9, 0.5],
+                "accuracy": [0.5, 0.8],
+                "val_loss": [1.0, 0.7],
+                "val_accuracy": [0.5, 0.7],
+            }
+        }
+    }
 
     path = report.write_report(results, str(tmp_path), "Evaluation test", {"evaluation id": "ev"}, histories)
 

@@ -39,10 +39,24 @@ def test_malformed_folder_ends_in_rejects_while_valid_files_land(spark, lake, tm
     root = tmp_path / "ALL_IDB1"
     bad = malformed_files()
     _write(root / "im", {name: data for name, (data, _) in bad.items()})
-    _write(root / "im", {"Im001_1.jpg": good_jpeg(seed=1), "Im002_0.jpg": good_jpeg(seed=2),
-                         "Im003_1.jpg": good_jpeg(seed=3), "Im004_1.jpg": good_jpeg(seed=4)})
-    _write(root / "xyc", {"Im001_1.xyc": b"10 20\n30 40\n", "Im002_0.xyc": b"",
-                          "Im003_1.xyc": b"10 20\nten 20\n", "Im004_1.xyc": b"500 20\n"})
+    _write(
+        root / "im",
+        {
+            "Im001_1.jpg": good_jpeg(seed=1),
+            "Im002_0.jpg": good_jpeg(seed=2),
+            "Im003_1.jpg": good_jpeg(seed=3),
+            "Im004_1.jpg": good_jpeg(seed=4),
+        },
+    )
+    _write(
+        root / "xyc",
+        {
+            "Im001_1.xyc": b"10 20\n30 40\n",
+            "Im002_0.xyc": b"",
+            "Im003_1.xyc": b"10 20\nten 20\n",
+            "Im004_1.xyc": b"500 20\n",
+        },
+    )
 
     summary = run_ingest(spark, _allidb1(root), PRIVACY, lake)
 
@@ -61,17 +75,20 @@ def test_malformed_folder_ends_in_rejects_while_valid_files_land(spark, lake, tm
 
 def test_reingest_changes_nothing(spark, lake, tmp_path):
     root = tmp_path / "ALL_IDB1"
-    _write(root / "im", {"Im001_1.jpg": good_jpeg(seed=1), "Im002_0.jpg": good_jpeg(seed=2),
-                         "Im009_1.jpg": b"junk"})
+    _write(root / "im", {"Im001_1.jpg": good_jpeg(seed=1), "Im002_0.jpg": good_jpeg(seed=2), "Im009_1.jpg": b"junk"})
     first = run_ingest(spark, _allidb1(root), PRIVACY, lake)
     versions = [table_version(spark, lake, t) for t in (tables.SLIDES, tables.REJECTS)]
-    before = sorted((r["content_sha256"], r["source_path"], r["ingest_run_id"])
-                    for r in read_table(spark, lake, tables.SLIDES).collect())
+    before = sorted(
+        (r["content_sha256"], r["source_path"], r["ingest_run_id"])
+        for r in read_table(spark, lake, tables.SLIDES).collect()
+    )
 
     second = run_ingest(spark, _allidb1(root), PRIVACY, lake)
 
-    after = sorted((r["content_sha256"], r["source_path"], r["ingest_run_id"])
-                   for r in read_table(spark, lake, tables.SLIDES).collect())
+    after = sorted(
+        (r["content_sha256"], r["source_path"], r["ingest_run_id"])
+        for r in read_table(spark, lake, tables.SLIDES).collect()
+    )
     assert first.inserted["slides"] == 2 and second.inserted["slides"] == 0
     assert after == before  # same rows, still stamped with the first run
     assert [table_version(spark, lake, t) for t in (tables.SLIDES, tables.REJECTS)] == versions  # nothing written
@@ -89,8 +106,10 @@ def test_same_bytes_two_names(spark, lake, tmp_path):
     assert len(slides) == 1  # same labels: one row that records both paths
     assert Path(slides[0]["source_path"]).name == "Im001_1.jpg"
     assert [Path(p).name for p in slides[0]["duplicate_paths"]] == ["Im002_1.jpg"]
-    assert _rejects_by_name(spark, lake) == {"Im003_1.jpg": ["conflicting_labels"],
-                                             "Im004_0.jpg": ["conflicting_labels"]}
+    assert _rejects_by_name(spark, lake) == {
+        "Im003_1.jpg": ["conflicting_labels"],
+        "Im004_0.jpg": ["conflicting_labels"],
+    }
 
 
 def test_conflict_with_stored_row_is_rejected_and_new_duplicate_path_recorded(spark, lake, tmp_path):
@@ -128,8 +147,11 @@ def test_manifest_labels_patients_and_bad_rows(spark, lake, tmp_path):
     assert [(r["slide_id"], r["label_fab"], r["label_binary"], r["site"]) for r in slide] == [("S1", "L3", 1, "lab7")]
     assert [(r["cell_id"], r["label_fab"], r["label_binary"]) for r in cell] == [("C1", "normal", 0)]
     assert slide[0]["patient_hash"] and "PAT-1" not in slide[0]["patient_hash"]
-    assert _rejects_by_name(spark, lake) == {"c.jpg": ["bad_label"], "secret.jpg": ["path_outside_root"],
-                                             "missing.jpg": ["missing_file"]}
+    assert _rejects_by_name(spark, lake) == {
+        "c.jpg": ["bad_label"],
+        "secret.jpg": ["path_outside_root"],
+        "missing.jpg": ["missing_file"],
+    }
 
 
 def test_concurrent_ingests_leave_one_row_per_file(spark, lake, tmp_path):

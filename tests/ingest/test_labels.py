@@ -12,8 +12,10 @@ def test_allidb_name_gives_stem_number_label():
     assert parse_allidb_name("Im260_0.tif").label == 0
 
 
-@pytest.mark.parametrize("name, reason", [("Im001_2.jpg", "bad_label"), ("Im001_x.jpg", "bad_label"),
-                                          ("slide.jpg", "bad_name"), ("Im001.jpg", "bad_name")])
+@pytest.mark.parametrize(
+    "name, reason",
+    [("Im001_2.jpg", "bad_label"), ("Im001_x.jpg", "bad_label"), ("slide.jpg", "bad_name"), ("Im001.jpg", "bad_name")],
+)
 def test_bad_names_are_rejected_with_reason(name, reason):
     with pytest.raises(LabelError) as err:
         parse_allidb_name(name)

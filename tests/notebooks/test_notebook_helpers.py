@@ -24,9 +24,12 @@ class FakeDatabricks(dict):
 
     def __init__(self):
         self.shown: list[tuple[str, object]] = []
-        super().__init__(dbutils=SimpleNamespace(widgets="dbutils.widgets"), spark=None,
-                         display=lambda obj: self.shown.append(("display", obj)),
-                         displayHTML=lambda text: self.shown.append(("displayHTML", text)))
+        super().__init__(
+            dbutils=SimpleNamespace(widgets="dbutils.widgets"),
+            spark=None,
+            display=lambda obj: self.shown.append(("display", obj)),
+            displayHTML=lambda text: self.shown.append(("displayHTML", text)),
+        )
 
 
 @pytest.fixture
@@ -79,8 +82,9 @@ def test_parse_overrides_takes_lines_or_semicolons_and_skips_blanks_and_comments
 @pytest.mark.unit
 def test_config_from_widgets_applies_the_overrides_and_mapped_widgets(monkeypatch):
     monkeypatch.chdir(REPO)
-    w = notebook.LocalWidgets({"ALLMTL_WIDGET_OVERRIDES": "train.stage2.epochs=1\nscore.task=binary",
-                               "ALLMTL_WIDGET_MODEL": "run-7"})
+    w = notebook.LocalWidgets(
+        {"ALLMTL_WIDGET_OVERRIDES": "train.stage2.epochs=1\nscore.task=binary", "ALLMTL_WIDGET_MODEL": "run-7"}
+    )
     for name, default in (("config", "conf/demo.yaml"), ("overrides", ""), ("model", "latest"), ("empty", " ")):
         w.text(name, default)
     cfg = notebook.config_from_widgets(w, {"score.model": "model", "score.approach": "empty"})
@@ -186,7 +190,10 @@ def test_list_reports_finds_evaluation_and_scoring_pages_newest_first(tmp_path):
         os.utime(folder / "index.html", (1_700_000_000 + i, 1_700_000_000 + i))
     reports = notebook.list_reports(lake)
     assert list(reports[["kind", "report_id"]].itertuples(index=False, name=None)) == [
-        ("score", "s2"), ("evaluation", "e1"), ("score", "s1")]
+        ("score", "s2"),
+        ("evaluation", "e1"),
+        ("score", "s1"),
+    ]
     assert reports["path"].iloc[0] == str(tmp_path / "_reports" / "score" / "s2" / "index.html")
     assert notebook.list_reports(SimpleNamespace(reports=str(tmp_path / "none"))).empty
 
@@ -195,10 +202,23 @@ def test_list_reports_finds_evaluation_and_scoring_pages_newest_first(tmp_path):
 
 
 def _image_row(key: str, content: bytes, label_binary, label_fab) -> dict:
-    return {"content_sha256": hashlib.sha256(content).hexdigest(), "source_path": key, "duplicate_paths": [],
-            "source_kind": "manifest", "site": "t", "format": "PNG", "width": 16, "height": 12, "channels": 3,
-            "bit_depth": 8, "content": bytearray(content), "label_binary": label_binary, "label_fab": label_fab,
-            "ingest_run_id": "t", "ingested_at": datetime(2026, 1, 1)}
+    return {
+        "content_sha256": hashlib.sha256(content).hexdigest(),
+        "source_path": key,
+        "duplicate_paths": [],
+        "source_kind": "manifest",
+        "site": "t",
+        "format": "PNG",
+        "width": 16,
+        "height": 12,
+        "channels": 3,
+        "bit_depth": 8,
+        "content": bytearray(content),
+        "label_binary": label_binary,
+        "label_fab": label_fab,
+        "ingest_run_id": "t",
+        "ingested_at": datetime(2026, 1, 1),
+    }
 
 
 def _frame(spark, table, rows):
@@ -216,22 +236,53 @@ def small_lake(spark, lake):
     from allmtl_spark.lakehouse import merge_new_rows
 
     rng = np.random.default_rng(0)
-    slides = [{**_image_row(slide_id, encode_png(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)), binary, fab),
-               "slide_id": slide_id, "has_xyc": False}
-              for slide_id, binary, fab in (("Im001_1", 1, "L1"), ("Im002_0", 0, "normal"), ("Im003_1", 1, None))]
+    slides = [
+        {
+            **_image_row(slide_id, encode_png(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)), binary, fab),
+            "slide_id": slide_id,
+            "has_xyc": False,
+        }
+        for slide_id, binary, fab in (("Im001_1", 1, "L1"), ("Im002_0", 0, "normal"), ("Im003_1", 1, None))
+    ]
     cells = [{**_image_row("c1", encode_png(np.zeros((4, 4, 3), np.uint8)), 1, None), "cell_id": "c1"}]
-    segmented = [{"content_sha256": s["content_sha256"], "segmenter_version": version, "slide_id": s["slide_id"],
-                  "mask_source": "roi", "roi_method": "adaptive", "scale": 0.5, "width": 8, "height": 6,
-                  "isolated": bytearray(encode_png(np.zeros((6, 8, 3), np.uint8))),
-                  "mask": bytearray(encode_png(np.full((6, 8), 255, np.uint8))), "cell_count": cells_found,
-                  "run_id": "seg", "segmented_at": datetime(2026, 1, day)}
-                 for s in slides for version, day, cells_found in (("roi-adaptive", 2, 2), ("old", 1, 5))]
-    rejects = [{"reject_key": f"k{i}", "stage": stage, "source_path": f"p{i}", "reason": reason, "run_id": "r",
-                "rejected_at": datetime(2026, 1, 1)}
-               for i, (stage, reason) in enumerate((("ingest", "unreadable"), ("ingest", "unreadable"),
-                                                    ("segment", "no_cells")))]
-    for table, rows in ((tables.SLIDES, slides), (tables.CELLS, cells), (tables.SEGMENTED_SLIDES, segmented),
-                        (tables.REJECTS, rejects)):
+    segmented = [
+        {
+            "content_sha256": s["content_sha256"],
+            "segmenter_version": version,
+            "slide_id": s["slide_id"],
+            "mask_source": "roi",
+            "roi_method": "adaptive",
+            "scale": 0.5,
+            "width": 8,
+            "height": 6,
+            "isolated": bytearray(encode_png(np.zeros((6, 8, 3), np.uint8))),
+            "mask": bytearray(encode_png(np.full((6, 8), 255, np.uint8))),
+            "cell_count": cells_found,
+            "run_id": "seg",
+            "segmented_at": datetime(2026, 1, day),
+        }
+        for s in slides
+        for version, day, cells_found in (("roi-adaptive", 2, 2), ("old", 1, 5))
+    ]
+    rejects = [
+        {
+            "reject_key": f"k{i}",
+            "stage": stage,
+            "source_path": f"p{i}",
+            "reason": reason,
+            "run_id": "r",
+            "rejected_at": datetime(2026, 1, 1),
+        }
+        for i, (stage, reason) in enumerate(
+            (("ingest", "unreadable"), ("ingest", "unreadable"), ("segment", "no_cells"))
+        )
+    ]
+    for table, rows in (
+        (tables.SLIDES, slides),
+        (tables.CELLS, cells),
+        (tables.SEGMENTED_SLIDES, segmented),
+        (tables.REJECTS, rejects),
+    ):
         merge_new_rows(spark, lake, table, _frame(spark, table, rows))
     return lake, sorted(slides, key=lambda s: s["content_sha256"])
 
@@ -241,11 +292,19 @@ def test_table_counts_class_balance_and_rejects(spark, small_lake):
     lake, _ = small_lake
     counts = notebook.table_counts(spark, lake)
     assert list(counts[["table", "rows"]].itertuples(index=False, name=None)) == [
-        ("slides", 3), ("cells", 1), ("rejects", 3), ("segmented_slides", 6)]
+        ("slides", 3),
+        ("cells", 1),
+        ("rejects", 3),
+        ("segmented_slides", 6),
+    ]
     assert (counts["version"] >= 1).all()
     balance = notebook.class_balance(spark, lake)
     assert [tuple(None if pd.isna(v) else v for v in row) for row in balance.itertuples(index=False, name=None)] == [
-        ("slides", 0, "normal", 1), ("slides", 1, None, 1), ("slides", 1, "L1", 1), ("cells", 1, None, 1)]
+        ("slides", 0, "normal", 1),
+        ("slides", 1, None, 1),
+        ("slides", 1, "L1", 1),
+        ("cells", 1, None, 1),
+    ]
     rejects = notebook.rejects_by_reason(spark, lake)
     assert list(rejects.itertuples(index=False, name=None)) == [("ingest", "unreadable", 2), ("segment", "no_cells", 1)]
 
@@ -256,8 +315,7 @@ def test_sample_slides_takes_the_latest_segmenter_and_decodes_at_the_mask_size(s
     samples = notebook.sample_slides(spark, lake, n=2)
     assert [s.slide_id for s in samples] == [s["slide_id"] for s in by_hash[:2]]
     assert all(s.cell_count == 2 for s in samples)  # roi-adaptive, segmented last
-    assert all(s.image.shape == (6, 8, 3) and s.mask.shape == (6, 8) and s.isolated.shape == (6, 8, 3)
-               for s in samples)
+    assert all(s.image.shape == (6, 8, 3) and s.mask.shape == (6, 8) and s.isolated.shape == (6, 8, 3) for s in samples)
     labels = {"Im001_1": "L1", "Im002_0": "normal", "Im003_1": "ALL"}
     assert all(s.label == labels[s.slide_id] for s in samples)
     assert [s.cell_count for s in notebook.sample_slides(spark, lake, n=5, segmenter_version="old")] == [5, 5, 5]
@@ -268,8 +326,20 @@ def test_sample_slides_takes_the_latest_segmenter_and_decodes_at_the_mask_size(s
 def test_run_rows_filters_by_the_tables_run_column(spark, lake):
     from allmtl_spark.lakehouse import merge_new_rows
 
-    rows = [{"scoring_run_id": run, "model_version": "m", "scope": "run", "scope_value": run, "metric": "count",
-             "class_name": c, "value": 1.0, "computed_at": datetime(2026, 1, 1)} for run in ("a", "b") for c in "yx"]
+    rows = [
+        {
+            "scoring_run_id": run,
+            "model_version": "m",
+            "scope": "run",
+            "scope_value": run,
+            "metric": "count",
+            "class_name": c,
+            "value": 1.0,
+            "computed_at": datetime(2026, 1, 1),
+        }
+        for run in ("a", "b")
+        for c in "yx"
+    ]
     merge_new_rows(spark, lake, tables.SCORE_AGGREGATES, _frame(spark, tables.SCORE_AGGREGATES, rows))
     shown = notebook.run_rows(spark, lake, tables.SCORE_AGGREGATES, "b").toPandas()
     assert list(shown["class_name"]) == ["x", "y"] and set(shown["scoring_run_id"]) == {"b"}

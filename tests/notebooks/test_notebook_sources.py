@@ -14,8 +14,7 @@ NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.py"))
 HEADER = "# Databricks notebook source"
 SEPARATOR = "\n\n# COMMAND ----------\n\n"  # exactly what a Databricks export writes between cells
 # Statements that would put logic in a notebook: it belongs in allmtl_spark (e.g. allmtl_spark/notebook.py).
-LOGIC = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.For, ast.While, ast.If, ast.Try,
-         ast.With)
+LOGIC = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.For, ast.While, ast.If, ast.Try, ast.With)
 
 
 def split_cells(text: str) -> list[str]:
@@ -26,8 +25,12 @@ def split_cells(text: str) -> list[str]:
 
 
 def test_the_four_notebooks_exist():
-    assert [p.name for p in NOTEBOOKS] == ["01_explore_data.py", "02_train_mtl.py", "03_score_archive.py",
-                                           "04_reports.py"]
+    assert [p.name for p in NOTEBOOKS] == [
+        "01_explore_data.py",
+        "02_train_mtl.py",
+        "03_score_archive.py",
+        "04_reports.py",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -58,8 +61,14 @@ def test_notebook_imports_only_allmtl_spark_and_creates_its_widgets_before_readi
     imported = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert imported == {"allmtl_spark"}
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-             and isinstance(n.func.value, ast.Name) and n.func.value.id == "w"]
+    calls = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and isinstance(n.func.value, ast.Name)
+        and n.func.value.id == "w"
+    ]
     created = {c.args[0].value for c in calls if c.func.attr in ("text", "dropdown")}
     read = {c.args[0].value for c in calls if c.func.attr == "get"}
     assert {"config", "overrides"} <= created and read <= created

@@ -24,13 +24,35 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 1800  # seconds per process; a shared 2-core machine can be slow
-DATA = ["synth.n_slides=16", "synth.n_cells=24", "synth.slide_width=320", "synth.slide_height=240",
-        "synth.workers=1", "segment.mask_source=roi", "segment.crop_size=96", "spark.driver_memory=3g"]
-TRAIN = ["train.tasks=[binary]", "train.approaches=[mtl]", "train.input_size=75", "train.num_proc=1",
-         "train.stage2.epochs=1", "train.stage3.epochs=1", "train.stage2.batch_size=8", "train.stage3.batch_size=8",
-         "train.augment.copies_per_image=1", "train.head_dense_units=[16]"]
-SCORE = ["score.task=binary", "score.source=null", "score.bootstrap_resamples=50", "score.report_sample=2",
-         "score.gradcam_slides=1"]
+DATA = [
+    "synth.n_slides=16",
+    "synth.n_cells=24",
+    "synth.slide_width=320",
+    "synth.slide_height=240",
+    "synth.workers=1",
+    "segment.mask_source=roi",
+    "segment.crop_size=96",
+    "spark.driver_memory=3g",
+]
+TRAIN = [
+    "train.tasks=[binary]",
+    "train.approaches=[mtl]",
+    "train.input_size=75",
+    "train.num_proc=1",
+    "train.stage2.epochs=1",
+    "train.stage3.epochs=1",
+    "train.stage2.batch_size=8",
+    "train.stage3.batch_size=8",
+    "train.augment.copies_per_image=1",
+    "train.head_dense_units=[16]",
+]
+SCORE = [
+    "score.task=binary",
+    "score.source=null",
+    "score.bootstrap_resamples=50",
+    "score.report_sample=2",
+    "score.gradcam_slides=1",
+]
 TIMINGS: dict[str, float] = {}
 
 
@@ -59,8 +81,9 @@ def _run(label: str, argv: list[str], env: dict[str, str]) -> subprocess.Complet
 
 
 def _ok(done: subprocess.CompletedProcess) -> str:
-    assert done.returncode == 0, f"exit {done.returncode}\n--- stdout\n{done.stdout[-4000:]}\n--- stderr\n" \
-                                 f"{done.stderr[-6000:]}"
+    assert done.returncode == 0, (
+        f"exit {done.returncode}\n--- stdout\n{done.stdout[-4000:]}\n--- stderr\n{done.stderr[-6000:]}"
+    )
     return done.stdout
 
 
@@ -68,12 +91,30 @@ def _ok(done: subprocess.CompletedProcess) -> str:
 def prepared(tmp_path_factory):
     """A fresh lakehouse with 16 synthetic slides and 24 cells, ingested and segmented by the CLI."""
     root = tmp_path_factory.mktemp("notebooks")
-    overrides = [*DATA, f"lakehouse.path={root / 'lakehouse'}", f"synth.output={root / 'synth'}",
-                 f"ingest.sources=[{{kind: manifest, path: {root / 'synth' / 'manifest.csv'}, site: synthetic}}]"]
+    overrides = [
+        *DATA,
+        f"lakehouse.path={root / 'lakehouse'}",
+        f"synth.output={root / 'synth'}",
+        f"ingest.sources=[{{kind: manifest, path: {root / 'synth' / 'manifest.csv'}, site: synthetic}}]",
+    ]
     sets = [arg for item in overrides for arg in ("--set", item)]
     for command in (["synth"], ["ingest", "--run-id", "nb-ingest"], ["segment", "--run-id", "nb-segment"]):
-        _ok(_run(f"cli {command[0]}", [sys.executable, "-m", "allmtl_spark.cli", command[0], "--config",
-                                       "conf/demo.yaml", *sets, *command[1:]], _env({})))
+        _ok(
+            _run(
+                f"cli {command[0]}",
+                [
+                    sys.executable,
+                    "-m",
+                    "allmtl_spark.cli",
+                    command[0],
+                    "--config",
+                    "conf/demo.yaml",
+                    *sets,
+                    *command[1:],
+                ],
+                _env({}),
+            )
+        )
     lake = Lakehouse.from_config(load_config(REPO / "conf" / "demo.yaml", overrides).lakehouse)
     return root, overrides, lake
 
@@ -105,10 +146,15 @@ def test_explore_notebook_prints_counts_balance_rejects_and_draws_samples(prepar
     _, overrides, _ = prepared
     out = _ok(run_notebook("01_explore_data.py", {"overrides": "\n".join(overrides), "samples": "2"}, tmp_path))
 
-    counts = {name: int(rows) for name, rows in
-              re.findall(r"^\s*(\w+)\s+(\d+)\s+\d+\s*$", _table(out, "table row counts"), re.M)}
+    counts = {
+        name: int(rows)
+        for name, rows in re.findall(r"^\s*(\w+)\s+(\d+)\s+\d+\s*$", _table(out, "table row counts"), re.M)
+    }
     assert {k: counts.get(k) for k in ("slides", "cells", "segmented_slides")} == {
-        "slides": 16, "cells": 24, "segmented_slides": 16}
+        "slides": 16,
+        "cells": 24,
+        "segmented_slides": 16,
+    }
     assert counts["slide_cells"] > 0 and "evaluation_runs" not in counts  # only the tables that exist
     balance = _table(out, "class balance")
     assert sum(int(n) for n in re.findall(r"^\s*slides\s.*?(\d+)\s*$", balance, re.M)) == 16
@@ -125,7 +171,9 @@ def test_training_notebook_registers_the_models_and_shows_the_curves(spark, trai
     stage2_task = load_config(REPO / "conf" / "demo.yaml").train.stage2_task
     models = read_table(spark, lake, tables.MODELS).where("run_id = 'nb-train'").toPandas()
     assert sorted(zip(models["stage"], models["task"], models["approach"].fillna("-"), strict=True)) == [
-        ("stage2", stage2_task, "-"), ("stage3", "binary", "mtl")]
+        ("stage2", stage2_task, "-"),
+        ("stage3", "binary", "mtl"),
+    ]
     assert "training run nb-train" in out and "== models of run nb-train" in out
     assert all(model_id in out for model_id in models["model_id"])
     curves = Path(lake.reports) / "train" / "nb-train" / "training_curves.png"
@@ -153,16 +201,28 @@ def test_reports_notebook_lists_and_shows_the_evaluation_and_scoring_reports(pre
     _, overrides, lake = prepared
     _ok(scored[0])
     predictions = make_predictions(trials=1, folds=2, tasks=("binary",))
-    results = aggregate.evaluate_predictions(predictions, make_runs(predictions), CLASS_NAMES,
-                                             compare_metrics=["accuracy"], n_resamples=20, confidence=0.95, seed=0)
-    evaluation = write_report(results, str(Path(lake.reports) / "evaluation" / "e-synthetic"), "Evaluation e-synthetic",
-                              {"eval_id": "e-synthetic"})
+    results = aggregate.evaluate_predictions(
+        predictions,
+        make_runs(predictions),
+        CLASS_NAMES,
+        compare_metrics=["accuracy"],
+        n_resamples=20,
+        confidence=0.95,
+        seed=0,
+    )
+    evaluation = write_report(
+        results,
+        str(Path(lake.reports) / "evaluation" / "e-synthetic"),
+        "Evaluation e-synthetic",
+        {"eval_id": "e-synthetic"},
+    )
 
     out = _ok(run_notebook("04_reports.py", {"overrides": "\n".join(overrides), "limit": "5"}))
 
     listing = _table(out, "reports under")
-    assert re.search(r"^\s*evaluation\s+e-synthetic\s", listing, re.M) and re.search(r"^\s*score\s+nb-score\s",
-                                                                                      listing, re.M)
+    assert re.search(r"^\s*evaluation\s+e-synthetic\s", listing, re.M) and re.search(
+        r"^\s*score\s+nb-score\s", listing, re.M
+    )
     assert f"HTML report 'Evaluation e-synthetic': {evaluation}" in out
     assert f"HTML report 'Scoring run nb-score': {Path(lake.reports) / 'score' / 'nb-score' / 'index.html'}" in out
     summary = _table(out, "e-synthetic: summary")

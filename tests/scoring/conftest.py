@@ -20,13 +20,24 @@ SLIDES = 6
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "allmtl_spark.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "allmtl_spark.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 def overrides(root) -> list[str]:
-    return [f"lakehouse.path={root}/lakehouse", "segment.mask_source=roi", "score.slides_per_partition=1",
-            "privacy.patient_key=test", "spark.master=local[2]", "score.source=null"]
+    return [
+        f"lakehouse.path={root}/lakehouse",
+        "segment.mask_source=roi",
+        "score.slides_per_partition=1",
+        "privacy.patient_key=test",
+        "spark.master=local[2]",
+        "score.source=null",
+    ]
 
 
 def register_tiny_models(spark, lake, run_id: str) -> dict:
@@ -35,17 +46,31 @@ def register_tiny_models(spark, lake, run_id: str) -> dict:
     from allmtl_spark.registry import ModelRecord, register_model, save_artifact
 
     made = {}
-    for stage, task, classes, head in (("stage3", "fab4", ["normal", "L1", "L2", "L3"], "dense"),
-                                       ("stage2", "cell_binary", ["normal", "blast"], "simple")):
-        model = build_classifier("InceptionV3", input_size=75, num_outputs=len(classes) if len(classes) > 2 else 1,
-                                 head=head)
+    for stage, task, classes, head in (
+        ("stage3", "fab4", ["normal", "L1", "L2", "L3"], "dense"),
+        ("stage2", "cell_binary", ["normal", "blast"], "simple"),
+    ):
+        model = build_classifier(
+            "InceptionV3", input_size=75, num_outputs=len(classes) if len(classes) > 2 else 1, head=head
+        )
         model_id = f"{run_id}-{stage}-{task}"
         folder = os.path.join(lake.models, model_id)
         view = {"kind": "montage" if stage == "stage3" else "cell", "size": 75, "grid": 2, "isolate": True}
         sha = save_artifact(model, folder, {"view": view, "class_names": classes})
-        record = ModelRecord(model_id=model_id, run_id=run_id, kind="classifier", stage=stage, task=task,
-                             class_names=classes, artifact_path=folder, artifact_sha256=sha, config_json="{}",
-                             approach="mtl" if stage == "stage3" else None, backbone="InceptionV3", input_size=75)
+        record = ModelRecord(
+            model_id=model_id,
+            run_id=run_id,
+            kind="classifier",
+            stage=stage,
+            task=task,
+            class_names=classes,
+            artifact_path=folder,
+            artifact_sha256=sha,
+            config_json="{}",
+            approach="mtl" if stage == "stage3" else None,
+            backbone="InceptionV3",
+            input_size=75,
+        )
         register_model(spark, lake, record)
         made[stage] = record
     return made
@@ -70,9 +95,19 @@ def scoring_lake(spark, tmp_path_factory):
     from allmtl_spark.synth.dataset import write_dataset
 
     root = tmp_path_factory.mktemp("scoring")
-    cfg = load_config("conf/demo.yaml", overrides(root) + [
-        f"synth.output={root}/data", f"synth.n_slides={SLIDES}", "synth.n_cells=0", "synth.slide_width=320",
-        "synth.slide_height=240", "synth.workers=1", f"ingest.sources=[{{kind: allidb1, path: {root}/data/ALL_IDB1}}]"])
+    cfg = load_config(
+        "conf/demo.yaml",
+        overrides(root)
+        + [
+            f"synth.output={root}/data",
+            f"synth.n_slides={SLIDES}",
+            "synth.n_cells=0",
+            "synth.slide_width=320",
+            "synth.slide_height=240",
+            "synth.workers=1",
+            f"ingest.sources=[{{kind: allidb1, path: {root}/data/ALL_IDB1}}]",
+        ],
+    )
     write_dataset(cfg.synth, progress=None)
     lake = Lakehouse.from_config(cfg.lakehouse)
     run_ingest(spark, cfg.ingest, cfg.privacy, lake)

@@ -17,16 +17,33 @@ def _frame(predicted, truth, run="r1", site="a", day="2026-11-01", version="v1",
         probs[CLASSES.index(p)] = 0.85
         probs = probs + rng.uniform(0, 0.01, 4)
         probs /= probs.sum()
-        rows.append({"content_sha256": f"s{i}", "scoring_run_id": run, "site": site, "scored_at": pd.Timestamp(day),
-                     "predicted_class": p, "probabilities": probs, "p_leukemia": 1 - probs[0],
-                     "predicted_leukemia": p != "normal", "label_fab": t, "label_binary": int(t != "normal"),
-                     "model_version": version, "task": "fab4"})
+        rows.append(
+            {
+                "content_sha256": f"s{i}",
+                "scoring_run_id": run,
+                "site": site,
+                "scored_at": pd.Timestamp(day),
+                "predicted_class": p,
+                "probabilities": probs,
+                "p_leukemia": 1 - probs[0],
+                "predicted_leukemia": p != "normal",
+                "label_fab": t,
+                "label_binary": int(t != "normal"),
+                "model_version": version,
+                "task": "fab4",
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def test_counts_per_run_day_and_site():
-    frame = pd.concat([_frame(["normal", "L1", "L1"], ["normal", "L1", "L2"]),
-                       _frame(["L3"], ["L3"], run="r0", site="b", day="2026-10-31")], ignore_index=True)
+    frame = pd.concat(
+        [
+            _frame(["normal", "L1", "L1"], ["normal", "L1", "L2"]),
+            _frame(["L3"], ["L3"], run="r0", site="b", day="2026-10-31"),
+        ],
+        ignore_index=True,
+    )
     rows = pd.DataFrame(count_rows(frame, "r1", CLASSES))
     run = rows[(rows["scope"] == "run") & (rows["metric"] == "count")].set_index("class_name")["value"]
     assert run.to_dict() == {"normal": 1, "L1": 2, "L2": 0, "L3": 0}

@@ -19,11 +19,27 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
 def _score_cluster(root: str, model_id: str) -> subprocess.Popen:
-    args = [sys.executable, "-m", "allmtl_spark.cli", "score", "--no-report",
-            "--master", "local-cluster[2,1,1024]",
-            "--set", f"lakehouse.path={root}/lakehouse", "--set", "segment.mask_source=roi",
-            "--set", f"score.model={model_id}", "--set", "score.slides_per_partition=1",
-            "--set", "privacy.patient_key=test", "--set", "score.source=null"]  # the ingested slides only
+    args = [
+        sys.executable,
+        "-m",
+        "allmtl_spark.cli",
+        "score",
+        "--no-report",
+        "--master",
+        "local-cluster[2,1,1024]",
+        "--set",
+        f"lakehouse.path={root}/lakehouse",
+        "--set",
+        "segment.mask_source=roi",
+        "--set",
+        f"score.model={model_id}",
+        "--set",
+        "score.slides_per_partition=1",
+        "--set",
+        "privacy.patient_key=test",
+        "--set",
+        "score.source=null",
+    ]  # the ingested slides only
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 

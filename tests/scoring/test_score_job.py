@@ -49,8 +49,9 @@ def test_every_slide_scored_once_models_loaded_once_per_worker_rerun_writes_noth
     versions = [table_version(spark, lake, t) for t in (tables.SLIDE_SCORES, tables.SCORE_AGGREGATES, tables.REJECTS)]
     second = run_score(spark, _with_model(cfg, model_id), lake, report=True)
     assert second.pending == 0 and "nothing new" in second.format()
-    assert [table_version(spark, lake, t) for t in (tables.SLIDE_SCORES, tables.SCORE_AGGREGATES,
-                                                    tables.REJECTS)] == versions
+    assert [
+        table_version(spark, lake, t) for t in (tables.SLIDE_SCORES, tables.SCORE_AGGREGATES, tables.REJECTS)
+    ] == versions
 
 
 def test_two_concurrent_runs_write_one_row_per_slide(spark, scoring_lake):
@@ -90,8 +91,13 @@ def test_undecodable_slide_becomes_a_reject_and_the_rest_are_scored(spark, scori
     cfg, lake, models = scoring_lake
     record = copy_model(spark, lake, models["stage3"], "tiny-v3-stage3-fab4")
     good = read_table(spark, lake, tables.SLIDES).first().asDict()
-    broken = {**good, "content_sha256": "0" * 64, "slide_id": "broken", "content": bytearray(b"not a jpeg"),
-              "source_path": good["source_path"] + ".broken"}
+    broken = {
+        **good,
+        "content_sha256": "0" * 64,
+        "slide_id": "broken",
+        "content": bytearray(b"not a jpeg"),
+        "source_path": good["source_path"] + ".broken",
+    }
     from allmtl_spark.lakehouse import merge_new_rows
 
     merge_new_rows(spark, lake, tables.SLIDES, spark.createDataFrame([broken], tables.SLIDES.schema))

@@ -23,12 +23,24 @@ GOOD = ("Im001_1", "Im002_0", "Im003_1", "Im004_1", "Im005_0")
 
 def _slide_row(slide_id, content, width, height, truth=None, blasts=None):
     return {
-        "slide_id": slide_id, "content_sha256": hashlib.sha256(content).hexdigest(),
-        "source_path": f"/data/ALL_IDB1/im/{slide_id}.jpg", "duplicate_paths": [], "source_kind": "allidb1",
-        "site": "test", "format": "JPEG", "width": width, "height": height, "channels": 3, "bit_depth": 8,
-        "content": bytearray(content), "label_binary": int(slide_id[-1]), "label_fab": None,
-        "truth_mask": bytearray(truth) if truth is not None else None, "patient_hash": None,
-        "ingest_run_id": "test", "ingested_at": datetime(2026, 1, 1),
+        "slide_id": slide_id,
+        "content_sha256": hashlib.sha256(content).hexdigest(),
+        "source_path": f"/data/ALL_IDB1/im/{slide_id}.jpg",
+        "duplicate_paths": [],
+        "source_kind": "allidb1",
+        "site": "test",
+        "format": "JPEG",
+        "width": width,
+        "height": height,
+        "channels": 3,
+        "bit_depth": 8,
+        "content": bytearray(content),
+        "label_binary": int(slide_id[-1]),
+        "label_fab": None,
+        "truth_mask": bytearray(truth) if truth is not None else None,
+        "patient_hash": None,
+        "ingest_run_id": "test",
+        "ingested_at": datetime(2026, 1, 1),
         "blast_centroids": [{"x": x, "y": y} for x, y in blasts] if blasts is not None else None,
         "has_xyc": blasts is not None,
     }
@@ -42,8 +54,13 @@ def slide_lake(spark, tmp_path_factory):
     lake = Lakehouse.from_config(LakehouseConfig(path=str(tmp_path_factory.mktemp("seglake") / "lakehouse")))
     rows = []
     for i, slide_id in enumerate(GOOD):
-        drawn = render_slide(np.random.default_rng(100 + i), WIDTH, HEIGHT, "L1" if slide_id.endswith("1") else
-                             "normal", SmearParams(white_cells_per_slide=(2, 3)))
+        drawn = render_slide(
+            np.random.default_rng(100 + i),
+            WIDTH,
+            HEIGHT,
+            "L1" if slide_id.endswith("1") else "normal",
+            SmearParams(white_cells_per_slide=(2, 3)),
+        )
         ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(drawn.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         blasts = [(round(c.cx), round(c.cy)) for c in drawn.blasts]
         rows.append(_slide_row(slide_id, jpeg.tobytes(), WIDTH, HEIGHT, encode_png(drawn.mask), blasts))
@@ -79,8 +96,10 @@ def test_segment_writes_slides_cells_and_rejects_and_a_rerun_adds_nothing(spark,
     assert summary.blast_recall == 1.0  # every .xyc blast found (the tests' slides are clean)
 
     rejects = {r["source_path"].rsplit("/", 1)[1]: r for r in read_table(spark, slide_lake, tables.REJECTS).collect()}
-    assert {k: r["reason"] for k, r in rejects.items()} == {"Im006_1.jpg": "decode_error",
-                                                             "Im007_0.jpg": "too_large_for_worker"}
+    assert {k: r["reason"] for k, r in rejects.items()} == {
+        "Im006_1.jpg": "decode_error",
+        "Im007_0.jpg": "too_large_for_worker",
+    }
     assert all(r["stage"] == "segment" and r["version"] == "roi-adaptive" for r in rejects.values())
     assert "max_decoded_pixels" in rejects["Im007_0.jpg"]["detail"]
     assert summary.segmented == 5 and summary.rejects == {"decode_error": 1, "too_large_for_worker": 1}
@@ -96,11 +115,26 @@ def test_unet_is_loaded_once_per_python_worker_not_per_batch_or_task(spark, slid
 
     builder = {"input_size": 32, "channels": 3, "depth": 2, "base_filters": 2}
     folder = str(tmp_path / "seg-tiny")
-    sha = save_artifact(build_residual_unet(**builder), folder,
-                        {"builder": builder, "working_scale": 0.5, "input_normalize": "grey_world"})
-    register_model(spark, slide_lake, ModelRecord(
-        model_id="seg-tiny", run_id="tiny", kind="segmenter", stage="segmenter", task="segmentation",
-        class_names=["background", "white_cell"], artifact_path=folder, artifact_sha256=sha, config_json="{}"))
+    sha = save_artifact(
+        build_residual_unet(**builder),
+        folder,
+        {"builder": builder, "working_scale": 0.5, "input_normalize": "grey_world"},
+    )
+    register_model(
+        spark,
+        slide_lake,
+        ModelRecord(
+            model_id="seg-tiny",
+            run_id="tiny",
+            kind="segmenter",
+            stage="segmenter",
+            task="segmentation",
+            class_names=["background", "white_cell"],
+            artifact_path=folder,
+            artifact_sha256=sha,
+            config_json="{}",
+        ),
+    )
     cfg = SegmentConfig(segmenter="seg-tiny", mask_source="unet", crop_size=65, slides_per_partition=2)
     key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     previous = spark.conf.get(key)

@@ -16,8 +16,9 @@ from tests.segmentation.conftest import downscaled_probability, make_slide
 pytestmark = pytest.mark.unit
 
 ROI = RoiConfig()
-UNET = SegmentConfig(mask_source="unet", min_cell_area_px=200, watershed_min_distance=6, crop_size=65,
-                     match_radius_px=10)
+UNET = SegmentConfig(
+    mask_source="unet", min_cell_area_px=200, watershed_min_distance=6, crop_size=65, match_radius_px=10
+)
 
 
 def test_geometry_is_reported_in_original_pixels():
@@ -39,14 +40,15 @@ def test_crops_are_centred_isolated_and_padded():
     assert corner.shape == (65, 65, 3) and corner.dtype == np.uint8
     assert tuple(corner[32, 32]) != (0, 0, 0)  # the cell sits at the centre
     assert not corner[:10, :10].any()  # outside the slide: padded black
-    assert not corner[32, 32 + 20:].any()  # right of the cell: background set to black
+    assert not corner[32, 32 + 20 :].any()  # right of the cell: background set to black
     assert result.blast_match is None and result.cells[0].matches_blast is None  # no .xyc given
 
 
 def test_blast_matches_and_touching_cells_split():
     image, truth = make_slide(cells=((100, 120, 24), (140, 120, 24), (260, 60, 20)))  # two overlapping
-    result = pipeline.segment_slide(image, downscaled_probability(truth, 0.5), ROI, UNET, 0.5,
-                                    blast_xy=[(100, 120), (300, 200)])
+    result = pipeline.segment_slide(
+        image, downscaled_probability(truth, 0.5), ROI, UNET, 0.5, blast_xy=[(100, 120), (300, 200)]
+    )
     assert len(result.cells) == 3  # the overlapping pair split in two
     xs = sorted(round(c.centroid[0]) for c in result.cells)
     assert xs[0] == pytest.approx(98, abs=3) and xs[1] == pytest.approx(142, abs=3)
@@ -105,7 +107,9 @@ def test_working_size_and_downscale():
 
 
 def test_pipeline_imports_no_tensorflow_spark_or_pandas():
-    code = ("import sys\nimport allmtl_spark.segmentation.pipeline\n"
-            "print(sorted(m for m in ('tensorflow', 'pyspark', 'pandas', 'keras') if m in sys.modules))")
+    code = (
+        "import sys\nimport allmtl_spark.segmentation.pipeline\n"
+        "print(sorted(m for m in ('tensorflow', 'pyspark', 'pandas', 'keras') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

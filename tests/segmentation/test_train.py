@@ -75,10 +75,12 @@ def test_short_training_lowers_the_loss_and_segments_a_held_out_slide():
         image, truth = make_slide(cells=cells, seed=seed)
         small = downscale(image, 0.5)
         label = (downscale(np.repeat(truth[..., None], 3, axis=2), 0.5)[..., 0] > 127).astype(np.uint8)
-        slides.append(train.LabelledSlide(f"s{seed}", f"h{seed}", small, label, "truth",
-                                          compute_roi(small, RoiConfig()), truth))
-    cfg = SegmenterConfig(tile_size=64, tiles_per_slide=8, depth=2, base_filters=8, epochs=8, batch_size=8,
-                          learning_rate=0.003, seed=0)
+        slides.append(
+            train.LabelledSlide(f"s{seed}", f"h{seed}", small, label, "truth", compute_roi(small, RoiConfig()), truth)
+        )
+    cfg = SegmenterConfig(
+        tile_size=64, tiles_per_slide=8, depth=2, base_filters=8, epochs=8, batch_size=8, learning_rate=0.003, seed=0
+    )
     model, history = train.fit_unet(slides[:3], cfg, verbose=0)
     assert history["loss"][-1] < 0.5 * history["loss"][0]
     whole = fully_convolutional(model, {"builder": train.builder_kwargs(cfg)})

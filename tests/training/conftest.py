@@ -6,18 +6,39 @@ import pytest
 
 from allmtl_spark.config import load_config
 
-TINY_TRAIN = ["train.input_size=75", "train.tasks=[binary]", "train.num_proc=2", "train.stage2.epochs=1",
-              "train.stage3.epochs=1", "train.stage2.batch_size=4", "train.stage3.batch_size=4",
-              "train.augment.copies_per_image=1", "train.split.test_fraction=0.25", "train.split.val_fraction=0.2",
-              "train.stage2_task=cell_binary"]
+TINY_TRAIN = [
+    "train.input_size=75",
+    "train.tasks=[binary]",
+    "train.num_proc=2",
+    "train.stage2.epochs=1",
+    "train.stage3.epochs=1",
+    "train.stage2.batch_size=4",
+    "train.stage3.batch_size=4",
+    "train.augment.copies_per_image=1",
+    "train.split.test_fraction=0.25",
+    "train.split.val_fraction=0.2",
+    "train.stage2_task=cell_binary",
+]
 
 
 def tiny_config(root, extra: list[str] | None = None):
-    return load_config("conf/demo.yaml", [
-        f"lakehouse.path={root}/lakehouse", f"synth.output={root}/data", "synth.n_slides=16", "synth.n_cells=24",
-        "synth.slide_width=320", "synth.slide_height=240", "synth.workers=1", "segment.mask_source=roi",
-        "spark.master=local[2]", f"ingest.sources=[{{kind: manifest, path: {root}/data/manifest.csv}}]",
-        *TINY_TRAIN, *(extra or [])])
+    return load_config(
+        "conf/demo.yaml",
+        [
+            f"lakehouse.path={root}/lakehouse",
+            f"synth.output={root}/data",
+            "synth.n_slides=16",
+            "synth.n_cells=24",
+            "synth.slide_width=320",
+            "synth.slide_height=240",
+            "synth.workers=1",
+            "segment.mask_source=roi",
+            "spark.master=local[2]",
+            f"ingest.sources=[{{kind: manifest, path: {root}/data/manifest.csv}}]",
+            *TINY_TRAIN,
+            *(extra or []),
+        ],
+    )
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ def _cell_image(size=64):
     image = np.zeros((size, size, 3), np.uint8)
     yy, xx = np.mgrid[:size, :size]
     image[(yy - size // 2) ** 2 + (xx - size // 2) ** 2 < (size // 4) ** 2] = (120, 90, 200)
-    image[size // 2 - 2:size // 2 + 2, size // 2 + 4:size // 2 + 10] = (250, 250, 250)  # asymmetric mark
+    image[size // 2 - 2 : size // 2 + 2, size // 2 + 4 : size // 2 + 10] = (250, 250, 250)  # asymmetric mark
     return image
 
 

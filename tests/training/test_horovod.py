@@ -25,8 +25,9 @@ def test_two_ranks_train_on_their_shards_and_end_with_identical_weights(spark, t
         plan = plan_stages(cfg.train)[0]
         examples = data.example_set(plan.task)
         n_train, n_val = data.part(plan.task, "train").count(), data.part(plan.task, "val").count()
-        job = training._rank_job(cfg.train, plan, "hvdtest", lake, data, {}, n_train, n_val,
-                                 os.path.join(lake.models, "hvdtest"), examples)
+        job = training._rank_job(
+            cfg.train, plan, "hvdtest", lake, data, {}, n_train, n_val, os.path.join(lake.models, "hvdtest"), examples
+        )
         results = horovod_run(training.train_rank, args=(job,), num_proc=2, use_gloo=True, verbose=0)
     finally:
         data.close()

@@ -10,8 +10,11 @@ pytestmark = pytest.mark.unit
 def _frame(n_groups=40, per_group=3, seed=0):
     rng = np.random.default_rng(seed)
     labels = rng.choice(["normal", "L1", "L2", "L3"], size=n_groups)
-    rows = [{"key": f"k{g}-{i}", "group": f"patient{g}", "label": labels[g]}
-            for g in range(n_groups) for i in range(per_group)]
+    rows = [
+        {"key": f"k{g}-{i}", "group": f"patient{g}", "label": labels[g]}
+        for g in range(n_groups)
+        for i in range(per_group)
+    ]
     return pd.DataFrame(rows)
 
 

@@ -22,8 +22,11 @@ def test_train_registers_every_stage_with_matching_hash_and_data_versions(spark,
     cfg, lake, _ = train_lake
     summary = run_train(spark, cfg.train, lake, run_id="e2e")
     keys = [r.plan.key for r in summary.results]
-    assert keys == ["stage2-cell_binary-inceptionv3", "stage3-binary-mtl-inceptionv3",
-                    "stage3-binary-classical-inceptionv3"]
+    assert keys == [
+        "stage2-cell_binary-inceptionv3",
+        "stage3-binary-mtl-inceptionv3",
+        "stage3-binary-classical-inceptionv3",
+    ]
     rows = {r["model_id"]: record_from_row(r) for r in read_table(spark, lake, tables.MODELS).collect()}
     for result in summary.results:
         record = rows[result.record.model_id]
@@ -39,12 +42,36 @@ def test_train_registers_every_stage_with_matching_hash_and_data_versions(spark,
 
 def test_killed_run_resumes_from_the_last_completed_epoch(train_lake, tmp_path):
     _, lake, root = train_lake
-    args = [sys.executable, "-m", "allmtl_spark.cli", "train", "--run-id", "resume",
-            "--set", f"lakehouse.path={root}/lakehouse", "--set", "train.approaches=[mtl]",
-            "--set", "train.stage2.epochs=3", "--set", "train.input_size=75", "--set", "train.tasks=[binary]",
-            "--set", "train.stage2.batch_size=4", "--set", "train.stage3.batch_size=4",
-            "--set", "train.stage3.epochs=1", "--set", "train.stage2_task=cell_binary",
-            "--set", "train.augment.copies_per_image=1", "--set", "spark.master=local[2]"]
+    args = [
+        sys.executable,
+        "-m",
+        "allmtl_spark.cli",
+        "train",
+        "--run-id",
+        "resume",
+        "--set",
+        f"lakehouse.path={root}/lakehouse",
+        "--set",
+        "train.approaches=[mtl]",
+        "--set",
+        "train.stage2.epochs=3",
+        "--set",
+        "train.input_size=75",
+        "--set",
+        "train.tasks=[binary]",
+        "--set",
+        "train.stage2.batch_size=4",
+        "--set",
+        "train.stage3.batch_size=4",
+        "--set",
+        "train.stage3.epochs=1",
+        "--set",
+        "train.stage2_task=cell_binary",
+        "--set",
+        "train.augment.copies_per_image=1",
+        "--set",
+        "spark.master=local[2]",
+    ]
     checkpoints = os.path.join(lake.models, "_checkpoints", "resume", "stage2-cell_binary-inceptionv3")
     log_path = tmp_path / "first.log"
     with open(log_path, "w") as log:
@@ -60,8 +87,11 @@ def test_killed_run_resumes_from_the_last_completed_epoch(train_lake, tmp_path):
     output = second.stdout + second.stderr
     assert second.returncode == 0, output[-3000:]
     assert "[stage2-cell_binary-inceptionv3] resuming from" in output
-    done = int(output.split("[stage2-cell_binary-inceptionv3] resuming from")[1].split("epoch(s) already done")[0]
-               .rsplit(":", 1)[1])
+    done = int(
+        output.split("[stage2-cell_binary-inceptionv3] resuming from")[1]
+        .split("epoch(s) already done")[0]
+        .rsplit(":", 1)[1]
+    )
     assert done >= 1
     assert f"[stage2-cell_binary-inceptionv3] epoch {done + 1}/3" in output
     assert "[stage2-cell_binary-inceptionv3] epoch 1/3" not in output

@@ -136,8 +136,9 @@ def test_dice_and_iou_values_and_empty_convention():
 
 def test_split_touching_cuts_unequal_cells_at_the_neck():
     # radius 12 at x=30 and 18 at x=58: the circles cross at x = 40.8, inside the small cell's extent.
-    labels = masks.split_touching(_discs((80, 100), [(30, 40), (58, 40)], 12)
-                                  | _discs((80, 100), [(58, 40)], 18), min_distance=4)
+    labels = masks.split_touching(
+        _discs((80, 100), [(30, 40), (58, 40)], 12) | _discs((80, 100), [(58, 40)], 18), min_distance=4
+    )
     small, large = sorted(masks.cell_records(labels), key=lambda r: r.area)
     assert small.area == pytest.approx(np.pi * 12**2, rel=0.08) and small.centroid[0] == pytest.approx(30, abs=1)
     assert large.centroid[0] == pytest.approx(58.5, abs=1)

@@ -108,8 +108,10 @@ def test_white_balance_lookup_table_equals_the_per_pixel_formula(method):
     gains = reference.mean() / reference if method == "grey_world" else 255.0 / reference
     expected = np.clip(image * gains + 0.5, 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(color.white_balance(image, method), expected)
-    np.testing.assert_array_equal(color.white_balance(image[:, ::2], method),  # a strided view works too
-                                  color.white_balance(np.ascontiguousarray(image[:, ::2]), method))
+    np.testing.assert_array_equal(
+        color.white_balance(image[:, ::2], method),  # a strided view works too
+        color.white_balance(np.ascontiguousarray(image[:, ::2]), method),
+    )
 
 
 def test_otsu_split_matches_opencv_on_uint8_and_handles_signed_values():
