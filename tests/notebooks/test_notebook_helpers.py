@@ -89,7 +89,7 @@ def test_config_from_widgets_applies_the_overrides_and_mapped_widgets(monkeypatc
         w.text(name, default)
     cfg = notebook.config_from_widgets(w, {"score.model": "model", "score.approach": "empty"})
     assert (cfg.train.stage2.epochs, cfg.score.task, cfg.score.model) == (1, "binary", "run-7")
-    assert cfg.score.approach == "mtl"  # an empty widget sets nothing
+    assert cfg.score.approach == load_config("conf/demo.yaml").score.approach  # an empty widget sets nothing
     assert cfg.synth == load_config("conf/demo.yaml").synth  # the rest from the file
     bad = notebook.LocalWidgets({"ALLMTL_WIDGET_OVERRIDES": "train.nope=1"})
     bad.text("config", "conf/demo.yaml")

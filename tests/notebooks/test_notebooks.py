@@ -48,6 +48,7 @@ TRAIN = [
 ]
 SCORE = [
     "score.task=binary",
+    "score.approach=mtl",  # the notebook run trains MTL only
     "score.source=null",
     "score.bootstrap_resamples=50",
     "score.report_sample=2",
