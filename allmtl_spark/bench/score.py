@@ -114,18 +114,7 @@ def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: s
         progress=None,
     )
     files = sorted(str(p) for p in (data / "ALL_IDB1" / "im").glob("*.jpg"))
-    plan = ScorePlan(
-        classifier,
-        cell_model,
-        seg.version,
-        seg.record.model_file if seg.record else None,
-        seg.record.artifact_sha256 if seg.record else None,
-        seg.scale,
-        cfg.roi,
-        cfg.segment,
-        cfg.score.blast_threshold,
-        cfg.score.tf_threads,
-    )
+    plan = ScorePlan.build(classifier, cell_model, seg, cfg)
     progress(f"(a) one plain process, {len(files)} slides of {width}x{height} ...")
     plain_seconds, plain_rss, plain_loads = run_plain(files, plan)
 

@@ -105,6 +105,23 @@ class ScorePlan:
     blast_threshold: float
     tf_threads: int
 
+    @classmethod
+    def build(cls, classifier: ModelRef, cell_model: ModelRef | None, seg, cfg: AppConfig) -> ScorePlan:
+        """The plan for these classifiers and the resolved segmenter ``seg`` (``resolve_segmenter``)."""
+        record = seg.record
+        return cls(
+            classifier,
+            cell_model,
+            seg.version,
+            record.model_file if record else None,
+            record.artifact_sha256 if record else None,
+            seg.scale,
+            cfg.roi,
+            cfg.segment,
+            cfg.score.blast_threshold,
+            cfg.score.tf_threads,
+        )
+
     @property
     def model_hashes(self) -> list[str]:
         """SHA-256 of every model this plan loads (slide classifier, cell classifier, U-Net)."""
@@ -392,18 +409,7 @@ def run_score(
     if not keys:
         summary.seconds = time.perf_counter() - started
         return summary
-    plan = ScorePlan(
-        classifier,
-        cell_model,
-        seg.version,
-        seg.record.model_file if seg.record else None,
-        seg.record.artifact_sha256 if seg.record else None,
-        seg.scale,
-        cfg.roi,
-        cfg.segment,
-        cfg.score.blast_threshold,
-        cfg.score.tf_threads,
-    )
+    plan = ScorePlan.build(classifier, cell_model, seg, cfg)
     rows = input_slides(spark, lake, keys, cfg.score.slides_per_partition, cfg.segment.max_decoded_pixels)
     rows = rows.mapInPandas(make_score_fn(plan), SCORE_ROWS).persist(StorageLevel.MEMORY_AND_DISK)
     try:
