@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+DELTA_SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
 DEFAULT_JARS_DIR = Path(__file__).resolve().parent.parent / ".cache" / "jars"
 # Largest image the pipelines pass through a pandas UDF in one row: an RGB ALL-IDB1 slide
 # decoded (2592 x 1944 x 3 bytes, about 15 MiB). The Arrow batch record limit is derived from it.
@@ -125,6 +126,8 @@ def _static_conf(cfg: SparkConfig) -> dict[str, str]:
 def _set_runtime_conf(spark: SparkSession, cfg: SparkConfig) -> None:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_records_per_batch(cfg)))
     spark.conf.set("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
+    if cfg.delta_snapshot_partitions is not None:
+        spark.conf.set(DELTA_SNAPSHOT_PARTITIONS, str(cfg.delta_snapshot_partitions))
 
 
 def _check_delta(spark: SparkSession) -> None:

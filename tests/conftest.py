@@ -17,7 +17,9 @@ def spark():
     from allmtl_spark.config.schema import SparkConfig
     from allmtl_spark.session import get_spark
 
-    session = get_spark(SparkConfig(master="local[2]", driver_memory="3g", shuffle_partitions=2))
+    session = get_spark(
+        SparkConfig(master="local[2]", driver_memory="3g", shuffle_partitions=2, delta_snapshot_partitions=2)
+    )
     yield session
     session.stop()
 
