@@ -68,6 +68,7 @@ def _input_rate(converter, size: int, batch: int, n: int) -> float:
         trainable="all",
         warmup_epochs=0,
         epochs=1,
+        keep_weights="last",
         batch_size=batch,
         learning_rate=0.0,
         decay_rate=1.0,

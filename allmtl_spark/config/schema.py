@@ -263,6 +263,9 @@ class StageConfig:
     decay_rate: float = 0.9  # multiplied into the learning rate once per epoch
     trainable: str = "all"  # all | head | top_fraction:<0..1>; see networks/freezing.py
     warmup_epochs: int = 0  # first epochs train the (new) head only, then `trainable` applies
+    # The weights the stage ends with: best = the epoch with the lowest validation loss (averaged
+    # over ranks), last = the final epoch's.
+    keep_weights: Literal["best", "last"] = "best"
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "epochs", "must be >= 1")

@@ -273,8 +273,10 @@ def _run_stage(
     record = _track(lake, record, plan, root["history"], segmenter)
     register_model(spark, lake, record)
     seconds = time.time() - started
+    kept = root["kept_epoch"]
+    kept_text = f"epoch {kept['epoch']} (lowest {kept['monitor']})" if "monitor" in kept else "the last epoch"
     print(
-        f"[{plan.key}] done in {seconds:.0f}s: val accuracy {metrics['val_accuracy']:.3f}, "
+        f"[{plan.key}] done in {seconds:.0f}s, kept {kept_text}: val accuracy {metrics['val_accuracy']:.3f}, "
         f"test accuracy {metrics['test_accuracy']:.3f} -> {model_id}",
         flush=True,
     )
@@ -327,6 +329,7 @@ def _rank_job(
         trainable=plan.schedule.trainable,
         warmup_epochs=plan.schedule.warmup_epochs,
         epochs=plan.schedule.epochs,
+        keep_weights=plan.schedule.keep_weights,
         batch_size=plan.schedule.batch_size,
         learning_rate=stage_learning_rate(plan.schedule, pretrained=init_weights is not None),
         decay_rate=plan.schedule.decay_rate,

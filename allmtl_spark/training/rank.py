@@ -31,6 +31,7 @@ class RankJob:
     trainable: str
     warmup_epochs: int
     epochs: int
+    keep_weights: str  # best (lowest validation loss) | last
     batch_size: int
     learning_rate: float
     decay_rate: float
@@ -71,6 +72,7 @@ def train_rank(job: RankJob) -> dict:
     loss = "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
     manager, epoch_var = _checkpointing(job, model, hvd.rank() == 0)
     initial_epoch = int(epoch_var.numpy())
+    best = _best_epoch(job, hvd.rank() == 0)
     history: dict[str, list[float]] = {}
     with (
         job.train_converter.make_tf_dataset(
@@ -98,17 +100,18 @@ def train_rank(job: RankJob) -> dict:
                 validation_steps=steps(job.n_val, job.batch_size, hvd.size()),
                 epochs=end,
                 initial_epoch=max(start, initial_epoch),
-                callbacks=_callbacks(job, hvd, manager, epoch_var),
+                callbacks=_callbacks(job, hvd, manager, epoch_var) + ([best] if best else []),
                 verbose=2 if hvd.rank() == 0 else 0,
             )
             for key, values in fitted.history.items():
                 history.setdefault(key, []).extend(float(v) for v in values)
+    kept = _keep_weights(model, best)
     digest = weights_digest(model)
     if hvd.rank() != 0:
         return {"rank": hvd.rank(), "weights_digest": digest}
     from allmtl_spark.registry import save_artifact
 
-    sha = save_artifact(model, job.output_dir, job.spec)
+    sha = save_artifact(model, job.output_dir, {**job.spec, "kept_epoch": kept})
     # history.json (written every epoch) also holds the epochs of an interrupted earlier attempt.
     full_history = load_history(job.checkpoint_dir) or history
     return {
@@ -118,6 +121,7 @@ def train_rank(job: RankJob) -> dict:
         "history": full_history,
         "initial_epoch": initial_epoch,
         "ranks": hvd.size(),
+        "kept_epoch": kept,
     }
 
 
@@ -162,6 +166,26 @@ def _callbacks(job: RankJob, hvd, manager, epoch_var) -> list:
     if hvd.rank() == 0:
         callbacks += [EpochCheckpoint(manager, epoch_var), EpochLine(job.stage_key, job.epochs, job.n_train)]
     return callbacks
+
+
+def _best_epoch(job: RankJob, is_root: bool):
+    """The :class:`BestEpoch` tracker of this stage, or None with ``keep_weights: last``."""
+    if job.keep_weights != "best":
+        return None
+    from allmtl_spark.training.callbacks import BestEpoch
+
+    return BestEpoch(job.checkpoint_dir, is_root)
+
+
+def _keep_weights(model, best) -> dict:
+    """Put the kept epoch's weights into ``model`` on every rank; returns which epoch that is."""
+    if best is not None:
+        import horovod.tensorflow as hvd_tf
+
+        record = best.restore(model, lambda variables: hvd_tf.broadcast_variables(variables, root_rank=0))
+        if record is not None:
+            return record
+    return {"epoch": "last"}
 
 
 def _build(job: RankJob):

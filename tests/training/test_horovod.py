@@ -34,6 +34,8 @@ def test_two_ranks_train_on_their_shards_and_end_with_identical_weights(spark, t
     assert sorted(r["rank"] for r in results) == [0, 1]
     assert results[0]["weights_digest"] == results[1]["weights_digest"]  # gradients and BN statistics averaged
     root = next(r for r in results if r["rank"] == 0)
+    # the best epoch's weights were loaded on rank 0 and broadcast before the digests above were taken
+    assert root["kept_epoch"]["monitor"] == "val_loss" and 1 <= root["kept_epoch"]["epoch"] <= job.epochs
     assert root["ranks"] == 2 and root["history"]["loss"]
     assert root["sha256"] == file_sha256(os.path.join(lake.models, "hvdtest", "model.h5"))
 
