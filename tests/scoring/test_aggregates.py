@@ -64,6 +64,20 @@ def test_labelled_metrics_match_hand_counts():
     assert acc["ci_low"] <= acc["value"] <= acc["ci_high"]
 
 
+def test_binary_labels_alone_still_give_normal_vs_leukemia_metrics():
+    # ALL-IDB1 names carry normal / ALL only: no FAB class for the 4-class model's stage-wise metrics
+    predicted = ["normal", "L1", "L2", "normal", "L3", "normal"]
+    truth = ["normal", "L2", "normal", "L1", "L3", "normal"]
+    frame = _frame(predicted, truth).assign(label_fab=None)
+    rows = pd.DataFrame(labelled_rows(frame, CLASSES, ScoreConfig(bootstrap_resamples=50)))
+    assert "accuracy" not in set(rows["metric"])  # no FAB label, no 4-class accuracy
+    binary = rows[rows["metric"] == "binary_accuracy"].iloc[0]
+    assert binary["value"] == pytest.approx(4 / 6)  # slides 2 (L2 on a normal) and 3 (normal on an L1) wrong
+    assert binary["n"] == 6 and binary["ci_low"] <= binary["value"] <= binary["ci_high"]
+    sensitivity = rows[rows["metric"] == "sensitivity"].iloc[0]
+    assert sensitivity["value"] == pytest.approx(2 / 3)
+
+
 def test_comparison_with_previous_version():
     truth = ["normal", "L1", "L2", "L3"] * 5
     current = _frame(truth, truth, version="v2")
