@@ -14,6 +14,14 @@ import tensorflow as tf
 from allmtl_spark.training.rank import load_history
 
 
+def write_json(path: str, data) -> None:
+    """Write ``data`` as JSON through a temporary file, so a killed rank never leaves half a file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as handle:
+        json.dump(data, handle)
+    os.replace(tmp, path)
+
+
 class EpochCheckpoint(tf.keras.callbacks.Callback):
     """Save weights, optimizer state and the completed-epoch count after every epoch.
 
@@ -32,10 +40,7 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
         history = load_history(self.manager.directory)
         for key, value in (logs or {}).items():
             history.setdefault(key, [])[epoch:] = [float(value)]
-        tmp = os.path.join(self.manager.directory, "history.json.tmp")
-        with open(tmp, "w") as handle:
-            json.dump(history, handle)
-        os.replace(tmp, os.path.join(self.manager.directory, "history.json"))
+        write_json(os.path.join(self.manager.directory, "history.json"), history)
 
 
 class EpochLine(tf.keras.callbacks.Callback):
@@ -116,9 +121,7 @@ class BestEpoch(tf.keras.callbacks.Callback):
             tmp = os.path.join(self.folder, "best.tmp.weights.h5")
             self.model.save_weights(tmp)
             os.replace(tmp, os.path.join(self.folder, self.WEIGHTS))
-            with open(os.path.join(self.folder, "best.json.tmp"), "w") as handle:
-                json.dump(self.best, handle)
-            os.replace(os.path.join(self.folder, "best.json.tmp"), os.path.join(self.folder, self.RECORD))
+            write_json(os.path.join(self.folder, self.RECORD), self.best)
 
     def restore(self, model, broadcast: Callable[[list], None]) -> dict | None:
         """Load the best epoch's weights into ``model`` on rank 0 and ``broadcast`` them to every rank.

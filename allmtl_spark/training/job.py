@@ -274,7 +274,7 @@ def _run_stage(
     register_model(spark, lake, record)
     seconds = time.time() - started
     kept = root["kept_epoch"]
-    kept_text = f"epoch {kept['epoch']} (lowest {kept['monitor']})" if "monitor" in kept else "the last epoch"
+    kept_text = f"epoch {kept['epoch']} (lowest {kept['monitor']})" if kept else "the last epoch"
     print(
         f"[{plan.key}] done in {seconds:.0f}s, kept {kept_text}: val accuracy {metrics['val_accuracy']:.3f}, "
         f"test accuracy {metrics['test_accuracy']:.3f} -> {model_id}",

@@ -177,15 +177,13 @@ def _best_epoch(job: RankJob, is_root: bool):
     return BestEpoch(job.checkpoint_dir, is_root)
 
 
-def _keep_weights(model, best) -> dict:
-    """Put the kept epoch's weights into ``model`` on every rank; returns which epoch that is."""
-    if best is not None:
-        import horovod.tensorflow as hvd_tf
+def _keep_weights(model, best) -> dict | None:
+    """Put the kept epoch's weights into ``model`` on every rank; returns its record, None for the last epoch."""
+    if best is None:
+        return None
+    import horovod.tensorflow as hvd_tf
 
-        record = best.restore(model, lambda variables: hvd_tf.broadcast_variables(variables, root_rank=0))
-        if record is not None:
-            return record
-    return {"epoch": "last"}
+    return best.restore(model, lambda variables: hvd_tf.broadcast_variables(variables, root_rank=0))
 
 
 def _build(job: RankJob):
