@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -272,6 +273,8 @@ def _run_stage(
     )
     record = _track(lake, record, plan, root["history"], segmenter)
     register_model(spark, lake, record)
+    if not cfg.keep_checkpoints:
+        _delete_checkpoints(job.checkpoint_dir)
     seconds = time.time() - started
     kept = root["kept_epoch"]
     kept_text = f"epoch {kept['epoch']} (lowest {kept['monitor']})" if kept else "the last epoch"
@@ -347,6 +350,16 @@ def _rank_job(
         weights_cache_dir=cfg.weights_cache_dir,
         spec=spec,
     )
+
+
+def _delete_checkpoints(checkpoint_dir: str) -> None:
+    """Free a registered stage's checkpoints: a rerun of the run id skips the stage via ``models``."""
+    try:
+        shutil.rmtree(checkpoint_dir)
+    except FileNotFoundError:
+        pass
+    except OSError as err:  # disk space is the only loss; the model is registered already
+        log.warning("could not delete the checkpoints in %s: %s", checkpoint_dir, err)
 
 
 def stage_learning_rate(schedule, pretrained: bool) -> float:

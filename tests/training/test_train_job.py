@@ -36,6 +36,8 @@ def test_train_registers_every_stage_with_matching_hash_and_data_versions(spark,
     predictions = read_table(spark, lake, tables.PREDICTIONS).where("model_id LIKE 'e2e-%'")
     assert predictions.where("part = 'test'").count() > 0
     assert os.path.isfile(summary.curves_path)
+    # A registered stage's checkpoints are freed (train.keep_checkpoints defaults to false).
+    assert not any(os.scandir(os.path.join(lake.models, "_checkpoints", "e2e")))
     again = run_train(spark, cfg.train, lake, run_id="e2e")  # finished stages are skipped
     assert all(r.skipped for r in again.results)
 
