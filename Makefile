@@ -11,7 +11,7 @@ DELTA_VERSION := 3.3.2
 CONF ?= conf/demo.yaml
 PYTEST_ARGS ?=
 # The demo's cross-validation trains 2 folds x every stage: shorter epochs keep it to minutes.
-DEMO_EVAL_SET ?= --set train.stage2.epochs=3 --set train.stage3.epochs=4
+DEMO_EVAL_SET ?= --set train.stage2.epochs=4 --set train.stage3.epochs=8
 
 export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
 # TensorFlow's C++ INFO lines (oneDNN, CPU features) repeat in every process; warnings still show.

@@ -23,7 +23,7 @@ def write_json(path: str, data) -> None:
 
 
 class EpochCheckpoint(tf.keras.callbacks.Callback):
-    """Save weights, optimizer state and the completed-epoch count after every epoch.
+    """Save the weights and the completed-epoch count after every epoch.
 
     The Keras history so far goes to ``history.json`` beside the checkpoints, so a resumed stage
     still reports (and plots) its whole curve.

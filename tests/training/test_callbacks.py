@@ -64,3 +64,26 @@ def test_non_root_ranks_write_nothing_and_no_value_keeps_the_last_weights(tmp_pa
     silent.set_model(model)
     silent.on_epoch_end(0, {"loss": 1.0})  # no validation this epoch
     assert silent.restore(model, lambda variables: None) is None
+
+
+def test_epoch_checkpoint_holds_the_weights_not_the_optimizer_and_restores_them(tmp_path):
+    import tensorflow as tf
+
+    from allmtl_spark.training.callbacks import EpochCheckpoint
+    from allmtl_spark.training.rank import weights_checkpoint
+
+    model = _tiny_model()
+    model.compile(tf.keras.optimizers.legacy.Adam(0.01), "mse")
+    model.fit(np.ones((8, 3)), np.zeros((8, 2)), epochs=1, verbose=0)  # Adam now has its slots
+    epoch = tf.Variable(0, dtype=tf.int64)
+    manager = tf.train.CheckpointManager(weights_checkpoint(model, epoch), str(tmp_path), max_to_keep=2)
+    EpochCheckpoint(manager, epoch).on_epoch_end(2, {"loss": 0.5})
+    saved = [name for name, _ in tf.train.list_variables(manager.latest_checkpoint)]
+    assert not [name for name in saved if "optimizer" in name.lower()]
+    assert len([name for name in saved if name.startswith("weights/")]) == len(model.weights)
+
+    fresh, resumed_epoch = _tiny_model(), tf.Variable(0, dtype=tf.int64)
+    weights_checkpoint(fresh, resumed_epoch).restore(manager.latest_checkpoint).expect_partial()
+    assert int(resumed_epoch.numpy()) == 3
+    for restored, expected in zip(fresh.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(restored, expected)
