@@ -347,7 +347,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     petastorm_cache_dir: str | None = None  # file:// or dbfs:/ URL; null: <lakehouse>/_petastorm
     shuffle_buffer: int = 256
-    # A stage's checkpoints (weights + Adam moments, about 3x the model) only serve to resume it;
+    # A stage's checkpoints (its weights, 90 MB for InceptionV3) only serve to resume it;
     # once its model is registered they are deleted unless this is true (the demo made 8 GB of them).
     keep_checkpoints: bool = False
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -233,6 +232,8 @@ def _run_stage(
     existing = read_table(spark, lake, tables.MODELS).where(F.col("model_id") == model_id).collect()
     if existing:
         print(f"[{plan.key}] already trained in run {run_id}: {model_id}", flush=True)
+        if not cfg.keep_checkpoints:  # a run killed between registering and cleaning up
+            delete_checkpoints(checkpoint_dir(lake, run_id, plan))
         return StageResult(plan, record_from_row(existing[0]), skipped=True)
     examples = data.example_set(plan.task)
     n_train = data.part(plan.task, "train").count()
@@ -274,7 +275,7 @@ def _run_stage(
     record = _track(lake, record, plan, root["history"], segmenter)
     register_model(spark, lake, record)
     if not cfg.keep_checkpoints:
-        _delete_checkpoints(job.checkpoint_dir)
+        delete_checkpoints(job.checkpoint_dir)
     seconds = time.time() - started
     kept = root["kept_epoch"]
     kept_text = f"epoch {kept['epoch']} (lowest {kept['monitor']})" if kept else "the last epoch"
@@ -338,7 +339,7 @@ def _rank_job(
         decay_rate=plan.schedule.decay_rate,
         n_train=n_train,
         n_val=n_val,
-        checkpoint_dir=os.path.join(lake.models, "_checkpoints", run_id, plan.key),
+        checkpoint_dir=checkpoint_dir(lake, run_id, plan),
         output_dir=output_dir,
         train_converter=data.converter(plan.task, "train"),
         val_converter=data.converter(plan.task, "val"),
@@ -352,14 +353,25 @@ def _rank_job(
     )
 
 
-def _delete_checkpoints(checkpoint_dir: str) -> None:
-    """Free a registered stage's checkpoints: a rerun of the run id skips the stage via ``models``."""
-    try:
-        shutil.rmtree(checkpoint_dir)
-    except FileNotFoundError:
-        pass
-    except OSError as err:  # disk space is the only loss; the model is registered already
-        log.warning("could not delete the checkpoints in %s: %s", checkpoint_dir, err)
+def delete_checkpoints(checkpoint_dir: str) -> None:
+    """Free a registered stage's checkpoint files; a rerun of the run id skips the stage via ``models``.
+
+    ``history.json`` and ``best.json`` stay (a few kB): the evaluation report reads every fold's
+    curves from them after all folds have trained.
+    """
+    if not os.path.isdir(checkpoint_dir):
+        return
+    for name in os.listdir(checkpoint_dir):
+        if name in ("history.json", "best.json"):
+            continue
+        try:
+            os.remove(os.path.join(checkpoint_dir, name))
+        except OSError as err:  # disk space is the only loss; the model is registered already
+            log.warning("could not delete %s in %s: %s", name, checkpoint_dir, err)
+
+
+def checkpoint_dir(lake: Lakehouse, run_id: str, plan: StagePlan) -> str:
+    return os.path.join(lake.models, "_checkpoints", run_id, plan.key)
 
 
 def stage_learning_rate(schedule, pretrained: bool) -> float:

@@ -250,7 +250,7 @@ def _checkpointing(job: RankJob, model, is_root: bool):
     checkpoint = weights_checkpoint(model, epoch_var)
     manager = tf.train.CheckpointManager(checkpoint, job.checkpoint_dir, max_to_keep=2)
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        restore_weights_checkpoint(model, epoch_var, manager.latest_checkpoint)
         if is_root:
             print(
                 f"[{job.stage_key}] resuming from {manager.latest_checkpoint}: "
@@ -265,6 +265,23 @@ def weights_checkpoint(model, epoch_var):
     import tensorflow as tf
 
     return tf.train.Checkpoint(weights=list(model.weights), epoch=epoch_var)
+
+
+def restore_weights_checkpoint(model, epoch_var, path: str) -> None:
+    """Restore ``path`` into ``model`` and ``epoch_var``, also from the older whole-model layout.
+
+    Checkpoints written before the weights-only layout hold ``model`` (with its optimizer); read
+    into the new layout they would restore the epoch count but none of the weights, and the
+    stage would go on from untrained weights. Every weight must match one way or the other.
+    """
+    import tensorflow as tf
+
+    status = weights_checkpoint(model, epoch_var).restore(path).expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError:
+        legacy = tf.train.Checkpoint(model=model, epoch=epoch_var).restore(path).expect_partial()
+        legacy.assert_existing_objects_matched()
 
 
 def load_history(folder: str) -> dict:

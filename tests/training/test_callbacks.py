@@ -70,7 +70,7 @@ def test_epoch_checkpoint_holds_the_weights_not_the_optimizer_and_restores_them(
     import tensorflow as tf
 
     from allmtl_spark.training.callbacks import EpochCheckpoint
-    from allmtl_spark.training.rank import weights_checkpoint
+    from allmtl_spark.training.rank import restore_weights_checkpoint, weights_checkpoint
 
     model = _tiny_model()
     model.compile(tf.keras.optimizers.legacy.Adam(0.01), "mse")
@@ -83,7 +83,36 @@ def test_epoch_checkpoint_holds_the_weights_not_the_optimizer_and_restores_them(
     assert len([name for name in saved if name.startswith("weights/")]) == len(model.weights)
 
     fresh, resumed_epoch = _tiny_model(), tf.Variable(0, dtype=tf.int64)
-    weights_checkpoint(fresh, resumed_epoch).restore(manager.latest_checkpoint).expect_partial()
+    restore_weights_checkpoint(fresh, resumed_epoch, manager.latest_checkpoint)
     assert int(resumed_epoch.numpy()) == 3
     for restored, expected in zip(fresh.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(restored, expected)
+
+
+def test_a_checkpoint_of_the_older_whole_model_layout_still_restores_every_weight(tmp_path):
+    import tensorflow as tf
+
+    from allmtl_spark.training.rank import restore_weights_checkpoint
+
+    model = _tiny_model()
+    model.compile(tf.keras.optimizers.legacy.Adam(0.01), "mse")
+    model.fit(np.ones((8, 3)), np.zeros((8, 2)), epochs=1, verbose=0)
+    path = tf.train.Checkpoint(model=model, epoch=tf.Variable(4, dtype=tf.int64)).save(str(tmp_path / "ckpt"))
+
+    fresh, resumed_epoch = _tiny_model(), tf.Variable(0, dtype=tf.int64)
+    restore_weights_checkpoint(fresh, resumed_epoch, path)
+    assert int(resumed_epoch.numpy()) == 4
+    for restored, expected in zip(fresh.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(restored, expected)
+
+
+def test_deleting_a_registered_stage_s_checkpoints_keeps_its_history_for_the_reports(tmp_path):
+    from allmtl_spark.training.job import delete_checkpoints
+
+    for name in ("ckpt-1.index", "ckpt-1.data-00000-of-00001", "checkpoint", "best.weights.h5"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "history.json").write_text('{"loss": [1.0]}')
+    (tmp_path / "best.json").write_text('{"epoch": 1}')
+    delete_checkpoints(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", "history.json"]
+    delete_checkpoints(str(tmp_path / "missing"))  # a stage without checkpoints: nothing to do

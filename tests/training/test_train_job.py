@@ -73,6 +73,8 @@ def test_killed_run_resumes_from_the_last_completed_epoch(train_lake, tmp_path):
         "train.augment.copies_per_image=1",
         "--set",
         "spark.master=local[2]",
+        "--set",
+        "train.num_proc=2",  # conf/demo.yaml trains on one rank; resume must work across two
     ]
     checkpoints = os.path.join(lake.models, "_checkpoints", "resume", "stage2-cell_binary-inceptionv3")
     log_path = tmp_path / "first.log"
