@@ -14,7 +14,6 @@ are complete is skipped, and inside an interrupted fold ``run_train`` skips the 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -35,6 +34,7 @@ from allmtl_spark.evaluation.aggregate import EvaluationResults, evaluate_predic
 from allmtl_spark.evaluation.report import accuracy_table, write_report
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
 from allmtl_spark.session import assert_on_driver
+from allmtl_spark.training.rank import checkpoint_dir, load_history
 from allmtl_spark.training.stages import plan_stages
 
 log = logging.getLogger(__name__)
@@ -347,19 +347,12 @@ def load_histories(
             if plan.stage == "stage2" and fold != 0:
                 continue
             owner = trial_run_id(eval_id, trial) if plan.stage == "stage2" else fold_run_id(eval_id, trial, fold)
-            history = _read_history(os.path.join(lake.models, "_checkpoints", owner, plan.key, "history.json"))
+            history = load_history(checkpoint_dir(lake.models, owner, plan.key))
             if history:
                 panels[plan.key] = history
         if panels:
             figures[f"trial {trial} fold {fold}"] = panels
     return figures
-
-
-def _read_history(path: str) -> dict:
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as handle:
-        return json.load(handle)
 
 
 def report_settings(eval_id: str, cfg: EvaluateConfig, train: TrainConfig) -> dict[str, object]:

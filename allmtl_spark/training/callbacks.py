@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from allmtl_spark.training.rank import load_history
+from allmtl_spark.training.rank import BEST_RECORD_FILE, HISTORY_FILE, load_history
 
 
 def write_json(path: str, data) -> None:
@@ -40,7 +40,7 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
         history = load_history(self.manager.directory)
         for key, value in (logs or {}).items():
             history.setdefault(key, [])[epoch:] = [float(value)]
-        write_json(os.path.join(self.manager.directory, "history.json"), history)
+        write_json(os.path.join(self.manager.directory, HISTORY_FILE), history)
 
 
 class EpochLine(tf.keras.callbacks.Callback):
@@ -94,7 +94,7 @@ class BestEpoch(tf.keras.callbacks.Callback):
     checkpoints, so a resumed stage still knows its best epoch.
     """
 
-    WEIGHTS, RECORD = "best.weights.h5", "best.json"
+    WEIGHTS, RECORD = "best.weights.h5", BEST_RECORD_FILE
 
     def __init__(self, folder: str, is_root: bool, monitor: str = "val_loss"):
         super().__init__()

@@ -36,7 +36,7 @@ from allmtl_spark.training.datasets import (
     to_numpy,
 )
 from allmtl_spark.training.examples import ViewSpec
-from allmtl_spark.training.rank import RankJob, train_rank
+from allmtl_spark.training.rank import BEST_RECORD_FILE, HISTORY_FILE, RankJob, checkpoint_dir, train_rank
 from allmtl_spark.training.stages import StagePlan, plan_stages
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ def _run_stage(
     if existing:
         print(f"[{plan.key}] already trained in run {run_id}: {model_id}", flush=True)
         if not cfg.keep_checkpoints:  # a run killed between registering and cleaning up
-            delete_checkpoints(checkpoint_dir(lake, run_id, plan))
+            delete_checkpoints(checkpoint_dir(lake.models, run_id, plan.key))
         return StageResult(plan, record_from_row(existing[0]), skipped=True)
     examples = data.example_set(plan.task)
     n_train = data.part(plan.task, "train").count()
@@ -339,7 +339,7 @@ def _rank_job(
         decay_rate=plan.schedule.decay_rate,
         n_train=n_train,
         n_val=n_val,
-        checkpoint_dir=checkpoint_dir(lake, run_id, plan),
+        checkpoint_dir=checkpoint_dir(lake.models, run_id, plan.key),
         output_dir=output_dir,
         train_converter=data.converter(plan.task, "train"),
         val_converter=data.converter(plan.task, "val"),
@@ -353,25 +353,21 @@ def _rank_job(
     )
 
 
-def delete_checkpoints(checkpoint_dir: str) -> None:
+def delete_checkpoints(folder: str) -> None:
     """Free a registered stage's checkpoint files; a rerun of the run id skips the stage via ``models``.
 
     ``history.json`` and ``best.json`` stay (a few kB): the evaluation report reads every fold's
     curves from them after all folds have trained.
     """
-    if not os.path.isdir(checkpoint_dir):
+    if not os.path.isdir(folder):
         return
-    for name in os.listdir(checkpoint_dir):
-        if name in ("history.json", "best.json"):
+    for name in os.listdir(folder):
+        if name in (HISTORY_FILE, BEST_RECORD_FILE):
             continue
         try:
-            os.remove(os.path.join(checkpoint_dir, name))
+            os.remove(os.path.join(folder, name))
         except OSError as err:  # disk space is the only loss; the model is registered already
-            log.warning("could not delete %s in %s: %s", name, checkpoint_dir, err)
-
-
-def checkpoint_dir(lake: Lakehouse, run_id: str, plan: StagePlan) -> str:
-    return os.path.join(lake.models, "_checkpoints", run_id, plan.key)
+            log.warning("could not delete %s in %s: %s", name, folder, err)
 
 
 def stage_learning_rate(schedule, pretrained: bool) -> float:

@@ -284,8 +284,17 @@ def restore_weights_checkpoint(model, epoch_var, path: str) -> None:
         legacy.assert_existing_objects_matched()
 
 
+HISTORY_FILE, BEST_RECORD_FILE = "history.json", "best.json"
+
+
+def checkpoint_dir(models_root: str, run_id: str, stage_key: str) -> str:
+    """Where a stage's checkpoints, ``history.json`` and best-epoch record live."""
+    return os.path.join(models_root, "_checkpoints", run_id, stage_key)
+
+
 def load_history(folder: str) -> dict:
-    path = os.path.join(folder, "history.json")
+    """The Keras history saved in a stage's checkpoint folder ({} when there is none)."""
+    path = os.path.join(folder, HISTORY_FILE)
     if not os.path.isfile(path):
         return {}
     with open(path) as handle:
