@@ -53,12 +53,13 @@ $(JARS_DIR)/.stamp-delta:
 	touch $@
 
 # Jobs run through spark-submit exactly as on a cluster: the Delta jars from the local cache,
-# the venv's Python for driver and workers, local[2] for this 2-core machine.
+# the venv's Python for driver and workers, local[2] for this 2-core machine, the C1 JIT only
+# (conf/demo.yaml: spark.extra_conf).
 DELTA_JARS = $(shell ls $(JARS_DIR)/delta-*.jar 2>/dev/null | tr '\n' ',' | sed 's/,$$//')
 SUBMIT = PYSPARK_PYTHON=$(abspath $(BIN)/python) PYSPARK_DRIVER_PYTHON=$(abspath $(BIN)/python) \
 	$(BIN)/spark-submit --master local[2] --driver-memory 6g --jars $(DELTA_JARS) \
 	--conf spark.ui.showConsoleProgress=false \
-	--driver-java-options "-Dlog4j2.configurationFile=$(abspath conf/log4j2.properties)"
+	--driver-java-options "-Dlog4j2.configurationFile=$(abspath conf/log4j2.properties) -XX:TieredStopAtLevel=1"
 ARCHIVE := data/archive
 DEMO_RUN := demo
 

@@ -14,7 +14,6 @@ a rerun, a retried task or a concurrent run never writes a second row or loses o
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 import uuid
@@ -42,6 +41,7 @@ from allmtl_spark import tables
 from allmtl_spark.config.schema import AppConfig, IngestConfig, RoiConfig, SegmentConfig
 from allmtl_spark.errors import ArtifactError
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
+from allmtl_spark.partitioning import tagged_keys
 from allmtl_spark.registry import ModelRecord, resolve_model, verify_artifact
 from allmtl_spark.rejects import reject_rows
 from allmtl_spark.session import assert_on_driver
@@ -251,14 +251,19 @@ def make_score_fn(plan: ScorePlan) -> Callable[[Iterator[pd.DataFrame]], Iterato
         from allmtl_spark.scoring.predict import make_classifier_fn
         from allmtl_spark.segmentation.predict import make_predict_fn
 
+        # freeze: PySpark's gc.collect() after every task would otherwise walk all three models (0.2 s a task)
         unet = (
-            make_predict_fn(plan.segmenter_file, plan.segmenter_sha256, plan.tf_threads)
+            make_predict_fn(plan.segmenter_file, plan.segmenter_sha256, plan.tf_threads, freeze_after_load=True)
             if plan.segmenter_file
             else None
         )
-        classify = make_classifier_fn(plan.classifier.model_file, plan.classifier.sha256, plan.tf_threads)
+        classify = make_classifier_fn(
+            plan.classifier.model_file, plan.classifier.sha256, plan.tf_threads, freeze_after_load=True
+        )
         cells = (
-            make_classifier_fn(plan.cell_model.model_file, plan.cell_model.sha256, plan.tf_threads)
+            make_classifier_fn(
+                plan.cell_model.model_file, plan.cell_model.sha256, plan.tf_threads, freeze_after_load=True
+            )
             if plan.cell_model
             else None
         )
@@ -355,18 +360,17 @@ def pending_keys(spark: SparkSession, lake: Lakehouse, model_version: str, sourc
 def input_slides(
     spark: SparkSession, lake: Lakehouse, keys: list[str], per_partition: int, max_pixels: int
 ) -> DataFrame:
-    """The slides of ``keys``, spread evenly: each key carries its partition number (round robin).
+    """The slides of ``keys``, ``per_partition`` to a task (``partitioning``).
 
     The keys come as local data rather than a join with ``slide_scores``: Delta recomputes cached
     plans that read a table it commits to, so such a plan would be re-run by this job's own writes.
     """
-    partitions = max(1, math.ceil(len(keys) / per_partition))
-    wanted = spark.createDataFrame([(k, i % partitions) for i, k in enumerate(keys)], "content_sha256 string, part int")
+    wanted, partitions = tagged_keys(spark, keys, per_partition, "content_sha256")
     within = F.col("width").cast("long") * F.col("height").cast("long") <= max_pixels
     return (
         read_table(spark, lake, tables.SLIDES)
         .join(F.broadcast(wanted), "content_sha256")
-        .repartitionByRange(partitions, "part")
+        .repartition(partitions, "part")
         .select(
             "content_sha256",
             "slide_id",

@@ -19,15 +19,21 @@ from allmtl_spark.segmentation import predict as shared
 Classify = Callable[[np.ndarray], np.ndarray]
 
 
-def make_classifier_fn(model_file: str, sha256: str, tf_threads: int = 0, batch_size: int = 32) -> Classify:
+def make_classifier_fn(
+    model_file: str, sha256: str, tf_threads: int = 0, batch_size: int = 32, freeze_after_load: bool = False
+) -> Classify:
     """The cached classifier of ``model_file`` (hash-checked on first load in this process).
+
+    ``freeze_after_load``: as ``segmentation.predict.make_predict_fn`` (for Spark Python workers).
 
     Returns:
         ``predict(images)``: (n, s, s, 3) uint8 RGB -> (n, k) float64 class probabilities (a sigmoid
         model's single output p becomes [1 - p, p]).
     """
     return shared.cached_model(
-        (os.path.abspath(model_file), sha256, "classifier"), lambda: _load(model_file, sha256, tf_threads, batch_size)
+        (os.path.abspath(model_file), sha256, "classifier"),
+        lambda: _load(model_file, sha256, tf_threads, batch_size),
+        freeze_after_load,
     )
 
 

@@ -12,7 +12,6 @@ prints a summary.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 import uuid
@@ -40,6 +39,7 @@ from pyspark.sql.types import (
 from allmtl_spark import tables
 from allmtl_spark.config.schema import RoiConfig, SegmentConfig
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
+from allmtl_spark.partitioning import tagged_keys
 from allmtl_spark.registry import ModelRecord, resolve_model, verify_artifact
 from allmtl_spark.rejects import reject_rows
 from allmtl_spark.segmentation.pipeline import (
@@ -369,7 +369,8 @@ def make_segment_fn(
     def predict():
         from allmtl_spark.segmentation.predict import make_predict_fn
 
-        return make_predict_fn(model_file, sha256, cfg.tf_threads)
+        # freeze: PySpark's gc.collect() after every task would otherwise walk the whole model (0.2 s a task)
+        return make_predict_fn(model_file, sha256, cfg.tf_threads, freeze_after_load=True)
 
     def segment_slides(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import resource
@@ -453,21 +454,17 @@ def pending_keys(spark: SparkSession, lake: Lakehouse, version: str) -> list[str
 
 
 def pending_slides(spark: SparkSession, lake: Lakehouse, keys: list[str], cfg: SegmentConfig) -> DataFrame:
-    """The slides of ``keys`` as ``INPUT_COLUMNS``, spread evenly over ``ceil(len(keys) / slides_per_partition)``.
+    """The slides of ``keys`` as ``INPUT_COLUMNS``, ``slides_per_partition`` to a task (``partitioning``).
 
     The keys arrive as local data, not as a join with ``segmented_slides`` / ``rejects``: Delta
     re-caches every cached plan that reads a table it commits to, so a plan reading those tables
-    would be recomputed, against the new rows, by this job's own writes. Each key carries its
-    partition number (round robin over the sorted keys) and the rows are range-partitioned on it:
-    a plain ``repartition(n)`` starts its round robin at a random offset per input partition and
-    leaves some partitions with several slides and others empty.
+    would be recomputed, against the new rows, by this job's own writes.
     """
-    partitions = max(1, math.ceil(len(keys) / cfg.slides_per_partition))
-    wanted = spark.createDataFrame([(k, i % partitions) for i, k in enumerate(keys)], "content_sha256 string, part int")
+    wanted, partitions = tagged_keys(spark, keys, cfg.slides_per_partition, "content_sha256")
     pending = (
         read_table(spark, lake, tables.SLIDES)
         .join(F.broadcast(wanted), "content_sha256")
-        .repartitionByRange(partitions, "part")
+        .repartition(partitions, "part")
     )
     within = F.col("width").cast("long") * F.col("height").cast("long") <= cfg.max_decoded_pixels
     points = F.transform(F.coalesce("blast_centroids", F.array()), lambda p: F.array(p["x"], p["y"]))

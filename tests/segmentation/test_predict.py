@@ -90,3 +90,24 @@ def test_make_predict_fn_refuses_a_replaced_artifact(tile_model, tmp_path):
     with pytest.raises(ArtifactError, match="missing"):
         make_predict_fn(str(tmp_path / "nope" / "model.h5"), sha)
     assert predict_module.model_loads() == 0
+
+
+def test_freeze_after_load_takes_the_loaded_model_out_of_the_collectors_sight(tile_model, tmp_path):
+    """Spark's reused workers run gc.collect() after every task: a frozen model is not walked again."""
+    import gc
+
+    sha = save_artifact(tile_model, str(tmp_path / "seg"), {"builder": BUILDER})
+    model_file = str(tmp_path / "seg" / "model.h5")
+    gc.unfreeze()
+    try:
+        make_predict_fn(model_file, sha)
+        assert gc.get_freeze_count() == 0  # the default (drivers, notebooks): nothing frozen
+
+        predict_module.clear_cache()
+        make_predict_fn(model_file, sha, freeze_after_load=True)
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000  # TensorFlow, Keras and the model's own objects
+        make_predict_fn(model_file, sha, freeze_after_load=True)  # cached: loads and freezes nothing
+        assert gc.get_freeze_count() == frozen and predict_module.model_loads() == 1
+    finally:
+        gc.unfreeze()  # the test process goes on creating and dropping models
