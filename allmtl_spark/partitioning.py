@@ -22,6 +22,7 @@ import math
 from pyspark.sql import DataFrame, SparkSession
 
 SPARK_HASH_SEED = 42  # HashPartitioning's Murmur3Hash seed
+PART_COLUMN = "part"  # the tag column of tagged_keys: repartition(partitions, PART_COLUMN)
 _MASK = 0xFFFFFFFF
 
 
@@ -43,7 +44,7 @@ def spark_hash_int(value: int, seed: int = SPARK_HASH_SEED) -> int:
 
 
 def partition_tags(partitions: int) -> list[int]:
-    """``tags[p]``: the smallest int that ``repartition(partitions, tag_column)`` sends to partition ``p``."""
+    """``tags[p]``: the smallest non-negative int that ``repartition(partitions, tags)`` sends to partition ``p``."""
     if partitions < 1:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
     tags: dict[int, int] = {}
@@ -57,13 +58,13 @@ def partition_tags(partitions: int) -> list[int]:
 def tagged_keys(spark: SparkSession, keys: list[str], per_partition: int, key_column: str) -> tuple[DataFrame, int]:
     """A small DataFrame of ``keys`` with a ``part`` tag each, and the number of partitions.
 
-    Join it (broadcast) to the rows of the keys, then ``repartition(partitions, "part")``: the keys are
-    dealt round robin in list order, so every task gets ``len(keys) // partitions`` or one more
-    (never more than ``per_partition``) and no task is empty.
+    Join it (broadcast) to the rows of the keys, then ``repartition(partitions, PART_COLUMN)``: the
+    keys are dealt round robin in list order, so every task gets ``len(keys) // partitions`` or one
+    more (never more than ``per_partition``), and none is empty unless ``keys`` is.
     """
     if per_partition < 1:
         raise ValueError(f"per_partition must be >= 1, got {per_partition}")
     partitions = max(1, math.ceil(len(keys) / per_partition))
     tags = partition_tags(partitions)
     rows = [(key, tags[i % partitions]) for i, key in enumerate(keys)]
-    return spark.createDataFrame(rows, f"{key_column} string, part int"), partitions
+    return spark.createDataFrame(rows, f"{key_column} string, {PART_COLUMN} int"), partitions

@@ -7,7 +7,9 @@ from collections import Counter
 import pytest
 from pyspark.sql import functions as F
 
-from allmtl_spark.partitioning import partition_tags, spark_hash_int, tagged_keys
+from allmtl_spark.partitioning import PART_COLUMN, partition_tags, spark_hash_int, tagged_keys
+
+pytestmark = pytest.mark.spark
 
 
 def test_hash_matches_sparks_own_hash_function(spark):
@@ -39,14 +41,14 @@ def test_plain_partition_numbers_would_collide(spark):
 @pytest.mark.parametrize(
     ("n_keys", "per_partition", "sizes"), [(7, 2, [2, 2, 2, 1]), (10, 3, [3, 3, 2, 2]), (5, 8, [5])]
 )
-def test_joined_rows_are_spread_evenly_without_a_sampling_job(spark, n_keys, per_partition, sizes):
+def test_joined_rows_are_spread_evenly(spark, n_keys, per_partition, sizes):
     keys = [f"sha-{i:03d}" for i in range(n_keys)]
     # the rows to spread: several input partitions, a payload column standing in for the image bytes
     slides = spark.createDataFrame([(k, b"x" * 1000) for k in reversed(keys)], "content_sha256 string, content binary")
     slides = slides.repartition(3)
     wanted, partitions = tagged_keys(spark, keys, per_partition, "content_sha256")
 
-    spread = slides.join(F.broadcast(wanted), "content_sha256").repartition(partitions, "part")
+    spread = slides.join(F.broadcast(wanted), "content_sha256").repartition(partitions, PART_COLUMN)
     per_task = Counter(r[0] for r in spread.select(F.spark_partition_id()).collect())
 
     assert partitions == len(sizes)

@@ -41,7 +41,7 @@ from allmtl_spark import tables
 from allmtl_spark.config.schema import AppConfig, IngestConfig, RoiConfig, SegmentConfig
 from allmtl_spark.errors import ArtifactError
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
-from allmtl_spark.partitioning import tagged_keys
+from allmtl_spark.partitioning import PART_COLUMN, tagged_keys
 from allmtl_spark.registry import ModelRecord, resolve_model, verify_artifact
 from allmtl_spark.rejects import reject_rows
 from allmtl_spark.session import assert_on_driver
@@ -370,7 +370,7 @@ def input_slides(
     return (
         read_table(spark, lake, tables.SLIDES)
         .join(F.broadcast(wanted), "content_sha256")
-        .repartition(partitions, "part")
+        .repartition(partitions, PART_COLUMN)
         .select(
             "content_sha256",
             "slide_id",

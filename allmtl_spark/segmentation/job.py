@@ -39,7 +39,7 @@ from pyspark.sql.types import (
 from allmtl_spark import tables
 from allmtl_spark.config.schema import RoiConfig, SegmentConfig
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
-from allmtl_spark.partitioning import tagged_keys
+from allmtl_spark.partitioning import PART_COLUMN, tagged_keys
 from allmtl_spark.registry import ModelRecord, resolve_model, verify_artifact
 from allmtl_spark.rejects import reject_rows
 from allmtl_spark.segmentation.pipeline import (
@@ -146,6 +146,7 @@ class SegmentSummary:
     peak_rss_bytes: int = 0
     planning_seconds: float = 0.0  # resolving the segmenter and listing the pending slides
     task_seconds: list[float] = field(default_factory=list)  # time inside each task's Python function
+    task_slides: list[int] = field(default_factory=list)  # slides each task was given
     worker_cpu_seconds: float = 0.0  # CPU time the Python workers spent in this job's tasks
     segment_seconds: float = 0.0
     seconds: float = 0.0
@@ -464,7 +465,7 @@ def pending_slides(spark: SparkSession, lake: Lakehouse, keys: list[str], cfg: S
     pending = (
         read_table(spark, lake, tables.SLIDES)
         .join(F.broadcast(wanted), "content_sha256")
-        .repartition(partitions, "part")
+        .repartition(partitions, PART_COLUMN)
     )
     within = F.col("width").cast("long") * F.col("height").cast("long") <= cfg.max_decoded_pixels
     points = F.transform(F.coalesce("blast_centroids", F.array()), lambda p: F.array(p["x"], p["y"]))
@@ -589,6 +590,7 @@ def _summarise(rows: DataFrame, summary: SegmentSummary) -> None:
             "max_rss_bytes",
             "seconds",
             "cpu_seconds",
+            "slides_done",
         )
         .collect()
     )
@@ -613,6 +615,7 @@ def _summarise(rows: DataFrame, summary: SegmentSummary) -> None:
         elif row["row_kind"] == "stats":
             summary.tasks += 1
             summary.task_seconds.append(row["seconds"])
+            summary.task_slides.append(row["slides_done"])
             summary.worker_cpu_seconds += row["cpu_seconds"]
             loads[row["pid"]] = max(loads[row["pid"]], row["model_loads"])  # cumulative per worker process
             summary.peak_rss_bytes = max(summary.peak_rss_bytes, row["max_rss_bytes"])

@@ -146,6 +146,7 @@ def test_unet_is_loaded_once_per_python_worker_not_per_batch_or_task(spark, slid
 
     assert summary.pending == 7 and summary.segmented + sum(summary.rejects.values()) == 7
     assert summary.tasks == 4  # 7 slides, 2 per partition
+    assert sorted(summary.task_slides) == [1, 2, 2, 2]  # spread evenly: no task empty, none with 3
     assert summary.loads_per_worker and set(summary.loads_per_worker.values()) == {1}
     assert len(summary.loads_per_worker) < summary.tasks  # workers were reused across tasks, without reloading
     assert 0 < summary.peak_rss_bytes < 2.5 * 2**30
