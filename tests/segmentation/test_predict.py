@@ -107,7 +107,10 @@ def test_freeze_after_load_takes_the_loaded_model_out_of_the_collectors_sight(ti
         make_predict_fn(model_file, sha, freeze_after_load=True)
         frozen = gc.get_freeze_count()
         assert frozen > 10_000  # TensorFlow, Keras and the model's own objects
+        alive_since = [[i] for i in range(1000)]  # a second freeze would take these too
         make_predict_fn(model_file, sha, freeze_after_load=True)  # cached: loads and freezes nothing
-        assert gc.get_freeze_count() == frozen and predict_module.model_loads() == 1
+        # frozen objects that die leave the count (so <=, not ==); a second freeze would add >= 1000
+        assert gc.get_freeze_count() <= frozen and predict_module.model_loads() == 1
+        del alive_since
     finally:
         gc.unfreeze()  # the test process goes on creating and dropping models
