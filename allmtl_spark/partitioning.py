@@ -20,9 +20,10 @@ from __future__ import annotations
 import math
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 SPARK_HASH_SEED = 42  # HashPartitioning's Murmur3Hash seed
-PART_COLUMN = "part"  # the tag column of tagged_keys: repartition(partitions, PART_COLUMN)
+PART_COLUMN = "part"  # the tag column of tagged_keys
 _MASK = 0xFFFFFFFF
 
 
@@ -56,15 +57,23 @@ def partition_tags(partitions: int) -> list[int]:
 
 
 def tagged_keys(spark: SparkSession, keys: list[str], per_partition: int, key_column: str) -> tuple[DataFrame, int]:
-    """A small DataFrame of ``keys`` with a ``part`` tag each, and the number of partitions.
-
-    Join it (broadcast) to the rows of the keys, then ``repartition(partitions, PART_COLUMN)``: the
-    keys are dealt round robin in list order, so every task gets ``len(keys) // partitions`` or one
-    more (never more than ``per_partition``), and none is empty unless ``keys`` is.
-    """
+    """A small DataFrame of ``keys`` with a ``PART_COLUMN`` tag each, and the number of partitions."""
     if per_partition < 1:
         raise ValueError(f"per_partition must be >= 1, got {per_partition}")
     partitions = max(1, math.ceil(len(keys) / per_partition))
     tags = partition_tags(partitions)
     rows = [(key, tags[i % partitions]) for i, key in enumerate(keys)]
     return spark.createDataFrame(rows, f"{key_column} string, {PART_COLUMN} int"), partitions
+
+
+def spread_over_tasks(
+    spark: SparkSession, rows: DataFrame, keys: list[str], per_partition: int, key_column: str
+) -> DataFrame:
+    """The ``rows`` whose ``key_column`` is in ``keys``, in ``ceil(len(keys) / per_partition)`` tasks.
+
+    The keys are dealt round robin in list order, so every task gets ``len(keys) // partitions`` or
+    one more (never more than ``per_partition``), and none is empty unless ``keys`` is. The result
+    carries the ``PART_COLUMN`` tag as an extra column.
+    """
+    tagged, partitions = tagged_keys(spark, keys, per_partition, key_column)
+    return rows.join(F.broadcast(tagged), key_column).repartition(partitions, PART_COLUMN)

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from pyspark.sql import functions as F
 
-from allmtl_spark.partitioning import PART_COLUMN, partition_tags, spark_hash_int, tagged_keys
+from allmtl_spark.partitioning import partition_tags, spark_hash_int, spread_over_tasks, tagged_keys
 
 pytestmark = pytest.mark.spark
 
@@ -46,9 +46,9 @@ def test_joined_rows_are_spread_evenly(spark, n_keys, per_partition, sizes):
     # the rows to spread: several input partitions, a payload column standing in for the image bytes
     slides = spark.createDataFrame([(k, b"x" * 1000) for k in reversed(keys)], "content_sha256 string, content binary")
     slides = slides.repartition(3)
-    wanted, partitions = tagged_keys(spark, keys, per_partition, "content_sha256")
+    _, partitions = tagged_keys(spark, keys, per_partition, "content_sha256")
 
-    spread = slides.join(F.broadcast(wanted), "content_sha256").repartition(partitions, PART_COLUMN)
+    spread = spread_over_tasks(spark, slides, keys, per_partition, "content_sha256")
     per_task = Counter(r[0] for r in spread.select(F.spark_partition_id()).collect())
 
     assert partitions == len(sizes)

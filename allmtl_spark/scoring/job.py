@@ -41,7 +41,7 @@ from allmtl_spark import tables
 from allmtl_spark.config.schema import AppConfig, IngestConfig, RoiConfig, SegmentConfig
 from allmtl_spark.errors import ArtifactError
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
-from allmtl_spark.partitioning import PART_COLUMN, tagged_keys
+from allmtl_spark.partitioning import spread_over_tasks
 from allmtl_spark.registry import ModelRecord, resolve_model, verify_artifact
 from allmtl_spark.rejects import reject_rows
 from allmtl_spark.session import assert_on_driver
@@ -365,21 +365,16 @@ def input_slides(
     The keys come as local data rather than a join with ``slide_scores``: Delta recomputes cached
     plans that read a table it commits to, so such a plan would be re-run by this job's own writes.
     """
-    wanted, partitions = tagged_keys(spark, keys, per_partition, "content_sha256")
     within = F.col("width").cast("long") * F.col("height").cast("long") <= max_pixels
-    return (
-        read_table(spark, lake, tables.SLIDES)
-        .join(F.broadcast(wanted), "content_sha256")
-        .repartition(partitions, PART_COLUMN)
-        .select(
-            "content_sha256",
-            "slide_id",
-            "site",
-            "source_path",
-            "width",
-            "height",
-            F.when(within, F.col("content")).alias("content"),
-        )
+    slides = read_table(spark, lake, tables.SLIDES)
+    return spread_over_tasks(spark, slides, keys, per_partition, "content_sha256").select(
+        "content_sha256",
+        "slide_id",
+        "site",
+        "source_path",
+        "width",
+        "height",
+        F.when(within, F.col("content")).alias("content"),
     )
 
 

@@ -39,7 +39,7 @@ from pyspark.sql.types import (
 from allmtl_spark import tables
 from allmtl_spark.config.schema import RoiConfig, SegmentConfig
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
-from allmtl_spark.partitioning import PART_COLUMN, tagged_keys
+from allmtl_spark.partitioning import spread_over_tasks
 from allmtl_spark.registry import ModelRecord, resolve_model, verify_artifact
 from allmtl_spark.rejects import reject_rows
 from allmtl_spark.segmentation.pipeline import (
@@ -461,12 +461,8 @@ def pending_slides(spark: SparkSession, lake: Lakehouse, keys: list[str], cfg: S
     re-caches every cached plan that reads a table it commits to, so a plan reading those tables
     would be recomputed, against the new rows, by this job's own writes.
     """
-    wanted, partitions = tagged_keys(spark, keys, cfg.slides_per_partition, "content_sha256")
-    pending = (
-        read_table(spark, lake, tables.SLIDES)
-        .join(F.broadcast(wanted), "content_sha256")
-        .repartition(partitions, PART_COLUMN)
-    )
+    slides = read_table(spark, lake, tables.SLIDES)
+    pending = spread_over_tasks(spark, slides, keys, cfg.slides_per_partition, "content_sha256")
     within = F.col("width").cast("long") * F.col("height").cast("long") <= cfg.max_decoded_pixels
     points = F.transform(F.coalesce("blast_centroids", F.array()), lambda p: F.array(p["x"], p["y"]))
     return pending.select(
