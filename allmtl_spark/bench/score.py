@@ -9,7 +9,8 @@ run ``make demo`` first):
     all slides' classifier inputs and all their cells (the models loaded once);
 (b) ``run_score`` on the session's master (``local[2]`` in the demo config).
 
-Both start cold (TensorFlow import, model loads). It prints slides/s both ways, their ratio
+Both start cold (TensorFlow import, model loads) and run the classifiers in the same runtime
+(``score.runtime``; a TFLite conversion is made before either is timed). It prints slides/s both ways, their ratio
 (target: Spark >= 1.5x on 2 cores), how many times each worker loaded the models, and the peak
 RSS of a Python worker.
 """
@@ -40,14 +41,12 @@ def _plain(files: list[str], plan, queue) -> None:
     import numpy as np
 
     from allmtl_spark.scoring.pipeline import model_inputs
-    from allmtl_spark.scoring.predict import make_classifier_fn
     from allmtl_spark.segmentation import predict as shared
     from allmtl_spark.segmentation.pipeline import decode_rgb
 
     start = time.perf_counter()
     unet = shared.make_predict_fn(plan.segmenter_file, plan.segmenter_sha256, 0) if plan.segmenter_file else None
-    classify = make_classifier_fn(plan.classifier.model_file, plan.classifier.sha256)
-    classify_cells = make_classifier_fn(plan.cell_model.model_file, plan.cell_model.sha256) if plan.cell_model else None
+    classify, classify_cells = dataclasses.replace(plan, tf_threads=0).classifier_fns()  # every core, like the U-Net
     cell_view = plan.cell_model.view if plan.cell_model else None
     inputs, cells = [], []
     for path in files:
@@ -142,7 +141,7 @@ def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: s
     plain_rate, spark_rate = len(files) / plain_seconds, len(files) / spark_seconds
     return "\n".join(
         [
-            f"bench score: {len(files)} slides of {width}x{height}",
+            f"bench score: {len(files)} slides of {width}x{height} (classifiers: {cfg.score.runtime}, both sides)",
             f"  (a) one plain process:  {plain_seconds:6.1f} s  {plain_rate:5.3f} slides/s  "
             f"(models loaded {plain_loads} times; peak RSS {plain_rss / gib:.2f} GiB)",
             f"  (b) Spark job on {spark.sparkContext.master}: {spark_seconds:6.1f} s  {spark_rate:5.3f} slides/s  "

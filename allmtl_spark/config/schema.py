@@ -436,6 +436,10 @@ class ScoreConfig:
     blast_threshold: float = 0.5  # a cell counts as a blast when P(blast) >= this
     slides_per_partition: int = 2
     tf_threads: int = 1
+    # classifiers in the workers: their TensorFlow Lite conversion (cached beside the artifact,
+    # checked against Keras; loads in ms instead of seconds) or the Keras artifact itself
+    runtime: Literal["tflite", "keras"] = "tflite"
+    classifier_batch: int = 8  # cell crops per classifier call (TFLite pads the last batch to it)
     bootstrap_resamples: int = 500
     confidence: float = 0.95
     report_sample: int = 6  # slides shown with masks and probabilities in the HTML report
@@ -445,6 +449,7 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         _require(0 < self.blast_threshold < 1, "blast_threshold", "must be in (0, 1)")
         _require(self.slides_per_partition >= 1, "slides_per_partition", "must be >= 1")
+        _require(self.classifier_batch >= 1, "classifier_batch", "must be >= 1")
         _require(0.5 < self.confidence < 1, "confidence", "must be in (0.5, 1)")
         _require(self.bootstrap_resamples >= 0, "bootstrap_resamples", "must be >= 0")
 

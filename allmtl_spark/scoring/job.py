@@ -6,7 +6,8 @@ table version; a new model version must score every old slide too, so "no row fo
 version yet" is the question, and the anti-join asks it directly.
 
 One ``mapInPandas`` pass on the Python workers runs decode -> ROI -> U-Net -> isolation -> slide
-classifier -> cell classifier (models loaded once per worker) and emits ``score``, ``reject``
+classifier -> cell classifier (models loaded once per worker; the classifiers as their TFLite
+conversion with ``score.runtime: tflite``, see ``scoring.tflite``) and emits ``score``, ``reject``
 and per-task ``stats`` rows. The driver persists them and MERGEs on (slide, model version):
 a rerun, a retried task or a concurrent run never writes a second row or loses one.
 """
@@ -19,7 +20,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -84,10 +85,27 @@ class ModelRef:
     """A hash-checked artifact a worker loads, with how it expects its input."""
 
     model_id: str
-    model_file: str
+    model_file: str  # the Keras artifact (Grad-CAM needs it)
     sha256: str
     class_names: tuple[str, ...]
     view: ViewSpec
+    serving_file: str | None = None  # its TFLite conversion, which the workers load instead
+    serving_sha256: str | None = None
+
+    def serving(self) -> tuple[str, str]:
+        """(file, SHA-256) of what scoring runs: the TFLite conversion if there is one, else the Keras artifact."""
+        if self.serving_file and self.serving_sha256:
+            return self.serving_file, self.serving_sha256
+        return self.model_file, self.sha256
+
+    def for_runtime(self, runtime: str) -> ModelRef:
+        """This reference with ``serving`` set for ``score.runtime`` (converting to TFLite once per version)."""
+        if runtime == "keras":
+            return replace(self, serving_file=None, serving_sha256=None)
+        from allmtl_spark.scoring.tflite import tflite_artifact
+
+        serving_file, serving_sha256 = tflite_artifact(self.model_file, self.sha256)
+        return replace(self, serving_file=serving_file, serving_sha256=serving_sha256)
 
 
 @dataclass(frozen=True)
@@ -104,14 +122,20 @@ class ScorePlan:
     segment: SegmentConfig
     blast_threshold: float
     tf_threads: int
+    classifier_batch: int
 
     @classmethod
     def build(cls, classifier: ModelRef, cell_model: ModelRef | None, seg, cfg: AppConfig) -> ScorePlan:
-        """The plan for these classifiers and the resolved segmenter ``seg`` (``resolve_segmenter``)."""
+        """The plan for these classifiers and the resolved segmenter ``seg`` (``resolve_segmenter``).
+
+        With ``score.runtime: tflite`` this converts a classifier version met for the first time
+        (``scoring.tflite``: once, cached beside the artifact), on the driver before any task starts.
+        """
         record = seg.record
+        runtime = cfg.score.runtime
         return cls(
-            classifier,
-            cell_model,
+            classifier.for_runtime(runtime),
+            cell_model.for_runtime(runtime) if cell_model else None,
             seg.version,
             record.model_file if record else None,
             record.artifact_sha256 if record else None,
@@ -120,14 +144,25 @@ class ScorePlan:
             cfg.segment,
             cfg.score.blast_threshold,
             cfg.score.tf_threads,
+            cfg.score.classifier_batch,
         )
 
     @property
     def model_hashes(self) -> list[str]:
-        """SHA-256 of every model this plan loads (slide classifier, cell classifier, U-Net)."""
-        return [
-            h for h in (self.classifier.sha256, self.cell_model and self.cell_model.sha256, self.segmenter_sha256) if h
-        ]
+        """SHA-256 of every model file this plan loads (slide classifier, cell classifier, U-Net)."""
+        classifiers = [ref.serving()[1] for ref in (self.classifier, self.cell_model) if ref]
+        return [*classifiers, *([self.segmenter_sha256] if self.segmenter_sha256 else [])]
+
+    def classifier_fns(self, freeze_after_load: bool = False) -> tuple[Callable, Callable | None]:
+        """(slide classifier, cell classifier or None), each loaded once per process (``scoring.predict``)."""
+        from allmtl_spark.scoring.predict import make_classifier_fn
+
+        def load(ref: ModelRef) -> Callable:
+            return make_classifier_fn(
+                *ref.serving(), self.tf_threads, self.classifier_batch, freeze_after_load=freeze_after_load
+            )
+
+        return load(self.classifier), (load(self.cell_model) if self.cell_model else None)
 
 
 @dataclass
@@ -248,7 +283,6 @@ def make_score_fn(plan: ScorePlan) -> Callable[[Iterator[pd.DataFrame]], Iterato
     """The ``mapInPandas`` function. Models are loaded on first use in each worker and cached."""
 
     def models():
-        from allmtl_spark.scoring.predict import make_classifier_fn
         from allmtl_spark.segmentation.predict import make_predict_fn
 
         # freeze: PySpark's gc.collect() after every task would otherwise walk all three models (0.2 s a task)
@@ -257,17 +291,7 @@ def make_score_fn(plan: ScorePlan) -> Callable[[Iterator[pd.DataFrame]], Iterato
             if plan.segmenter_file
             else None
         )
-        classify = make_classifier_fn(
-            plan.classifier.model_file, plan.classifier.sha256, plan.tf_threads, freeze_after_load=True
-        )
-        cells = (
-            make_classifier_fn(
-                plan.cell_model.model_file, plan.cell_model.sha256, plan.tf_threads, freeze_after_load=True
-            )
-            if plan.cell_model
-            else None
-        )
-        return unet, classify, cells
+        return (unet, *plan.classifier_fns(freeze_after_load=True))
 
     def score_slides(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import resource

@@ -3,12 +3,15 @@
 ``make_classifier_fn(model_file, sha256)`` returns a numpy-to-numpy ``predict(images) -> probs``;
 the first call in a process verifies the hash and loads the model, later calls reuse it. The
 cache and the load counter are shared with the U-Net's (``segmentation.predict``), so
-``model_loads()`` counts every model a worker loaded. Nothing here imports Spark.
+``model_loads()`` counts every model a worker loaded. A Keras ``.h5`` runs as a traced
+``tf.function``; a ``.tflite`` conversion (``scoring.tflite``) in a TFLite interpreter. Nothing
+here imports Spark.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -20,21 +23,32 @@ Classify = Callable[[np.ndarray], np.ndarray]
 
 
 def make_classifier_fn(
-    model_file: str, sha256: str, tf_threads: int = 0, batch_size: int = 32, freeze_after_load: bool = False
+    model_file: str, sha256: str, tf_threads: int = 0, batch_size: int = 8, freeze_after_load: bool = False
 ) -> Classify:
     """The cached classifier of ``model_file`` (hash-checked on first load in this process).
 
-    ``freeze_after_load``: as ``segmentation.predict.make_predict_fn`` (for Spark Python workers).
+    Args:
+        model_file: a Keras ``.h5`` artifact or its ``.tflite`` conversion.
+        sha256: the file's expected SHA-256.
+        tf_threads: TensorFlow / TFLite threads (0: the runtime's default).
+        batch_size: images per model call (``score.classifier_batch``).
+        freeze_after_load: as ``segmentation.predict.make_predict_fn`` (for Spark Python workers).
 
     Returns:
         ``predict(images)``: (n, s, s, 3) uint8 RGB -> (n, k) float64 class probabilities (a sigmoid
         model's single output p becomes [1 - p, p]).
     """
+    load = _load_tflite if model_file.endswith(".tflite") else _load
     return shared.cached_model(
         (os.path.abspath(model_file), sha256, "classifier"),
-        lambda: _load(model_file, sha256, tf_threads, batch_size),
+        lambda: load(model_file, sha256, tf_threads, batch_size),
         freeze_after_load,
     )
+
+
+def _as_probabilities(out: np.ndarray) -> np.ndarray:
+    out = out.astype(np.float64)
+    return np.concatenate([1.0 - out, out], axis=1) if out.shape[1] == 1 else out
 
 
 def _load(path: str, sha256: str, tf_threads: int, batch_size: int) -> Classify:
@@ -58,7 +72,46 @@ def _load(path: str, sha256: str, tf_threads: int, batch_size: int) -> Classify:
                 for i in range(0, len(images), batch_size)
             ]
         )
-        out = out.astype(np.float64)
-        return np.concatenate([1.0 - out, out], axis=1) if out.shape[1] == 1 else out
+        return _as_probabilities(out)
+
+    return predict
+
+
+def _load_tflite(path: str, sha256: str, tf_threads: int, batch_size: int) -> Classify:
+    verify_sha256(path, sha256, "classifier (TensorFlow Lite)")
+    import tensorflow as tf
+
+    # 0 means the runtime's default, which for TFLite is one thread: ask for every core instead, as
+    # TensorFlow would use them (a plain process, the driver's report); Spark workers pass 1.
+    interpreter = tf.lite.Interpreter(model_path=path, num_threads=tf_threads or os.cpu_count() or 1)
+    entry, exit_ = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    image_shape = tuple(int(d) for d in entry["shape"][1:])
+    outputs = int(exit_["shape"][-1])
+    lock = threading.Lock()  # one interpreter, and a driver (report, notebook) may call from threads
+    allocated: list[tuple[int, ...]] = []
+
+    def call(batch: np.ndarray) -> np.ndarray:
+        # An interpreter plans its memory per input shape (~45 ms each time the shape changes), so
+        # calls come in two fixed shapes: one image (a slide) or ``batch_size`` (cells, padded).
+        if allocated[-1:] != [batch.shape]:
+            interpreter.resize_tensor_input(entry["index"], batch.shape)
+            interpreter.allocate_tensors()
+            allocated[:] = [batch.shape]
+        interpreter.set_tensor(entry["index"], batch)
+        interpreter.invoke()
+        return interpreter.get_tensor(exit_["index"]).copy()
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        if len(images) == 0:
+            return np.zeros((0, outputs if outputs > 1 else 2))
+        step = 1 if len(images) == 1 else batch_size
+        parts = []
+        with lock:
+            for i in range(0, len(images), step):
+                chunk = np.asarray(images[i : i + step], dtype=np.float32)
+                padded = np.zeros((step, *image_shape), np.float32)
+                padded[: len(chunk)] = chunk
+                parts.append(call(padded)[: len(chunk)])
+        return _as_probabilities(np.concatenate(parts))
 
     return predict

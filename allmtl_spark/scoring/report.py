@@ -162,6 +162,7 @@ def _sample_figures(spark, lake, cfg, plan, run_id: str, folder: str):
 def _render_samples(slides, cfg, plan, folder: str):
     import tensorflow as tf
 
+    from allmtl_spark.checksums import verify_sha256
     from allmtl_spark.scoring.gradcam import grad_cam, overlay
     from allmtl_spark.scoring.pipeline import score_slide
     from allmtl_spark.scoring.predict import make_classifier_fn
@@ -169,8 +170,10 @@ def _render_samples(slides, cfg, plan, folder: str):
     from allmtl_spark.segmentation.predict import make_predict_fn
 
     unet = make_predict_fn(plan.segmenter_file, plan.segmenter_sha256) if plan.segmenter_file else None
-    classify = make_classifier_fn(plan.classifier.model_file, plan.classifier.sha256)
-    keras_model = tf.keras.models.load_model(plan.classifier.model_file, compile=False)  # hash checked just above
+    # the runtime the job scored with, so the report shows the job's numbers
+    classify = make_classifier_fn(*plan.classifier.serving(), batch_size=plan.classifier_batch)
+    verify_sha256(plan.classifier.model_file, plan.classifier.sha256, "classifier")
+    keras_model = tf.keras.models.load_model(plan.classifier.model_file, compile=False)  # Grad-CAM needs gradients
     samples, cams = [], []
     for index, slide in enumerate(sorted(slides, key=lambda s: s["slide_id"])):
         image = decode_rgb(slide["content"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ from allmtl_spark import tables
 from allmtl_spark.errors import ArtifactError
 from allmtl_spark.lakehouse import read_table, table_version
 from allmtl_spark.scoring.job import run_score
+from allmtl_spark.scoring.tflite import CONVERSION_SPEC, cached_conversion
 from tests.scoring.conftest import SLIDES, copy_model
 
 pytestmark = pytest.mark.spark
@@ -107,3 +109,25 @@ def test_undecodable_slide_becomes_a_reject_and_the_rest_are_scored(spark, scori
     assert [r["content_sha256"] for r in rejects.collect()] == ["0" * 64]
     again = run_score(spark, _with_model(cfg, record.model_id), lake, report=False)
     assert again.pending == 0  # the reject is not retried for the same version
+
+
+def test_keras_and_tflite_runtimes_give_the_same_scores(spark, scoring_lake):
+    cfg, lake, models = scoring_lake
+    by_runtime = {}
+    for runtime in ("tflite", "keras"):
+        record = copy_model(spark, lake, models["stage3"], f"tiny-{runtime}-stage3-fab4")
+        for name in os.listdir(record.artifact_path):  # conversions copied from the original's folder
+            if name.endswith(".tflite") or name == CONVERSION_SPEC:
+                os.remove(os.path.join(record.artifact_path, name))
+        summary = run_score(spark, _with_model(cfg, record.model_id, runtime=runtime), lake, report=False)
+        assert summary.scored == SLIDES
+        # the tflite run converted this version (and its workers loaded what the plan hashed: the
+        # first test's load counts); the keras run converted nothing
+        assert (cached_conversion(record.artifact_path, record.artifact_sha256) is not None) == (runtime == "tflite")
+        rows = read_table(spark, lake, tables.SLIDE_SCORES).where(f"model_version = '{record.model_id}'").collect()
+        by_runtime[runtime] = {r["content_sha256"]: r for r in rows}
+    lite, keras = by_runtime["tflite"], by_runtime["keras"]
+    assert lite.keys() == keras.keys() and len(lite) == SLIDES
+    for key, row in lite.items():
+        assert row["probabilities"] == pytest.approx(keras[key]["probabilities"], abs=1e-3)
+        assert row["white_cell_count"] == keras[key]["white_cell_count"]
