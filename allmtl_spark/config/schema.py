@@ -450,6 +450,7 @@ class ScoreConfig:
         _require(0 < self.blast_threshold < 1, "blast_threshold", "must be in (0, 1)")
         _require(self.slides_per_partition >= 1, "slides_per_partition", "must be >= 1")
         _require(self.classifier_batch >= 1, "classifier_batch", "must be >= 1")
+        _require(self.tf_threads >= 0, "tf_threads", "must be >= 0 (0: every core this process may use)")
         _require(0.5 < self.confidence < 1, "confidence", "must be in (0.5, 1)")
         _require(self.bootstrap_resamples >= 0, "bootstrap_resamples", "must be >= 0")
 

@@ -21,6 +21,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -98,13 +99,17 @@ class ModelRef:
             return self.serving_file, self.serving_sha256
         return self.model_file, self.sha256
 
-    def for_runtime(self, runtime: str) -> ModelRef:
-        """This reference with ``serving`` set for ``score.runtime`` (converting to TFLite once per version)."""
-        if runtime == "keras":
-            return replace(self, serving_file=None, serving_sha256=None)
-        from allmtl_spark.scoring.tflite import tflite_artifact
+    def for_runtime(self, runtime: Literal["tflite", "keras"]) -> ModelRef:
+        """This reference with ``serving`` set for ``score.runtime`` (converting to TFLite once per version).
 
-        serving_file, serving_sha256 = tflite_artifact(self.model_file, self.sha256)
+        Keras when asked for, or when the conversion cannot be cached (``tflite_artifact`` warns).
+        """
+        converted = None
+        if runtime == "tflite":
+            from allmtl_spark.scoring.tflite import tflite_artifact
+
+            converted = tflite_artifact(self.model_file, self.sha256)
+        serving_file, serving_sha256 = converted or (None, None)
         return replace(self, serving_file=serving_file, serving_sha256=serving_sha256)
 
 
@@ -148,10 +153,11 @@ class ScorePlan:
         )
 
     @property
-    def model_hashes(self) -> list[str]:
-        """SHA-256 of every model file this plan loads (slide classifier, cell classifier, U-Net)."""
-        classifiers = [ref.serving()[1] for ref in (self.classifier, self.cell_model) if ref]
-        return [*classifiers, *([self.segmenter_sha256] if self.segmenter_sha256 else [])]
+    def model_files(self) -> list[tuple[str, str]]:
+        """(path, SHA-256) of every model file this plan loads (slide classifier, cell classifier, U-Net)."""
+        classifiers = [ref.serving() for ref in (self.classifier, self.cell_model) if ref]
+        unet = [(self.segmenter_file, self.segmenter_sha256)] if self.segmenter_file and self.segmenter_sha256 else []
+        return [*classifiers, *unet]
 
     def classifier_fns(self, freeze_after_load: bool = False) -> tuple[Callable, Callable | None]:
         """(slide classifier, cell classifier or None), each loaded once per process (``scoring.predict``)."""
@@ -312,7 +318,9 @@ def make_score_fn(plan: ScorePlan) -> Callable[[Iterator[pd.DataFrame]], Iterato
                 _row(
                     "stats",
                     pid=os.getpid(),
-                    model_loads=shared.model_loads(plan.model_hashes),
+                    model_loads=shared.model_loads(
+                        sha256s=[sha for _, sha in plan.model_files], paths=[path for path, _ in plan.model_files]
+                    ),
                     max_rss_bytes=usage.ru_maxrss * 1024,
                     slides_done=done,
                     seconds=time.perf_counter() - start,

@@ -46,6 +46,19 @@ def make_classifier_fn(
     )
 
 
+def batch_function(model):
+    """``model`` in inference mode as a ``tf.function`` traced once for any batch size.
+
+    Without the open batch dimension each new number of cells on a slide would retrace the whole
+    network (hundreds of ms each on a CPU). Also what the TFLite conversion starts from.
+    """
+    import tensorflow as tf
+
+    return tf.function(
+        lambda x: model(x, training=False), input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)]
+    )
+
+
 def _as_probabilities(out: np.ndarray) -> np.ndarray:
     out = out.astype(np.float64)
     return np.concatenate([1.0 - out, out], axis=1) if out.shape[1] == 1 else out
@@ -57,11 +70,7 @@ def _load(path: str, sha256: str, tf_threads: int, batch_size: int) -> Classify:
 
     shared.set_tf_threads(tf_threads)
     model = tf.keras.models.load_model(path, compile=False)
-    # One trace for every batch size: without the open batch dimension each new number of cells
-    # on a slide would retrace the whole network (hundreds of ms each on a CPU).
-    run = tf.function(
-        lambda x: model(x, training=False), input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)]
-    )
+    run = batch_function(model)
 
     def predict(images: np.ndarray) -> np.ndarray:
         if len(images) == 0:
@@ -81,25 +90,26 @@ def _load_tflite(path: str, sha256: str, tf_threads: int, batch_size: int) -> Cl
     verify_sha256(path, sha256, "classifier (TensorFlow Lite)")
     import tensorflow as tf
 
-    # 0 means the runtime's default, which for TFLite is one thread: ask for every core instead, as
-    # TensorFlow would use them (a plain process, the driver's report); Spark workers pass 1.
-    interpreter = tf.lite.Interpreter(model_path=path, num_threads=tf_threads or os.cpu_count() or 1)
-    entry, exit_ = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    image_shape = tuple(int(d) for d in entry["shape"][1:])
-    outputs = int(exit_["shape"][-1])
+    # 0 means the runtime's default, which for TFLite is one thread: ask for the cores this process
+    # may use instead, as TensorFlow would (a plain process, a notebook); Spark workers pass 1.
+    interpreter = tf.lite.Interpreter(model_path=path, num_threads=tf_threads or len(os.sched_getaffinity(0)))
+    input_detail, output_detail = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    image_shape = tuple(int(d) for d in input_detail["shape"][1:])
+    outputs = int(output_detail["shape"][-1])
     lock = threading.Lock()  # one interpreter, and a driver (report, notebook) may call from threads
-    allocated: list[tuple[int, ...]] = []
+    allocated_shape: tuple[int, ...] | None = None
 
     def call(batch: np.ndarray) -> np.ndarray:
+        nonlocal allocated_shape
         # An interpreter plans its memory per input shape (~45 ms each time the shape changes), so
         # calls come in two fixed shapes: one image (a slide) or ``batch_size`` (cells, padded).
-        if allocated[-1:] != [batch.shape]:
-            interpreter.resize_tensor_input(entry["index"], batch.shape)
+        if batch.shape != allocated_shape:
+            interpreter.resize_tensor_input(input_detail["index"], batch.shape)
             interpreter.allocate_tensors()
-            allocated[:] = [batch.shape]
-        interpreter.set_tensor(entry["index"], batch)
+            allocated_shape = batch.shape
+        interpreter.set_tensor(input_detail["index"], batch)
         interpreter.invoke()
-        return interpreter.get_tensor(exit_["index"]).copy()
+        return interpreter.get_tensor(output_detail["index"]).copy()
 
     def predict(images: np.ndarray) -> np.ndarray:
         if len(images) == 0:
@@ -108,7 +118,7 @@ def _load_tflite(path: str, sha256: str, tf_threads: int, batch_size: int) -> Cl
         parts = []
         with lock:
             for i in range(0, len(images), step):
-                chunk = np.asarray(images[i : i + step], dtype=np.float32)
+                chunk = images[i : i + step]
                 padded = np.zeros((step, *image_shape), np.float32)
                 padded[: len(chunk)] = chunk
                 parts.append(call(padded)[: len(chunk)])

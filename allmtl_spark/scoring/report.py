@@ -171,7 +171,7 @@ def _render_samples(slides, cfg, plan, folder: str):
 
     unet = make_predict_fn(plan.segmenter_file, plan.segmenter_sha256) if plan.segmenter_file else None
     # the runtime the job scored with, so the report shows the job's numbers
-    classify = make_classifier_fn(*plan.classifier.serving(), batch_size=plan.classifier_batch)
+    classify = make_classifier_fn(*plan.classifier.serving(), plan.tf_threads, plan.classifier_batch)
     verify_sha256(plan.classifier.model_file, plan.classifier.sha256, "classifier")
     keras_model = tf.keras.models.load_model(plan.classifier.model_file, compile=False)  # Grad-CAM needs gradients
     samples, cams = [], []

@@ -30,15 +30,20 @@ from allmtl_spark.errors import ArtifactError
 log = logging.getLogger(__name__)
 
 CONVERSION_SPEC = "tflite.json"
+CONVERTER_VERSION = 1  # bump when the conversion settings change, so old caches are converted again
 PARITY_TOLERANCE = 1e-3  # max |p_keras - p_tflite|; float32 reorderings differ by ~1e-6
 PROBE_IMAGES = 4
 
 
-def tflite_artifact(model_file: str, sha256: str) -> tuple[str, str]:
+def tflite_artifact(model_file: str, sha256: str) -> tuple[str, str] | None:
     """The TFLite conversion of the Keras classifier ``model_file``: (path, SHA-256), converted if needed.
 
+    Returns None when the conversion cannot be cached beside the artifact (a read-only models
+    folder): scoring then runs the Keras artifact, with a warning.
+
     Raises:
-        ArtifactError: the Keras artifact fails its hash check, or the conversion disagrees with it.
+        ArtifactError: on a cache miss, the Keras artifact fails its hash check, or the conversion
+            disagrees with it.
     """
     folder = os.path.dirname(os.path.abspath(model_file))
     cached = cached_conversion(folder, sha256)
@@ -47,17 +52,36 @@ def tflite_artifact(model_file: str, sha256: str) -> tuple[str, str]:
     verify_sha256(model_file, sha256, "classifier")
     log.info("converting %s to TensorFlow Lite (once per model version) ...", model_file)
     blob, max_difference = convert_checked(model_file)
-    tflite_sha = _sha256_bytes(blob)
+    tflite_sha = hashlib.sha256(blob).hexdigest()
     name = f"model-{tflite_sha[:12]}.tflite"
-    _write_atomically(os.path.join(folder, name), blob)
-    spec = {"file": name, "sha256": tflite_sha, "source_sha256": sha256, "max_probe_difference": max_difference}
-    _write_atomically(os.path.join(folder, CONVERSION_SPEC), json.dumps(spec, indent=2).encode())
+    spec = {
+        **_stamp(),
+        "file": name,
+        "sha256": tflite_sha,
+        "source_sha256": sha256,
+        "max_probe_difference": max_difference,
+    }
+    try:
+        _write_atomically(os.path.join(folder, name), blob)
+        _write_atomically(os.path.join(folder, CONVERSION_SPEC), json.dumps(spec, indent=2).encode())
+    except OSError as err:
+        log.warning(
+            "cannot cache the TensorFlow Lite conversion in %s (%s); scoring with the Keras artifact. "
+            "Give the job write access there, or set score.runtime: keras to skip converting.",
+            folder,
+            err,
+        )
+        return None
     log.info("cached %s (probe images agree within %.1e)", name, max_difference)
     return os.path.join(folder, name), tflite_sha
 
 
 def cached_conversion(folder: str, source_sha256: str) -> tuple[str, str] | None:
-    """(path, SHA-256) of a cached conversion of the artifact ``source_sha256``, or None if absent or stale."""
+    """(path, SHA-256) of a cached conversion of the artifact ``source_sha256``, or None if absent or stale.
+
+    Stale: made from another artifact, by another TensorFlow version or converter settings, or
+    the file no longer has the hash recorded for it.
+    """
     try:
         with open(os.path.join(folder, CONVERSION_SPEC)) as handle:
             spec = json.load(handle)
@@ -66,10 +90,20 @@ def cached_conversion(folder: str, source_sha256: str) -> tuple[str, str] | None
     path = os.path.join(folder, os.path.basename(str(spec.get("file", ""))))
     if spec.get("source_sha256") != source_sha256 or not os.path.isfile(path):
         return None
+    if any(spec.get(key) != value for key, value in _stamp().items()):
+        log.info("%s was made by another TensorFlow or converter version; converting again", path)
+        return None
     if file_sha256(path) != spec.get("sha256"):
         log.warning("%s does not match %s; converting again", path, CONVERSION_SPEC)
         return None
     return path, spec["sha256"]
+
+
+def _stamp() -> dict:
+    """What a conversion depends on besides the artifact: the TensorFlow version and our settings."""
+    import tensorflow as tf
+
+    return {"tensorflow": tf.__version__, "converter_version": CONVERTER_VERSION}
 
 
 def convert_checked(model_file: str) -> tuple[bytes, float]:
@@ -84,12 +118,11 @@ def convert_checked(model_file: str) -> tuple[bytes, float]:
     import tensorflow as tf
 
     from allmtl_spark.networks import losses  # noqa: F401 - registers the custom loss names
+    from allmtl_spark.scoring.predict import batch_function
 
     model = tf.keras.models.load_model(model_file, compile=False)
-    signature = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
-    run = tf.function(lambda x: model(x, training=False), input_signature=[signature])
-    concrete = run.get_concrete_function()
-    blob = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model).convert()
+    run = batch_function(model)
+    blob = tf.lite.TFLiteConverter.from_concrete_functions([run.get_concrete_function()], model).convert()
     probe = probe_images(model.input_shape[1:])
     expected = run(tf.constant(probe)).numpy()
     actual = run_interpreter(blob, probe)
@@ -104,9 +137,15 @@ def convert_checked(model_file: str) -> tuple[bytes, float]:
 
 
 def probe_images(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    """``PROBE_IMAGES`` fixed random uint8-valued images as float32 (what ``predict`` feeds the model)."""
+    """``PROBE_IMAGES`` fixed random uint8-valued images as float32 (what ``predict`` feeds the model).
+
+    Half full-range noise, half low-contrast noise around mid-grey: a trained classifier tends to
+    be certain (probabilities at 0 or 1) on full-range noise, which would let any conversion pass.
+    """
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, size=(PROBE_IMAGES, *shape)).astype(np.float32)
+    loud = rng.integers(0, 256, size=(PROBE_IMAGES - PROBE_IMAGES // 2, *shape))
+    quiet = 128 + rng.integers(-12, 13, size=(PROBE_IMAGES // 2, *shape))
+    return np.concatenate([loud, quiet]).astype(np.float32)
 
 
 def run_interpreter(blob: bytes, images: np.ndarray) -> np.ndarray:
@@ -114,20 +153,20 @@ def run_interpreter(blob: bytes, images: np.ndarray) -> np.ndarray:
     import tensorflow as tf
 
     interpreter = tf.lite.Interpreter(model_content=blob)
-    entry, exit_ = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    interpreter.resize_tensor_input(entry["index"], images.shape)
+    input_detail, output_detail = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(input_detail["index"], images.shape)
     interpreter.allocate_tensors()
-    interpreter.set_tensor(entry["index"], images)
+    interpreter.set_tensor(input_detail["index"], images)
     interpreter.invoke()
-    return interpreter.get_tensor(exit_["index"]).copy()
-
-
-def _sha256_bytes(blob: bytes) -> str:
-    return hashlib.sha256(blob).hexdigest()
+    return interpreter.get_tensor(output_detail["index"]).copy()
 
 
 def _write_atomically(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -29,17 +29,21 @@ _LOADS: list[tuple[str, str]] = []  # every real load in this process, in order
 _LOCK = threading.Lock()
 
 
-def model_loads(sha256s: Iterable[str] | None = None) -> int:
+def model_loads(sha256s: Iterable[str] | None = None, paths: Iterable[str] | None = None) -> int:
     """How many times this Python process has loaded a model from disk.
 
     Args:
         sha256s: count only loads of these artifacts (a job's own models: Python workers outlive
             jobs, and one worker may have loaded other models for an earlier job); None: all.
+        paths: count only loads of these files (two versions' folders may hold identical bytes).
     """
-    if sha256s is None:
-        return len(_LOADS)
-    wanted = set(sha256s)
-    return sum(1 for key in _LOADS if key[1] in wanted)
+    wanted_hashes = None if sha256s is None else set(sha256s)
+    wanted_paths = None if paths is None else {os.path.abspath(p) for p in paths}
+    return sum(
+        1
+        for key in _LOADS
+        if (wanted_hashes is None or key[1] in wanted_hashes) and (wanted_paths is None or key[0] in wanted_paths)
+    )
 
 
 def clear_cache() -> None:

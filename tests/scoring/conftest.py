@@ -76,12 +76,17 @@ def register_tiny_models(spark, lake, run_id: str) -> dict:
     return made
 
 
-def copy_model(spark, lake, record, new_id: str):
-    """Register a copy of ``record``'s artifact under another id (a new model version)."""
+def copy_model(spark, lake, record, new_id: str, keep_conversions: bool = True):
+    """Register a copy of ``record``'s artifact under another id (a new model version).
+
+    ``keep_conversions=False`` leaves out cached TFLite conversions, so scoring converts again.
+    """
     from allmtl_spark.registry import register_model
+    from allmtl_spark.scoring.tflite import CONVERSION_SPEC
 
     folder = os.path.join(lake.models, new_id)
-    shutil.copytree(record.artifact_path, folder)
+    skip = None if keep_conversions else shutil.ignore_patterns("*.tflite", CONVERSION_SPEC)
+    shutil.copytree(record.artifact_path, folder, ignore=skip)
     copy = replace(record, model_id=new_id, artifact_path=folder)
     register_model(spark, lake, copy)
     return copy

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +12,7 @@ from allmtl_spark import tables
 from allmtl_spark.errors import ArtifactError
 from allmtl_spark.lakehouse import read_table, table_version
 from allmtl_spark.scoring.job import run_score
-from allmtl_spark.scoring.tflite import CONVERSION_SPEC, cached_conversion
+from allmtl_spark.scoring.tflite import cached_conversion
 from tests.scoring.conftest import SLIDES, copy_model
 
 pytestmark = pytest.mark.spark
@@ -58,7 +57,8 @@ def test_every_slide_scored_once_models_loaded_once_per_worker_rerun_writes_noth
 
 def test_two_concurrent_runs_write_one_row_per_slide(spark, scoring_lake):
     cfg, lake, models = scoring_lake
-    record = copy_model(spark, lake, models["stage3"], "tiny-v2-stage3-fab4")
+    # without a cached conversion: both drivers convert at once, into the same folder
+    record = copy_model(spark, lake, models["stage3"], "tiny-v2-stage3-fab4", keep_conversions=False)
     errors = []
 
     def score():
@@ -115,15 +115,14 @@ def test_keras_and_tflite_runtimes_give_the_same_scores(spark, scoring_lake):
     cfg, lake, models = scoring_lake
     by_runtime = {}
     for runtime in ("tflite", "keras"):
-        record = copy_model(spark, lake, models["stage3"], f"tiny-{runtime}-stage3-fab4")
-        for name in os.listdir(record.artifact_path):  # conversions copied from the original's folder
-            if name.endswith(".tflite") or name == CONVERSION_SPEC:
-                os.remove(os.path.join(record.artifact_path, name))
+        record = copy_model(spark, lake, models["stage3"], f"tiny-{runtime}-stage3-fab4", keep_conversions=False)
         summary = run_score(spark, _with_model(cfg, record.model_id, runtime=runtime), lake, report=False)
         assert summary.scored == SLIDES
-        # the tflite run converted this version (and its workers loaded what the plan hashed: the
-        # first test's load counts); the keras run converted nothing
+        # the tflite run converted this version, the keras run converted nothing; either way each
+        # worker has loaded the two files the plan names (counted by path and hash: a worker that
+        # loaded the other runtime's files would count 0 or 1 here)
         assert (cached_conversion(record.artifact_path, record.artifact_sha256) is not None) == (runtime == "tflite")
+        assert set(summary.loads_per_worker.values()) == {2}
         rows = read_table(spark, lake, tables.SLIDE_SCORES).where(f"model_version = '{record.model_id}'").collect()
         by_runtime[runtime] = {r["content_sha256"]: r for r in rows}
     lite, keras = by_runtime["tflite"], by_runtime["keras"]

@@ -76,22 +76,62 @@ def test_tflite_and_keras_give_the_same_probabilities(converted, n):
         np.testing.assert_allclose(lite.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_sigmoid_model_gives_two_columns(tmp_path):
+def test_sigmoid_model_gives_p_normal_then_p_positive(tmp_path):
+    import tensorflow as tf
+
     model_file, sha = _save_small_classifier(tmp_path, 1)
     path, tflite_sha = tflite.tflite_artifact(model_file, sha)
     images = np.random.default_rng(0).integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
     lite = make_classifier_fn(path, tflite_sha)(images)
-    np.testing.assert_allclose(lite, make_classifier_fn(model_file, sha)(images), atol=1e-4)
+    sigmoid = tf.keras.models.load_model(model_file, compile=False)(images.astype(np.float32)).numpy()[:, 0]
     assert lite.shape == (3, 2)
+    np.testing.assert_allclose(lite[:, 1], sigmoid, atol=1e-4)
+    np.testing.assert_allclose(lite[:, 0], 1 - sigmoid, atol=1e-4)
 
 
-def test_a_new_artifact_or_a_tampered_conversion_is_converted_again(tmp_path):
+def test_a_retrained_artifact_is_converted_again(tmp_path):
+    model_file, sha = _save_small_classifier(tmp_path, 4)
+    _, first_sha = tflite.tflite_artifact(model_file, sha)
+    model_file, retrained = _save_small_classifier(tmp_path, 3)  # new weights under the same name
+    assert retrained != sha and tflite.cached_conversion(str(tmp_path), retrained) is None
+    path, tflite_sha = tflite.tflite_artifact(model_file, retrained)
+    assert tflite_sha != first_sha
+    assert make_classifier_fn(path, tflite_sha)(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 3)
+
+
+def test_a_conversion_by_another_tensorflow_is_stale(converted, tmp_path):
+    model_file, sha, (path, _) = converted
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for name in (os.path.basename(path), tflite.CONVERSION_SPEC):
+        (folder / name).write_bytes(Path(os.path.dirname(path), name).read_bytes())
+    assert tflite.cached_conversion(str(folder), sha) is not None
+    spec = json.loads((folder / tflite.CONVERSION_SPEC).read_text())
+    (folder / tflite.CONVERSION_SPEC).write_text(json.dumps({**spec, "tensorflow": "2.0.0"}))
+    assert tflite.cached_conversion(str(folder), sha) is None
+
+
+def test_unwritable_models_folder_falls_back_to_keras(tmp_path, monkeypatch, caplog):
+    model_file, sha = _save_small_classifier(tmp_path, 4)
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied", dst)
+
+    monkeypatch.setattr(tflite.os, "replace", refuse)  # what a read-only volume does to the rename
+    with caplog.at_level("WARNING"):
+        assert tflite.tflite_artifact(model_file, sha) is None
+    assert "scoring with the Keras artifact" in caplog.text
+    assert sorted(os.listdir(tmp_path)) == ["model.h5", "model.json"]  # no temporary file left behind
+
+
+def test_a_tampered_conversion_is_converted_again(tmp_path):
     model_file, sha = _save_small_classifier(tmp_path, 4)
     path, tflite_sha = tflite.tflite_artifact(model_file, sha)
-    assert tflite.cached_conversion(str(tmp_path), "0" * 64) is None  # a retrained model.h5
     with open(path, "r+b") as handle:  # bit rot in the cached conversion
         handle.seek(100)
-        handle.write(b"\x00\x01\x02")
+        byte = handle.read(1)[0]
+        handle.seek(100)
+        handle.write(bytes([byte ^ 0xFF]))
     assert tflite.cached_conversion(str(tmp_path), sha) is None
     again, again_sha = tflite.tflite_artifact(model_file, sha)
     assert again_sha == tflite.file_sha256(again)
