@@ -69,7 +69,13 @@ def _load(path: str, sha256: str, tf_threads: int, batch_size: int) -> Classify:
     import tensorflow as tf
 
     shared.set_tf_threads(tf_threads)
-    model = tf.keras.models.load_model(path, compile=False)
+    return keras_predict(tf.keras.models.load_model(path, compile=False), batch_size)
+
+
+def keras_predict(model, batch_size: int) -> Classify:
+    """``predict(images)`` of a loaded Keras classifier, ``batch_size`` images per call."""
+    import tensorflow as tf
+
     run = batch_function(model)
 
     def predict(images: np.ndarray) -> np.ndarray:
@@ -93,6 +99,11 @@ def _load_tflite(path: str, sha256: str, tf_threads: int, batch_size: int) -> Cl
     # 0 means the runtime's default, which for TFLite is one thread: ask for the cores this process
     # may use instead, as TensorFlow would (a plain process, a notebook); Spark workers pass 1.
     interpreter = tf.lite.Interpreter(model_path=path, num_threads=tf_threads or len(os.sched_getaffinity(0)))
+    return tflite_predict(interpreter, batch_size)
+
+
+def tflite_predict(interpreter, batch_size: int) -> Classify:
+    """``predict(images)`` of a TFLite classifier ``interpreter``, in batches of one or ``batch_size``."""
     input_detail, output_detail = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     image_shape = tuple(int(d) for d in input_detail["shape"][1:])
     outputs = int(output_detail["shape"][-1])

@@ -7,11 +7,11 @@ TFLite interpreter 0.001 s to load, 0.1 s for the first call, 0.013 s a call aft
 
 The conversion runs on the driver once per model version and is cached beside the Keras artifact:
 ``model-<sha12>.tflite`` (named by its own hash, so two runs converting at once can only ever
-write the same bytes under one name) and ``tflite.json`` recording which file, its SHA-256 and the
-SHA-256 of the Keras artifact it came from. A cached conversion is used only if all three still
-match. Before a conversion is cached, both runtimes classify the same probe images and must agree
-within ``PARITY_TOLERANCE`` in every class probability; otherwise scoring stops and says to use
-``score.runtime: keras``.
+write the same bytes under one name) and ``tflite.json`` recording which file, its SHA-256, the
+SHA-256 of the Keras artifact it came from and the TensorFlow and converter versions. A cached
+conversion is used only if all of them still match. Before a conversion is cached, both runtimes
+classify the same probe images and must agree within ``PARITY_TOLERANCE`` in every class
+probability; otherwise scoring stops and says to use ``score.runtime: keras``.
 """
 
 from __future__ import annotations
@@ -118,14 +118,15 @@ def convert_checked(model_file: str) -> tuple[bytes, float]:
     import tensorflow as tf
 
     from allmtl_spark.networks import losses  # noqa: F401 - registers the custom loss names
-    from allmtl_spark.scoring.predict import batch_function
+    from allmtl_spark.scoring.predict import batch_function, keras_predict, tflite_predict
 
     model = tf.keras.models.load_model(model_file, compile=False)
-    run = batch_function(model)
-    blob = tf.lite.TFLiteConverter.from_concrete_functions([run.get_concrete_function()], model).convert()
+    concrete = batch_function(model).get_concrete_function()
+    blob = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model).convert()
+    # both through the functions the workers run, so the check covers their batching too
     probe = probe_images(model.input_shape[1:])
-    expected = run(tf.constant(probe)).numpy()
-    actual = run_interpreter(blob, probe)
+    expected = keras_predict(model, PROBE_IMAGES)(probe)
+    actual = tflite_predict(tf.lite.Interpreter(model_content=blob), PROBE_IMAGES)(probe)
     difference = float(np.abs(expected - actual).max())
     if not difference <= PARITY_TOLERANCE:
         raise ArtifactError(
@@ -146,19 +147,6 @@ def probe_images(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     loud = rng.integers(0, 256, size=(PROBE_IMAGES - PROBE_IMAGES // 2, *shape))
     quiet = 128 + rng.integers(-12, 13, size=(PROBE_IMAGES // 2, *shape))
     return np.concatenate([loud, quiet]).astype(np.float32)
-
-
-def run_interpreter(blob: bytes, images: np.ndarray) -> np.ndarray:
-    """The raw model outputs of a TFLite flatbuffer for ``images`` (one call, no caching)."""
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(model_content=blob)
-    input_detail, output_detail = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    interpreter.resize_tensor_input(input_detail["index"], images.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(input_detail["index"], images)
-    interpreter.invoke()
-    return interpreter.get_tensor(output_detail["index"]).copy()
 
 
 def _write_atomically(path: str, data: bytes) -> None:
