@@ -7,12 +7,16 @@ run ``make demo`` first):
 
 (a) one plain Python process: the pure pipeline per slide, then ``model.predict`` in batches for
     all slides' classifier inputs and all their cells (the models loaded once);
-(b) ``run_score`` on the session's master (``local[2]`` in the demo config).
+(b) ``run_score`` on the session's master (``local[2]`` in the demo config);
+(c) as many plain processes as Spark runs tasks at once, side by side, each with one thread and its
+    share of the slides: the same split as the Spark job's workers without Spark. What (c) gains over
+    (a) is the most a split over these cores can gain on this machine (the processes compete for
+    memory and caches); (b) against (c) is what Spark itself costs.
 
-Both start cold (TensorFlow import, model loads) and run the classifiers in the same runtime
-(``score.runtime``; a TFLite conversion is made before either is timed). It prints slides/s both ways, their ratio
-(target: Spark >= 1.5x on 2 cores), how many times each worker loaded the models, and the peak
-RSS of a Python worker.
+All start cold (TensorFlow import, model loads) and run the classifiers in the same runtime
+(``score.runtime``; a TFLite conversion is made before any is timed). It prints slides/s each way, the
+ratio (b)/(a) (target: Spark >= 1.5x on 2 cores), (c)/(a), (b)/(c), how many times each worker
+loaded the models, and the peak RSS of a Python worker.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import dataclasses
 import multiprocessing
 import os
+import queue as _queue
 import shutil
 import tempfile
 import time
@@ -34,10 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", help="folder for the slides and the temporary lakehouse (default: temp dir)")
 
 
-def _plain(files: list[str], plan, queue) -> None:
-    """Child process: score ``files`` with the pure functions; put (seconds, peak RSS, loads, CPU s) on ``queue``."""
+def _plain(files: list[str], plan, threads: int, queue) -> None:
+    """Child process: score ``files`` with the pure functions; put (seconds, peak RSS, loads, CPU s) on ``queue``.
+
+    ``threads``: TensorFlow, TFLite and OpenCV threads (0: every core, as a lone process would).
+    """
     import resource
 
+    import cv2
     import numpy as np
 
     from allmtl_spark.scoring.pipeline import model_inputs
@@ -45,8 +54,10 @@ def _plain(files: list[str], plan, queue) -> None:
     from allmtl_spark.segmentation.pipeline import decode_rgb
 
     start = time.perf_counter()
-    unet = shared.make_predict_fn(plan.segmenter_file, plan.segmenter_sha256, 0) if plan.segmenter_file else None
-    classify, classify_cells = dataclasses.replace(plan, tf_threads=0).classifier_fns()  # every core, like the U-Net
+    if threads:
+        cv2.setNumThreads(threads)
+    unet = shared.make_predict_fn(plan.segmenter_file, plan.segmenter_sha256, threads) if plan.segmenter_file else None
+    classify, classify_cells = dataclasses.replace(plan, tf_threads=threads).classifier_fns()
     cell_view = plan.cell_model.view if plan.cell_model else None
     inputs, cells = [], []
     for path in files:
@@ -66,7 +77,8 @@ def _plain(files: list[str], plan, queue) -> None:
         if cell_inputs is not None:
             cells.append(cell_inputs)
     # the models see every slide's inputs in one batched predict (the plain baseline's advantage)
-    classify(np.stack(inputs))
+    if inputs:
+        classify(np.stack(inputs))
     if classify_cells is not None and cells:
         classify_cells(np.concatenate(cells))
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -74,20 +86,50 @@ def _plain(files: list[str], plan, queue) -> None:
     queue.put((time.perf_counter() - start, usage.ru_maxrss * 1024, shared.model_loads(), cpu_seconds))
 
 
-def run_plain(files: list[str], plan) -> tuple[float, int, int, float]:
-    """Score in a fresh ``spawn`` process (cold, like a Spark worker).
+@dataclasses.dataclass(frozen=True)
+class PlainRun:
+    seconds: float  # wall, from the first process's start to the last one's end
+    peak_rss_bytes: int  # of the largest process
+    loads: list[int]  # models loaded, per process
+    cpu_seconds: float  # all processes together
 
-    Returns:
-        (wall seconds, peak RSS bytes, model loads, CPU seconds of the process from its start).
+
+def run_plain(files: list[str], plan, processes: int = 1) -> PlainRun:
+    """Score ``files`` in ``processes`` fresh ``spawn`` processes at once (cold, like Spark workers).
+
+    One process uses every core; with more, each gets one thread and every ``processes``-th slide.
     """
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
+    threads = 0 if processes == 1 else 1
     started = time.perf_counter()
-    process = context.Process(target=_plain, args=(files, plan, queue))
-    process.start()
-    _, rss, loads, cpu_seconds = queue.get()
-    process.join()
-    return time.perf_counter() - started, rss, loads, cpu_seconds
+    children = [
+        context.Process(target=_plain, args=(files[i::processes], plan, threads, queue)) for i in range(processes)
+    ]
+    for child in children:
+        child.start()
+    results = [_result(queue, children) for _ in children]
+    for child in children:
+        child.join()
+    return PlainRun(
+        seconds=time.perf_counter() - started,
+        peak_rss_bytes=max(r[1] for r in results),
+        loads=[r[2] for r in results],
+        cpu_seconds=sum(r[3] for r in results),
+    )
+
+
+def _result(queue, children) -> tuple:
+    """The next child's result; raises if a child died without one (instead of waiting forever)."""
+    while True:
+        try:
+            return queue.get(timeout=1)
+        except _queue.Empty:
+            failed = [c.exitcode for c in children if c.exitcode not in (None, 0)]
+            if failed:
+                raise RuntimeError(
+                    f"a plain scoring process failed (exit code {failed[0]}); its traceback is above"
+                ) from None
 
 
 def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: str, progress=print) -> str:
@@ -121,7 +163,10 @@ def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: s
     files = sorted(str(p) for p in (data / "ALL_IDB1" / "im").glob("*.jpg"))
     plan = ScorePlan.build(classifier, cell_model, seg, cfg)
     progress(f"(a) one plain process, {len(files)} slides of {width}x{height} ...")
-    plain_seconds, plain_rss, plain_loads, plain_cpu = run_plain(files, plan)
+    plain = run_plain(files, plan)
+    workers = spark.sparkContext.defaultParallelism
+    progress(f"(c) {workers} plain processes side by side, one thread each ...")
+    split = run_plain(files, plan, processes=workers)
 
     bench_lake = Lakehouse.from_config(LakehouseConfig(path=str(Path(workdir) / "lakehouse")))
     for ref in filter(None, [seg.record, *(_record(spark, main_lake, m) for m in (classifier, cell_model) if m)]):
@@ -138,18 +183,24 @@ def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: s
     summary = run_score(spark, bench_cfg, bench_lake, report=False)
     spark_seconds = summary.scoring_seconds
     gib = 2**30
-    plain_rate, spark_rate = len(files) / plain_seconds, len(files) / spark_seconds
+    n = len(files)
+    plain_rate, spark_rate, split_rate = n / plain.seconds, n / spark_seconds, n / split.seconds
     return "\n".join(
         [
-            f"bench score: {len(files)} slides of {width}x{height} (classifiers: {cfg.score.runtime}, both sides)",
-            f"  (a) one plain process:  {plain_seconds:6.1f} s  {plain_rate:5.3f} slides/s  "
-            f"(models loaded {plain_loads} times; peak RSS {plain_rss / gib:.2f} GiB)",
+            f"bench score: {n} slides of {width}x{height} (classifiers: {cfg.score.runtime}, every side)",
+            f"  (a) one plain process:  {plain.seconds:6.1f} s  {plain_rate:5.3f} slides/s  "
+            f"(models loaded {plain.loads[0]} times; peak RSS {plain.peak_rss_bytes / gib:.2f} GiB)",
             f"  (b) Spark job on {spark.sparkContext.master}: {spark_seconds:6.1f} s  {spark_rate:5.3f} slides/s  "
             f"(model loads per worker {dict(sorted(summary.loads_per_worker.items()))}; peak worker RSS "
             f"{summary.peak_rss_bytes / gib:.2f} GiB); with ingest, Delta writes and aggregates "
             f"{summary.seconds:.1f} s",
+            f"  (c) {workers} plain processes, one thread each: {split.seconds:6.1f} s  {split_rate:5.3f} slides/s  "
+            f"(models loaded {split.loads} times)",
             f"  Spark / plain: {spark_rate / plain_rate:.2f}x (target >= 1.5x)",
-            _ceiling_line(plain_cpu, plain_seconds),
+            f"  {workers} processes / plain: {split_rate / plain_rate:.2f}x (what splitting the slides over "
+            f"{workers} workers gains here, without Spark); Spark / {workers} processes: "
+            f"{spark_rate / split_rate:.2f}x (what Spark itself costs or saves)",
+            _ceiling_line(plain.cpu_seconds, plain.seconds),
         ]
     )
 
