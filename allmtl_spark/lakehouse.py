@@ -95,7 +95,14 @@ def table_exists(spark: SparkSession, lake: Lakehouse, table: Table) -> bool:
 
 
 def ensure_table(spark: SparkSession, lake: Lakehouse, table: Table) -> None:
-    """Create the table at its path with its declared schema, if it does not exist yet."""
+    """Create the table at its path with its declared schema, if it does not exist yet.
+
+    A table made by an older release gets the nullable columns declared since (``ALTER TABLE ADD
+    COLUMNS``; its rows read them as null), so a lakehouse never needs migrating by hand for them.
+
+    Raises:
+        LakehouseError: the table lacks a declared column that may not be null.
+    """
     from delta.tables import DeltaTable
 
     def create() -> None:
@@ -105,6 +112,33 @@ def ensure_table(spark: SparkSession, lake: Lakehouse, table: Table) -> None:
         builder.execute()
 
     with_retries(create, f"create {table.name}")
+    # re-reads the schema on every attempt: another job may have added the columns meanwhile
+    with_retries(lambda: _add_new_columns(spark, lake, table), f"add columns to {table.name}")
+
+
+def _missing_columns(spark: SparkSession, lake: Lakehouse, table: Table) -> list:
+    existing = set(spark.read.format("delta").load(lake.path(table)).schema.fieldNames())
+    return [f for f in table.schema.fields if f.name not in existing]
+
+
+def _add_new_columns(spark: SparkSession, lake: Lakehouse, table: Table) -> None:
+    missing = _missing_columns(spark, lake, table)
+    if not missing:
+        return
+    required = [f.name for f in missing if not f.nullable]
+    if required:
+        raise LakehouseError(
+            f"table {table.name} at {lake.path(table)} lacks the column(s) {required}, which may not be null: "
+            "it was made by an incompatible release; move it aside and rerun the job that writes it"
+        )
+    columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+    target = lake.path(table).replace("`", "``")
+    try:
+        spark.sql(f"ALTER TABLE delta.`{target}` ADD COLUMNS ({columns})")
+    except Exception:
+        # another job committed the same columns between our read and our ALTER ("already exists")
+        if _missing_columns(spark, lake, table):
+            raise
 
 
 def read_table(spark: SparkSession, lake: Lakehouse, table: Table, version: int | None = None) -> DataFrame:
@@ -116,7 +150,12 @@ def read_table(spark: SparkSession, lake: Lakehouse, table: Table, version: int 
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", version)
-    return reader.load(lake.path(table))
+    frame = reader.load(lake.path(table))
+    # nullable columns declared after the table (or this version of it) was written read as null
+    absent = {
+        f.name: F.lit(None).cast(f.dataType) for f in table.schema.fields if f.nullable and f.name not in frame.columns
+    }
+    return frame.withColumns(absent) if absent else frame
 
 
 def table_version(spark: SparkSession, lake: Lakehouse, table: Table) -> int | None:

@@ -403,6 +403,10 @@ SLIDE_SCORES = Table(
             _f("cell_model_version", StringType()),
             _f("scoring_run_id", StringType(), False),
             _f("scored_at", TimestampType(), False),
+            # nullable: added after the first release (rows scored before read null)
+            _f("runtime", StringType()),
+            _f("model_file_sha256", StringType()),
+            _f("cell_model_file_sha256", StringType()),
         ]
     ),
     merge_keys=("content_sha256", "model_version"),
@@ -418,6 +422,12 @@ SLIDE_SCORES = Table(
         "blast_cell_pct": "100 * blast_cell_count / white_cell_count",
         "cell_model_version": "model_id of the stage-2 cell model; null when not used",
         "scoring_run_id": "the run that wrote the row (the first one to score the slide with this model)",
+        "runtime": "what ran the slide classifier: `tflite` (its TensorFlow Lite conversion) or `keras` (the h5); "
+        "null for rows scored before this column existed",
+        "model_file_sha256": "SHA-256 of the file the workers ran for the slide classifier: the h5 artifact "
+        "(`keras`) or its conversion `model-<sha12>.tflite` beside it (`tflite`)",
+        "cell_model_file_sha256": "the same for the cell model (its h5 or its conversion; the two runtimes can "
+        "differ when only one model's folder could take a conversion); null without it",
     },
 )
 

@@ -8,12 +8,15 @@ run ``make demo`` first):
 (a) one plain Python process: the pure pipeline per slide, then ``model.predict`` in batches for
     all slides' classifier inputs and all their cells (the models loaded once);
 (b) ``run_score`` on the session's master (``local[2]`` in the demo config);
-(c) as many plain processes as Spark runs tasks at once, side by side, each with one thread and its
-    share of the slides: the same split as the Spark job's workers without Spark. What (c) gains over
-    (a) is the most a split over these cores can gain on this machine (the processes compete for
-    memory and caches); (b) against (c) is what Spark itself costs.
+(c) as many plain processes as Spark runs tasks at once, side by side, each with its share of the
+    slides and the Spark workers' threads (``score.tf_threads``, one OpenCV thread): the Spark job's
+    split without Spark. What (c) gains over (a) is what splitting the work over these cores gains on
+    this machine (the processes compete for memory and caches); (b) against (c) is what Spark costs.
 
-All start cold (TensorFlow import, model loads) and run the classifiers in the same runtime
+(a) and (c) are timed from spawning their processes; (b) from the start of its scoring pass, whose
+Python workers Spark may reuse from the bench's ingest, so (b) can skip an interpreter start and
+the imports of numpy, pandas, pyarrow and OpenCV (0.5 s in a plain process here). Every side imports TensorFlow and
+loads the models inside its timed part, and all run the classifiers in the same runtime
 (``score.runtime``; a TFLite conversion is made before any is timed). It prints slides/s each way, the
 ratio (b)/(a) (target: Spark >= 1.5x on 2 cores), (c)/(a), (b)/(c), how many times each worker
 loaded the models, and the peak RSS of a Python worker.
@@ -39,10 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", help="folder for the slides and the temporary lakehouse (default: temp dir)")
 
 
-def _plain(files: list[str], plan, threads: int, queue) -> None:
-    """Child process: score ``files`` with the pure functions; put (seconds, peak RSS, loads, CPU s) on ``queue``.
+def _plain(index: int, files: list[str], plan, threads: int, queue) -> None:
+    """Child process: score ``files`` with the pure functions; put ``(index, _Result)`` on ``queue``.
 
-    ``threads``: TensorFlow, TFLite and OpenCV threads (0: every core, as a lone process would).
+    ``threads``: 0 for a lone process (TensorFlow, TFLite and OpenCV on every core); otherwise
+    TensorFlow / TFLite threads per process and one OpenCV thread, as in a Spark worker.
     """
     import resource
 
@@ -53,9 +57,8 @@ def _plain(files: list[str], plan, threads: int, queue) -> None:
     from allmtl_spark.segmentation import predict as shared
     from allmtl_spark.segmentation.pipeline import decode_rgb
 
-    start = time.perf_counter()
     if threads:
-        cv2.setNumThreads(threads)
+        cv2.setNumThreads(1)
     unet = shared.make_predict_fn(plan.segmenter_file, plan.segmenter_sha256, threads) if plan.segmenter_file else None
     classify, classify_cells = dataclasses.replace(plan, tf_threads=threads).classifier_fns()
     cell_view = plan.cell_model.view if plan.cell_model else None
@@ -82,8 +85,16 @@ def _plain(files: list[str], plan, threads: int, queue) -> None:
     if classify_cells is not None and cells:
         classify_cells(np.concatenate(cells))
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_seconds = usage.ru_utime + usage.ru_stime
-    queue.put((time.perf_counter() - start, usage.ru_maxrss * 1024, shared.model_loads(), cpu_seconds))
+    result = _Result(usage.ru_maxrss * 1024, shared.model_loads(), usage.ru_utime + usage.ru_stime, len(inputs))
+    queue.put((index, result))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Result:
+    peak_rss_bytes: int
+    loads: int
+    cpu_seconds: float
+    slides: int  # scored (slides without a white cell are left out, as the Spark job rejects them)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,45 +102,58 @@ class PlainRun:
     seconds: float  # wall, from the first process's start to the last one's end
     peak_rss_bytes: int  # of the largest process
     loads: list[int]  # models loaded, per process
+    slides: list[int]  # slides scored, per process
     cpu_seconds: float  # all processes together
 
 
 def run_plain(files: list[str], plan, processes: int = 1) -> PlainRun:
     """Score ``files`` in ``processes`` fresh ``spawn`` processes at once (cold, like Spark workers).
 
-    One process uses every core; with more, each gets one thread and every ``processes``-th slide.
+    One process uses every core. With more, each gets every ``processes``-th slide, one OpenCV
+    thread and ``plan.tf_threads`` TensorFlow threads (at least 1), as the Spark job's workers.
+
+    Raises:
+        RuntimeError: a process died before reporting (the others are stopped).
     """
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    threads = 0 if processes == 1 else 1
+    threads = 0 if processes == 1 else (plan.tf_threads or 1)
     started = time.perf_counter()
     children = [
-        context.Process(target=_plain, args=(files[i::processes], plan, threads, queue)) for i in range(processes)
+        context.Process(target=_plain, args=(i, files[i::processes], plan, threads, queue)) for i in range(processes)
     ]
     for child in children:
         child.start()
-    results = [_result(queue, children) for _ in children]
-    for child in children:
-        child.join()
+    try:
+        results = _collect(queue, children)
+    finally:
+        for child in children:
+            if child.is_alive() and child.exitcode is None:
+                child.terminate()
+            child.join()
     return PlainRun(
         seconds=time.perf_counter() - started,
-        peak_rss_bytes=max(r[1] for r in results),
-        loads=[r[2] for r in results],
-        cpu_seconds=sum(r[3] for r in results),
+        peak_rss_bytes=max(r.peak_rss_bytes for r in results),
+        loads=[r.loads for r in results],
+        slides=[r.slides for r in results],
+        cpu_seconds=sum(r.cpu_seconds for r in results),
     )
 
 
-def _result(queue, children) -> tuple:
-    """The next child's result; raises if a child died without one (instead of waiting forever)."""
-    while True:
+def _collect(queue, children) -> list[_Result]:
+    """Every child's result, in child order; raises as soon as a child has exited without one."""
+    results: dict[int, _Result] = {}
+    while len(results) < len(children):
         try:
-            return queue.get(timeout=1)
+            index, result = queue.get(timeout=1)
+            results[index] = result
         except _queue.Empty:
-            failed = [c.exitcode for c in children if c.exitcode not in (None, 0)]
-            if failed:
+            lost = [(i, c.exitcode) for i, c in enumerate(children) if i not in results and c.exitcode is not None]
+            if lost:
                 raise RuntimeError(
-                    f"a plain scoring process failed (exit code {failed[0]}); its traceback is above"
+                    f"plain scoring process {lost[0][0]} failed (exit code {lost[0][1]}); its traceback is above"
                 ) from None
+    return [results[i] for i in range(len(children))]
 
 
 def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: str, progress=print) -> str:
@@ -164,7 +188,8 @@ def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: s
     plan = ScorePlan.build(classifier, cell_model, seg, cfg)
     progress(f"(a) one plain process, {len(files)} slides of {width}x{height} ...")
     plain = run_plain(files, plan)
-    workers = spark.sparkContext.defaultParallelism
+    # as many as Spark runs tasks at once, but never more processes than this machine's cores
+    workers = min(spark.sparkContext.defaultParallelism, len(os.sched_getaffinity(0)))
     progress(f"(c) {workers} plain processes side by side, one thread each ...")
     split = run_plain(files, plan, processes=workers)
 
@@ -189,13 +214,14 @@ def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: s
         [
             f"bench score: {n} slides of {width}x{height} (classifiers: {cfg.score.runtime}, every side)",
             f"  (a) one plain process:  {plain.seconds:6.1f} s  {plain_rate:5.3f} slides/s  "
-            f"(models loaded {plain.loads[0]} times; peak RSS {plain.peak_rss_bytes / gib:.2f} GiB)",
+            f"(models loaded {plain.loads[0]} times; {plain.slides[0]} slides scored; peak RSS "
+            f"{plain.peak_rss_bytes / gib:.2f} GiB)",
             f"  (b) Spark job on {spark.sparkContext.master}: {spark_seconds:6.1f} s  {spark_rate:5.3f} slides/s  "
             f"(model loads per worker {dict(sorted(summary.loads_per_worker.items()))}; peak worker RSS "
             f"{summary.peak_rss_bytes / gib:.2f} GiB); with ingest, Delta writes and aggregates "
             f"{summary.seconds:.1f} s",
             f"  (c) {workers} plain processes, one thread each: {split.seconds:6.1f} s  {split_rate:5.3f} slides/s  "
-            f"(models loaded {split.loads} times)",
+            f"(models loaded {split.loads} times; slides scored {split.slides})",
             f"  Spark / plain: {spark_rate / plain_rate:.2f}x (target >= 1.5x)",
             f"  {workers} processes / plain: {split_rate / plain_rate:.2f}x (what splitting the slides over "
             f"{workers} workers gains here, without Spark); Spark / {workers} processes: "

@@ -99,6 +99,11 @@ class ModelRef:
             return self.serving_file, self.serving_sha256
         return self.model_file, self.sha256
 
+    @property
+    def runtime(self) -> Literal["tflite", "keras"]:
+        """What scoring runs the model in (``serving``'s file type)."""
+        return "tflite" if self.serving()[0].endswith(".tflite") else "keras"
+
     def for_runtime(self, runtime: Literal["tflite", "keras"]) -> ModelRef:
         """This reference with ``serving`` set for ``score.runtime`` (converting to TFLite once per version).
 
@@ -493,6 +498,9 @@ def _write(spark: SparkSession, lake: Lakehouse, rows: DataFrame, plan: ScorePla
         F.lit(plan.cell_model.model_id if plan.cell_model else None).cast("string").alias("cell_model_version"),
         F.lit(run_id).alias("scoring_run_id"),
         F.current_timestamp().alias("scored_at"),
+        F.lit(plan.classifier.runtime).alias("runtime"),
+        F.lit(plan.classifier.serving()[1]).alias("model_file_sha256"),
+        F.lit(plan.cell_model.serving()[1] if plan.cell_model else None).cast("string").alias("cell_model_file_sha256"),
     )
     merge_new_rows(spark, lake, tables.SLIDE_SCORES, scores)
     rejects = reject_rows(

@@ -125,6 +125,18 @@ def test_keras_and_tflite_runtimes_give_the_same_scores(spark, scoring_lake):
         assert set(summary.loads_per_worker.values()) == {2}
         rows = read_table(spark, lake, tables.SLIDE_SCORES).where(f"model_version = '{record.model_id}'").collect()
         by_runtime[runtime] = {r["content_sha256"]: r for r in rows}
+        # every row names the runtime and the exact files the workers ran
+        cell = models["stage2"]
+        ran = {
+            "tflite": (
+                cached_conversion(record.artifact_path, record.artifact_sha256),
+                cached_conversion(cell.artifact_path, cell.artifact_sha256),
+            ),
+            "keras": ((None, record.artifact_sha256), (None, cell.artifact_sha256)),
+        }[runtime]
+        assert {(r["runtime"], r["model_file_sha256"], r["cell_model_file_sha256"]) for r in rows} == {
+            (runtime, ran[0][1], ran[1][1])
+        }
     lite, keras = by_runtime["tflite"], by_runtime["keras"]
     assert lite.keys() == keras.keys() and len(lite) == SLIDES
     for key, row in lite.items():

@@ -1,0 +1,105 @@
+"""Delta tables made by an older release gain the columns declared since, on real local Delta."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.sql.types import (
+    ArrayType,
+    BinaryType,
+    DoubleType,
+    IntegerType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from allmtl_spark.errors import LakehouseError
+from allmtl_spark.lakehouse import ensure_table, merge_new_rows, read_table, table_version
+from allmtl_spark.tables import POINT, Table
+
+pytestmark = pytest.mark.spark
+
+_OLD = StructType([StructField("key", StringType(), False), StructField("value", IntegerType(), False)])
+
+
+def _declared(*extra: StructField) -> Table:
+    return Table(name="things", schema=StructType([*_OLD.fields, *extra]), merge_keys=("key",), description="t")
+
+
+def test_an_older_table_gains_new_nullable_columns_and_keeps_its_rows(spark, lake):
+    old = _declared()
+    merge_new_rows(spark, lake, old, spark.createDataFrame([("a", 1), ("b", 2)], _OLD))
+    before = table_version(spark, lake, old)
+    new = _declared(StructField("note", StringType()), StructField("count", IntegerType()))  # as the tables' DDL
+
+    # readers see the new columns as null before any writer has added them
+    assert [r.asDict() for r in read_table(spark, lake, new).orderBy("key").collect()] == [
+        {"key": "a", "value": 1, "note": None, "count": None},
+        {"key": "b", "value": 2, "note": None, "count": None},
+    ]
+    inserted = merge_new_rows(spark, lake, new, spark.createDataFrame([("b", 9, "x", 3), ("c", 3, "y", 4)], new.schema))
+
+    assert inserted == 1  # b was there already: kept as it was, not updated or doubled
+    rows = {r["key"]: r.asDict() for r in read_table(spark, lake, new).collect()}
+    assert rows == {
+        "a": {"key": "a", "value": 1, "note": None, "count": None},
+        "b": {"key": "b", "value": 2, "note": None, "count": None},
+        "c": {"key": "c", "value": 3, "note": "y", "count": 4},
+    }
+    assert table_version(spark, lake, new) == before + 2  # one ALTER TABLE, one MERGE
+    ensure_table(spark, lake, new)
+    assert table_version(spark, lake, new) == before + 2  # nothing left to add: no commit
+    # time travel to the version before the columns existed reads them as null too
+    assert read_table(spark, lake, new, version=before).columns == new.schema.fieldNames()
+
+
+def test_a_missing_column_that_may_not_be_null_is_a_clear_error(spark, lake):
+    merge_new_rows(spark, lake, _declared(), spark.createDataFrame([("a", 1)], _OLD))
+    strict = _declared(StructField("site", StringType(), False))
+
+    with pytest.raises(LakehouseError, match=r"lacks the column\(s\) \['site'\], which may not be null"):
+        ensure_table(spark, lake, strict)
+
+
+def test_every_column_type_the_tables_use_can_be_added(spark, lake):
+    merge_new_rows(spark, lake, _declared(), spark.createDataFrame([("a", 1)], _OLD))
+    new = _declared(
+        StructField("points", ArrayType(POINT)),
+        StructField("scores", MapType(StringType(), DoubleType())),
+        StructField("at", TimestampType()),
+        StructField("png", BinaryType()),
+        StructField("names", ArrayType(StringType())),
+    )
+
+    ensure_table(spark, lake, new)
+
+    stored = spark.read.format("delta").load(lake.path(new)).schema
+    assert [(f.name, f.dataType.simpleString()) for f in stored.fields] == [
+        (f.name, f.dataType.simpleString()) for f in new.schema.fields
+    ]
+
+
+def test_a_job_that_loses_the_race_to_add_the_columns_goes_on(spark, lake, monkeypatch):
+    from allmtl_spark import lakehouse
+
+    merge_new_rows(spark, lake, _declared(), spark.createDataFrame([("a", 1)], _OLD))
+    new = _declared(StructField("note", StringType()))
+    stale = lakehouse._missing_columns(spark, lake, new)  # this job reads the schema ...
+    ensure_table(spark, lake, new)  # ... another job adds the column first ...
+    reads = iter([stale])
+    real = lakehouse._missing_columns
+    monkeypatch.setattr(lakehouse, "_missing_columns", lambda *args: next(reads, None) or real(*args))
+
+    ensure_table(spark, lake, new)  # ... and this job's ALTER finds it there: no error
+
+    assert spark.read.format("delta").load(lake.path(new)).columns == ["key", "value", "note"]
+
+
+def test_readers_fill_only_nullable_columns(spark, lake):
+    merge_new_rows(spark, lake, _declared(), spark.createDataFrame([("a", 1)], _OLD))
+    newer = _declared(StructField("site", StringType(), False), StructField("note", StringType()))
+
+    # a required column is not made up as null: whoever selects it gets Spark's own error
+    assert read_table(spark, lake, newer).columns == ["key", "value", "note"]
