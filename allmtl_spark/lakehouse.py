@@ -117,8 +117,12 @@ def ensure_table(spark: SparkSession, lake: Lakehouse, table: Table) -> None:
 
 
 def _missing_columns(spark: SparkSession, lake: Lakehouse, table: Table) -> list:
-    existing = set(spark.read.format("delta").load(lake.path(table)).schema.fieldNames())
-    return [f for f in table.schema.fields if f.name not in existing]
+    return _absent(table, spark.read.format("delta").load(lake.path(table)).columns)
+
+
+def _absent(table: Table, columns: list[str]) -> list:
+    """The fields ``table`` declares that ``columns`` (what is stored) lacks."""
+    return [f for f in table.schema.fields if f.name not in columns]
 
 
 def _add_new_columns(spark: SparkSession, lake: Lakehouse, table: Table) -> None:
@@ -152,10 +156,8 @@ def read_table(spark: SparkSession, lake: Lakehouse, table: Table, version: int 
         reader = reader.option("versionAsOf", version)
     frame = reader.load(lake.path(table))
     # nullable columns declared after the table (or this version of it) was written read as null
-    absent = {
-        f.name: F.lit(None).cast(f.dataType) for f in table.schema.fields if f.nullable and f.name not in frame.columns
-    }
-    return frame.withColumns(absent) if absent else frame
+    nulls = {f.name: F.lit(None).cast(f.dataType) for f in _absent(table, frame.columns) if f.nullable}
+    return frame.withColumns(nulls) if nulls else frame
 
 
 def table_version(spark: SparkSession, lake: Lakehouse, table: Table) -> int | None:

@@ -104,6 +104,7 @@ class PlainRun:
     loads: list[int]  # models loaded, per process
     slides: list[int]  # slides scored, per process
     cpu_seconds: float  # all processes together
+    threads: int  # TensorFlow threads per process (0: every core)
 
 
 def run_plain(files: list[str], plan, processes: int = 1) -> PlainRun:
@@ -128,7 +129,7 @@ def run_plain(files: list[str], plan, processes: int = 1) -> PlainRun:
         results = _collect(queue, children)
     finally:
         for child in children:
-            if child.is_alive() and child.exitcode is None:
+            if child.is_alive():
                 child.terminate()
             child.join()
     return PlainRun(
@@ -137,6 +138,7 @@ def run_plain(files: list[str], plan, processes: int = 1) -> PlainRun:
         loads=[r.loads for r in results],
         slides=[r.slides for r in results],
         cpu_seconds=sum(r.cpu_seconds for r in results),
+        threads=threads,
     )
 
 
@@ -190,7 +192,7 @@ def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: s
     plain = run_plain(files, plan)
     # as many as Spark runs tasks at once, but never more processes than this machine's cores
     workers = min(spark.sparkContext.defaultParallelism, len(os.sched_getaffinity(0)))
-    progress(f"(c) {workers} plain processes side by side, one thread each ...")
+    progress(f"(c) {workers} plain processes side by side ...")
     split = run_plain(files, plan, processes=workers)
 
     bench_lake = Lakehouse.from_config(LakehouseConfig(path=str(Path(workdir) / "lakehouse")))
@@ -220,7 +222,8 @@ def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: s
             f"(model loads per worker {dict(sorted(summary.loads_per_worker.items()))}; peak worker RSS "
             f"{summary.peak_rss_bytes / gib:.2f} GiB); with ingest, Delta writes and aggregates "
             f"{summary.seconds:.1f} s",
-            f"  (c) {workers} plain processes, one thread each: {split.seconds:6.1f} s  {split_rate:5.3f} slides/s  "
+            f"  (c) {workers} plain processes, {_threads(split.threads)} each: "
+            f"{split.seconds:6.1f} s  {split_rate:5.3f} slides/s  "
             f"(models loaded {split.loads} times; slides scored {split.slides})",
             f"  Spark / plain: {spark_rate / plain_rate:.2f}x (target >= 1.5x)",
             f"  {workers} processes / plain: {split_rate / plain_rate:.2f}x (what splitting the slides over "
@@ -229,6 +232,10 @@ def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: s
             _ceiling_line(plain.cpu_seconds, plain.seconds),
         ]
     )
+
+
+def _threads(count: int) -> str:
+    return "one thread" if count == 1 else f"{count} threads"
 
 
 def _ceiling_line(cpu_seconds: float, wall_seconds: float) -> str:

@@ -323,9 +323,7 @@ def make_score_fn(plan: ScorePlan) -> Callable[[Iterator[pd.DataFrame]], Iterato
                 _row(
                     "stats",
                     pid=os.getpid(),
-                    model_loads=shared.model_loads(
-                        sha256s=[sha for _, sha in plan.model_files], paths=[path for path, _ in plan.model_files]
-                    ),
+                    model_loads=shared.model_loads(plan.model_files),
                     max_rss_bytes=usage.ru_maxrss * 1024,
                     slides_done=done,
                     seconds=time.perf_counter() - start,

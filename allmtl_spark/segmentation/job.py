@@ -389,7 +389,7 @@ def make_segment_fn(
                 done += 1
                 yield pd.DataFrame(rows, columns=_COLUMNS, dtype=object)
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        loads = predict_module.model_loads([sha256] if sha256 else [])  # this job's model only
+        loads = predict_module.model_loads([(model_file, sha256)] if model_file and sha256 else [])  # this job's model
         yield pd.DataFrame(
             [
                 _row(

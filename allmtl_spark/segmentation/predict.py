@@ -29,21 +29,18 @@ _LOADS: list[tuple[str, str]] = []  # every real load in this process, in order
 _LOCK = threading.Lock()
 
 
-def model_loads(sha256s: Iterable[str] | None = None, paths: Iterable[str] | None = None) -> int:
+def model_loads(files: Iterable[tuple[str, str]] | None = None) -> int:
     """How many times this Python process has loaded a model from disk.
 
     Args:
-        sha256s: count only loads of these artifacts (a job's own models: Python workers outlive
-            jobs, and one worker may have loaded other models for an earlier job); None: all.
-        paths: count only loads of these files (two versions' folders may hold identical bytes).
+        files: count only loads of these (path, SHA-256) files, a job's own models (Python workers
+            outlive jobs, one worker may have loaded other models for an earlier job, and two
+            versions' folders may hold identical bytes); None: all.
     """
-    wanted_hashes = None if sha256s is None else set(sha256s)
-    wanted_paths = None if paths is None else {os.path.abspath(p) for p in paths}
-    return sum(
-        1
-        for key in _LOADS
-        if (wanted_hashes is None or key[1] in wanted_hashes) and (wanted_paths is None or key[0] in wanted_paths)
-    )
+    if files is None:
+        return len(_LOADS)
+    wanted = {(os.path.abspath(path), sha256) for path, sha256 in files}
+    return sum(1 for key in _LOADS if key[:2] in wanted)
 
 
 def clear_cache() -> None:
