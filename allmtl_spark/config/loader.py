@@ -35,7 +35,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} must look like section.key=value")
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    if not raw.strip():
+        return key.strip(), ""
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML: {_yaml_problem(err)}") from None
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -56,20 +61,62 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return merged
 
 
-def read_yaml(path: str | os.PathLike) -> dict:
-    """Read a YAML mapping, following an optional top-level ``extends: other.yaml`` chain."""
+def read_yaml(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML mapping, following an optional top-level ``extends: other.yaml`` chain.
+
+    ``extends`` is resolved against the folder of the file that names it.
+
+    Raises:
+        ConfigError: a missing file, YAML that does not parse (file, line and column named), a top
+            level that is not a mapping, or an ``extends`` chain that comes back to a file in it.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist (try conf/demo.yaml)")
-    with path.open() as handle:
-        data = yaml.safe_load(handle) or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     parent = data.pop("extends", None)
     if parent:
-        base = read_yaml(path.parent / parent)
-        data = deep_merge(base, data)
+        where = f"{path}, line {_key_line(text, 'extends')}"
+        if not isinstance(parent, str):
+            raise ConfigError(f"{where}: extends must name one YAML file, got {parent!r}")
+        target = path.parent / parent
+        chain = (*_chain, path.resolve())
+        if target.resolve() in chain:
+            loop = " -> ".join(str(p) for p in (*chain, target.resolve()))
+            raise ConfigError(f"{where}: extends {parent!r} makes a loop: {loop}")
+        if not target.is_file():
+            raise ConfigError(
+                f"{where}: extends {parent!r}, but {target} does not exist (resolved against {path.parent})"
+            )
+        data = deep_merge(read_yaml(target, chain), data)
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """``line L, column C: problem`` of a PyYAML error (its mark is 0-based)."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    if mark is None:
+        return problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def _key_line(text: str, key: str) -> int | str:
+    """1-based line of the top-level ``key`` in a YAML document (``?`` if it cannot be found)."""
+    node = yaml.compose(text)
+    for key_node, _ in getattr(node, "value", []):
+        if getattr(key_node, "value", None) == key:
+            return key_node.start_mark.line + 1
+    return "?"
 
 
 def deep_merge(base: dict, update: dict) -> dict:

@@ -129,6 +129,7 @@ class SynthConfig:
         _range(self.white_cells_per_slide, "white_cells_per_slide", low=1)
         _range(self.blast_fraction, "blast_fraction", high=1.0)
         _require(self.slides_per_patient >= 1, "slides_per_patient", "must be >= 1")
+        _require(self.seed >= 0, "seed", "must be >= 0")
         _require(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be in 1..100")
         _require(self.workers >= 1, "workers", "must be >= 1")
 
@@ -156,6 +157,7 @@ class IngestConfig:
         _require(self.max_file_bytes > 0, "max_file_bytes", "must be > 0")
         _require(self.max_pixels > 0, "max_pixels", "must be > 0")
         _require(self.min_side_px >= 1, "min_side_px", "must be >= 1")
+        _require(self.max_partitions >= 1, "max_partitions", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,7 @@ class SegmenterConfig:
         _require(self.learning_rate > 0, "learning_rate", "must be > 0")
         _require(0 < self.holdout_fraction < 1, "holdout_fraction", "must be in (0, 1)")
         _require(self.max_slides >= 2, "max_slides", "must be >= 2 (one to train, one to hold out)")
+        _require(self.seed >= 0, "seed", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -293,6 +296,7 @@ class SplitConfig:
     def __post_init__(self) -> None:
         _require(0 < self.test_fraction < 0.5, "test_fraction", "must be in (0, 0.5)")
         _require(0 < self.val_fraction < 0.5, "val_fraction", "must be in (0, 0.5)")
+        _require(self.seed >= 0, "seed", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -314,6 +318,7 @@ class AugmentConfig:
         _require(0 <= self.rotate_max_deg <= 360, "rotate_max_deg", "must be in 0..360")
         _require(0 <= self.shift_fraction < 0.5, "shift_fraction", "must be in [0, 0.5)")
         _range(self.scale_range, "scale_range", low=0.1)
+        _require(self.seed >= 0, "seed", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -363,6 +368,13 @@ class TrainConfig:
         _require(self.montage_grid >= 1, "montage_grid", "must be >= 1")
         _require(self.num_proc >= 1 and self.threads_per_rank >= 1, "num_proc/threads_per_rank", "must be >= 1")
         _require(0 <= self.head_dropout < 1, "head_dropout", "must be in [0, 1)")
+        _require(all(u >= 1 for u in self.head_dense_units), "head_dense_units", "must each be >= 1")
+        _require(
+            self.batchnorm_momentum is None or 0 <= self.batchnorm_momentum < 1,
+            "batchnorm_momentum",
+            "must be null or in [0, 1)",
+        )
+        _require(self.shuffle_buffer >= 1, "shuffle_buffer", "must be >= 1")
 
 
 COMPARE_METRICS = (
@@ -416,6 +428,7 @@ class EvaluateConfig:
             "must be null (computed from the folds) or > 0",
         )
         _require(self.curve_trials >= 0, "curve_trials", "must be >= 0")
+        _require(self.seed >= 0, "seed", "must be >= 0")
         _require(self.report_dir is None or bool(self.report_dir), "report_dir", "must be null or a folder")
 
 
@@ -453,6 +466,8 @@ class ScoreConfig:
         _require(self.tf_threads >= 0, "tf_threads", "must be >= 0 (0: every core this process may use)")
         _require(0.5 < self.confidence < 1, "confidence", "must be in (0.5, 1)")
         _require(self.bootstrap_resamples >= 0, "bootstrap_resamples", "must be >= 0")
+        _require(self.report_sample >= 0 and self.gradcam_slides >= 0, "report_sample/gradcam_slides", "must be >= 0")
+        _require(self.seed >= 0, "seed", "must be >= 0")
 
 
 @dataclass(frozen=True)

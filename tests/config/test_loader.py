@@ -68,3 +68,107 @@ def test_to_dict_round_trips():
     from allmtl_spark.config.schema import AppConfig
 
     assert build(AppConfig, to_dict(cfg)) == cfg
+
+
+# ---------------------------------------------------------------- malformed input is a configuration error
+
+
+def test_malformed_yaml_file_names_file_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("synth:\n  n_slides: 3\n  seed: [1, 2\nlakehouse: {path: x}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml is not valid YAML: line \d+, column \d+"):
+        load_config(bad)
+
+
+def test_malformed_set_value_is_a_configuration_error():
+    message = r"--set 'synth\.rbc_diameter_px=\[20, 30': the value is not valid YAML: line 1, column 8"
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["synth.rbc_diameter_px=[20, 30"])
+
+
+def test_extends_loop_names_the_chain_and_line(tmp_path):
+    (tmp_path / "a.yaml").write_text("# a\nextends: b.yaml\nsynth: {seed: 1}\n")
+    (tmp_path / "b.yaml").write_text("synth: {seed: 2}\n\n\nextends: a.yaml\n")
+    loop = r"b\.yaml, line 4: extends 'a\.yaml' makes a loop: .*a\.yaml -> .*b\.yaml -> .*a\.yaml"
+    with pytest.raises(ConfigError, match=loop):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "self.yaml").write_text("extends: self.yaml\n")
+    with pytest.raises(ConfigError, match=r"self\.yaml, line 1: extends 'self\.yaml' makes a loop"):
+        load_config(tmp_path / "self.yaml")
+
+
+def test_extends_of_a_missing_file_names_where_it_was_resolved(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: nope.yaml\n")
+    message = rf"a\.yaml, line 1: extends 'nope\.yaml', but .* \(resolved against {tmp_path}\)"
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["config", "--set", "synth.rbc_diameter_px=[20, 30"],
+        ["config", "--set", "ingest.max_partitions=0"],
+        ["config", "--config", "{bad}"],
+        ["config", "--config", "{loop}"],
+    ],
+)
+def test_cli_exits_2_without_a_traceback(args, tmp_path, capsys):
+    from allmtl_spark.cli import main
+
+    (tmp_path / "bad.yaml").write_text("a: [1\n")
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    args = [a.format(bad=tmp_path / "bad.yaml", loop=tmp_path / "loop.yaml") for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("allmtl: configuration error:") and "Traceback" not in err
+
+
+def _int_fields(cls, prefix=""):
+    """Dotted keys of every integer field (plain, optional or a tuple of ints) in the config tree."""
+    import dataclasses
+    import typing
+
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hint):
+            yield from _int_fields(hint, f"{key}.")
+        elif hint is int or hint == (int | None) or typing.get_args(hint)[:1] == (int,):
+            yield key, hint
+
+
+def test_every_integer_key_refuses_negative_values():
+    from allmtl_spark.config.schema import AppConfig
+
+    signed = {"roi.offsets"}  # added to R, G, B: negative offsets are meaningful
+    keys = [(k, h) for k, h in _int_fields(AppConfig) if k not in signed]
+    assert len(keys) > 40  # the walk found the tree's integer keys
+    accepted = []
+    for key, hint in keys:
+        value = _minus_one(hint)
+        try:
+            load_config("conf/demo.yaml", [f"{key}={value}"])
+        except ConfigError:
+            continue
+        accepted.append(key)
+    assert accepted == [], f"integer keys that accept -1 (add a check in __post_init__): {accepted}"
+
+
+def _minus_one(hint) -> str:
+    """-1 in the shape of ``hint``: a plain value, or a tuple of the declared length (2 for ``tuple[int, ...]``)."""
+    import typing
+
+    if typing.get_origin(hint) is not tuple:
+        return "-1"
+    args = typing.get_args(hint)
+    return str([-1] * (2 if args[-1] is Ellipsis else len(args)))
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["ingest.max_partitions=0", "train.shuffle_buffer=0", "train.head_dense_units=[128, 0]", "score.report_sample=-1"],
+)
+def test_counts_are_validated_when_loaded(override):
+    with pytest.raises(ConfigError, match=override.split("=")[0].split(".")[1]):
+        load_config("conf/demo.yaml", [override])
