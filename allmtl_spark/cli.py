@@ -122,6 +122,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "--eval-id",
+        type=_run_id("--eval-id"),
         help="resume this evaluation: finished folds are not retrained (default: a new id; --run-id is the same)",
     )
 
@@ -207,7 +208,25 @@ def add_common_arguments(cmd: argparse.ArgumentParser, needs_spark: bool) -> Non
     )
     if needs_spark:
         cmd.add_argument("--master", help="Spark master; overrides spark-submit's and spark.master")
-        cmd.add_argument("--run-id", help="run id recorded on every row (default: a new one)")
+        cmd.add_argument(
+            "--run-id",
+            type=_run_id("--run-id"),
+            help="run id recorded on every row, [A-Za-z0-9._-]{1,64} (default: a new one)",
+        )
+
+
+def _run_id(option: str) -> Callable[[str], str]:
+    """argparse type: a run id of the allowed characters (it names folders), else exit 2 with the rule."""
+
+    def parse(value: str) -> str:
+        from allmtl_spark.ids import check_run_id
+
+        try:
+            return check_run_id(value, option)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse
 
 
 def _add_optional_commands(sub) -> None:

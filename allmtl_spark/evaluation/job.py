@@ -32,6 +32,7 @@ from allmtl_spark.config.loader import ConfigError
 from allmtl_spark.config.schema import EvaluateConfig, TrainConfig
 from allmtl_spark.evaluation.aggregate import EvaluationResults, evaluate_predictions
 from allmtl_spark.evaluation.report import accuracy_table, write_report
+from allmtl_spark.ids import check_run_id
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
 from allmtl_spark.session import assert_on_driver
 from allmtl_spark.training.rank import checkpoint_dir, load_history
@@ -117,7 +118,7 @@ def run_evaluate(
     """
     assert_on_driver()
     started = time.time()
-    eval_id = eval_id or f"eval-{uuid.uuid4().hex[:8]}"
+    eval_id = check_run_id(eval_id, "--eval-id") if eval_id else f"eval-{uuid.uuid4().hex[:8]}"
     if train_fn is None:
         from allmtl_spark.training.job import run_train as train_fn
     done = finished_folds(spark, lake, eval_id, cfg.folds, expected_models(train))

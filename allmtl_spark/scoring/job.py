@@ -42,6 +42,7 @@ from pyspark.sql.types import (
 from allmtl_spark import tables
 from allmtl_spark.config.schema import AppConfig, IngestConfig, RoiConfig, SegmentConfig
 from allmtl_spark.errors import ArtifactError
+from allmtl_spark.ids import check_run_id
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
 from allmtl_spark.partitioning import spread_over_tasks
 from allmtl_spark.registry import ModelRecord, resolve_model, verify_artifact
@@ -432,8 +433,8 @@ def run_score(
 
     assert_on_driver()
     started = time.perf_counter()
+    run_id = check_run_id(run_id) if run_id else f"score-{uuid.uuid4().hex[:10]}"
     lake.check_writable()
-    run_id = run_id or f"score-{uuid.uuid4().hex[:10]}"
     summary_ingest, prefix = _ingest_source(spark, cfg, lake, run_id)
     classifier, cell_model = resolve_classifiers(spark, lake, cfg)
     seg = resolve_segmenter(spark, lake, cfg.segment, cfg.roi)

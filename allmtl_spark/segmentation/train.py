@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from allmtl_spark.config.schema import RoiConfig, SegmenterConfig
+from allmtl_spark.ids import check_run_id
 from allmtl_spark.segmentation.pipeline import (
     compute_overlap_scores,
     compute_roi,
@@ -419,7 +420,7 @@ def run_train_segmenter(
 
     assert_on_driver()
     start = time.perf_counter()
-    run_id = run_id or uuid.uuid4().hex[:12]
+    run_id = check_run_id(run_id) if run_id else uuid.uuid4().hex[:12]
     model_id = f"seg-{run_id}"
     existing = read_table(spark, lake, tables.MODELS).where(F.col("model_id") == model_id).collect()
     if existing:  # a rerun with the same run id: the registered artifact stays the one its hash names

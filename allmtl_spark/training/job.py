@@ -24,6 +24,7 @@ from allmtl_spark import tables
 from allmtl_spark.checksums import file_sha256
 from allmtl_spark.config.loader import ConfigError, to_dict
 from allmtl_spark.config.schema import TrainConfig
+from allmtl_spark.ids import check_run_id
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table, table_version
 from allmtl_spark.registry import ModelRecord, load_verified_model, record_from_row, register_model
 from allmtl_spark.session import assert_on_driver
@@ -102,7 +103,7 @@ def run_train(
     """
     assert_on_driver()
     started = time.time()
-    run_id = run_id or f"mtl-{uuid.uuid4().hex[:8]}"
+    run_id = check_run_id(run_id) if run_id else f"mtl-{uuid.uuid4().hex[:8]}"
     _check_slots(spark, cfg.num_proc)
     _configure_petastorm(spark, cfg, lake)
     versions = {t.name: v for t in INPUT_TABLES if (v := table_version(spark, lake, t)) is not None}

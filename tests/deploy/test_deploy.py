@@ -31,6 +31,7 @@ DEPLOY = REPO / "deploy"
 BUNDLE_ROOT = DEPLOY / "databricks"
 IMAGE_ROOT = "/opt/allmtl/"  # the images copy conf/ and jobs/ here (Dockerfile.cpu)
 REFERENCE = re.compile(r"\$\{([A-Za-z_][\w-]*(?:\.[\w-]+)+)\}")
+DYNAMIC_VALUE = re.compile(r"\{\{\s*[\w.]+\s*\}\}")  # Databricks job parameters filled at run time
 BUNDLE_NAMESPACES = ("var.", "bundle.", "workspace.", "resources.")
 TARGETS = ("dev", "prod")
 QUARTZ_FIELDS = 6  # seconds minutes hours day-of-month month day-of-week [year]
@@ -218,7 +219,8 @@ def resolve(value, target: str):
         assert key in known, f"${{{key}}} is not resolvable in target {target}"
         return str(known[key])
 
-    return REFERENCE.sub(substitute, value)
+    # Databricks fills dynamic value references such as {{job.run_id}} (a number) when a run starts
+    return DYNAMIC_VALUE.sub("1234567890", REFERENCE.sub(substitute, value))
 
 
 def task_id(item) -> str:
