@@ -79,12 +79,26 @@ _IMAGE_DOCS = {
     "patient_hash": "HMAC-SHA256 of the patient id with the site's secret key; never the raw id",
 }
 
+# Added after the first release: nullable (rows ingested before read null).
+_PIXEL_SIZE_COLUMNS = [
+    _f("pixel_size_um", DoubleType()),
+    _f("pixel_size_source", StringType()),
+    _f("pixel_size_confidence", DoubleType()),
+]
+_PIXEL_SIZE_DOCS = {
+    "pixel_size_um": "micrometres per pixel of the image; null for rows ingested before this column existed",
+    "pixel_size_source": "given (manifest column pixel_size_um or ingest.sources[].pixel_size_um) | estimated "
+    "(from the red cells, confidence >= ingest.pixel_size_min_confidence) | default (the source's default)",
+    "pixel_size_confidence": "confidence 0..1 of the red-cell estimate (also when it was not trusted); null when given",
+}
+
 SLIDES = Table(
     name="slides",
     schema=StructType(
         [_f("slide_id", StringType(), False)]
         + _IMAGE_COLUMNS
         + [_f("blast_centroids", ArrayType(POINT)), _f("has_xyc", BooleanType(), False)]
+        + _PIXEL_SIZE_COLUMNS
     ),
     merge_keys=("content_sha256",),
     description="Whole blood-smear images (ALL-IDB1 layout or manifest rows of kind slide).",
@@ -93,15 +107,16 @@ SLIDES = Table(
         **_IMAGE_DOCS,
         "blast_centroids": "x, y pixel centroids of the blasts from the .xyc file",
         "has_xyc": "whether a .xyc file came with the image",
+        **_PIXEL_SIZE_DOCS,
     },
 )
 
 CELLS = Table(
     name="cells",
-    schema=StructType([_f("cell_id", StringType(), False)] + _IMAGE_COLUMNS),
+    schema=StructType([_f("cell_id", StringType(), False)] + _IMAGE_COLUMNS + _PIXEL_SIZE_COLUMNS),
     merge_keys=("content_sha256",),
     description="Single-cell crops (ALL-IDB2 layout or manifest rows of kind cell).",
-    column_docs={"cell_id": "file stem (ImNNN_L) or the manifest's slide_id", **_IMAGE_DOCS},
+    column_docs={"cell_id": "file stem (ImNNN_L) or the manifest's slide_id", **_IMAGE_DOCS, **_PIXEL_SIZE_DOCS},
 )
 
 REJECTS = Table(

@@ -32,7 +32,10 @@ def check_pixel_size(pixel_size_um: float, what: str = "pixel_size_um") -> float
     Light microscopes resolve about 0.2 um; camera pixels from 0.02 to 5 um per pixel cover every
     objective from 100x oil to a low-power overview.
     """
-    value = float(pixel_size_um)
+    try:
+        value = float(pixel_size_um)
+    except (TypeError, ValueError):
+        value = math.nan
     if not math.isfinite(value) or not 0.02 <= value <= 5.0:
         raise ValueError(f"{what} must be a micrometres-per-pixel value in 0.02..5, got {pixel_size_um!r}")
     return value

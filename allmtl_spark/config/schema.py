@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from allmtl_spark import units
 from allmtl_spark.config.loader import ConfigError
 
 FAB_CLASSES = ("normal", "L1", "L2", "L3")
@@ -21,6 +22,15 @@ APPROACHES = ("mtl", "classical")
 def _require(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{key} {message}")
+
+
+def _pixel_size(value: float | None, key: str) -> None:
+    """A micrometres-per-pixel key: null or a value a microscope camera can have."""
+    if value is not None:
+        try:
+            units.check_pixel_size(value, key)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 def _range(pair: tuple[float, float], key: str, low: float = 0.0, high: float | None = None) -> None:
@@ -141,6 +151,16 @@ class SourceConfig:
     kind: Literal["allidb1", "allidb2", "manifest"]
     path: str
     site: str = "local"  # source / site name carried into the tables and the scoring aggregates
+    # Micrometres per pixel of every image of this source (`given`); a manifest's pixel_size_um column
+    # wins row by row. null: estimated from each image's red cells.
+    pixel_size_um: float | None = None
+    # Used when the pixel size is not given and the red-cell estimate is not confident; null:
+    # ingest.default_pixel_size_um.
+    default_pixel_size_um: float | None = None
+
+    def __post_init__(self) -> None:
+        _pixel_size(self.pixel_size_um, "pixel_size_um")
+        _pixel_size(self.default_pixel_size_um, "default_pixel_size_um")
 
 
 @dataclass(frozen=True)
@@ -152,8 +172,14 @@ class IngestConfig:
     max_pixels: int = 40_000_000  # checked from the header before decoding (decompression bombs)
     min_side_px: int = 32
     max_partitions: int = 8
+    # Pixel size of an image whose source gives none and whose red-cell estimate is not confident
+    # (a source's default_pixel_size_um overrides it): ALL-IDB1's nominal scale.
+    default_pixel_size_um: float = units.ALLIDB1_PIXEL_SIZE_UM
+    pixel_size_min_confidence: float = 0.5  # red-cell estimates below this confidence are not trusted
 
     def __post_init__(self) -> None:
+        _pixel_size(self.default_pixel_size_um, "default_pixel_size_um")
+        _require(0 <= self.pixel_size_min_confidence <= 1, "pixel_size_min_confidence", "must be in [0, 1]")
         _require(self.max_file_bytes > 0, "max_file_bytes", "must be > 0")
         _require(self.max_pixels > 0, "max_pixels", "must be > 0")
         _require(self.min_side_px >= 1, "min_side_px", "must be >= 1")

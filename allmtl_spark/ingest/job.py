@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from allmtl_spark import tables
 from allmtl_spark.config.schema import IngestConfig, PrivacyConfig
+from allmtl_spark.ingest.pixel_size import make_pixel_size_udf
 from allmtl_spark.ingest.privacy import patient_key
 from allmtl_spark.ingest.sources import Item, items_for_source, items_frame
 from allmtl_spark.ingest.udfs import make_validate_udf
@@ -42,6 +43,8 @@ class IngestSummary:
     inserted: dict[str, int] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
     rejects_this_run: dict[str, int] = field(default_factory=dict)
+    pixel_sizes: dict[tuple[str, str], int] = field(default_factory=dict)  # (table, source) -> images this run
+    defaulted: list[tuple[str, str, float, float | None]] = field(default_factory=list)  # id, table, um, estimate
 
     def format(self) -> str:
         lines = [f"ingest run {self.run_id}: {self.files_seen} input file(s)", f"lakehouse: {self.lakehouse}"]
@@ -52,6 +55,19 @@ class IngestSummary:
             lines += [f"    {reason:<22} {n}" for reason, n in sorted(self.rejects_this_run.items())]
         else:
             lines.append("  no rejected inputs this run")
+        if self.pixel_sizes:
+            counts = ", ".join(f"{table} {source} {n}" for (table, source), n in sorted(self.pixel_sizes.items()))
+            lines.append(f"  pixel size (um per pixel) of this run's images: {counts}")
+        if self.defaulted:
+            shown = ", ".join(
+                f"{item} {um:g}" + (f" (estimate {est:.3g}, not confident)" if est else " (no red cells measured)")
+                for item, _, um, est in self.defaulted[:5]
+            )
+            more = f" and {len(self.defaulted) - 5} more" if len(self.defaulted) > 5 else ""
+            lines.append(
+                f"  {len(self.defaulted)} image(s) at their source's default pixel size: {shown}{more}. Give the "
+                "pixel size in the manifest (pixel_size_um) or in ingest.sources[].pixel_size_um"
+            )
         return "\n".join(lines)
 
 
@@ -82,7 +98,9 @@ def run_ingest(
     lake.check_writable()
     run_id = run_id or uuid.uuid4().hex[:12]
     key = patient_key(privacy)
-    items: list[Item] = [item for source in cfg.sources for item in items_for_source(spark, source, key)]
+    items: list[Item] = [
+        item for source in cfg.sources for item in items_for_source(spark, source, key, cfg.default_pixel_size_um)
+    ]
     log.info("ingest %s: %d input files from %d source(s)", run_id, len(items), len(cfg.sources))
     checked = _validate(spark, items, cfg).persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -99,7 +117,7 @@ def _validate(spark: SparkSession, items: list[Item], cfg: IngestConfig) -> Data
     schema = (
         "item_path string, table string, source_kind string, site string, item_id string, length long, "
         "label_binary int, label_fab string, patient_hash string, xyc_path string, mask_path string, "
-        "pre_reason string, pre_detail string"
+        "pre_reason string, pre_detail string, given_pixel_size_um double, default_pixel_size_um double"
     )
     items_df = spark.createDataFrame(frame.astype(object).where(frame.notna(), None), schema)
     limits = ImageLimits(cfg.max_file_bytes, cfg.max_pixels, cfg.min_side_px)
@@ -131,7 +149,15 @@ def _validate(spark: SparkSession, items: list[Item], cfg: IngestConfig) -> Data
         .when(too_big, F.format_string(f"%d bytes exceeds ingest.max_file_bytes={cfg.max_file_bytes}", F.col("length")))
         .otherwise(F.col("v.detail"))
     )
-    return validated.withColumn("reason", reason).withColumn("detail", detail)
+    pixel_size = make_pixel_size_udf(cfg.pixel_size_min_confidence)
+    return (
+        validated.withColumn("reason", reason)
+        .withColumn("detail", detail)
+        .withColumn(
+            "px",
+            pixel_size(F.when(reason.isNull(), F.col("content")), "given_pixel_size_um", "default_pixel_size_um"),
+        )
+    )
 
 
 def _read_binary(spark: SparkSession, paths: list[str], max_partitions: int) -> DataFrame:
@@ -164,6 +190,13 @@ def _write(spark: SparkSession, lake: Lakehouse, checked: DataFrame, run_id: str
     reject_frame = reject_rows(rejected, stage="ingest", run_id=run_id, version=None)
     summary.inserted["rejects"] = merge_new_rows(spark, lake, tables.REJECTS, reject_frame)
     summary.rejects_this_run = dict(Counter(r["reason"] for r in rejected.select("reason").collect()))
+    for row in accepted.select("table", "item_id", "px").collect():
+        px = row["px"]
+        summary.pixel_sizes[(row["table"], px["pixel_size_source"])] = (
+            summary.pixel_sizes.get((row["table"], px["pixel_size_source"]), 0) + 1
+        )
+        if px["pixel_size_source"] == "default":
+            summary.defaulted.append((row["item_id"], row["table"], px["pixel_size_um"], px["pixel_size_estimate_um"]))
     for table in (tables.SLIDES, tables.CELLS, tables.REJECTS):
         summary.totals[table.name] = read_table(spark, lake, table).count()
     return summary
@@ -222,8 +255,12 @@ def _conflicting(spark: SparkSession, lake: Lakehouse, good: DataFrame) -> DataF
 def _table_rows(accepted: DataFrame, name: str, run_id: str, now) -> DataFrame:
     """One row per content hash: the first path is ``source_path``, the others ``duplicate_paths``."""
     paths = F.array_sort(F.collect_set("item_path"))
+    # Copies of one file from several sources: a given pixel size wins over an estimate over a default.
+    rank = F.when(F.col("px.pixel_size_source") == "given", 0).when(F.col("px.pixel_size_source") == "estimated", 1)
+    pixel = F.min(F.struct(rank.otherwise(2).alias("rank"), F.col("px.pixel_size_um").alias("um"), "px"))
     grouped = accepted.groupBy(F.col("v.sha256").alias("content_sha256")).agg(
         paths.alias("paths"),
+        pixel.alias("pixel"),
         F.first("v").alias("v"),
         F.min("item_id").alias("item_id"),
         *[
@@ -250,6 +287,9 @@ def _table_rows(accepted: DataFrame, name: str, run_id: str, now) -> DataFrame:
         "patient_hash",
         F.lit(run_id).alias("ingest_run_id"),
         now.alias("ingested_at"),
+        F.col("pixel.px.pixel_size_um").alias("pixel_size_um"),
+        F.col("pixel.px.pixel_size_source").alias("pixel_size_source"),
+        F.col("pixel.px.pixel_size_confidence").alias("pixel_size_confidence"),
     ]
     if name == "slides":
         flat = F.col("v.centroids_flat")

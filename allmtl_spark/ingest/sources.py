@@ -20,9 +20,10 @@ from allmtl_spark.config.schema import SourceConfig
 from allmtl_spark.errors import SourceError
 from allmtl_spark.ingest.labels import LabelError, parse_allidb_name, parse_label, stem_of
 from allmtl_spark.ingest.privacy import hash_patient_id
+from allmtl_spark.units import check_pixel_size
 
 MANIFEST_REQUIRED = ("path", "slide_id", "patient_id", "label")
-MANIFEST_OPTIONAL = ("kind", "mask_path", "xyc_path", "site")
+MANIFEST_OPTIONAL = ("kind", "mask_path", "xyc_path", "site", "pixel_size_um")
 _LAYOUT = {  # kind -> (image folder, table, companion .xyc folder)
     "allidb1": ("im", "slides", "xyc"),
     "allidb2": ("img", "cells", None),
@@ -46,6 +47,8 @@ class Item:
     mask_path: str | None = None
     pre_reason: str | None = None
     pre_detail: str | None = None
+    given_pixel_size_um: float | None = None  # manifest column or source config; None: estimate it
+    default_pixel_size_um: float | None = None  # when not given and the estimate is not confident
 
 
 ITEM_COLUMNS = list(Item.__dataclass_fields__)
@@ -78,15 +81,23 @@ def list_files(spark: SparkSession, folder: str) -> dict[str, int]:
     return files
 
 
-def items_for_source(spark: SparkSession, source: SourceConfig, key: bytes) -> list[Item]:
+def items_for_source(
+    spark: SparkSession, source: SourceConfig, key: bytes, default_pixel_size_um: float | None = None
+) -> list[Item]:
     """List the items of one configured source.
+
+    Args:
+        default_pixel_size_um: ``ingest.default_pixel_size_um``; the source's own default wins.
 
     Raises:
         SourceError: the source folder or manifest does not exist or the manifest lacks columns.
     """
-    if source.kind == "manifest":
-        return _manifest_items(spark, source, key)
-    return _folder_items(spark, source)
+    items = _manifest_items(spark, source, key) if source.kind == "manifest" else _folder_items(spark, source)
+    for item in items:
+        if item.given_pixel_size_um is None:
+            item.given_pixel_size_um = source.pixel_size_um
+        item.default_pixel_size_um = source.default_pixel_size_um or default_pixel_size_um
+    return items
 
 
 def items_frame(items: list[Item]) -> pd.DataFrame:
@@ -174,6 +185,11 @@ def _manifest_item(row: dict, root: str, files: dict[str, int], source: SourceCo
         item.label_binary, item.label_fab = labels.binary, labels.fab
     except LabelError as err:
         item.pre_reason, item.pre_detail = err.reason, err.detail
+    if row["pixel_size_um"].strip():
+        try:
+            item.given_pixel_size_um = check_pixel_size(row["pixel_size_um"])
+        except ValueError as err:
+            item.pre_reason, item.pre_detail = "bad_pixel_size", f"manifest pixel_size_um: {err}"
     if kind not in ("slide", "cell"):
         item.pre_reason, item.pre_detail = "bad_kind", f"kind {kind!r} must be slide or cell"
     if outside:

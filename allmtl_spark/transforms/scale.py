@@ -1,0 +1,360 @@
+"""The physical scale of a smear photo, measured on its red cells (pure numpy/OpenCV).
+
+Red cells are haematology's ruler: about 7.5-8 um across on a dried smear (``units.RBC_DIAMETER_UM``)
+and fairly constant between people. :func:`estimate_pixel_size` finds them by colour, measures their
+diameter in pixels two ways, and divides:
+
+1. a mask of the pink (eosin-absorbing, not purple) pixels, thresholded on green optical density
+   relative to the image's own background, with a low cut so the pale centres (central pallor) stay in;
+   holes that are round (pallor left out all the same) are filled, the concave gaps between packed
+   cells are not;
+2. the distance-transform peaks of that mask: each red cell's centre is a peak whose value is its
+   inscribed radius, also where cells touch or overlap; the red cells that stand alone give their
+   area's equivalent diameter as well;
+3. the mode of those diameters (red cells are the most numerous object of a smear; white cells,
+   platelets and clumps are outliers around it), then the median of the measures near the mode.
+
+The work runs on a reduced copy: first the whole image at about ``max_pixels``, then, where the red
+cells came out small, a central window at a size where they are about ``target_rbc_px`` across.
+
+``confidence`` (0..1) grows with the number of red cells that agree with the mode and falls with
+their spread and with the share of measures far from it; a caller trusts the estimate above a
+threshold (``ingest.pixel_size_min_confidence``) and otherwise uses a default.
+
+Images are HxWx3 uint8 RGB.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from allmtl_spark import units
+from allmtl_spark.transforms.color import check_rgb
+
+MIN_RBC_PX = 6.0  # below this a red cell has too few pixels to measure (and to segment anything)
+
+
+@dataclass(frozen=True)
+class ScaleEstimate:
+    """What the red cells say about an image's scale.
+
+    Attributes:
+        pixel_size_um: micrometres per pixel, or None when no red cells could be measured.
+        rbc_diameter_px: the red cells' typical diameter in the image's pixels, or None.
+        confidence: 0 (nothing to go on) .. 1 (many red cells of one size).
+        cells: red cells whose diameter agreed with the mode (within 20 %).
+        spread: relative interquartile range of those diameters (0 = all alike); nan without cells.
+    """
+
+    pixel_size_um: float | None
+    rbc_diameter_px: float | None
+    confidence: float
+    cells: int
+    spread: float
+
+    @staticmethod
+    def none() -> ScaleEstimate:
+        return ScaleEstimate(None, None, 0.0, 0, float("nan"))
+
+
+def glass_level(channel: np.ndarray, blocks: int = 6, percentile: float = 95.0) -> np.ndarray:
+    """The clear-glass brightness under every pixel of one channel, float32 HxW.
+
+    The lamp field is uneven (vignetting, a gradient across the field), so one global background
+    level would put a dim corner's glass among the cells. Glass is the brightest thing on a smear:
+    the ``percentile``-th value of each block (``blocks`` to the shorter side), raised to the brightest
+    of its neighbours (a block filled by cells has no glass of its own), smoothly interpolated.
+    """
+    h, w = channel.shape
+    if min(h, w) >= 64 * blocks:  # glass varies slowly: every other pixel is plenty
+        return cv2.resize(glass_level(channel[::2, ::2], blocks, percentile), (w, h), interpolation=cv2.INTER_LINEAR)
+    side = max(8, min(h, w) // blocks)
+    ny, nx = max(1, h // side), max(1, w // side)
+    grid = channel[: ny * side, : nx * side].reshape(ny, side, nx, side).transpose(0, 2, 1, 3).reshape(ny, nx, -1)
+    k = int(round(percentile / 100.0 * (grid.shape[2] - 1)))
+    level = np.partition(grid, k, axis=2)[:, :, k].astype(np.float32)
+    return cv2.resize(level, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _green_od(image_rgb: np.ndarray) -> np.ndarray:
+    """Green optical density against the local glass level, float32 HxW (0 = clear glass).
+
+    Haemoglobin absorbs green: red cells are the most green-absorbing objects after nuclei.
+    """
+    green = image_rgb[..., 1]
+    glass = glass_level(green)
+    od = np.log(np.maximum(glass, 8.0) + 1.0) - np.log(green.astype(np.float32) + 1.0)
+    return np.maximum(od, 0.0)
+
+
+def purple_mask(image_rgb: np.ndarray, margin: float = 12.0) -> np.ndarray:
+    """White-cell nuclei, basophilic cytoplasm and platelets: blue above red after a grey-world balance (HxW bool)."""
+    means = np.array(cv2.mean(image_rgb)[:3])
+    gains = means.mean() / np.maximum(means, 1e-6)
+    blue_minus_red = image_rgb[..., 2].astype(np.float32) * gains[2] - image_rgb[..., 0].astype(np.float32) * gains[0]
+    return cv2.GaussianBlur(blue_minus_red, (0, 0), 1.0) > margin
+
+
+def red_cell_mask(
+    image_rgb: np.ndarray, low_fraction: float = 0.35, faint_fraction: float = 0.1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels of red cells, of purple-blue objects and of faint stain: three HxW uint8 0/255 masks.
+
+    Green optical density against the local glass level, above a low cut: ``low_fraction`` of the
+    way from the glass to the red cells' typical density (the upper class of Otsu's split of the
+    pixels that are not purple-blue). Purple-blue pixels (white cells, platelets) are the second mask.
+    The third holds every pixel above ``faint_fraction`` of that way: a red cell's pale centre is
+    faintly stained, the glass between cells is not.
+    """
+    od = cv2.GaussianBlur(_green_od(image_rgb), (0, 0), 1.0)
+    purple = cv2.dilate(purple_mask(image_rgb).view(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    purple_u8 = purple.view(np.uint8) * np.uint8(255)
+    scaled = np.clip(od * (255.0 / 1.0), 0, 255).astype(np.uint8)
+    empty = np.zeros(scaled.shape, np.uint8)
+    candidates = scaled[~purple]
+    if candidates.size < 16:
+        return empty, purple_u8, empty
+    cut, _ = cv2.threshold(candidates.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    above, below = candidates[candidates > cut], candidates[candidates <= cut]
+    if above.size == 0 or below.size == 0:
+        return empty, purple_u8, empty
+    body, glass = float(np.median(above)), float(np.median(below))
+    low = glass + max(low_fraction * (body - glass), 2.0)
+    mask = ((scaled > low) & ~purple).view(np.uint8) * np.uint8(255)
+    faint = (scaled > glass + max(faint_fraction * (body - glass), 1.0)).view(np.uint8) * np.uint8(255)
+    return cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)), purple_u8, faint
+
+
+def fill_round_holes(mask: np.ndarray, faint: np.ndarray | None = None, min_solidity: float = 0.85) -> np.ndarray:
+    """Fill a red cell's pale centre, not the glass gaps between packed cells.
+
+    A hole is a pale centre when it is convex (its area over its convex hull's area is at least
+    ``min_solidity``: a gap between three touching discs has about 0.4-0.7, a clean pale centre above
+    0.9) or when most of it is faintly stained (a ragged pale centre; the glass in a gap is clear).
+
+    Args:
+        mask: HxW uint8 0/255.
+        faint: HxW uint8 0/255 mask of faintly stained pixels, or None (convexity only).
+        min_solidity: see above.
+
+    Returns:
+        HxW uint8 0/255.
+    """
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return mask
+    out = mask.copy()
+    keep = []
+    for hole, links in zip(contours, hierarchy[0], strict=True):
+        if links[3] < 0:
+            continue
+        area = cv2.contourArea(hole)
+        hull = cv2.contourArea(cv2.convexHull(hole))
+        if area <= 4 or (hull > 0 and area / hull >= min_solidity):
+            keep.append(hole)
+        elif faint is not None:
+            x, y, w, h = cv2.boundingRect(hole)
+            inside = np.zeros((h, w), np.uint8)
+            cv2.drawContours(inside, [hole - np.array([x, y])], -1, 255, -1)
+            stained = np.count_nonzero(faint[y : y + h, x : x + w][inside > 0])
+            if stained >= 0.6 * max(1, np.count_nonzero(inside)):
+                keep.append(hole)
+    if keep:
+        cv2.drawContours(out, keep, -1, 255, -1)
+    return out
+
+
+def red_cell_diameters(mask: np.ndarray, purple: np.ndarray | None = None, min_radius: float = 2.0) -> np.ndarray:
+    """Candidate red-cell diameters (pixels) in a red-cell mask: 2 x distance-transform peaks, and the
+    equivalent diameters of isolated round components.
+
+    A peak is a pixel whose distance to the background is the largest within half its own value
+    (checked against maximum filters of a few sizes), so a cell's centre counts once while the
+    ridge between two overlapping cells does not. Purple-blue objects count as neither cell nor
+    background: a red cell lying against a white cell is not measured (its edge there is hidden).
+    Cells cut by the image border are not measured either.
+
+    Args:
+        mask: HxW uint8 0/255 red-cell mask (holes already filled).
+        purple: HxW uint8 0/255 mask of purple-blue objects, or None.
+        min_radius: peaks with a smaller inscribed radius (pixels) are not measured.
+
+    Returns:
+        float64 array of diameters, pixels.
+    """
+    if not mask.any():
+        return np.empty(0)
+    h, w = mask.shape
+    solid = mask if purple is None else cv2.bitwise_or(mask, purple)
+    framed = cv2.copyMakeBorder(solid, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    dist = cv2.distanceTransform(framed, cv2.DIST_L2, 5)[1:-1, 1:-1]
+    peaks = np.zeros(mask.shape, bool)
+    top = float(dist.max())
+    for low, high in ((2.0, 4.0), (4.0, 8.0), (8.0, 16.0), (16.0, 32.0), (32.0, 64.0), (64.0, 1e9)):
+        if low > top or high <= min_radius:
+            continue
+        size = int(2 * math.ceil(0.5 * low) + 1)
+        window = cv2.dilate(dist, np.ones((size, size), np.uint8))
+        peaks |= (dist >= low) & (dist < high) & (dist >= window)
+    peaks &= mask > 0
+    ys, xs = np.nonzero(peaks)
+    radii = dist[ys, xs]
+    keep = (radii >= min_radius) & (xs > radii + 2) & (ys > radii + 2) & (xs < w - radii - 3) & (ys < h - radii - 3)
+    if purple is not None and purple.any():
+        clear = cv2.distanceTransform(cv2.bitwise_not(purple), cv2.DIST_L2, 3)
+        keep &= clear[ys, xs] > radii + 1.0
+    ys, xs, radii = ys[keep], xs[keep], radii[keep]
+    # One measure per peak: the pixels of a plateau fall into one cell of a grid as coarse as their radius.
+    step = np.maximum(1.0, radii)
+    keys = np.stack([np.log2(step).astype(np.int64), (ys // step).astype(np.int64), (xs // step).astype(np.int64)])
+    _, first = np.unique(keys, axis=1, return_index=True) if radii.size else (None, np.empty(0, int))
+    from_peaks = 2.0 * radii[first]
+
+    alone = []
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    near_purple = cv2.dilate(purple, np.ones((3, 3), np.uint8)) if purple is not None else None
+    for contour in contours:
+        area = cv2.contourArea(contour)
+        if area < 20:
+            continue
+        x, y, cw, ch = cv2.boundingRect(contour)
+        if x == 0 or y == 0 or x + cw >= w or y + ch >= h:
+            continue
+        if near_purple is not None and near_purple[contour[:, 0, 1], contour[:, 0, 0]].any():
+            continue
+        hull = cv2.contourArea(cv2.convexHull(contour))
+        perimeter = cv2.arcLength(contour, True)
+        if hull > 0 and area / hull > 0.95 and 4 * math.pi * area / max(perimeter, 1e-6) ** 2 > 0.8:
+            alone.append(2.0 * math.sqrt(area / math.pi))
+    return np.concatenate([from_peaks, np.asarray(alone, float)])
+
+
+def _mode_estimate(diameters: np.ndarray) -> tuple[float | None, int, float, float]:
+    """(typical diameter, measures within 20 % of it, their relative IQR, share of all measures)."""
+    d = diameters[diameters >= MIN_RBC_PX / 2]
+    if d.size < 3:
+        return None, 0, float("nan"), 0.0
+    logs = np.log(d)
+    grid = np.linspace(logs.min(), logs.max(), 200) if logs.max() > logs.min() else logs[:1]
+    # Weighted by area: a red cell outweighs the specks and slivers that a noisy mask also peaks in.
+    density = (np.exp(-0.5 * ((grid[:, None] - logs[None, :]) / 0.08) ** 2) * (d * d)[None, :]).sum(axis=1)
+    mode = float(np.exp(grid[int(np.argmax(density))]))
+    near = d[np.abs(d / mode - 1.0) <= 0.2]
+    if near.size < 3:
+        return None, int(near.size), float("nan"), near.size / d.size
+    q1, median, q3 = np.percentile(near, [25, 50, 75])
+    share = float((near * near).sum() / (d * d).sum())  # by area, as the mode
+    return float(median), int(near.size), float((q3 - q1) / median), share
+
+
+def _measure(image_rgb: np.ndarray, min_radius: float = 2.0) -> tuple[float | None, int, float, float]:
+    mask, purple, faint = red_cell_mask(image_rgb)
+    return _mode_estimate(red_cell_diameters(fill_round_holes(mask, faint), purple, min_radius))
+
+
+def _reduced(image_rgb: np.ndarray, factor: float) -> np.ndarray:
+    if factor >= 0.999:
+        return np.ascontiguousarray(image_rgb)
+    h, w = image_rgb.shape[:2]
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    # Linear is enough down to half size (the mask is smoothed afterwards) and far cheaper than area averaging.
+    return cv2.resize(image_rgb, size, interpolation=cv2.INTER_LINEAR if factor >= 0.5 else cv2.INTER_AREA)
+
+
+def estimate_pixel_size(
+    image_rgb: np.ndarray,
+    rbc_diameter_um: float = units.RBC_DIAMETER_UM,
+    max_pixels: int = 250_000,
+    target_rbc_px: float = 24.0,
+) -> ScaleEstimate:
+    """Estimate micrometres per pixel of a smear photo from its red cells.
+
+    Args:
+        image_rgb: HxWx3 uint8 RGB, the whole photo (or a crop with several red cells).
+        rbc_diameter_um: the red cells' physical diameter, micrometres.
+        max_pixels: pixels measured per pass (bounds the cost: about 15-25 ms a pass on one core).
+        target_rbc_px: red-cell diameter, in pixels, at which the second pass measures.
+
+    Returns:
+        A :class:`ScaleEstimate`; ``pixel_size_um`` None (confidence 0) when no red cells were found.
+    """
+    check_rgb(image_rgb)
+    h, w = image_rgb.shape[:2]
+    # First pass: every k-th pixel of the whole image (a strided view costs nothing to make).
+    step = max(1, math.ceil(math.sqrt(h * w / max_pixels)))
+    diameter, cells, spread, share = _measure(np.ascontiguousarray(image_rgb[::step, ::step]))
+    if diameter is None:
+        return ScaleEstimate.none()
+    full = diameter * step  # in the image's own pixels
+    wanted = min(1.0, target_rbc_px / full)
+    if wanted > 1.25 / step:  # the red cells were small in the first pass: measure a central window finer
+        side = math.sqrt(max_pixels) / wanted
+        win_w, win_h = min(w, int(side * math.sqrt(w / h))), min(h, int(side * math.sqrt(h / w)))
+        x0, y0 = (w - win_w) // 2, (h - win_h) // 2
+        window = _reduced(image_rgb[y0 : y0 + win_h, x0 : x0 + win_w], wanted)
+        second = _measure(window, min_radius=0.25 * full * wanted)
+        if second[0] is not None:
+            diameter, cells, spread, share = second
+            full = diameter / wanted
+    if full < MIN_RBC_PX:
+        return ScaleEstimate(None, full, 0.0, cells, spread)
+    # Red cells vary about 5 % in diameter: a few that agree already pin the scale (3 give 0.53, 6 give 0.78);
+    # a wide spread, or much of the measured area far from the mode, means the mode may not be red cells.
+    agreement = min(1.0, max(0.0, 1.0 - (spread - 0.1) / 0.3))
+    confidence = (1.0 - math.exp(-cells / 4.0)) * min(1.0, share / 0.5) * agreement
+    try:
+        pixel_size = units.check_pixel_size(rbc_diameter_um / full)
+    except ValueError:
+        return ScaleEstimate(None, full, 0.0, cells, spread)
+    return ScaleEstimate(pixel_size, full, float(min(1.0, max(0.0, confidence))), cells, spread)
+
+
+@dataclass(frozen=True)
+class PixelSize:
+    """The pixel size an image is processed at, and where it came from.
+
+    Attributes:
+        pixel_size_um: micrometres per pixel.
+        source: ``given`` (manifest or config), ``estimated`` (from the red cells, confident) or
+            ``default`` (not given, and the estimate missing or not confident).
+        confidence: the red-cell estimate's confidence (``estimated`` and ``default``); None when given.
+        estimate_um: the red-cell estimate, also when it was not trusted; None when given or not found.
+    """
+
+    pixel_size_um: float
+    source: str
+    confidence: float | None = None
+    estimate_um: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in units.PIXEL_SIZE_SOURCES:
+            raise ValueError(f"source must be one of {units.PIXEL_SIZE_SOURCES}, got {self.source!r}")
+        units.check_pixel_size(self.pixel_size_um)
+
+
+def resolve_pixel_size(
+    image_rgb: np.ndarray | None, given_um: float | None, default_um: float, min_confidence: float
+) -> PixelSize:
+    """The pixel size of one image: as given, else the red-cell estimate if confident, else the default.
+
+    Args:
+        image_rgb: the decoded image (HxWx3 uint8 RGB); only needed when ``given_um`` is None.
+        given_um: micrometres per pixel from a manifest or the config, or None.
+        default_um: the source's default, used when the estimate is missing or below ``min_confidence``.
+        min_confidence: the lowest estimate confidence that is trusted, in [0, 1].
+
+    Returns:
+        A :class:`PixelSize`.
+    """
+    if given_um is not None:
+        return PixelSize(units.check_pixel_size(given_um), "given")
+    if image_rgb is None:
+        return PixelSize(units.check_pixel_size(default_um), "default", 0.0)
+    estimate = estimate_pixel_size(image_rgb)
+    if estimate.pixel_size_um is not None and estimate.confidence >= min_confidence:
+        return PixelSize(estimate.pixel_size_um, "estimated", estimate.confidence, estimate.pixel_size_um)
+    return PixelSize(units.check_pixel_size(default_um), "default", estimate.confidence, estimate.pixel_size_um)
