@@ -60,6 +60,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from allmtl_spark.synth.dataset import write_dataset
 
     cfg = load_from_args(args)
+    if getattr(args, "check", False):
+        from allmtl_spark.synth.check import run_check
+
+        print(run_check(cfg.synth, folds=args.folds, repeats=args.repeats, progress=print).format())
+        return 0
     summary = write_dataset(cfg.synth, progress=print)
     print(summary.format() if hasattr(summary, "format") else summary)
     return 0
@@ -177,7 +182,18 @@ def _score_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--no-report", action="store_true", help="skip the HTML report (faster)")
 
 
+def _synth_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; print colour-only vs morphology-only accuracy on the configured slides",
+    )
+    cmd.add_argument("--folds", type=int, default=5, help="--check: cross-validation folds (default 5)")
+    cmd.add_argument("--repeats", type=int, default=2, help="--check: repeats of the k-fold (default 2)")
+
+
 EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "synth": _synth_arguments,
     "evaluate": _evaluate_arguments,
     "score": _score_arguments,
 }

@@ -148,6 +148,11 @@ def build(cls: type[T], data: Any, key: str = "") -> T:
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
+    # A section may map keys it no longer has to what replaced them (RENAMED_KEYS: old -> new, with a hint).
+    renamed = [u for u in unknown if u in getattr(cls, "RENAMED_KEYS", {})]
+    if renamed:
+        old = renamed[0]
+        raise ConfigError(f"{_join(key, old)} was removed: use {_join(key, cls.RENAMED_KEYS[old])}")
     if unknown:
         where = key or "the top level"
         raise ConfigError(

@@ -8,7 +8,7 @@ functions receive their own section (``cfg.synth``, ``cfg.ingest`` ...), never t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from allmtl_spark import units
 from allmtl_spark.config.loader import ConfigError
@@ -106,8 +106,126 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
-class SynthConfig:
-    """Procedural blood smears in the ALL-IDB layouts (see ``allmtl_spark.synth``)."""
+class SynthStainConfig:
+    """Stain of synthetic smears, drawn per patient (a patient's slides share it); each [min, max] uniform.
+
+    Wide on purpose: labs differ in stain batch and protocol, and a generator that stands in for
+    real data must not teach a model one lab's colours. The centre reproduces real smear colours
+    (docs/synthetic-data.md).
+    """
+
+    od_jitter: float = 0.25  # each stain's optical density per colour channel scaled by exp(U(-j, j))
+    haem_strength: tuple[float, float] = (0.7, 1.35)  # nuclear stain (purple-blue chromatin, platelets)
+    eosin_strength: tuple[float, float] = (0.6, 1.9)  # red cells' pink; the top end gives ALL-IDB1's pinker cast
+    baso_strength: tuple[float, float] = (0.7, 1.35)  # basophilic (blue) cytoplasm
+    granule_strength: tuple[float, float] = (0.7, 1.3)  # eosinophil granules' orange-red
+    slide_jitter: float = 0.06  # a slide's stain strengths around its patient's: exp(U(-j, j))
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.od_jitter <= 1, "od_jitter", "must be in 0..1")
+        _require(0 <= self.slide_jitter <= 1, "slide_jitter", "must be in 0..1")
+        for name in ("haem_strength", "eosin_strength", "baso_strength", "granule_strength"):
+            _range(getattr(self, name), name, high=5.0)
+
+
+@dataclass(frozen=True)
+class SynthOpticsConfig:
+    """Lamp, camera, focus and compression of synthetic smears, drawn per slide; each [min, max] uniform."""
+
+    background_level: tuple[float, float] = (0.6, 0.9)  # clear-glass brightness, fraction of 255
+    white_balance: tuple[float, float] = (0.88, 1.12)  # red and blue gains relative to green
+    saturation: tuple[float, float] = (1.0, 1.9)  # camera colour processing; 1 = none
+    hue_shift_deg: tuple[float, float] = (-12.0, 12.0)  # camera hue rotation around the grey axis
+    gamma: tuple[float, float] = (0.8, 1.25)
+    vignetting: tuple[float, float] = (0.0, 0.35)  # relative light loss in the corners
+    gradient: tuple[float, float] = (0.0, 0.2)  # relative light change across the frame
+    unevenness: tuple[float, float] = (0.0, 0.06)  # low-frequency blotches in the illumination
+    blur_sigma_um: tuple[float, float] = (0.0, 0.25)  # Gaussian defocus, micrometres in the specimen
+    noise_sigma: tuple[float, float] = (1.0, 6.0)  # sensor noise, 8-bit levels per channel
+    jpeg_quality: tuple[int, int] = (75, 95)  # per slide (ALL-IDB1 is JPEG); crops are cut from the decoded JPEG
+
+    def __post_init__(self) -> None:
+        _range(self.background_level, "background_level", low=0.05, high=1.0)
+        _range(self.white_balance, "white_balance", low=0.2, high=5.0)
+        _range(self.saturation, "saturation", high=5.0)
+        _range(self.hue_shift_deg, "hue_shift_deg", low=-180.0, high=180.0)
+        _range(self.gamma, "gamma", low=0.1, high=10.0)
+        _range(self.vignetting, "vignetting", high=0.9)
+        _range(self.gradient, "gradient", high=1.0)
+        _range(self.unevenness, "unevenness", high=0.5)
+        _range(self.blur_sigma_um, "blur_sigma_um", high=5.0)
+        _range(self.noise_sigma, "noise_sigma", high=100.0)
+        _range(self.jpeg_quality, "jpeg_quality", low=1, high=100)
+
+
+OTHER_WHITE_KINDS = ("neutrophil", "eosinophil", "monocyte", "basophil", "smudge")
+
+
+@dataclass(frozen=True)
+class SmearParams:
+    """What a synthetic smear holds and how it looks: the per-slide drawing ranges of ``synth``.
+
+    Sizes are physical (micrometres); each slide is rendered at its own pixel size drawn from
+    ``pixel_size_um``. ``SynthConfig`` adds the data set's size and layout to these.
+    """
+
+    kind: Literal["smear", "blank"] = "smear"  # blank: glass, lamp and dust only (no cells), for OOD checks
+    pixel_size_um: tuple[float, float] = (0.0775, 0.31)  # per slide, um per pixel: 0.5x-2x ALL-IDB1's 0.155
+    rbc_diameter_um: tuple[float, float] = (7.5, 8.0)  # a patient's mean red-cell diameter
+    rbc_coverage: tuple[float, float] = (0.3, 0.95)  # share of the glass under red cells, up to a touching monolayer
+    white_cells_per_slide: tuple[int, int] = (3, 7)  # lymphoid cells (lymphocytes and blasts) that carry the class
+    blast_fraction: tuple[float, float] = (0.6, 1.0)  # of the lymphoid cells on an ALL slide
+    other_white_cells_per_slide: tuple[int, int] = (0, 2)  # neutrophils, eosinophils, monocytes, basophils, smudges
+    other_white_cell_mix: dict[str, float] = field(
+        default_factory=lambda: {
+            "neutrophil": 0.5,
+            "eosinophil": 0.12,
+            "monocyte": 0.16,
+            "basophil": 0.05,
+            "smudge": 0.17,
+        }
+    )
+    platelets_per_rbc: tuple[float, float] = (0.03, 0.1)
+    platelet_clumped: tuple[float, float] = (0.0, 0.5)  # share of a slide's platelets lying in clumps
+    patient_effects: float = 1.0  # scale of the per-patient random effects on stain and morphology (0: none)
+    stain: SynthStainConfig = field(default_factory=SynthStainConfig)
+    optics: SynthOpticsConfig = field(default_factory=SynthOpticsConfig)
+
+    # Keys of earlier releases, and what replaced them (the loader names the new key).
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "rbc_diameter_px": "pixel_size_um (micrometres per pixel, drawn per slide) and rbc_diameter_um",
+        "cell_crop_size": "cell_crop_size_um (micrometres; ALL-IDB2's 257 px at ALL-IDB1's scale by default)",
+        "jpeg_quality": "optics.jpeg_quality ([min, max], drawn per slide)",
+    }
+
+    def __post_init__(self) -> None:
+        _range(self.pixel_size_um, "pixel_size_um", low=0.02, high=5.0)
+        _range(self.rbc_diameter_um, "rbc_diameter_um", low=3.0, high=15.0)
+        _range(self.rbc_coverage, "rbc_coverage", high=1.0)
+        _range(self.white_cells_per_slide, "white_cells_per_slide", low=1)
+        _range(self.blast_fraction, "blast_fraction", high=1.0)
+        _range(self.other_white_cells_per_slide, "other_white_cells_per_slide")
+        unknown = sorted(set(self.other_white_cell_mix) - set(OTHER_WHITE_KINDS))
+        _require(
+            not unknown, "other_white_cell_mix", f"has unknown kinds {unknown}; allowed: {', '.join(OTHER_WHITE_KINDS)}"
+        )
+        _require(
+            all(v >= 0 for v in self.other_white_cell_mix.values()), "other_white_cell_mix", "weights must be >= 0"
+        )
+        _require(
+            self.other_white_cells_per_slide[1] == 0 or sum(self.other_white_cell_mix.values()) > 0,
+            "other_white_cell_mix",
+            "must have a positive weight when other_white_cells_per_slide allows any",
+        )
+        _range(self.platelets_per_rbc, "platelets_per_rbc", high=2.0)
+        _range(self.platelet_clumped, "platelet_clumped", high=1.0)
+        _require(0 <= self.patient_effects <= 3, "patient_effects", "must be in 0..3")
+
+
+@dataclass(frozen=True)
+class SynthConfig(SmearParams):
+    """Procedural blood smears in the ALL-IDB layouts (see ``allmtl_spark.synth``): what to draw
+    (``SmearParams``) plus how many, how large and where."""
 
     output: str = "data/synthetic"
     seed: int = 7
@@ -115,33 +233,33 @@ class SynthConfig:
     n_cells: int = 64
     slide_width: int = 2592
     slide_height: int = 1944
-    cell_crop_size: int = 257
+    cell_crop_size_um: float = units.ALLIDB2_CROP_SIZE_UM  # ALL-IDB2's 257 px at ALL-IDB1's 0.155 um/px
+    crops_from_slides: bool = True  # cut the crops out of the slides, like ALL-IDB2 (false: own patients)
     # Fraction of slides per class; normal slides carry label 0 in ALL-IDB names, the rest 1.
     class_mix: dict[str, float] = field(default_factory=lambda: {"normal": 0.5, "L1": 1 / 6, "L2": 1 / 6, "L3": 1 / 6})
-    rbc_diameter_px: tuple[float, float] = (38.0, 62.0)  # per slide; white cells scale with it
-    rbc_coverage: tuple[float, float] = (0.35, 0.6)  # fraction of the slide covered by red cells
-    white_cells_per_slide: tuple[int, int] = (3, 7)
-    blast_fraction: tuple[float, float] = (0.6, 1.0)  # of the white cells on an ALL slide
     slides_per_patient: int = 2
-    jpeg_quality: int = 92
     workers: int = 2
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _require(self.n_slides >= 0 and self.n_cells >= 0, "n_slides/n_cells", "must be >= 0")
         _require(self.slide_width >= 128 and self.slide_height >= 128, "slide_width/slide_height", "must be >= 128")
-        _require(self.cell_crop_size >= 64, "cell_crop_size", "must be >= 64")
+        _require(5.0 <= self.cell_crop_size_um <= 500.0, "cell_crop_size_um", "must be in 5..500 micrometres")
         unknown = sorted(set(self.class_mix) - set(FAB_CLASSES))
         _require(not unknown, "class_mix", f"has unknown classes {unknown}; allowed: {', '.join(FAB_CLASSES)}")
         _require(sum(self.class_mix.values()) > 0, "class_mix", "must have a positive weight")
         _require(all(v >= 0 for v in self.class_mix.values()), "class_mix", "weights must be >= 0")
-        _range(self.rbc_diameter_px, "rbc_diameter_px", low=8)
-        _range(self.rbc_coverage, "rbc_coverage", high=0.95)
-        _range(self.white_cells_per_slide, "white_cells_per_slide", low=1)
-        _range(self.blast_fraction, "blast_fraction", high=1.0)
         _require(self.slides_per_patient >= 1, "slides_per_patient", "must be >= 1")
         _require(self.seed >= 0, "seed", "must be >= 0")
-        _require(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be in 1..100")
         _require(self.workers >= 1, "workers", "must be >= 1")
+        _require(
+            not (self.crops_from_slides and self.n_cells > 0 and self.n_slides == 0),
+            "crops_from_slides",
+            "needs slides to cut the crops from: set n_slides > 0, or crops_from_slides: false",
+        )
+        _require(
+            not (self.kind == "blank" and self.n_cells > 0), "kind", "blank makes slides without cells: set n_cells: 0"
+        )
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,15 @@
 """Cell sprites: small stain-concentration patches for red cells, platelets and white cells.
 
 A sprite is drawn once in its own bounding box and then added into the slide's concentration
-stack (see ``stain.py``), so the cost of a cell is its box, not the slide. White cells follow the
-FAB morphology of their kind (``MORPHOLOGY``); everything is in units of the slide's red-cell
-diameter so magnification can vary per slide.
+stack (see ``stain.py``), so the cost of a cell is its box, not the slide. Every size is in
+micrometres and turned into pixels with the slide's ``px_per_um``, so one cell looks the same
+at any magnification.
+
+The lymphoid cells carry the slide's class: mature lymphocytes (``normal``) and the FAB blasts
+``L1``/``L2``/``L3`` differ in size, nucleus/cell ratio, nuclear outline, chromatin texture,
+nucleoli and vacuoles (``MORPHOLOGY``), and share one range of stain intensities, so their class
+is in their shape, not their colour. The other white cells of a smear (neutrophils, eosinophils,
+monocytes, basophils, smudge cells) are drawn on every slide alike.
 """
 
 from __future__ import annotations
@@ -13,19 +19,30 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from allmtl_spark.synth.stain import BASO, EOSIN, HAEM
+from allmtl_spark.synth.stain import BASO, EOSIN, GRANULE, HAEM, N_STAINS
 
-WHITE_KINDS = ("normal", "L1", "L2", "L3")
+LYMPHOID_KINDS = ("normal", "L1", "L2", "L3")
+OTHER_KINDS = ("neutrophil", "eosinophil", "monocyte", "basophil", "smudge")
+WHITE_KINDS = LYMPHOID_KINDS + OTHER_KINDS
+# The label a cell kind gets in boxes.csv (a "normal" cell is a mature lymphocyte).
+BOX_LABELS = {"normal": "lymphocyte", **{k: k for k in WHITE_KINDS if k != "normal"}}
 _SHIFT = 4  # cv2.fillPoly sub-pixel bits: polygons are placed to 1/16 px
 _N_VERTICES = 96
+
+# Stain intensity ranges shared by every lymphoid kind: the class must not be readable from colour.
+CHROMATIN = (0.85, 1.4)  # haematoxylin concentration of a nucleus
+CHROMATIN_CONTRAST = (0.18, 0.3)  # relative amplitude of the chromatin texture
+CYTOPLASM = (0.45, 1.25)  # basophilic-stain concentration of the cytoplasm
 
 
 @dataclass(frozen=True)
 class Morphology:
-    """Ranges that define one white-cell kind; each value is drawn uniformly in ``(min, max)``.
+    """Ranges that define one lymphoid kind; each value is drawn uniformly in ``(min, max)``.
 
     Attributes:
-        cell_ratio: cell diameter (cytoplasm included) / red-cell diameter.
+        cell_diameter_um: the slide's typical cell diameter (cytoplasm included), micrometres.
+        size_spread: relative standard deviation of a cell's diameter around the slide's typical
+            one (L1 and L3 are uniform, L2 heterogeneous).
         nucleus_ratio: nucleus diameter / cell diameter; 1 minus it is the cytoplasm amount.
         nucleus_aspect: long / short axis of the nucleus.
         nucleus_offset: nucleus centre shift, fraction of the room the cytoplasm leaves.
@@ -33,17 +50,16 @@ class Morphology:
         nucleus_wobble: same for the nucleus outline (irregular nuclei have more).
         cleft_probability: chance of a cleft (a deep notch) in the nucleus.
         cleft_depth: depth of the cleft, fraction of the nucleus radius.
-        chromatin: mean haematoxylin concentration of the nucleus (denser is darker).
-        chromatin_grain: size of chromatin texture, fraction of the nucleus radius.
-        chromatin_contrast: relative amplitude of the chromatin texture (clumped is high).
+        chromatin_grain_um: size of the chromatin texture, micrometres (clumped is coarse).
+        clumped: chromatin in blobs with sharp borders (mature) instead of a fine even stipple.
         nucleoli: number of nucleoli (inclusive range).
-        nucleolus_size: nucleolus radius, fraction of the nucleus radius.
-        cytoplasm: basophilic-stain concentration of the cytoplasm (deep blue is high).
+        nucleolus_um: nucleolus radius, micrometres.
         vacuoles: number of cytoplasmic vacuoles (inclusive range).
-        vacuole_size: vacuole radius, fraction of the cell radius.
+        vacuole_um: vacuole radius, micrometres.
     """
 
-    cell_ratio: tuple[float, float]
+    cell_diameter_um: tuple[float, float]
+    size_spread: float
     nucleus_ratio: tuple[float, float]
     nucleus_aspect: tuple[float, float]
     nucleus_offset: tuple[float, float]
@@ -51,97 +67,110 @@ class Morphology:
     nucleus_wobble: float
     cleft_probability: float
     cleft_depth: tuple[float, float]
-    chromatin: tuple[float, float]
-    chromatin_grain: tuple[float, float]
-    chromatin_contrast: tuple[float, float]
+    chromatin_grain_um: tuple[float, float]
+    clumped: bool
     nucleoli: tuple[int, int]
-    nucleolus_size: tuple[float, float]
-    cytoplasm: tuple[float, float]
+    nucleolus_um: tuple[float, float]
     vacuoles: tuple[int, int]
-    vacuole_size: tuple[float, float]
+    vacuole_um: tuple[float, float]
 
 
 MORPHOLOGY: dict[str, Morphology] = {
-    # Mature small lymphocyte: small, dense round nucleus of clumped chromatin, thin pale rim.
+    # Mature small lymphocyte: 7-10 um, dense round nucleus of clumped chromatin, thin rim of cytoplasm.
     "normal": Morphology(
-        cell_ratio=(1.1, 1.35),
-        nucleus_ratio=(0.82, 0.9),
-        nucleus_aspect=(1.0, 1.1),
+        cell_diameter_um=(7.5, 9.5),
+        size_spread=0.07,
+        nucleus_ratio=(0.76, 0.88),
+        nucleus_aspect=(1.0, 1.12),
         nucleus_offset=(0.2, 0.8),
         outline_wobble=0.025,
         nucleus_wobble=0.03,
         cleft_probability=0.0,
         cleft_depth=(0.0, 0.0),
-        chromatin=(1.25, 1.5),
-        chromatin_grain=(0.08, 0.14),
-        chromatin_contrast=(0.3, 0.42),
+        chromatin_grain_um=(0.5, 0.8),
+        clumped=True,
         nucleoli=(0, 0),
-        nucleolus_size=(0.0, 0.0),
-        cytoplasm=(0.3, 0.55),
+        nucleolus_um=(0.0, 0.0),
         vacuoles=(0, 0),
-        vacuole_size=(0.0, 0.0),
+        vacuole_um=(0.0, 0.0),
     ),
-    # FAB L1: small blasts, round regular nucleus, fine homogeneous chromatin, scant cytoplasm.
+    # FAB L1: small uniform blasts (about twice a small lymphocyte's area), round regular nucleus,
+    # fine homogeneous chromatin, scant cytoplasm, nucleoli small or absent.
     "L1": Morphology(
-        cell_ratio=(1.3, 1.6),
-        nucleus_ratio=(0.74, 0.82),
+        cell_diameter_um=(10.5, 12.5),
+        size_spread=0.05,
+        nucleus_ratio=(0.74, 0.86),
         nucleus_aspect=(1.0, 1.12),
         nucleus_offset=(0.0, 0.5),
         outline_wobble=0.025,
         nucleus_wobble=0.025,
         cleft_probability=0.0,
         cleft_depth=(0.0, 0.0),
-        chromatin=(0.85, 1.05),
-        chromatin_grain=(0.03, 0.05),
-        chromatin_contrast=(0.05, 0.1),
+        chromatin_grain_um=(0.2, 0.3),
+        clumped=False,
         nucleoli=(0, 1),
-        nucleolus_size=(0.08, 0.12),
-        cytoplasm=(0.6, 0.9),
+        nucleolus_um=(0.35, 0.5),
         vacuoles=(0, 0),
-        vacuole_size=(0.0, 0.0),
+        vacuole_um=(0.0, 0.0),
     ),
     # FAB L2: large and heterogeneous, irregular often cleft nucleus, prominent nucleoli, more cytoplasm.
     "L2": Morphology(
-        cell_ratio=(1.7, 2.3),
-        nucleus_ratio=(0.6, 0.72),
-        nucleus_aspect=(1.05, 1.35),
+        cell_diameter_um=(13.0, 17.0),
+        size_spread=0.15,
+        nucleus_ratio=(0.64, 0.8),
+        nucleus_aspect=(1.1, 1.4),
         nucleus_offset=(0.1, 0.6),
         outline_wobble=0.06,
-        nucleus_wobble=0.13,
-        cleft_probability=0.75,
-        cleft_depth=(0.35, 0.6),
-        chromatin=(0.75, 0.95),
-        chromatin_grain=(0.04, 0.1),
-        chromatin_contrast=(0.15, 0.25),
+        nucleus_wobble=0.16,
+        cleft_probability=0.85,
+        cleft_depth=(0.45, 0.75),
+        chromatin_grain_um=(0.25, 0.6),
+        clumped=False,
         nucleoli=(1, 3),
-        nucleolus_size=(0.13, 0.2),
-        cytoplasm=(0.4, 0.75),
+        nucleolus_um=(0.6, 0.9),
         vacuoles=(0, 0),
-        vacuole_size=(0.0, 0.0),
+        vacuole_um=(0.0, 0.0),
     ),
-    # FAB L3 (Burkitt type): medium-large, round-oval nucleus, fine stippled chromatin, 2-3 nucleoli,
-    # deeply basophilic cytoplasm with prominent vacuoles.
+    # FAB L3 (Burkitt type): large uniform cells, round-oval nucleus, fine stippled chromatin, 2-3 nucleoli,
+    # moderately abundant cytoplasm with prominent vacuoles.
     "L3": Morphology(
-        cell_ratio=(1.55, 1.95),
-        nucleus_ratio=(0.6, 0.7),
-        nucleus_aspect=(1.0, 1.25),
+        cell_diameter_um=(13.0, 16.0),
+        size_spread=0.05,
+        nucleus_ratio=(0.6, 0.74),
+        nucleus_aspect=(1.0, 1.2),
         nucleus_offset=(0.0, 0.4),
         outline_wobble=0.035,
         nucleus_wobble=0.03,
         cleft_probability=0.0,
         cleft_depth=(0.0, 0.0),
-        chromatin=(0.8, 1.0),
-        chromatin_grain=(0.03, 0.05),
-        chromatin_contrast=(0.12, 0.2),
+        chromatin_grain_um=(0.2, 0.3),
+        clumped=False,
         nucleoli=(2, 3),
-        nucleolus_size=(0.1, 0.15),
-        cytoplasm=(1.3, 1.7),
+        nucleolus_um=(0.5, 0.75),
         vacuoles=(5, 10),
-        vacuole_size=(0.065, 0.105),
+        vacuole_um=(0.45, 0.75),
     ),
 }
 
-MAX_CELL_RATIO = max(m.cell_ratio[1] * (1.0 + 2.0 * m.outline_wobble) for m in MORPHOLOGY.values())
+# Largest diameter any white cell can have, micrometres (monocytes reach 20 um; L2 18.7 um at +10%).
+MAX_WHITE_DIAMETER_UM = 21.0
+
+
+@dataclass(frozen=True)
+class CellLook:
+    """One patient's random effects on white-cell morphology and staining, shared by their slides.
+
+    Attributes:
+        size: factor on every white cell's diameter.
+        nucleus_ratio: added to the nucleus/cell diameter ratio of lymphoid cells.
+        chromatin: factor on nuclear stain concentration.
+        cytoplasm: factor on basophilic cytoplasm concentration.
+    """
+
+    size: float = 1.0
+    nucleus_ratio: float = 0.0
+    chromatin: float = 1.0
+    cytoplasm: float = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,7 +178,7 @@ class Sprite:
     """A drawn cell in its own box.
 
     Attributes:
-        conc: float32 3xhxw stain-concentration planes (HAEM, EOSIN, BASO) to add into the slide.
+        conc: float32 4xhxw stain-concentration planes (HAEM, EOSIN, BASO, GRANULE) to add into the slide.
         mask: uint8 hxw, 255 inside the cell outline (white cells; zeros for others).
         centre: (x, y) of the cell centre inside the box, in pixels.
         radius: mean radius of the cell outline in pixels.
@@ -166,7 +195,12 @@ def _uniform(rng: np.random.Generator, pair: tuple[float, float]) -> float:
 
 
 def _outline(
-    rng: np.random.Generator, radius: float, wobble: float, aspect: float = 1.0, cleft: float = 0.0
+    rng: np.random.Generator,
+    radius: float,
+    wobble: float,
+    aspect: float = 1.0,
+    cleft: float = 0.0,
+    cleft_width: tuple[float, float] = (0.22, 0.38),
 ) -> np.ndarray:
     """Polar outline r(theta) of a blob: an ellipse with random low harmonics and an optional notch.
 
@@ -184,7 +218,7 @@ def _outline(
         # A cleft is a narrow, deep indentation: a Gaussian notch in the radius at one angle.
         centre = rng.uniform(0.0, 2.0 * np.pi)
         delta = np.angle(np.exp(1j * (theta - centre)))
-        r *= 1.0 - cleft * np.exp(-((delta / rng.uniform(0.22, 0.38)) ** 2))
+        r *= 1.0 - cleft * np.exp(-((delta / rng.uniform(*cleft_width)) ** 2))
     return np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1).astype(np.float32)
 
 
@@ -211,18 +245,79 @@ def _texture(rng: np.random.Generator, shape: tuple[int, int], grain_px: float) 
     return (noise - noise.mean()) / (noise.std() + 1e-6)
 
 
-def red_cell_sprite(rng: np.random.Generator, diameter: float) -> Sprite:
-    """A red cell: a pale disc with the lighter centre of a biconcave cell and a slightly darker rim.
+def _granules(rng: np.random.Generator, shape: tuple[int, int], grain_px: float, fill: float) -> np.ndarray:
+    """Discrete granules: float32 hxw in 0..1, about ``fill`` of the area covered by blobs ``grain_px`` across."""
+    t = _texture(rng, shape, max(0.5, grain_px / 2.0))
+    level = np.quantile(t, 1.0 - fill) if t.size else 0.0
+    return np.clip((t - level) * 2.5, 0.0, 1.0).astype(np.float32)
+
+
+def _box(diameter_px: float, extra: float = 1.0) -> tuple[int, float, tuple[int, int]]:
+    side = int(np.ceil(diameter_px * extra)) + 6
+    return side, side / 2.0, (side, side)
+
+
+def _lobes(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    centre: tuple[float, float],
+    n_lobes: int,
+    lobe_radius: float,
+    spread: float,
+    strand_px: float,
+) -> np.ndarray:
+    """A segmented nucleus: ``n_lobes`` round-oval lobes along a bent arc joined by thin chromatin strands.
+
+    Returns:
+        float32 hxw coverage in 0..1.
+    """
+    start = rng.uniform(0.0, 2.0 * np.pi)
+    span = rng.uniform(0.5, 1.1) * np.pi * (n_lobes - 1) / max(n_lobes - 1, 1)
+    angles = start + np.linspace(0.0, span, n_lobes)
+    # Lobes sit on a circle of radius ``spread`` around a centre pulled back so the arc is centred.
+    mid = start + span / 2.0
+    ox = centre[0] - spread * np.cos(mid) * (0.6 if n_lobes > 2 else 0.0)
+    oy = centre[1] - spread * np.sin(mid) * (0.6 if n_lobes > 2 else 0.0)
+    if n_lobes == 2:
+        points = [(centre[0] + s * spread * np.cos(start), centre[1] + s * spread * np.sin(start)) for s in (-1, 1)]
+    else:
+        points = [(ox + spread * np.cos(a), oy + spread * np.sin(a)) for a in angles]
+    cover = np.zeros(shape, np.float32)
+    for p in points:
+        r = lobe_radius * rng.uniform(0.85, 1.15)
+        cover = np.maximum(cover, _fill(shape, p, _outline(rng, r, 0.08, aspect=rng.uniform(1.0, 1.4))))
+    strands = np.zeros(shape, np.uint8)
+    for a, b in zip(points[:-1], points[1:], strict=True):
+        pa = (int(round(a[0] * 16)), int(round(a[1] * 16)))
+        pb = (int(round(b[0] * 16)), int(round(b[1] * 16)))
+        cv2.line(strands, pa, pb, 255, max(1, int(round(strand_px))), lineType=cv2.LINE_AA, shift=_SHIFT)
+    return np.maximum(cover, strands.astype(np.float32) / 255.0)
+
+
+def _finish(
+    conc: np.ndarray, cell: np.ndarray, centre: tuple[float, float], radius: float, soften: float = 0.5
+) -> Sprite:
+    """Soften the polygons' staircase (the optics blur is drawn per slide) and pack a white-cell sprite."""
+    for k in range(N_STAINS):
+        if conc[k].any():
+            conc[k] = cv2.GaussianBlur(conc[k], (0, 0), soften)
+    mask = np.where(cell >= 0.5, 255, 0).astype(np.uint8)
+    return Sprite(conc=conc, mask=mask, centre=centre, radius=float(radius))
+
+
+def red_cell_sprite(rng: np.random.Generator, diameter_px: float, pallor: float) -> Sprite:
+    """A red cell: a pale disc with the lighter centre of a biconcave cell, a slightly darker rim and texture.
 
     Args:
-        rng: generator for the cell's size, shape and pallor.
-        diameter: the slide's mean red-cell diameter in pixels.
+        rng: generator for the cell's size, shape, pallor and texture.
+        diameter_px: the slide's mean red-cell diameter in pixels.
+        pallor: the slide's mean depth of the central pallor (0: none, as in thick areas; 0.8: deep).
 
     Returns:
         A ``Sprite`` with only the EOSIN channel set and an empty mask.
     """
-    d = diameter * rng.uniform(0.9, 1.1)
-    aspect = rng.uniform(1.0, 1.12)
+    d = diameter_px * float(np.clip(rng.normal(1.0, 0.06), 0.8, 1.2))
+    aspect = rng.uniform(1.0, 1.15)
     rx, ry = d / 2.0 * np.sqrt(aspect), d / 2.0 / np.sqrt(aspect)
     side = int(np.ceil(2.0 * rx)) + 4
     c = side / 2.0
@@ -230,62 +325,72 @@ def red_cell_sprite(rng: np.random.Generator, diameter: float) -> Sprite:
     angle = rng.uniform(0.0, np.pi)
     u = (x * np.cos(angle) + y * np.sin(angle)) / rx
     v = (-x * np.sin(angle) + y * np.cos(angle)) / ry
-    rho = np.sqrt(u * u + v * v)
+    # A little wobble of the outline: dried cells are not perfect ellipses.
+    phase = rng.uniform(0.0, 2.0 * np.pi)
+    rho = np.sqrt(u * u + v * v) * (1.0 + 0.025 * rng.standard_normal() * np.cos(3 * np.arctan2(v, u) + phase))
     edge = np.clip((1.0 - rho) * (d / 2.0) / 1.2 + 0.5, 0.0, 1.0)  # ~1.2 px soft edge
-    # Central pallor: a flat-topped dip (4th power) so the pale centre has a visible edge, as on a biconcave cell.
-    pallor = rng.uniform(0.45, 0.75) * np.exp(-((rho / rng.uniform(0.4, 0.52)) ** 4))
+    # Central pallor: a flat-topped dip (4th power) with a visible edge, slightly off-centre, depth varying.
+    depth = float(np.clip(pallor * rng.uniform(0.6, 1.35), 0.0, 0.85))
+    ou, ov = rng.normal(0.0, 0.06, size=2)
+    rho_p = np.sqrt((u - ou) ** 2 + (v - ov) ** 2)
+    dip = depth * np.exp(-((rho_p / rng.uniform(0.35, 0.55)) ** 4))
     rim = 0.15 * np.exp(-(((rho - 0.86) / 0.12) ** 2))
-    conc = np.zeros((3, side, side), dtype=np.float32)
-    conc[EOSIN] = rng.uniform(0.85, 1.15) * 1.2 * (1.0 - pallor + rim) * edge
+    grain = 1.0 + 0.04 * _texture(rng, (side, side), max(0.6, d / 12.0))
+    conc = np.zeros((N_STAINS, side, side), dtype=np.float32)
+    conc[EOSIN] = rng.uniform(0.85, 1.15) * 1.2 * (1.0 - dip + rim) * grain * edge
     return Sprite(conc=conc, mask=np.zeros((side, side), np.uint8), centre=(c, c), radius=d / 2.0)
 
 
-def platelet_sprite(rng: np.random.Generator, diameter: float) -> Sprite:
-    """A platelet: a small irregular purple granular fragment.
+def platelet_sprite(rng: np.random.Generator, px_per_um: float) -> Sprite:
+    """A platelet: a small irregular purple granular fragment, 2-3 um across.
 
     Args:
         rng: generator for shape and granules.
-        diameter: the slide's mean red-cell diameter in pixels (platelets are ~0.25-0.45 of it).
+        px_per_um: pixels per micrometre of the slide.
 
     Returns:
         A ``Sprite`` with HAEM and BASO set and an empty mask.
     """
-    radius = max(1.5, diameter * rng.uniform(0.12, 0.22))
+    radius = max(1.2, rng.uniform(1.0, 1.5) * px_per_um)
     side = int(np.ceil(2.6 * radius)) + 4
     c = side / 2.0
     body = _fill((side, side), (c, c), _outline(rng, radius, wobble=0.35, aspect=rng.uniform(1.0, 1.5)))
     body = cv2.GaussianBlur(body, (0, 0), 0.6)
-    granules = np.clip(_texture(rng, (side, side), 0.7), -1.0, 2.5)
-    conc = np.zeros((3, side, side), dtype=np.float32)
+    granules = np.clip(_texture(rng, (side, side), max(0.6, 0.25 * px_per_um)), -1.0, 2.5)
+    conc = np.zeros((N_STAINS, side, side), dtype=np.float32)
     conc[HAEM] = body * rng.uniform(0.4, 0.65) * (1.0 + 0.45 * granules)
     conc[BASO] = body * 0.3
     return Sprite(conc=conc, mask=np.zeros((side, side), np.uint8), centre=(c, c), radius=radius)
 
 
-def white_cell_sprite(rng: np.random.Generator, kind: str, rbc_diameter: float) -> Sprite:
-    """A white cell of one kind, with nucleus, chromatin, nucleoli, cytoplasm and vacuoles.
+def lymphoid_sprite(
+    rng: np.random.Generator, kind: str, px_per_um: float, typical_um: float, look: CellLook = CellLook()
+) -> Sprite:
+    """A lymphoid white cell (mature lymphocyte or blast) with nucleus, chromatin, nucleoli, cytoplasm and vacuoles.
 
     Args:
         rng: generator for all of the cell's random features.
         kind: ``normal`` (mature lymphocyte) or a blast ``L1`` / ``L2`` / ``L3``.
-        rbc_diameter: the slide's mean red-cell diameter in pixels; the cell scales with it.
+        px_per_um: pixels per micrometre of the slide.
+        typical_um: the slide's typical diameter of this kind (``MORPHOLOGY[kind].cell_diameter_um``
+            drawn once per slide, times the patient's size effect).
+        look: the patient's random effects.
 
     Returns:
         A ``Sprite``: HAEM (nucleus) and BASO (cytoplasm) set; ``mask`` is the whole cell,
         cytoplasm included, 0/255.
     """
-    if kind not in MORPHOLOGY:
-        raise ValueError(f"unknown white-cell kind {kind!r}; allowed: {', '.join(WHITE_KINDS)}")
     m = MORPHOLOGY[kind]
-    radius = rbc_diameter * _uniform(rng, m.cell_ratio) / 2.0
-    side = int(np.ceil(2.0 * radius * (1.0 + 2.0 * m.outline_wobble))) + 6
-    c = side / 2.0
-    shape = (side, side)
-    cell_outline = _outline(rng, radius, m.outline_wobble)
-    cell = _fill(shape, (c, c), cell_outline)
+    diameter_um = typical_um * float(
+        np.clip(rng.normal(1.0, m.size_spread), 1 - 2.5 * m.size_spread, 1.1 + m.size_spread)
+    )
+    radius = diameter_um * px_per_um / 2.0
+    side, c, shape = _box(2.0 * radius, 1.0 + 2.0 * m.outline_wobble)
+    cell = _fill(shape, (c, c), _outline(rng, radius, m.outline_wobble))
 
     # Nucleus: shifted towards one side (lymphocytes are eccentric), kept inside the cell.
-    nuc_radius = radius * _uniform(rng, m.nucleus_ratio)
+    ratio = float(np.clip(_uniform(rng, m.nucleus_ratio) + look.nucleus_ratio, 0.45, 0.93))
+    nuc_radius = radius * ratio
     shift = (radius - nuc_radius) * _uniform(rng, m.nucleus_offset)
     direction = rng.uniform(0.0, 2.0 * np.pi)
     nc = (c + shift * np.cos(direction), c + shift * np.sin(direction))
@@ -293,19 +398,22 @@ def white_cell_sprite(rng: np.random.Generator, kind: str, rbc_diameter: float) 
     nucleus_outline = _outline(rng, nuc_radius, m.nucleus_wobble, aspect=_uniform(rng, m.nucleus_aspect), cleft=cleft)
     nucleus = np.minimum(_fill(shape, nc, nucleus_outline), cv2.erode(cell, np.ones((3, 3), np.uint8)))
 
-    # Chromatin: the texture's grain and contrast separate clumped (mature) from fine (blast) chromatin.
-    grain = max(0.6, nuc_radius * _uniform(rng, m.chromatin_grain))
+    # Chromatin: the texture's grain and shape separate clumped (mature) from fine (blast) chromatin; its
+    # amplitude and the stain intensities come from one range for every kind.
+    grain = max(0.6, _uniform(rng, m.chromatin_grain_um) * px_per_um)
     texture = _texture(rng, shape, grain)
-    if kind == "normal":
-        texture = np.tanh(1.5 * texture)  # clumps: blobs with sharp-ish borders, not smooth waves
+    if m.clumped:
+        texture = np.tanh(1.5 * texture) / 0.8  # blobs with sharp-ish borders, not smooth waves
     elif kind == "L2":
         texture = 0.6 * texture + 0.8 * _texture(rng, shape, nuc_radius * 0.3)  # heterogeneous
-    haem = nucleus * _uniform(rng, m.chromatin) * np.clip(1.0 + _uniform(rng, m.chromatin_contrast) * texture, 0.2, 3)
-    baso = np.clip(cell - nucleus, 0.0, 1.0) * _uniform(rng, m.cytoplasm) * (1.0 + 0.08 * _texture(rng, shape, 3.0))
+    chromatin = _uniform(rng, CHROMATIN) * look.chromatin
+    haem = nucleus * chromatin * np.clip(1.0 + _uniform(rng, CHROMATIN_CONTRAST) * texture, 0.2, 3)
+    cyto = _uniform(rng, CYTOPLASM) * look.cytoplasm
+    baso = np.clip(cell - nucleus, 0.0, 1.0) * cyto * (1.0 + 0.08 * _texture(rng, shape, 0.5 * px_per_um))
 
     # Nucleoli: pale bluish bodies with a slightly condensed rim.
     for _ in range(int(rng.integers(m.nucleoli[0], m.nucleoli[1] + 1))):
-        r = max(1.2, nuc_radius * _uniform(rng, m.nucleolus_size))
+        r = max(1.2, _uniform(rng, m.nucleolus_um) * px_per_um)
         at = rng.uniform(0.0, 2.0 * np.pi)
         dist = rng.uniform(0.0, 0.5) * nuc_radius
         pos = (nc[0] + dist * np.cos(at), nc[1] + dist * np.sin(at))
@@ -315,26 +423,142 @@ def white_cell_sprite(rng: np.random.Generator, kind: str, rbc_diameter: float) 
         haem += 0.25 * ring
         baso += 0.45 * body
 
-    # Vacuoles: clear round holes, mostly in the cytoplasm (some overlie the nucleus, as in real L3).
+    # Vacuoles: clear round holes in the cytoplasm, an occasional one over the nucleus (as in real L3).
     n_vacuoles = int(rng.integers(m.vacuoles[0], m.vacuoles[1] + 1))
     placed = 0
-    for _ in range(n_vacuoles * 20):
+    for _ in range(n_vacuoles * 30):
         if placed == n_vacuoles:
             break
-        r = max(1.3, radius * _uniform(rng, m.vacuole_size))
-        at, dist = rng.uniform(0.0, 2.0 * np.pi), rng.uniform(0.0, radius - r - 1.0)
+        r = max(1.3, _uniform(rng, m.vacuole_um) * px_per_um)
+        at, dist = rng.uniform(0.0, 2.0 * np.pi), rng.uniform(0.3, 1.0) * max(0.0, radius - r - 1.0)
         pos = (c + dist * np.cos(at), c + dist * np.sin(at))
         px, py = int(pos[0]), int(pos[1])
-        if cell[py, px] < 0.99 or (nucleus[py, px] > 0.05 and rng.uniform() < 0.9):
+        if cell[py, px] < 0.99 or (nucleus[py, px] > 0.05 and rng.uniform() < 0.97):
             continue
         hole = 1.0 - 0.92 * _disc(shape, pos, r)
         haem *= hole
         baso *= hole
         placed += 1
 
-    conc = np.zeros((3, side, side), dtype=np.float32)
-    soften = 0.5  # the optics blur is drawn per slide; this only removes the polygon's staircase
-    conc[HAEM] = cv2.GaussianBlur(haem, (0, 0), soften)
-    conc[BASO] = cv2.GaussianBlur(baso, (0, 0), soften)
-    mask = np.where(cell >= 0.5, 255, 0).astype(np.uint8)
+    conc = np.zeros((N_STAINS, side, side), dtype=np.float32)
+    conc[HAEM], conc[BASO] = haem, baso
+    return _finish(conc, cell, (c, c), radius)
+
+
+def _granulocyte(
+    rng: np.random.Generator,
+    px_per_um: float,
+    look: CellLook,
+    diameter_um: tuple[float, float],
+    lobes: tuple[int, int],
+    paint_cytoplasm,
+) -> Sprite:
+    """A round cell with a segmented nucleus; ``paint_cytoplasm(conc, cell, nucleus, shape)`` adds the granules."""
+    radius = _uniform(rng, diameter_um) * look.size * px_per_um / 2.0
+    side, c, shape = _box(2.0 * radius, 1.06)
+    cell = _fill(shape, (c, c), _outline(rng, radius, 0.03))
+    n_lobes = int(rng.integers(lobes[0], lobes[1] + 1))
+    lobe_radius = radius * rng.uniform(0.24, 0.3) * (1.0 if n_lobes > 2 else 1.25)
+    nucleus = _lobes(rng, shape, (c, c), n_lobes, lobe_radius, radius * rng.uniform(0.3, 0.42), 0.35 * px_per_um)
+    nucleus = np.minimum(nucleus, cv2.erode(cell, np.ones((3, 3), np.uint8)))
+    conc = np.zeros((N_STAINS, side, side), dtype=np.float32)
+    texture = np.tanh(1.5 * _texture(rng, shape, max(0.6, 0.5 * px_per_um))) / 0.8
+    conc[HAEM] = nucleus * _uniform(rng, (1.1, 1.5)) * look.chromatin * np.clip(1.0 + 0.25 * texture, 0.2, 3)
+    paint_cytoplasm(conc, np.clip(cell - nucleus, 0.0, 1.0), nucleus, shape)
+    return _finish(conc, cell, (c, c), radius)
+
+
+def neutrophil_sprite(rng: np.random.Generator, px_per_um: float, look: CellLook = CellLook()) -> Sprite:
+    """A neutrophil: 10-13 um, a 2-5-lobed nucleus, pale pink-lilac cytoplasm with fine granules."""
+
+    def cytoplasm(conc, cyto, nucleus, shape):
+        fine = _granules(rng, shape, 0.3 * px_per_um, 0.35)
+        conc[EOSIN] += cyto * rng.uniform(0.3, 0.5) * (1.0 + 0.3 * fine)
+        conc[HAEM] += cyto * 0.06 * fine
+        conc[BASO] += cyto * rng.uniform(0.03, 0.1)
+
+    lobes = (2, 5) if rng.uniform() < 0.95 else (1, 1)  # a few band forms: one curved lobe
+    return _granulocyte(rng, px_per_um, look, (10.0, 13.0), lobes, cytoplasm)
+
+
+def eosinophil_sprite(rng: np.random.Generator, px_per_um: float, look: CellLook = CellLook()) -> Sprite:
+    """An eosinophil: 12-15 um, a (mostly) bilobed nucleus, cytoplasm packed with orange-red granules."""
+
+    def cytoplasm(conc, cyto, nucleus, shape):
+        granules = _granules(rng, shape, 0.6 * px_per_um, 0.6)
+        conc[GRANULE] += cyto * rng.uniform(0.9, 1.5) * (0.35 + granules)
+        conc[GRANULE] += nucleus * 0.3 * granules  # granules lie over the nucleus too
+
+    return _granulocyte(rng, px_per_um, look, (12.0, 15.0), (2, 3), cytoplasm)
+
+
+def basophil_sprite(rng: np.random.Generator, px_per_um: float, look: CellLook = CellLook()) -> Sprite:
+    """A basophil: 10-14 um, coarse dark purple-blue granules that hide most of the lobed nucleus."""
+
+    def cytoplasm(conc, cyto, nucleus, shape):
+        granules = _granules(rng, shape, 0.8 * px_per_um, 0.45)
+        cell = np.clip(cyto + nucleus, 0.0, 1.0)
+        conc[HAEM] *= 0.6
+        conc[HAEM] += cell * granules * rng.uniform(1.0, 1.6)
+        conc[BASO] += cyto * rng.uniform(0.15, 0.3)
+
+    return _granulocyte(rng, px_per_um, look, (10.0, 14.0), (2, 2), cytoplasm)
+
+
+def monocyte_sprite(rng: np.random.Generator, px_per_um: float, look: CellLook = CellLook()) -> Sprite:
+    """A monocyte: 12-20 um, a folded (kidney or horseshoe) nucleus of lacy chromatin, grey-blue cytoplasm."""
+    radius = _uniform(rng, (12.0, 19.5)) * look.size * px_per_um / 2.0
+    side, c, shape = _box(2.0 * radius, 1.15)
+    cell = _fill(shape, (c, c), _outline(rng, radius, 0.07))
+    nuc_radius = radius * rng.uniform(0.55, 0.68)
+    shift = (radius - nuc_radius) * rng.uniform(0.1, 0.6)
+    direction = rng.uniform(0.0, 2.0 * np.pi)
+    nc = (c + shift * np.cos(direction), c + shift * np.sin(direction))
+    outline = _outline(
+        rng, nuc_radius, 0.08, aspect=rng.uniform(1.2, 1.6), cleft=rng.uniform(0.35, 0.7), cleft_width=(0.5, 0.9)
+    )
+    nucleus = np.minimum(_fill(shape, nc, outline), cv2.erode(cell, np.ones((3, 3), np.uint8)))
+    lacy = _texture(rng, shape, max(0.6, 0.35 * px_per_um))
+    conc = np.zeros((N_STAINS, side, side), dtype=np.float32)
+    conc[HAEM] = nucleus * rng.uniform(0.75, 1.0) * look.chromatin * np.clip(1.0 + 0.3 * lacy, 0.2, 3)
+    cyto = np.clip(cell - nucleus, 0.0, 1.0)
+    conc[BASO] = cyto * rng.uniform(0.25, 0.45) * look.cytoplasm * (1.0 + 0.15 * _texture(rng, shape, 0.4 * px_per_um))
+    conc[EOSIN] = cyto * rng.uniform(0.05, 0.15)
+    for _ in range(int(rng.integers(0, 3))):  # a few small vacuoles now and then
+        r = max(1.0, rng.uniform(0.3, 0.5) * px_per_um)
+        at, dist = rng.uniform(0.0, 2.0 * np.pi), rng.uniform(0.0, max(0.0, radius - r - 1.0))
+        pos = (c + dist * np.cos(at), c + dist * np.sin(at))
+        hole = 1.0 - 0.8 * _disc(shape, pos, r) * cyto
+        conc[BASO] *= hole
+    return _finish(conc, cell, (c, c), radius)
+
+
+def smudge_sprite(rng: np.random.Generator, px_per_um: float, look: CellLook = CellLook()) -> Sprite:
+    """A smudge cell: a ruptured lymphocyte, a pale streaky smear of nuclear material without cytoplasm, 8-16 um."""
+    radius = _uniform(rng, (8.0, 16.0)) * look.size * px_per_um / 2.0
+    side, c, shape = _box(2.0 * radius, 1.4)
+    body = _fill(shape, (c, c), _outline(rng, radius, 0.35, aspect=rng.uniform(1.0, 1.8)))
+    # Streaks: noise stretched along one direction, as the nucleus is dragged by the spreader slide.
+    streak = rng.standard_normal(shape).astype(np.float32)
+    k = max(3, int(radius * 0.6)) | 1
+    line = np.zeros((k, k), np.float32)
+    line[k // 2, :] = 1.0 / k
+    rot = cv2.getRotationMatrix2D((k / 2 - 0.5, k / 2 - 0.5), rng.uniform(0.0, 180.0), 1.0)
+    streak = cv2.filter2D(streak, -1, cv2.warpAffine(line, rot, (k, k)))
+    streak = (streak - streak.mean()) / (streak.std() + 1e-6)
+    body = cv2.GaussianBlur(body, (0, 0), max(0.8, 0.3 * px_per_um))
+    conc = np.zeros((N_STAINS, side, side), dtype=np.float32)
+    conc[HAEM] = body * rng.uniform(0.35, 0.7) * look.chromatin * np.clip(1.0 + 0.35 * streak, 0.2, 3)
+    conc[BASO] = body * 0.1
+    # The outline of what is left is soft: the mask is where the smear is at least half its typical density.
+    mask = np.where(body >= 0.5, 255, 0).astype(np.uint8)
     return Sprite(conc=conc, mask=mask, centre=(c, c), radius=float(radius))
+
+
+OTHER_SPRITES = {
+    "neutrophil": neutrophil_sprite,
+    "eosinophil": eosinophil_sprite,
+    "monocyte": monocyte_sprite,
+    "basophil": basophil_sprite,
+    "smudge": smudge_sprite,
+}

@@ -1,26 +1,36 @@
-"""Whole synthetic blood smears (like ALL-IDB1) and single-cell crops (like ALL-IDB2).
+"""Whole synthetic blood smears (like ALL-IDB1) and single-cell crops (like ALL-IDB2), at a physical scale.
 
 A scene is composed in stain-concentration space (``stain.py``): white cells first, red cells
-and platelets around them, the lamp field, then one Beer-Lambert render to RGB. The slide's
-stain and optics are drawn before anything that depends on its class, so colour carries no
-class information; the class lives only in the white cells' morphology (``cells.py``).
+and platelets around them, the lamp field, then one Beer-Lambert render to RGB. Every size is
+in micrometres; a slide is rendered at its own pixel size (micrometres per pixel), drawn from
+``SmearParams.pixel_size_um``.
+
+A patient (``Patient``) fixes the stain, the mean red-cell size and random effects on the white
+cells' morphology; their slides share them. The stain, optics and pixel size are drawn before
+anything that depends on the class, so colour and scale carry no class information; the class
+lives only in the lymphoid cells' morphology (``cells.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
+from allmtl_spark.config.schema import SmearParams
 from allmtl_spark.synth.cells import (
-    MAX_CELL_RATIO,
-    WHITE_KINDS,
+    LYMPHOID_KINDS,
+    MAX_WHITE_DIAMETER_UM,
+    MORPHOLOGY,
+    OTHER_SPRITES,
+    CellLook,
     Sprite,
+    lymphoid_sprite,
     platelet_sprite,
     red_cell_sprite,
-    white_cell_sprite,
 )
 from allmtl_spark.synth.stain import (
     BASO,
@@ -28,63 +38,86 @@ from allmtl_spark.synth.stain import (
     HAEM,
     N_STAINS,
     Optics,
-    StainRanges,
     compose_rgb,
     illumination_field,
     sample_optics,
+    sample_stain,
 )
 
-if TYPE_CHECKING:
-    from allmtl_spark.config.schema import SynthConfig
+__all__ = [
+    "CellRecord",
+    "Patient",
+    "SmearParams",
+    "SyntheticSlide",
+    "draw_patient",
+    "draw_pixel_size",
+    "render_cell_crop",
+    "render_slide",
+]
 
-FAB_CLASSES = WHITE_KINDS  # a slide's class is the kind of its blasts, or "normal"
-_RBC_BANK = 32  # distinct red-cell sprites per slide; more buys nothing visible
+FAB_CLASSES = LYMPHOID_KINDS  # a slide's class is the kind of its blasts, or "normal"
+_RBC_BANK = 40  # distinct red-cell sprites per slide; more buys nothing visible
 _PLATELET_BANK = 12
+_WHITE_GAP_UM = 1.5  # white cells never touch each other
+_HEX_DENSITY = np.pi / (2.0 * np.sqrt(3.0))  # share of the plane discs on a touching hexagonal lattice cover
 
 
-@dataclass(frozen=True)
-class SmearParams:
-    """Drawing parameters, each range drawn per slide (see ``SynthConfig`` for their meaning)."""
+@dataclass(frozen=True, eq=False)
+class Patient:
+    """What a patient's slides share.
 
-    rbc_diameter_px: tuple[float, float] = (38.0, 62.0)
-    rbc_coverage: tuple[float, float] = (0.35, 0.6)
-    white_cells_per_slide: tuple[int, int] = (3, 7)
-    blast_fraction: tuple[float, float] = (0.6, 1.0)
-    platelets_per_rbc: tuple[float, float] = (0.03, 0.08)
-    stain: StainRanges = field(default_factory=StainRanges)
+    Attributes:
+        stain_od: float32 4x3 stain optical densities (``stain.sample_stain``).
+        rbc_diameter_um: the patient's mean red-cell diameter.
+        look: random effects on white-cell size, nucleus ratio and stain uptake.
+    """
 
-    def __post_init__(self) -> None:
-        for name in ("rbc_diameter_px", "rbc_coverage", "white_cells_per_slide", "blast_fraction", "platelets_per_rbc"):
-            low, high = getattr(self, name)
-            if not 0 <= low <= high:
-                raise ValueError(f"{name} must be [min, max] with 0 <= min <= max, got {[low, high]}")
-        if self.rbc_diameter_px[0] < 4:
-            raise ValueError(f"rbc_diameter_px must be >= 4 px, got {list(self.rbc_diameter_px)}")
-        if self.white_cells_per_slide[0] < 1:
-            raise ValueError("white_cells_per_slide must be >= 1: an ALL slide needs a blast")
-        if self.blast_fraction[1] > 1 or self.rbc_coverage[1] > 1:
-            raise ValueError("blast_fraction and rbc_coverage are fractions: max must be <= 1")
+    stain_od: np.ndarray
+    rbc_diameter_um: float
+    look: CellLook
 
-    @classmethod
-    def from_config(cls, cfg: SynthConfig) -> SmearParams:
-        """The drawing parameters of a ``SynthConfig``; stain ranges keep their defaults."""
-        return cls(
-            rbc_diameter_px=tuple(cfg.rbc_diameter_px),
-            rbc_coverage=tuple(cfg.rbc_coverage),
-            white_cells_per_slide=tuple(cfg.white_cells_per_slide),
-            blast_fraction=tuple(cfg.blast_fraction),
-        )
+
+def draw_patient(rng: np.random.Generator, params: SmearParams) -> Patient:
+    """Draw one patient's stain, red-cell size and morphology random effects (independent of the class).
+
+    Args:
+        rng: the patient's own generator.
+        params: drawing parameters; ``patient_effects`` scales the morphology effects (0: none).
+
+    Returns:
+        The ``Patient``.
+    """
+    stain_od = sample_stain(rng, params.stain)
+    rbc = float(rng.uniform(*params.rbc_diameter_um))
+    e = params.patient_effects
+    z = rng.standard_normal(4)
+    look = CellLook(
+        size=float(np.exp(0.06 * e * z[0])),
+        nucleus_ratio=float(0.025 * e * z[1]),
+        chromatin=float(np.exp(0.12 * e * z[2])),
+        cytoplasm=float(np.exp(0.2 * e * z[3])),
+    )
+    return Patient(stain_od=stain_od, rbc_diameter_um=rbc, look=look)
 
 
 @dataclass(frozen=True)
 class CellRecord:
-    """One white cell on a rendered image: kind, centre (x, y) in pixels, mean radius in pixels."""
+    """One white cell on a rendered image.
+
+    Attributes:
+        kind: a ``cells.WHITE_KINDS`` name (``normal`` is a mature lymphocyte).
+        cx, cy: centre in pixels.
+        radius: mean radius of the outline in pixels.
+        is_blast: an ``L1``/``L2``/``L3`` cell.
+        box: (xmin, ymin, xmax, ymax) of the cell's mask, 0-based pixels, max inclusive.
+    """
 
     kind: str
     cx: float
     cy: float
     radius: float
     is_blast: bool
+    box: tuple[int, int, int, int]
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,14 +127,22 @@ class SyntheticSlide:
     Attributes:
         image: uint8 HxWx3 RGB.
         mask: uint8 HxW, 255 on white cells (cytoplasm included), 0 elsewhere.
+        labels: uint16 HxW, ``i + 1`` on the pixels of ``cells[i]``, 0 elsewhere.
         cells: the white cells, in drawing order.
         fab_class: ``normal``, ``L1``, ``L2`` or ``L3``.
+        pixel_size_um: micrometres per pixel the image was rendered at.
+        jpeg_quality: the JPEG quality the slide's optics call for.
+        crop_cells: indices into ``cells`` of the cells asked for with ``crop_kinds``, in that order.
     """
 
     image: np.ndarray
     mask: np.ndarray
+    labels: np.ndarray
     cells: list[CellRecord]
     fab_class: str
+    pixel_size_um: float
+    jpeg_quality: int = 95
+    crop_cells: tuple[int, ...] = ()
 
     @property
     def blasts(self) -> list[CellRecord]:
@@ -125,32 +166,109 @@ def _paste(dst: np.ndarray, patch: np.ndarray, x0: int, y0: int, combine=np.add)
     combine(region, patch[ya - y0 : yb - y0, xa - x0 : xb - x0], out=region)
 
 
-def _scene_rbc_diameter(rng: np.random.Generator, params: SmearParams, room_px: float) -> float:
-    """Draw the slide's red-cell diameter, shrunk if the largest possible white cell would not fit in ``room_px``.
+def draw_pixel_size(rng: np.random.Generator, params: SmearParams, min_pixel_size_um: float = 0.0) -> float:
+    """Draw a slide's micrometres per pixel uniformly from ``params.pixel_size_um``, never below ``min_pixel_size_um``.
 
-    The cap uses the largest cell of any class, so it never depends on (or reveals) the class.
+    The floor comes from what must fit in the frame (the largest white cell, the crops); it is
+    the same for every slide of a data set, so the scale never depends on (or reveals) the class.
+    When the floor is above the range, the floor is used.
     """
-    return min(float(rng.uniform(*params.rbc_diameter_px)), room_px / MAX_CELL_RATIO)
+    low, high = params.pixel_size_um
+    low = max(low, min_pixel_size_um)
+    return float(rng.uniform(low, high)) if high > low else float(low)
+
+
+def fit_pixel_size_um(width: int, height: int) -> float:
+    """The smallest micrometres per pixel at which the largest white cell fits in a ``width`` x ``height`` frame."""
+    return MAX_WHITE_DIAMETER_UM / (0.9 * min(width, height))
 
 
 def _place_white_cells(
-    rng: np.random.Generator, sprites: list[tuple[str, Sprite]], width: int, height: int, gap: float
-) -> list[tuple[str, Sprite, int, int]]:
-    """Put white cells fully inside the frame without touching each other; drop any that will not fit."""
+    rng: np.random.Generator,
+    sprites: list[tuple[str, Sprite]],
+    width: int,
+    height: int,
+    gap: float,
+    n_required: int = 0,
+    crop_px: int = 0,
+) -> list[tuple[str, Sprite, int, int] | None]:
+    """Put white cells fully inside the frame without touching each other.
+
+    The first ``n_required`` sprites are cells a crop will be cut around: they are placed first,
+    where a ``crop_px`` window centred on them fits in the frame if there is room, else anywhere.
+    Other cells that do not fit are dropped (None in their place).
+    """
     placed: list[tuple[str, Sprite, int, int]] = []
-    for kind, sprite in sprites:
-        r = sprite.radius * 1.1
-        for _ in range(200):
-            cx = rng.uniform(r + 1.0, max(r + 1.0, width - r - 1.0))
-            cy = rng.uniform(r + 1.0, max(r + 1.0, height - r - 1.0))
-            clear = all(
-                np.hypot(cx - (x0 + s.centre[0]), cy - (y0 + s.centre[1])) > r + s.radius * 1.1 + gap
+    out: list[tuple[str, Sprite, int, int] | None] = []
+
+    def try_place(sprite: Sprite, box: tuple[float, float, float, float], tries: int) -> tuple[float, float] | None:
+        r = sprite.radius * 1.15
+        x_lo, y_lo = max(r + 1.0, box[0]), max(r + 1.0, box[1])
+        x_hi, y_hi = min(width - r - 1.0, box[2]), min(height - r - 1.0, box[3])
+        if x_lo > x_hi or y_lo > y_hi:
+            return None
+        for _ in range(tries):
+            cx, cy = rng.uniform(x_lo, x_hi), rng.uniform(y_lo, y_hi)
+            if all(
+                np.hypot(cx - (x0 + s.centre[0]), cy - (y0 + s.centre[1])) > r + s.radius * 1.15 + gap
                 for _, s, x0, y0 in placed
-            )
-            if clear:
-                placed.append((kind, sprite, int(round(cx - sprite.centre[0])), int(round(cy - sprite.centre[1]))))
-                break
-    return placed
+            ):
+                return cx, cy
+        return None
+
+    for i, (kind, sprite) in enumerate(sprites):
+        at = None
+        if i < n_required and crop_px:
+            half = crop_px / 2.0
+            at = try_place(sprite, (half, half, width - half, height - half), 300)
+        if at is None:
+            at = try_place(sprite, (0.0, 0.0, float(width), float(height)), 300 if i < n_required else 150)
+        if at is None:
+            if i < n_required:
+                raise RuntimeError(
+                    f"no room for the {kind} cell a crop needs on a {width}x{height} slide: raise the slide size or "
+                    "the smallest synth.pixel_size_um, or lower synth.n_cells"
+                )
+            out.append(None)
+            continue
+        entry = (kind, sprite, int(round(at[0] - sprite.centre[0])), int(round(at[1] - sprite.centre[1])))
+        placed.append(entry)
+        out.append(entry)
+    return out
+
+
+def _lattice_positions(
+    rng: np.random.Generator, width: int, height: int, spacing: float, keep: float, margin: float
+) -> np.ndarray:
+    """Red-cell centres: a rotated, jittered hexagonal lattice thinned by a smooth density field.
+
+    ``keep`` near 1 with ``spacing`` below the red-cell diameter gives a touching monolayer with
+    overlaps; lower ``keep`` gives a dispersed field whose density drifts across the frame, as
+    from the thick to the thin end of a smear.
+
+    Returns:
+        float (n, 2) array of (x, y) pixel positions, some outside the frame by up to ``margin``.
+    """
+    half = 0.5 * np.hypot(width + 2 * margin, height + 2 * margin)
+    dy = spacing * np.sqrt(3.0) / 2.0
+    ys = np.arange(-half, half + dy, dy)
+    xs = np.arange(-half, half + spacing, spacing)
+    gx, gy = np.meshgrid(xs, ys)
+    gx = gx + (np.arange(len(ys))[:, None] % 2) * spacing / 2.0
+    pts = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    angle = rng.uniform(0.0, np.pi / 3.0)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    pts = pts @ rot.T + np.array([width / 2.0, height / 2.0])
+    pts += rng.normal(0.0, spacing * (0.1 + 0.3 * (1.0 - keep)), size=pts.shape)
+    inside = (
+        (pts[:, 0] > -margin) & (pts[:, 0] < width + margin) & (pts[:, 1] > -margin) & (pts[:, 1] < height + margin)
+    )
+    pts = pts[inside]
+    field = cv2.resize(rng.standard_normal((4, 5)).astype(np.float32), (64, 64), interpolation=cv2.INTER_CUBIC)
+    fx = np.clip((pts[:, 0] + margin) / (width + 2 * margin) * 63, 0, 63).astype(int)
+    fy = np.clip((pts[:, 1] + margin) / (height + 2 * margin) * 63, 0, 63).astype(int)
+    p = np.clip(keep * (1.0 + 0.35 * field[fy, fx]), 0.0, 1.0)
+    return pts[rng.uniform(size=len(pts)) < p]
 
 
 def _render_scene(
@@ -158,46 +276,79 @@ def _render_scene(
     width: int,
     height: int,
     optics: Optics,
-    rbc_diameter: float,
+    pixel_size_um: float,
+    patient: Patient,
     coverage: float,
     white: list[tuple[str, Sprite, int, int]],
     params: SmearParams,
     fab_class: str,
 ) -> SyntheticSlide:
     """Red cells and platelets around the placed white cells, then the render to RGB."""
-    # Planar (3xHxW) so each stain plane is contiguous: thousands of small adds are the hot loop.
+    px_per_um = 1.0 / pixel_size_um
+    # Planar (4xHxW) so each stain plane is contiguous: thousands of small adds are the hot loop.
     stains = np.zeros((N_STAINS, height, width), dtype=np.float32)
-    mask = np.zeros((height, width), dtype=np.uint8)
+    labels = np.zeros((height, width), dtype=np.uint16)
     cells: list[CellRecord] = []
     centres = np.array([[x0 + s.centre[0], y0 + s.centre[1], s.radius] for _, s, x0, y0 in white], np.float32)
-    for kind, sprite, x0, y0 in white:
-        for k in (HAEM, BASO):
-            _paste(stains[k], sprite.conc[k], x0, y0)
-        _paste(mask, sprite.mask, x0, y0, combine=np.maximum)
+    for i, (kind, sprite, x0, y0) in enumerate(white):
+        for k in range(N_STAINS):
+            if sprite.conc[k].any():
+                _paste(stains[k], sprite.conc[k], x0, y0)
+        ids = np.where(sprite.mask > 0, np.uint16(i + 1), np.uint16(0))
+        _paste(labels, ids, x0, y0, combine=np.maximum)
+        ys, xs = np.nonzero(sprite.mask)
+        box = (
+            max(0, x0 + int(xs.min())),
+            max(0, y0 + int(ys.min())),
+            min(width - 1, x0 + int(xs.max())),
+            min(height - 1, y0 + int(ys.max())),
+        )
         cx, cy = x0 + sprite.centre[0], y0 + sprite.centre[1]
-        cells.append(CellRecord(kind=kind, cx=float(cx), cy=float(cy), radius=sprite.radius, is_blast=kind != "normal"))
+        cells.append(
+            CellRecord(
+                kind=kind,
+                cx=float(cx),
+                cy=float(cy),
+                radius=sprite.radius,
+                is_blast=kind in ("L1", "L2", "L3"),
+                box=box,
+            )
+        )
 
-    def free_positions(n: int, margin: float, keep_out: float) -> np.ndarray:
-        # Candidates over the frame plus a margin (cells cut by the border, as on a real photo); white cells
-        # push red cells aside, so drop candidates closer than keep_out to one's outline.
-        pts = rng.uniform(0.0, 1.0, size=(n, 2)) * np.array([width + 2 * margin, height + 2 * margin]) - margin
-        if len(centres):
+    def away_from_white(pts: np.ndarray, keep_out: float) -> np.ndarray:
+        # White cells push red cells and platelets aside: drop points closer than keep_out to one's outline.
+        if len(centres) and len(pts):
             d = np.hypot(pts[:, None, 0] - centres[None, :, 0], pts[:, None, 1] - centres[None, :, 1])
             pts = pts[np.all(d > centres[None, :, 2] + keep_out, axis=1)]
         return pts
 
+    rbc_diameter = patient.rbc_diameter_um * px_per_um
     rbc_radius = rbc_diameter / 2.0
-    n_rbc = int(round(coverage * width * height / (np.pi * rbc_radius**2)))
-    bank = [red_cell_sprite(rng, rbc_diameter) for _ in range(_RBC_BANK)]
-    positions = free_positions(n_rbc, rbc_radius, 0.75 * rbc_radius)
+    spacing = rng.uniform(0.82, 1.0)  # lattice step in red-cell diameters: below 1, neighbours overlap
+    keep = min(1.0, coverage * spacing**2 / _HEX_DENSITY)
+    positions = away_from_white(
+        _lattice_positions(rng, width, height, spacing * rbc_diameter, keep, rbc_radius), 0.7 * rbc_radius
+    )
+    pallor = rng.uniform(0.15, 0.75)  # thick areas of a smear show little central pallor, thin ones a lot
+    bank = [red_cell_sprite(rng, rbc_diameter, pallor) for _ in range(_RBC_BANK)]
     choice = rng.integers(0, _RBC_BANK, size=len(positions))
     for (x, y), k in zip(positions, choice, strict=True):
         s = bank[k]
         _paste(stains[EOSIN], s.conc[EOSIN], round(x - s.centre[0]), round(y - s.centre[1]))
 
-    n_platelets = int(round(n_rbc * rng.uniform(*params.platelets_per_rbc)))
-    platelets = [platelet_sprite(rng, rbc_diameter) for _ in range(_PLATELET_BANK)]
-    positions = free_positions(n_platelets, 0.0, 0.3 * rbc_radius)
+    # Platelets: single ones scattered over the glass, a share of them in clumps.
+    n_platelets = int(round(len(positions) * rng.uniform(*params.platelets_per_rbc)))
+    n_clumped = int(round(n_platelets * rng.uniform(*params.platelet_clumped)))
+    platelets = [platelet_sprite(rng, px_per_um) for _ in range(_PLATELET_BANK)]
+    singles = rng.uniform(0.0, 1.0, size=(n_platelets - n_clumped, 2)) * np.array([width, height])
+    groups = [singles]
+    while n_clumped > 0:
+        k = min(n_clumped, int(rng.integers(3, 13)))
+        spread = rng.uniform(1.2, 3.0) * px_per_um * np.sqrt(k / 3.0)
+        centre = rng.uniform(0.0, 1.0, size=2) * np.array([width, height])
+        groups.append(centre + rng.normal(0.0, spread, size=(k, 2)))
+        n_clumped -= k
+    positions = away_from_white(np.concatenate(groups), 1.5 * px_per_um)
     choice = rng.integers(0, _PLATELET_BANK, size=len(positions))
     for (x, y), k in zip(positions, choice, strict=True):
         s = platelets[k]
@@ -205,62 +356,173 @@ def _render_scene(
             _paste(stains[channel], s.conc[channel], round(x - s.centre[0]), round(y - s.centre[1]))
 
     image = compose_rgb(stains, illumination_field(rng, height, width, optics), optics, rng)
-    return SyntheticSlide(image=image, mask=mask, cells=cells, fab_class=fab_class)
+    return SyntheticSlide(
+        image=image,
+        mask=np.where(labels > 0, 255, 0).astype(np.uint8),
+        labels=labels,
+        cells=cells,
+        fab_class=fab_class,
+        pixel_size_um=pixel_size_um,
+        jpeg_quality=optics.jpeg_quality,
+    )
+
+
+def _render_blank(
+    rng: np.random.Generator, width: int, height: int, optics: Optics, pixel_size_um: float, fab_class: str
+) -> SyntheticSlide:
+    """Glass, lamp and a little dust: a slide with no smear on it (for out-of-distribution checks)."""
+    stains = np.zeros((N_STAINS, height, width), dtype=np.float32)
+    n_dust = int(rng.integers(0, 12))
+    for _ in range(n_dust):
+        sprite = platelet_sprite(rng, rng.uniform(0.5, 2.0) / pixel_size_um)
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        _paste(stains[HAEM], sprite.conc[HAEM] * 0.5, round(x - sprite.centre[0]), round(y - sprite.centre[1]))
+    image = compose_rgb(stains, illumination_field(rng, height, width, optics), optics, rng)
+    empty = np.zeros((height, width), np.uint8)
+    return SyntheticSlide(
+        image=image,
+        mask=empty,
+        labels=empty.astype(np.uint16),
+        cells=[],
+        fab_class=fab_class,
+        pixel_size_um=pixel_size_um,
+        jpeg_quality=optics.jpeg_quality,
+    )
+
+
+def _white_sprites(
+    rng: np.random.Generator,
+    kinds: Sequence[str],
+    px_per_um: float,
+    patient: Patient,
+) -> list[tuple[str, Sprite]]:
+    """Draw the sprites of ``kinds``; lymphoid cells of one kind share the slide's typical size."""
+    typical = {
+        kind: float(rng.uniform(*MORPHOLOGY[kind].cell_diameter_um)) * patient.look.size for kind in LYMPHOID_KINDS
+    }
+    sprites = []
+    for kind in kinds:
+        if kind in MORPHOLOGY:
+            sprites.append((kind, lymphoid_sprite(rng, kind, px_per_um, typical[kind], patient.look)))
+        else:
+            sprites.append((kind, OTHER_SPRITES[kind](rng, px_per_um, patient.look)))
+    return sprites
+
+
+def _other_kinds(rng: np.random.Generator, params: SmearParams) -> list[str]:
+    low, high = params.other_white_cells_per_slide
+    n = int(rng.integers(low, high + 1))
+    if n == 0:
+        return []
+    names = sorted(params.other_white_cell_mix)
+    weights = np.array([params.other_white_cell_mix[k] for k in names], float)
+    return [names[i] for i in rng.choice(len(names), size=n, p=weights / weights.sum())]
 
 
 def render_slide(
-    rng: np.random.Generator, width: int, height: int, fab_class: str, params: SmearParams
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    fab_class: str,
+    params: SmearParams,
+    patient: Patient | None = None,
+    min_pixel_size_um: float = 0.0,
+    crop_kinds: Sequence[str] = (),
+    crop_size_um: float = 0.0,
 ) -> SyntheticSlide:
-    """A whole smear: red cells, platelets and a few white cells, like an ALL-IDB1 photo.
+    """A whole smear: red cells, platelets, lymphoid and other white cells, like an ALL-IDB1 photo.
 
-    A ``normal`` slide carries only mature lymphocytes; an ``L1``/``L2``/``L3`` slide carries blasts of
-    that subtype (a ``params.blast_fraction`` share of its white cells, at least one) plus lymphocytes.
+    A ``normal`` slide carries only mature lymphocytes among its lymphoid cells; an
+    ``L1``/``L2``/``L3`` slide carries blasts of that subtype (a ``params.blast_fraction`` share of
+    its lymphoid cells, at least one) plus lymphocytes. Every slide also gets
+    ``params.other_white_cells_per_slide`` neutrophils, eosinophils, monocytes, basophils or smudge
+    cells, whatever its class.
 
     Args:
         rng: the slide's own generator (derive it from (seed, index) for reproducible datasets).
         width, height: image size in pixels.
         fab_class: ``normal``, ``L1``, ``L2`` or ``L3``.
         params: drawing parameters.
+        patient: the slide's patient; None draws a new one from ``rng``.
+        min_pixel_size_um: floor of the drawn pixel size (see ``draw_pixel_size``); the largest white
+            cell always fits.
+        crop_kinds: lymphoid kinds of cells that crops will be cut around: they are drawn in
+            addition to the class's own cells if needed, and placed (if there is room) where a
+            ``crop_size_um`` window centred on them lies inside the frame; ``crop_cells`` names them.
+        crop_size_um: side of those crops, micrometres.
 
     Returns:
         The ``SyntheticSlide``; ``image`` is HxWx3 uint8 RGB, ``mask`` HxW uint8 0/255.
     """
     _check_class(fab_class)
-    optics = sample_optics(rng, params.stain)  # first, so colour cannot depend on the class
-    rbc_diameter = _scene_rbc_diameter(rng, params, 0.45 * min(width, height))
+    for kind in crop_kinds:
+        if kind not in LYMPHOID_KINDS or (kind != "normal" and kind != fab_class):
+            raise ValueError(f"a {fab_class} slide has no {kind} cells to crop")
+    if patient is None:
+        patient = draw_patient(rng, params)
+    pixel_size = draw_pixel_size(rng, params, max(min_pixel_size_um, fit_pixel_size_um(width, height)))
+    optics = sample_optics(rng, patient.stain_od, params.stain, params.optics, pixel_size)  # before the class
+    if params.kind == "blank":
+        return _render_blank(rng, width, height, optics, pixel_size, fab_class)
     coverage = float(rng.uniform(*params.rbc_coverage))
-    n_white = int(rng.integers(params.white_cells_per_slide[0], params.white_cells_per_slide[1] + 1))
+    n_lymphoid = int(rng.integers(params.white_cells_per_slide[0], params.white_cells_per_slide[1] + 1))
     if fab_class == "normal":
-        kinds = ["normal"] * n_white
+        kinds = ["normal"] * n_lymphoid
     else:
-        n_blasts = min(n_white, max(1, int(round(rng.uniform(*params.blast_fraction) * n_white))))
-        kinds = [fab_class] * n_blasts + ["normal"] * (n_white - n_blasts)  # blasts first: they get placed
-    sprites = [(kind, white_cell_sprite(rng, kind, rbc_diameter)) for kind in kinds]
-    white = _place_white_cells(rng, sprites, width, height, gap=0.5 * rbc_diameter)
-    return _render_scene(rng, width, height, optics, rbc_diameter, coverage, white, params, fab_class)
+        n_blasts = min(n_lymphoid, max(1, int(round(rng.uniform(*params.blast_fraction) * n_lymphoid))))
+        kinds = [fab_class] * n_blasts + ["normal"] * (n_lymphoid - n_blasts)  # blasts first: they get placed
+    # The cells crops need come first (placed first, never dropped); they are the slide's own cells when it has them.
+    required = list(crop_kinds)
+    rest = list(kinds)
+    for kind in required:
+        if kind in rest:
+            rest.remove(kind)
+    kinds = required + rest + _other_kinds(rng, params)
+    sprites = _white_sprites(rng, kinds, 1.0 / pixel_size, patient)
+    crop_px = int(round(crop_size_um / pixel_size)) if crop_kinds else 0
+    slots = _place_white_cells(rng, sprites, width, height, _WHITE_GAP_UM / pixel_size, len(required), crop_px)
+    white = [s for s in slots if s is not None]
+    slide = _render_scene(rng, width, height, optics, pixel_size, patient, coverage, white, params, fab_class)
+    return dataclasses.replace(slide, crop_cells=tuple(range(len(required))))
 
 
-def render_cell_crop(rng: np.random.Generator, size: int, fab_class: str, params: SmearParams) -> SyntheticSlide:
-    """A square crop with one white cell in the centre and red cells around it, like an ALL-IDB2 image.
+def render_cell_crop(
+    rng: np.random.Generator,
+    crop_size_um: float,
+    fab_class: str,
+    params: SmearParams,
+    patient: Patient | None = None,
+) -> SyntheticSlide:
+    """A square crop with one white cell in the centre and red cells around it, rendered on its own.
+
+    The data set cuts its crops out of its slides (``synth.crops_from_slides``); this draws one
+    without a slide, for ``crops_from_slides: false`` and for tests.
 
     Args:
         rng: the crop's own generator.
-        size: side of the square crop in pixels.
+        crop_size_um: side of the square crop in micrometres; its pixels follow the drawn pixel size.
         fab_class: kind of the centred cell: ``normal`` (label 0) or a blast ``L1``/``L2``/``L3`` (label 1).
-        params: drawing parameters (``white_cells_per_slide`` and ``blast_fraction`` are not used).
+        params: drawing parameters (the white-cell counts and ``blast_fraction`` are not used).
+        patient: the crop's patient; None draws a new one.
 
     Returns:
         The ``SyntheticSlide``; ``image`` is size x size x 3 uint8 RGB, ``mask`` covers the centred cell only.
     """
     _check_class(fab_class)
-    optics = sample_optics(rng, params.stain)
+    if patient is None:
+        patient = draw_patient(rng, params)
+    if crop_size_um < MAX_WHITE_DIAMETER_UM * 1.1:
+        raise ValueError(f"crop_size_um must hold the largest white cell: >= {MAX_WHITE_DIAMETER_UM * 1.1:.1f} um")
+    pixel_size = draw_pixel_size(rng, params)
+    size = int(round(crop_size_um / pixel_size))
+    optics = sample_optics(rng, patient.stain_od, params.stain, params.optics, pixel_size)
     # A crop is a small part of a photo: it sees only a sliver of the lamp's vignetting, gradient and blotches.
     optics = dataclasses.replace(
         optics, vignetting=optics.vignetting * 0.2, gradient=optics.gradient * 0.2, unevenness=optics.unevenness * 0.2
     )
-    rbc_diameter = _scene_rbc_diameter(rng, params, 0.85 * size)
     coverage = float(rng.uniform(*params.rbc_coverage))
-    sprite = white_cell_sprite(rng, fab_class, rbc_diameter)
+    ((kind, sprite),) = _white_sprites(rng, [fab_class], 1.0 / pixel_size, patient)
     centre = size / 2.0
-    white = [(fab_class, sprite, int(round(centre - sprite.centre[0])), int(round(centre - sprite.centre[1])))]
-    return _render_scene(rng, size, size, optics, rbc_diameter, coverage, white, params, fab_class)
+    white = [(kind, sprite, int(round(centre - sprite.centre[0])), int(round(centre - sprite.centre[1])))]
+    slide = _render_scene(rng, size, size, optics, pixel_size, patient, coverage, white, params, fab_class)
+    return dataclasses.replace(slide, crop_cells=(0,))

@@ -1,34 +1,39 @@
-"""Stain and optics of a synthetic smear: a Beer-Lambert transmission model with per-slide randomisation.
+"""Stain and optics of a synthetic smear: a Beer-Lambert transmission model with per-patient stain and per-slide optics.
 
-A scene is drawn as float32 stain-concentration planes, 3xHxW: ``HAEM`` (nuclei, platelets),
-``EOSIN`` (haemoglobin in red cells), ``BASO`` (basophilic cytoplasm). ``compose_rgb`` turns
-them into an 8-bit RGB photo: optical density = conc @ OD vectors, transmission = lamp field *
-exp(-OD) (so overlapping cells darken the way real ones do), defocus blur, camera saturation
-and white balance, sensor noise, tone curve.
+A scene is drawn as float32 stain-concentration planes, 4xHxW: ``HAEM`` (nuclei, platelets),
+``EOSIN`` (haemoglobin in red cells), ``BASO`` (basophilic cytoplasm), ``GRANULE`` (eosinophil
+granules). ``compose_rgb`` turns them into an 8-bit RGB photo: optical density = conc @ OD
+vectors, transmission = lamp field * exp(-OD) (so overlapping cells darken the way real ones do),
+defocus blur, camera saturation, hue and white balance, sensor noise, tone curve.
 
-Everything that sets the colour of a slide (stain vectors and strengths, white balance,
-brightness, vignetting, blur, noise) is drawn here by ``sample_optics`` from ranges that know
-nothing about the slide's class: the class must be read from cell morphology, never from colour.
+The stain (optical densities and strengths) is drawn per patient and shared by the patient's
+slides with a small per-slide jitter; the lamp, camera and focus are drawn per slide. Both come
+from ranges that know nothing about the slide's class: the class must be read from cell
+morphology, never from colour.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-HAEM, EOSIN, BASO = 0, 1, 2
-N_STAINS = 3
+from allmtl_spark.config.schema import SynthOpticsConfig, SynthStainConfig
+
+HAEM, EOSIN, BASO, GRANULE = 0, 1, 2, 3
+N_STAINS = 4
 
 # Optical density per unit concentration, columns (R, G, B). Tuned so that the middle of the
-# ranges below reproduces the real smear colours measured in METHOD.md (background ~(193,194,189),
+# ranges reproduces the real smear colours in docs/synthetic-data.md (background ~(193,194,189),
 # red cells ~(186,169,175), nuclei ~(133,96,213)) after the camera saturation step.
 BASE_OD = np.array(
     [
         [0.46, 0.70, 0.07],  # haematoxylin-like: chromatin, platelet granules -> purple-blue
         [0.055, 0.125, 0.085],  # eosin-like: haemoglobin -> pale pink
         [0.36, 0.25, 0.02],  # basophilic cytoplasm (RNA) -> blue
+        [0.05, 0.40, 0.55],  # eosinophil granules -> orange-red
     ],
     dtype=np.float32,
 )
@@ -38,27 +43,27 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _GLASS_TINT = np.array([1.0, 1.005, 0.98], dtype=np.float32)
 
 
-@dataclass(frozen=True)
-class StainRanges:
-    """Per-slide ranges of stain and optics; every value is drawn uniformly in ``(min, max)``.
+def sample_stain(rng: np.random.Generator, ranges: SynthStainConfig) -> np.ndarray:
+    """Draw one patient's stain: optical density per unit concentration of each stain.
 
-    Wide on purpose: other labs differ in stain batch, lamp, camera white balance and focus, and
-    a generator that stands in for real data must not teach a model one lab's colours.
+    Args:
+        rng: the patient's generator.
+        ranges: the stain ranges.
+
+    Returns:
+        float32 4x3, row per stain (HAEM, EOSIN, BASO, GRANULE), columns (R, G, B), strengths folded in.
     """
-
-    od_jitter: float = 0.22  # each OD component is scaled by exp(U(-j, j))
-    haem_strength: tuple[float, float] = (0.75, 1.3)
-    eosin_strength: tuple[float, float] = (0.6, 1.9)  # the top end gives ALL-IDB1's pinker cast
-    baso_strength: tuple[float, float] = (0.75, 1.3)
-    background_level: tuple[float, float] = (0.6, 0.9)  # clear-glass brightness, fraction of 255
-    white_balance: tuple[float, float] = (0.9, 1.1)  # red and blue gains relative to green
-    saturation: tuple[float, float] = (1.1, 1.8)  # camera colour processing; 1 = none
-    gamma: tuple[float, float] = (0.8, 1.25)
-    vignetting: tuple[float, float] = (0.0, 0.35)  # relative light loss in the corners
-    gradient: tuple[float, float] = (0.0, 0.15)  # relative light change across the diagonal
-    unevenness: tuple[float, float] = (0.0, 0.05)  # low-frequency blotches in the illumination
-    blur_sigma_px: tuple[float, float] = (0.0, 1.4)
-    noise_sigma: tuple[float, float] = (1.0, 6.0)  # 8-bit units, per channel
+    jitter = np.exp(rng.uniform(-ranges.od_jitter, ranges.od_jitter, size=BASE_OD.shape)).astype(np.float32)
+    strength = np.array(
+        [
+            rng.uniform(*ranges.haem_strength),
+            rng.uniform(*ranges.eosin_strength),
+            rng.uniform(*ranges.baso_strength),
+            rng.uniform(*ranges.granule_strength),
+        ],
+        dtype=np.float32,
+    )
+    return (BASE_OD * jitter * strength[:, None]).astype(np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,18 +71,20 @@ class Optics:
     """The drawn stain and optics of one slide.
 
     Attributes:
-        od: float32 3x3, row per stain (HAEM, EOSIN, BASO), optical density per unit
-            concentration in (R, G, B), strengths already folded in.
+        od: float32 4x3, row per stain (HAEM, EOSIN, BASO, GRANULE), optical density per unit
+            concentration in (R, G, B): the patient's stain with the slide's jitter.
         background_rgb: float32 (3,), brightness of clear glass in 8-bit RGB before saturation.
-        saturation, gamma: camera colour processing.
+        saturation, hue_shift_deg, gamma: camera colour processing.
         vignetting, gradient, gradient_angle, unevenness: illumination field parameters.
-        blur_sigma_px: Gaussian defocus in pixels.
+        blur_sigma_px: Gaussian defocus in pixels (from micrometres at the slide's pixel size).
         noise_sigma: Gaussian sensor noise in 8-bit units.
+        jpeg_quality: JPEG quality the slide is saved with.
     """
 
     od: np.ndarray
     background_rgb: np.ndarray
     saturation: float
+    hue_shift_deg: float
     gamma: float
     vignetting: float
     gradient: float
@@ -85,37 +92,44 @@ class Optics:
     unevenness: float
     blur_sigma_px: float
     noise_sigma: float
+    jpeg_quality: int
 
 
-def sample_optics(rng: np.random.Generator, ranges: StainRanges) -> Optics:
-    """Draw one slide's stain and optics, independently of anything about its content.
+def sample_optics(
+    rng: np.random.Generator,
+    stain_od: np.ndarray,
+    stain: SynthStainConfig,
+    ranges: SynthOpticsConfig,
+    pixel_size_um: float,
+) -> Optics:
+    """Draw one slide's optics around its patient's stain, independently of anything about its content.
 
     Args:
         rng: the slide's generator; call this before any class-dependent draw.
-        ranges: the per-slide ranges.
+        stain_od: the patient's stain (``sample_stain``).
+        stain: the stain ranges (for the per-slide jitter).
+        ranges: the per-slide optics ranges.
+        pixel_size_um: the slide's micrometres per pixel (the defocus is physical).
 
     Returns:
         The slide's ``Optics``.
     """
-    jitter = np.exp(rng.uniform(-ranges.od_jitter, ranges.od_jitter, size=BASE_OD.shape)).astype(np.float32)
-    strength = np.array(
-        [rng.uniform(*ranges.haem_strength), rng.uniform(*ranges.eosin_strength), rng.uniform(*ranges.baso_strength)],
-        dtype=np.float32,
-    )
-    od = BASE_OD * jitter * strength[:, None]
+    slide = np.exp(rng.uniform(-stain.slide_jitter, stain.slide_jitter, size=(N_STAINS, 1))).astype(np.float32)
     gains = np.array([rng.uniform(*ranges.white_balance), 1.0, rng.uniform(*ranges.white_balance)], dtype=np.float32)
     background = 255.0 * rng.uniform(*ranges.background_level) * gains * _GLASS_TINT
     return Optics(
-        od=od,
+        od=(stain_od * slide).astype(np.float32),
         background_rgb=background.astype(np.float32),
         saturation=float(rng.uniform(*ranges.saturation)),
+        hue_shift_deg=float(rng.uniform(*ranges.hue_shift_deg)),
         gamma=float(rng.uniform(*ranges.gamma)),
         vignetting=float(rng.uniform(*ranges.vignetting)),
         gradient=float(rng.uniform(*ranges.gradient)),
         gradient_angle=float(rng.uniform(0.0, 2.0 * np.pi)),
         unevenness=float(rng.uniform(*ranges.unevenness)),
-        blur_sigma_px=float(rng.uniform(*ranges.blur_sigma_px)),
+        blur_sigma_px=float(rng.uniform(*ranges.blur_sigma_um)) / pixel_size_um,
         noise_sigma=float(rng.uniform(*ranges.noise_sigma)),
+        jpeg_quality=int(rng.integers(ranges.jpeg_quality[0], ranges.jpeg_quality[1] + 1)),
     )
 
 
@@ -144,15 +158,23 @@ def illumination_field(rng: np.random.Generator, height: int, width: int, optics
     return cv2.resize(field, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+def _hue_rotation(degrees: float) -> np.ndarray:
+    """3x3 rotation of RGB around the grey axis (Rodrigues), float32: a camera's hue error."""
+    t = math.radians(degrees)
+    k = np.ones(3, np.float32) / math.sqrt(3.0)
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], np.float32)
+    return (math.cos(t) * np.eye(3) + math.sin(t) * cross + (1 - math.cos(t)) * np.outer(k, k)).astype(np.float32)
+
+
 def colour_matrix(optics: Optics) -> np.ndarray:
-    """3x3 float32 matrix from transmission (R, G, B in 0..1) to 8-bit RGB: camera saturation, then white balance.
+    """3x3 float32 matrix from transmission (R, G, B in 0..1) to 8-bit RGB: hue, saturation, then white balance.
 
     White balance comes last so that a tinted lamp or a wrong white point shifts the whole
     image rather than being amplified by the saturation.
     """
     s = optics.saturation
     saturate = s * np.eye(3, dtype=np.float32) + (1.0 - s) * np.outer(np.ones(3, np.float32), _LUMA)
-    return (np.diag(optics.background_rgb) @ saturate).astype(np.float32)
+    return (np.diag(optics.background_rgb) @ saturate @ _hue_rotation(optics.hue_shift_deg)).astype(np.float32)
 
 
 def _sensor_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -172,7 +194,7 @@ def compose_rgb(stains: np.ndarray, illumination: np.ndarray, optics: Optics, rn
     """Render stain concentrations to an 8-bit photo.
 
     Args:
-        stains: float32 3xHxW concentration planes (HAEM, EOSIN, BASO).
+        stains: float32 4xHxW concentration planes (HAEM, EOSIN, BASO, GRANULE).
         illumination: float32 HxW relative lamp brightness (``illumination_field``).
         optics: the slide's optics.
         rng: the slide's generator (draws the sensor noise).
@@ -181,9 +203,9 @@ def compose_rgb(stains: np.ndarray, illumination: np.ndarray, optics: Optics, rn
         uint8 HxWx3 RGB.
     """
     _, h, w = stains.shape
-    conc = cv2.merge(list(stains))
     # Beer-Lambert: transmission = exp(-sum_k conc_k * OD_k) per colour channel, times the lamp field.
-    trans = cv2.transform(conc, -optics.od.T)
+    # cv2.transform takes at most 4 channels, which is exactly our number of stains.
+    trans = cv2.transform(cv2.merge(list(stains)), -optics.od.T)
     cv2.exp(trans, trans)
     trans *= illumination[..., None]
     if optics.blur_sigma_px > 0.25:
@@ -195,3 +217,20 @@ def compose_rgb(stains: np.ndarray, illumination: np.ndarray, optics: Optics, rn
     levels = np.arange(256, dtype=np.float32) / 255.0
     lut = np.clip(255.0 * levels ** (1.0 / optics.gamma) + 0.5, 0, 255).astype(np.uint8)
     return cv2.LUT(image, lut)
+
+
+def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> tuple[bytes, np.ndarray]:
+    """Encode an RGB image as JPEG and decode it again.
+
+    Args:
+        rgb: uint8 HxWx3 RGB.
+        quality: JPEG quality 1..100.
+
+    Returns:
+        The JPEG bytes and the decoded uint8 HxWx3 RGB image (what any reader of the file sees).
+    """
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    decoded = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return data.tobytes(), decoded

@@ -23,10 +23,10 @@ def test_paper_config_carries_the_papers_training_schedule():
 
 
 def test_dotted_override_reaches_nested_key_and_parses_yaml_types():
-    cfg = load_config("conf/demo.yaml", ["synth.n_slides=7", "spark.master=null", "synth.rbc_diameter_px=[20, 30]"])
+    cfg = load_config("conf/demo.yaml", ["synth.n_slides=7", "spark.master=null", "synth.pixel_size_um=[0.1, 0.2]"])
     assert cfg.synth.n_slides == 7
     assert cfg.spark.master is None
-    assert cfg.synth.rbc_diameter_px == (20.0, 30.0)
+    assert cfg.synth.pixel_size_um == (0.1, 0.2)
 
 
 def test_unknown_key_is_named_with_allowed_keys():
@@ -41,8 +41,15 @@ def test_literal_error_names_key_and_allowed_values():
 
 
 def test_post_init_validation_is_prefixed_with_the_section():
-    with pytest.raises(ConfigError, match=r"^synth\.jpeg_quality must be in 1\.\.100"):
-        load_config(None, ["synth.jpeg_quality=0"])
+    with pytest.raises(ConfigError, match=r"^synth\.optics\.jpeg_quality must be >= 1"):
+        load_config(None, ["synth.optics.jpeg_quality=[0, 90]"])
+
+
+def test_removed_pixel_key_names_its_physical_replacement():
+    with pytest.raises(ConfigError, match=r"^synth\.rbc_diameter_px was removed: use synth\.pixel_size_um"):
+        load_config(None, ["synth.rbc_diameter_px=[40, 60]"])
+    with pytest.raises(ConfigError, match=r"^synth\.cell_crop_size was removed: use synth\.cell_crop_size_um"):
+        load_config("conf/demo.yaml", ["synth.cell_crop_size=257"])
 
 
 def test_wrong_type_is_reported_with_key():

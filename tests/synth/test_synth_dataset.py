@@ -1,4 +1,4 @@
-"""write_dataset: the ALL-IDB layouts and manifest, byte-identical output, class mix, progress."""
+"""write_dataset: the ALL-IDB layouts, manifest and boxes, crops cut from slides, byte-identical output, progress."""
 
 from __future__ import annotations
 
@@ -10,9 +10,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from allmtl_spark.config import ConfigError
 from allmtl_spark.config.schema import SynthConfig
-from allmtl_spark.synth.dataset import MANIFEST_COLUMNS, class_counts, plan_items, render_item, write_dataset
-from allmtl_spark.synth.smear import SmearParams
+from allmtl_spark.synth.cells import BOX_LABELS
+from allmtl_spark.synth.dataset import (
+    BOX_COLUMNS,
+    MANIFEST_COLUMNS,
+    class_counts,
+    plan_items,
+    render_item,
+    write_dataset,
+)
+
+pytestmark = pytest.mark.unit
 
 
 def _cfg(**overrides) -> SynthConfig:
@@ -21,8 +31,8 @@ def _cfg(**overrides) -> SynthConfig:
         n_cells=4,
         slide_width=320,
         slide_height=240,
-        cell_crop_size=96,
-        rbc_diameter_px=(14.0, 20.0),
+        cell_crop_size_um=20.0,
+        pixel_size_um=(0.15, 0.3),
         slides_per_patient=2,
         workers=1,
         seed=3,
@@ -35,11 +45,19 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _manifest(root: Path) -> list[dict[str, str]]:
-    with (root / "manifest.csv").open(newline="") as handle:
+def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        assert tuple(reader.fieldnames) == MANIFEST_COLUMNS
+        assert tuple(reader.fieldnames) == columns
         return list(reader)
+
+
+def _manifest(root: Path) -> list[dict[str, str]]:
+    return _read_csv(root / "manifest.csv", MANIFEST_COLUMNS)
+
+
+def _rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +68,16 @@ def written(tmp_path_factory) -> tuple[SynthConfig, Path]:
     return cfg, root
 
 
-@pytest.mark.unit
 def test_layout_is_exactly_the_allidb_one(written):
     cfg, root = written
     rows = _manifest(root)
     slides = [r for r in rows if r["kind"] == "slide"]
     cells = [r for r in rows if r["kind"] == "cell"]
-    assert [r["slide_id"] for r in slides] == [
-        f"Im{i:03d}_{0 if r['label'] == 'normal' else 1}" for i, r in enumerate(slides, 1)
-    ]
-    assert [r["slide_id"] for r in cells] == [
-        f"Im{i:03d}_{0 if r['label'] == 'normal' else 1}" for i, r in enumerate(cells, 1)
-    ]
-    expected = {"manifest.csv"}
+    for kind_rows in (slides, cells):
+        assert [r["slide_id"] for r in kind_rows] == [
+            f"Im{i:03d}_{0 if r['label'] == 'normal' else 1}" for i, r in enumerate(kind_rows, 1)
+        ]
+    expected = {"manifest.csv", "boxes.csv"}
     for r in slides:
         stem = r["slide_id"]
         assert (r["path"], r["mask_path"], r["xyc_path"]) == (
@@ -70,6 +85,7 @@ def test_layout_is_exactly_the_allidb_one(written):
             f"ALL_IDB1/masks/{stem}.png",
             f"ALL_IDB1/xyc/{stem}.xyc",
         )
+        assert r["source_slide_id"] == r["crop_x"] == r["crop_y"] == ""
         expected |= {r["path"], r["mask_path"], r["xyc_path"]}
     for r in cells:
         stem = r["slide_id"]
@@ -82,39 +98,83 @@ def test_layout_is_exactly_the_allidb_one(written):
     assert set(_files(root)) == expected
     assert {r["site"] for r in rows} == {"synthetic"}
     assert {r["label"] for r in rows} <= {"normal", "L1", "L2", "L3"}
+    assert all(0.15 <= float(r["pixel_size_um"]) <= 0.3 for r in rows)
     assert len(slides) == cfg.n_slides and len(cells) == cfg.n_cells
 
 
-@pytest.mark.unit
-def test_patients_group_slides_and_cells_get_their_own(written):
+def test_patients_group_slides_and_a_crop_belongs_to_its_slides_patient(written):
     cfg, root = written
     rows = _manifest(root)
-    slides = [r for r in rows if r["kind"] == "slide"]
-    assert [r["patient_id"] for r in slides] == ["P0001", "P0001", "P0002", "P0002", "P0003", "P0003"]
-    for pid in {r["patient_id"] for r in slides}:
-        assert len({r["label"] for r in slides if r["patient_id"] == pid}) == 1  # one diagnosis per patient
-    cell_patients = [r["patient_id"] for r in rows if r["kind"] == "cell"]
-    assert cell_patients == ["P0004", "P0005", "P0006", "P0007"]
+    slides = {r["slide_id"]: r for r in rows if r["kind"] == "slide"}
+    assert [r["patient_id"] for r in slides.values()] == ["P0001", "P0001", "P0002", "P0002", "P0003", "P0003"]
+    for pid in {r["patient_id"] for r in slides.values()}:
+        assert len({r["label"] for r in slides.values() if r["patient_id"] == pid}) == 1  # one diagnosis per patient
+    for r in (r for r in rows if r["kind"] == "cell"):
+        source = slides[r["source_slide_id"]]
+        assert r["patient_id"] == source["patient_id"]
+        assert r["pixel_size_um"] == source["pixel_size_um"]
+        assert r["label"] in ("normal", source["label"])  # a lymphocyte, or a blast of the slide's class
 
 
-@pytest.mark.unit
+def test_crops_are_cut_out_of_their_slides_at_crop_x_crop_y(written):
+    cfg, root = written
+    rows = _manifest(root)
+    slides = {r["slide_id"]: r for r in rows if r["kind"] == "slide"}
+    cells = [r for r in rows if r["kind"] == "cell"]
+    assert len(cells) == cfg.n_cells
+    for r in cells:
+        source = slides[r["source_slide_id"]]
+        slide = _rgb(root / source["path"])
+        with Image.open(root / r["path"]) as im:
+            crop = np.asarray(im.convert("RGB"))
+        size = round(cfg.cell_crop_size_um / float(r["pixel_size_um"]))
+        assert crop.shape == (size, size, 3)
+        x, y = int(r["crop_x"]), int(r["crop_y"])
+        assert np.array_equal(crop, slide[y : y + size, x : x + size])  # the decoded slide, pixel for pixel
+        # The crop's mask is one whole cell, one of the slide mask's cells.
+        mask = cv2.imread(str(root / r["mask_path"]), cv2.IMREAD_UNCHANGED)
+        slide_mask = cv2.imread(str(root / source["mask_path"]), cv2.IMREAD_UNCHANGED)[y : y + size, x : x + size]
+        assert mask.any() and not np.any(mask & ~slide_mask)
+        assert cv2.connectedComponents(mask)[0] == 2
+        ys, xs = np.nonzero(mask)
+        assert xs.min() > 0 and ys.min() > 0 and xs.max() < size - 1 and ys.max() < size - 1
+
+
+def test_boxes_list_every_white_cell_of_every_slide(written):
+    cfg, root = written
+    boxes = _read_csv(root / "boxes.csv", BOX_COLUMNS)
+    assert {b["label"] for b in boxes} <= set(BOX_LABELS.values())
+    for r in _manifest(root):
+        if r["kind"] != "slide":
+            continue
+        mask = cv2.imread(str(root / r["mask_path"]), cv2.IMREAD_UNCHANGED)
+        mine = [b for b in boxes if b["slide_id"] == r["slide_id"]]
+        covered = np.zeros_like(mask)
+        for b in mine:
+            x0, y0, x1, y1 = (int(b[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+            assert 0 <= x0 <= x1 < mask.shape[1] and 0 <= y0 <= y1 < mask.shape[0]
+            inside = mask[y0 : y1 + 1, x0 : x1 + 1]
+            # The box is tight: the cell's mask touches all four of its sides.
+            assert inside[:, 0].any() and inside[:, -1].any() and inside[0].any() and inside[-1].any()
+            covered[y0 : y1 + 1, x0 : x1 + 1] = 255
+        assert not np.any(mask & ~covered)  # every masked pixel lies in some box
+        blasts = len((root / r["xyc_path"]).read_text().splitlines())
+        assert blasts == sum(b["label"] in ("L1", "L2", "L3") for b in mine)  # .xyc lists the blasts only
+
+
 def test_files_hold_what_the_renderer_draws(written):
     cfg, root = written
-    params = SmearParams.from_config(cfg)
-    items = plan_items(cfg)
-    for item, row in zip(items, _manifest(root), strict=True):
+    slides = [r for r in _manifest(root) if r["kind"] == "slide"]
+    items = [i for i in plan_items(cfg) if i.kind == "slide"]
+    for item, row in zip(items, slides, strict=True):
         assert row["slide_id"] == item.stem and row["label"] == item.fab_class
-        drawn = render_item(item, cfg.seed, cfg.slide_width, cfg.slide_height, cfg.cell_crop_size, params)
+        drawn = render_item(item, cfg)
+        assert row["pixel_size_um"] == f"{drawn.pixel_size_um:.8g}"
         mask = cv2.imread(str(root / row["mask_path"]), cv2.IMREAD_UNCHANGED)
         assert np.array_equal(mask, drawn.mask)  # PNG is lossless
         with Image.open(root / row["path"]) as im:
             assert im.mode == "RGB"
             rgb = np.asarray(im)
-        assert rgb.shape[:2] == mask.shape
-        if item.kind == "cell":
-            assert rgb.shape == (cfg.cell_crop_size, cfg.cell_crop_size, 3)
-            assert np.array_equal(rgb, drawn.image)  # uncompressed TIFF, RGB order kept
-            continue
         assert rgb.shape == (cfg.slide_height, cfg.slide_width, 3)
         # JPEG is lossy, but a swapped channel order would shift the channel means by tens of levels.
         assert np.abs(rgb.reshape(-1, 3).mean(0) - drawn.image.reshape(-1, 3).mean(0)).max() < 2.0
@@ -128,61 +188,80 @@ def test_files_hold_what_the_renderer_draws(written):
             assert mask[y, x] == 255
 
 
-@pytest.mark.unit
 def test_output_is_byte_identical_serial_or_parallel_and_changes_with_seed(tmp_path):
-    cfg = _cfg(n_slides=4, n_cells=4)
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    write_dataset(cfg, str(a), progress=None)
+    write_dataset(_cfg(n_slides=4, n_cells=4), str(a), progress=None)
     write_dataset(_cfg(n_slides=4, n_cells=4, workers=2), str(b), progress=None)
     write_dataset(_cfg(n_slides=4, n_cells=4, seed=4), str(c), progress=None)
     files_a, files_b, files_c = _files(a), _files(b), _files(c)
     assert files_a == files_b
-    shared = set(files_a) & set(files_c) - {"manifest.csv"}
+    shared = set(files_a) & set(files_c) - {"manifest.csv", "boxes.csv"}
     images = [f for f in files_a if f.endswith((".jpg", ".tif"))]
     assert all(files_a[f] != files_c[f] for f in images if f in shared)
 
 
-@pytest.mark.unit
 def test_rerun_into_the_same_folder_removes_stale_items(tmp_path):
     write_dataset(_cfg(n_slides=6, n_cells=4), str(tmp_path), progress=None)
     (tmp_path / "ALL_IDB1" / "im" / "notes.txt").write_text("keep me")
     write_dataset(_cfg(n_slides=2, n_cells=1), str(tmp_path), progress=None)
     rows = _manifest(tmp_path)
     listed = {r[k] for r in rows for k in ("path", "mask_path", "xyc_path") if r[k]}
-    ours = {f for f in _files(tmp_path) if f != "manifest.csv" and not f.endswith("notes.txt")}
+    ours = {f for f in _files(tmp_path) if f not in ("manifest.csv", "boxes.csv") and not f.endswith("notes.txt")}
     assert ours == listed and len(rows) == 3
     assert (tmp_path / "ALL_IDB1" / "im" / "notes.txt").exists()  # only our own file names are removed
 
 
-@pytest.mark.unit
-def test_class_mix_is_exact_and_cells_are_half_blasts_by_default():
+def test_class_mix_is_exact_cells_are_half_blasts_and_spread_over_the_slides():
     cfg = SynthConfig(n_slides=24, n_cells=64)
     items = plan_items(cfg)
     slides = [i.fab_class for i in items if i.kind == "slide"]
-    cells = [i.fab_class for i in items if i.kind == "cell"]
+    crops = [(i, c) for i in items for c in i.crops]
+    assert len(items) == 24  # the crops come with their slides
     assert {c: slides.count(c) for c in ("normal", "L1", "L2", "L3")} == {"normal": 12, "L1": 4, "L2": 4, "L3": 4}
-    assert cells.count("normal") == 32
-    assert {"L1", "L2", "L3"} <= set(cells)
+    assert sorted(c.index for _, c in crops) == list(range(64))
+    assert [c.fab_class for _, c in crops].count("normal") == 32
+    assert all(c.fab_class in ("normal", i.fab_class) for i, c in crops)
+    blast_crops = [sum(c.fab_class != "normal" for c in i.crops) for i in items if i.fab_class != "normal"]
+    assert max(blast_crops) - min(blast_crops) <= 1  # spread evenly, not piled on a few slides
     assert slides != sorted(slides)  # shuffled, not in blocks
     assert class_counts(7, {"normal": 1.0, "L3": 1.0}) == {"normal": 4, "L1": 0, "L2": 0, "L3": 3}
     assert sum(class_counts(101, cfg.class_mix).values()) == 101
 
 
-@pytest.mark.unit
 def test_summary_counts_and_progress_messages(tmp_path):
     messages: list[str] = []
     summary = write_dataset(_cfg(n_slides=12, n_cells=8), str(tmp_path), progress=messages.append)
     rows = _manifest(tmp_path)
     assert summary.n_slides == 12 and summary.n_cells == 8
-    assert summary.slides_per_class == {
-        c: sum(r["label"] == c for r in rows if r["kind"] == "slide") for c in summary.slides_per_class
-    }
-    assert summary.cells_per_class == {
-        c: sum(r["label"] == c for r in rows if r["kind"] == "cell") for c in summary.cells_per_class
-    }
+    for kind, counts in (("slide", summary.slides_per_class), ("cell", summary.cells_per_class)):
+        assert counts == {c: sum(r["label"] == c for r in rows if r["kind"] == kind) for c in counts}
     xyc_lines = sum(len((tmp_path / r["xyc_path"]).read_text().splitlines()) for r in rows if r["xyc_path"])
     assert summary.blasts_on_slides == xyc_lines > 0
+    assert summary.boxes == len(_read_csv(tmp_path / "boxes.csv", BOX_COLUMNS)) > 12
+    low, high = summary.pixel_size_range
+    assert 0.15 <= low < high <= 0.3
     assert summary.seconds > 0 and summary.rate > 0
     assert Path(summary.manifest_path) == tmp_path / "manifest.csv"
-    assert len(messages) == 10  # every 10% of 20 items
-    assert messages[-1].startswith("synth: 20/20 items (100%)") and "items/s" in messages[-1]
+    assert len(messages) == 10  # every 10% of the 12 slides
+    assert messages[-1].startswith("synth: 12/12 items (100%)") and "items/s" in messages[-1]
+
+
+def test_crops_can_be_their_own_patients_and_blank_slides_have_nothing(tmp_path):
+    write_dataset(_cfg(n_slides=2, n_cells=3, crops_from_slides=False), str(tmp_path / "own"), progress=None)
+    cells = [r for r in _manifest(tmp_path / "own") if r["kind"] == "cell"]
+    assert [r["patient_id"] for r in cells] == ["P0002", "P0003", "P0004"]
+    assert all(r["source_slide_id"] == "" and float(r["pixel_size_um"]) > 0 for r in cells)
+    summary = write_dataset(_cfg(n_slides=2, n_cells=0, kind="blank"), str(tmp_path / "blank"), progress=None)
+    assert summary.boxes == 0 and summary.blasts_on_slides == 0
+    for r in _manifest(tmp_path / "blank"):
+        assert r["label"] == "normal"
+        assert not cv2.imread(str(tmp_path / "blank" / r["mask_path"]), cv2.IMREAD_UNCHANGED).any()
+
+
+def test_crops_follow_the_classes_the_slides_have_and_need_slides():
+    few = SynthConfig(n_slides=2, n_cells=40, slides_per_patient=2, class_mix={"normal": 0.5, "L1": 0.25, "L3": 0.25})
+    (patient_class,) = {i.fab_class for i in plan_items(few)}  # two slides of one patient: one class
+    crops = {c.fab_class for i in plan_items(few) for c in i.crops}
+    assert crops == {"normal"} | ({patient_class} - {"normal"})
+    with pytest.raises(ConfigError, match="crops_from_slides"):
+        SynthConfig(n_slides=0, n_cells=4)

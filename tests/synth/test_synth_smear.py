@@ -1,4 +1,4 @@
-"""render_slide / render_cell_crop: determinism, shapes, cell content and masks."""
+"""render_slide / render_cell_crop: determinism, physical scale, cell content, masks and boxes."""
 
 from __future__ import annotations
 
@@ -8,80 +8,86 @@ import cv2
 import numpy as np
 import pytest
 
-from allmtl_spark.synth.smear import SmearParams, render_cell_crop, render_slide
+from allmtl_spark.config import ConfigError
+from allmtl_spark.synth.cells import LYMPHOID_KINDS, OTHER_KINDS
+from allmtl_spark.synth.smear import SmearParams, draw_patient, render_cell_crop, render_slide
+
+pytestmark = pytest.mark.unit
 
 W, H = 320, 240
-SMALL = SmearParams(rbc_diameter_px=(16.0, 24.0))  # keeps a full-size slide's proportions at 320x240
+# 0.2-0.3 um/px keeps a full-size slide's crowd of cells in a 320x240 test frame.
+SMALL = SmearParams(pixel_size_um=(0.2, 0.3))
 
 
-def _slide(seed: int, fab_class: str = "L2", params: SmearParams = SMALL, width: int = W, height: int = H):
-    return render_slide(np.random.default_rng(seed), width, height, fab_class, params)
+def _slide(seed: int, fab_class: str = "L2", params: SmearParams = SMALL, width: int = W, height: int = H, **kw):
+    return render_slide(np.random.default_rng(seed), width, height, fab_class, params, **kw)
 
 
-@pytest.mark.unit
 def test_same_seed_same_slide_different_seed_different():
     a, b, c = _slide(1), _slide(1), _slide(2)
-    assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
-    assert a.cells == b.cells
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.labels, b.labels)
+    assert a.cells == b.cells and a.pixel_size_um == b.pixel_size_um
     assert not np.array_equal(a.image, c.image)
-    crop_a = render_cell_crop(np.random.default_rng(5), 96, "L3", SMALL)
-    crop_b = render_cell_crop(np.random.default_rng(5), 96, "L3", SMALL)
-    crop_c = render_cell_crop(np.random.default_rng(6), 96, "L3", SMALL)
+    crop_a = render_cell_crop(np.random.default_rng(5), 40.0, "L3", SMALL)
+    crop_b = render_cell_crop(np.random.default_rng(5), 40.0, "L3", SMALL)
+    crop_c = render_cell_crop(np.random.default_rng(6), 40.0, "L3", SMALL)
     assert np.array_equal(crop_a.image, crop_b.image)
     assert not np.array_equal(crop_a.image, crop_c.image)
 
 
-@pytest.mark.unit
-def test_slide_shapes_dtypes_and_binary_mask():
+def test_slide_shapes_dtypes_binary_mask_and_labels():
     s = _slide(3)
     assert s.image.shape == (H, W, 3) and s.image.dtype == np.uint8
     assert s.mask.shape == (H, W) and s.mask.dtype == np.uint8
     assert set(np.unique(s.mask)) <= {0, 255}
-    assert s.fab_class == "L2"
+    assert np.array_equal(s.mask > 0, s.labels > 0)
+    assert set(np.unique(s.labels)) == set(range(len(s.cells) + 1))  # every cell has pixels
+    assert s.fab_class == "L2" and 0.2 <= s.pixel_size_um <= 0.3
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize("fab_class", ["normal", "L1", "L2", "L3"])
-def test_slide_carries_its_class_blasts_and_lymphocytes_only(fab_class):
-    for seed in range(5):
-        s = _slide(seed, fab_class)
-        kinds = {c.kind for c in s.cells}
-        assert kinds <= {fab_class, "normal"}
-        assert all(c.is_blast == (c.kind != "normal") for c in s.cells)
-        if fab_class == "normal":
-            assert s.blasts == []
-        else:
-            assert len(s.blasts) >= 1
+def test_slide_carries_its_class_blasts_lymphocytes_and_other_white_cells(fab_class):
+    seen_other = set()
+    for seed in range(6):
+        s = _slide(seed, fab_class, width=640, height=480)
+        lymphoid = {c.kind for c in s.cells if c.kind in LYMPHOID_KINDS}
+        seen_other |= {c.kind for c in s.cells if c.kind not in LYMPHOID_KINDS}
+        assert lymphoid <= {fab_class, "normal"}
+        assert all(c.is_blast == (c.kind in ("L1", "L2", "L3")) for c in s.cells)
+        assert (s.blasts == []) if fab_class == "normal" else (len(s.blasts) >= 1)
+    assert seen_other and seen_other <= set(OTHER_KINDS)
 
 
-@pytest.mark.unit
-def test_blast_fraction_and_white_cell_count_are_honoured():
-    params = dataclasses.replace(SMALL, white_cells_per_slide=(4, 4), blast_fraction=(0.5, 0.5))
+def test_blast_fraction_and_white_cell_counts_are_honoured():
+    params = dataclasses.replace(
+        SMALL, white_cells_per_slide=(4, 4), blast_fraction=(0.5, 0.5), other_white_cells_per_slide=(2, 2)
+    )
     for seed in range(4):
         s = _slide(seed, "L1", params, 640, 480)
-        assert len(s.cells) == 4
+        assert len(s.cells) == 6
         assert len(s.blasts) == 2
+        assert sum(c.kind in OTHER_KINDS for c in s.cells) == 2
     all_blasts = dataclasses.replace(params, blast_fraction=(1.0, 1.0))
     assert len(_slide(0, "L3", all_blasts, 640, 480).blasts) == 4
 
 
-@pytest.mark.unit
-def test_masks_cover_exactly_the_white_cells():
+def test_masks_and_boxes_cover_exactly_every_white_cell():
+    params = dataclasses.replace(SMALL, other_white_cells_per_slide=(2, 3))
     for seed, fab_class in enumerate(["normal", "L1", "L2", "L3"] * 2):
-        s = _slide(seed, fab_class, width=480, height=360)
-        assert s.cells
-        expected = np.zeros_like(s.mask)
-        for c in s.cells:
-            assert s.mask[int(round(c.cy)), int(round(c.cx))] == 255  # centroid inside the mask
-            cv2.circle(expected, (int(round(c.cx)), int(round(c.cy))), int(np.ceil(c.radius * 1.2)) + 1, 255, -1)
-            nominal = np.pi * c.radius**2
-            y, x = np.ogrid[: s.mask.shape[0], : s.mask.shape[1]]
-            near = (x - c.cx) ** 2 + (y - c.cy) ** 2 <= (c.radius * 1.3) ** 2
-            assert 0.8 * nominal < (s.mask[near] > 0).sum() < 1.25 * nominal
-        assert not np.any(s.mask[expected == 0])  # nothing masked away from the cells
+        s = _slide(seed, fab_class, params, width=480, height=360)
+        assert any(c.kind in OTHER_KINDS for c in s.cells)
+        for i, c in enumerate(s.cells):
+            ys, xs = np.nonzero(s.labels == i + 1)
+            assert c.box == (xs.min(), ys.min(), xs.max(), ys.max())  # the box is the cell mask's extent
+            if c.kind != "smudge":  # a smudge's centre can fall in a gap of the smear
+                assert s.labels[int(round(c.cy)), int(round(c.cx))] == i + 1
+            if c.kind in LYMPHOID_KINDS:
+                assert 0.8 * np.pi * c.radius**2 < len(xs) < 1.25 * np.pi * c.radius**2
+        # Nothing is masked that no cell accounts for: the stain under the mask is white-cell stain.
+        n, _ = cv2.connectedComponents(s.mask)
+        assert n - 1 >= len(s.cells) * 0.99
 
 
-@pytest.mark.unit
 def test_white_cells_are_stained_darker_than_the_glass_and_blue():
     for seed in range(4):
         s = _slide(seed, "L1")
@@ -89,27 +95,81 @@ def test_white_cells_are_stained_darker_than_the_glass_and_blue():
         outside = s.image[s.mask == 0].astype(float)
         assert inside.sum(axis=1).mean() < outside.sum(axis=1).mean() - 30
         # RGB order: purple-blue nuclei and blue cytoplasm have more blue than red, red cells the reverse.
-        assert inside[:, 2].mean() > inside[:, 0].mean() + 15
+        assert inside[:, 2].mean() > inside[:, 0].mean() + 10
 
 
-@pytest.mark.unit
-def test_white_cells_scale_with_red_cell_diameter():
-    def mean_radius(d: float) -> float:
-        params = dataclasses.replace(SMALL, rbc_diameter_px=(d, d))
-        return float(np.mean([c.radius for seed in range(6) for c in _slide(seed, "normal", params, 640, 480).cells]))
+def _red_cell_diameters_px(image: np.ndarray, rbc_px: float) -> np.ndarray:
+    """Equivalent diameters of the isolated red cells of a sparse smear (holes filled, touching and border cells
+    dropped), split from the glass at half their density (Otsu on optical density against the local glass)."""
+    green = cv2.GaussianBlur(image[..., 1].astype(np.float32), (0, 0), 1.0)
+    # The local lamp level: the brightest green within three red cells, on an 8x smaller copy (the lamp is smooth).
+    h, w = green.shape
+    small = cv2.resize(green, (w // 8, h // 8), interpolation=cv2.INTER_AREA)
+    k = int(3 * rbc_px / 8) | 1
+    small = cv2.dilate(small, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    glass = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    od = np.clip(-np.log((green + 1.0) / (glass + 1.0)), 0.0, 1.0)
+    _, binary = cv2.threshold((od * 255).astype(np.uint8), 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    diameters = []
+    for contour in contours:
+        x, y, cw, ch = cv2.boundingRect(contour)
+        area = cv2.contourArea(contour)
+        if x == 0 or y == 0 or x + cw >= w or y + ch >= h or area < 20:
+            continue
+        hull = cv2.contourArea(cv2.convexHull(contour))
+        if area / max(hull, 1.0) < 0.95:  # touching pairs are not convex
+            continue
+        diameters.append(2.0 * np.sqrt(area / np.pi))
+    return np.array(diameters)
 
-    ratio = mean_radius(24.0) / mean_radius(12.0)
-    assert 1.7 < ratio < 2.3
-    # Mature lymphocytes are 1.1-1.35 red cells across.
-    assert 1.1 <= 2 * mean_radius(12.0) / 12.0 <= 1.35
+
+@pytest.mark.parametrize("pixel_size_um", [0.0775, 0.155, 0.31])
+def test_red_cells_measure_their_physical_size_at_the_recorded_scale(pixel_size_um):
+    params = SmearParams(
+        pixel_size_um=(pixel_size_um, pixel_size_um),
+        rbc_coverage=(0.12, 0.12),
+        white_cells_per_slide=(1, 1),
+        other_white_cells_per_slide=(0, 0),
+        platelets_per_rbc=(0.0, 0.0),
+    )
+    rng = np.random.default_rng(4)
+    patient = draw_patient(rng, params)
+    side = int(round(150.0 / pixel_size_um))  # 150 um of glass whatever the scale
+    s = render_slide(rng, side, side, "normal", params, patient=patient)
+    assert s.pixel_size_um == pixel_size_um
+    # The measurement knows only roughly what to look for (twice the largest red cell for the lamp level).
+    diameters = _red_cell_diameters_px(s.image, 8.0 / s.pixel_size_um)
+    assert len(diameters) >= 15
+    measured_um = float(np.median(diameters)) * s.pixel_size_um
+    assert abs(measured_um - patient.rbc_diameter_um) < 0.1 * patient.rbc_diameter_um
 
 
-@pytest.mark.unit
+def test_white_cells_keep_their_physical_size_whatever_the_pixel_size():
+    def mean_diameter_um(p: float) -> float:
+        params = dataclasses.replace(SMALL, pixel_size_um=(p, p), other_white_cells_per_slide=(0, 0))
+        cells = [(c, p) for seed in range(6) for c in _slide(seed, "normal", params, 640, 480).cells]
+        return float(np.mean([2 * c.radius * q for c, q in cells]))
+
+    fine, coarse = mean_diameter_um(0.1), mean_diameter_um(0.25)
+    assert abs(fine - coarse) < 0.08 * fine
+    assert 7.0 <= fine <= 10.5  # mature lymphocytes are 7-10 um
+
+
+def test_pixel_size_is_drawn_per_slide_over_the_configured_range_and_never_below_the_floor():
+    params = SmearParams(pixel_size_um=(0.0775, 0.31))
+    sizes = [_slide(seed, "normal", params, 640, 480).pixel_size_um for seed in range(12)]
+    assert min(sizes) < 0.14 and max(sizes) > 0.24 and all(0.0775 <= p <= 0.31 for p in sizes)
+    floored = [_slide(seed, "normal", params, 640, 480, min_pixel_size_um=0.2).pixel_size_um for seed in range(4)]
+    assert all(0.2 <= p <= 0.31 for p in floored)
+
+
 @pytest.mark.parametrize("fab_class", ["normal", "L1", "L2", "L3"])
 def test_crop_has_one_centred_cell_and_its_mask(fab_class):
-    size = 257
-    crop = render_cell_crop(np.random.default_rng(9), size, fab_class, SmearParams())
+    crop = render_cell_crop(np.random.default_rng(9), 39.8, fab_class, SmearParams())
+    size = crop.image.shape[0]
     assert crop.image.shape == (size, size, 3) and crop.mask.shape == (size, size)
+    assert size == round(39.8 / crop.pixel_size_um)
     assert len(crop.cells) == 1
     cell = crop.cells[0]
     assert cell.kind == fab_class and cell.is_blast == (fab_class != "normal")
@@ -117,29 +177,40 @@ def test_crop_has_one_centred_cell_and_its_mask(fab_class):
     n, _ = cv2.connectedComponents((crop.mask > 0).astype(np.uint8))
     assert n == 2  # background + one cell
     ys, xs = np.nonzero(crop.mask)
-    assert abs(xs.mean() - size / 2) < 4 and abs(ys.mean() - size / 2) < 4
+    assert xs.min() > 0 and ys.min() > 0 and xs.max() < size - 1 and ys.max() < size - 1
 
 
-@pytest.mark.unit
-def test_crop_cell_fits_even_in_a_small_crop():
-    crop = render_cell_crop(np.random.default_rng(0), 64, "L2", SmearParams())
-    ys, xs = np.nonzero(crop.mask)
-    assert xs.min() > 0 and ys.min() > 0 and xs.max() < 63 and ys.max() < 63
+def test_cells_asked_for_crops_are_on_the_slide_with_room_for_their_crop():
+    for seed in range(4):
+        s = _slide(seed, "L3", SMALL, 640, 480, crop_kinds=["L3", "normal", "L3"], crop_size_um=40.0)
+        assert [s.cells[i].kind for i in s.crop_cells] == ["L3", "normal", "L3"]
+        size = round(40.0 / s.pixel_size_um)
+        for i in s.crop_cells:
+            c = s.cells[i]
+            assert size / 2 - 1 <= c.cx <= 640 - size / 2 + 1 and size / 2 - 1 <= c.cy <= 480 - size / 2 + 1
+    with pytest.raises(ValueError, match="no L2 cells"):
+        _slide(0, "L3", crop_kinds=["L2"], crop_size_um=40.0)
 
 
-@pytest.mark.unit
+def test_blank_slides_have_glass_and_no_cells():
+    s = _slide(2, "normal", dataclasses.replace(SMALL, kind="blank"))
+    assert s.cells == [] and not s.mask.any()
+    assert s.image.std() < 20  # lamp falloff, dust and noise only
+
+
 def test_unknown_class_is_rejected():
     with pytest.raises(ValueError, match="L4"):
         _slide(0, "L4")
     with pytest.raises(ValueError, match="blast"):
-        render_cell_crop(np.random.default_rng(0), 96, "blast", SMALL)
+        render_cell_crop(np.random.default_rng(0), 40.0, "blast", SMALL)
 
 
-@pytest.mark.unit
 def test_nonsense_params_are_rejected():
-    with pytest.raises(ValueError, match="rbc_diameter_px"):
-        SmearParams(rbc_diameter_px=(40.0, 20.0))
-    with pytest.raises(ValueError, match="white_cells_per_slide"):
+    with pytest.raises(ConfigError, match="pixel_size_um"):
+        SmearParams(pixel_size_um=(0.3, 0.1))
+    with pytest.raises(ConfigError, match="white_cells_per_slide"):
         SmearParams(white_cells_per_slide=(0, 3))
-    with pytest.raises(ValueError, match="fractions"):
+    with pytest.raises(ConfigError, match="blast_fraction"):
         SmearParams(blast_fraction=(0.5, 1.5))
+    with pytest.raises(ConfigError, match="other_white_cell_mix"):
+        SmearParams(other_white_cell_mix={"platelet": 1.0})

@@ -1,0 +1,270 @@
+"""Does the synthetic data set carry its class in morphology rather than colour? (``allmtl synth --check``)
+
+For every slide of the configured data set (rendered in memory, exactly as ``write_dataset`` would)
+this takes the slide's four largest white cells, as the classifier's montage does, and measures
+two things from the rendered pixels and the ground-truth cell masks:
+
+- colour only: per-channel histograms of the cells' pixels (no shape, no size);
+- morphology only: per-cell features in micrometres (nucleus area, nucleus/cell area ratio,
+  nucleus irregularity (deepest notch / radius), number of vacuoles), mean and maximum over the cells.
+
+Each feature set feeds the same logistic regression under the same patient-grouped stratified
+k-fold cross-validation (``evaluation.colour_baseline``). A data set whose class lives in the
+lymphoid cells' shape scores near chance on colour and high on morphology.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from allmtl_spark.config.schema import SynthConfig
+from allmtl_spark.evaluation.colour_baseline import (
+    CrossValidatedAccuracy,
+    colour_histograms,
+    compute_grouped_cv_accuracy,
+)
+from allmtl_spark.synth.smear import SyntheticSlide
+
+CELLS_PER_SLIDE = 4  # the classifier's montage shows the slide's four largest cells (a 2x2 grid)
+MORPHOLOGY_FEATURES = ("nucleus_area_um2", "nucleus_cell_ratio", "nucleus_irregularity", "vacuoles")
+
+
+@dataclass(frozen=True)
+class CellFeatures:
+    """Morphology of one white cell measured from its pixels, in physical units.
+
+    Attributes:
+        cell_area_um2: area of the cell mask.
+        nucleus_area_um2: area of the nucleus (the cell's pixels dense in nuclear stain).
+        nucleus_cell_ratio: nucleus area / cell area.
+        nucleus_irregularity: deepest notch of the nucleus outline / its radius (``nucleus_irregularity``).
+        vacuoles: clear round spots in the cell, 0.15-4 um^2 each.
+    """
+
+    cell_area_um2: float
+    nucleus_area_um2: float
+    nucleus_cell_ratio: float
+    nucleus_irregularity: float
+    vacuoles: int
+
+    def vector(self) -> np.ndarray:
+        return np.array([getattr(self, name) for name in MORPHOLOGY_FEATURES], np.float64)
+
+
+def glass_level(image: np.ndarray) -> np.ndarray:
+    """Brightness of clear glass per channel: the 95th percentile of each channel, float (3,)."""
+    return np.percentile(image.reshape(-1, 3), 95, axis=0).astype(np.float64)
+
+
+def measure_cell(image: np.ndarray, cell_mask: np.ndarray, pixel_size_um: float, glass: np.ndarray) -> CellFeatures:
+    """Measure one white cell's morphology from the RGB pixels inside its mask.
+
+    The nucleus is the part of the cell dense in nuclear stain: optical density in green against
+    the glass (nuclear stain absorbs green, basophilic cytoplasm much less), split by Otsu's
+    threshold inside the cell. Vacuoles are spots inside the cell much clearer than the cytoplasm.
+
+    Args:
+        image: HxWx3 uint8 RGB (a slide or a crop).
+        cell_mask: HxW, nonzero on the cell.
+        pixel_size_um: micrometres per pixel of ``image``.
+        glass: float (3,) RGB level of clear glass (``glass_level``).
+
+    Returns:
+        The cell's ``CellFeatures``.
+    """
+    ys, xs = np.nonzero(cell_mask)
+    if len(xs) == 0:
+        raise ValueError("the cell mask is empty")
+    pad = 3
+    y0, y1 = max(0, ys.min() - pad), min(image.shape[0], ys.max() + pad + 1)
+    x0, x1 = max(0, xs.min() - pad), min(image.shape[1], xs.max() + pad + 1)
+    cell = np.asarray(cell_mask[y0:y1, x0:x1]) > 0
+    rgb = image[y0:y1, x0:x1].astype(np.float32)
+    sigma = max(0.5, 0.12 / pixel_size_um)
+    smooth = cv2.GaussianBlur(rgb, (0, 0), sigma)
+    od = -np.log(np.clip(smooth + 1.0, 1.0, None) / (glass.astype(np.float32) + 1.0))
+    od_green = od[..., 1]
+    # Nuclear stain absorbs green more than red, basophilic cytoplasm red more than green: their difference
+    # splits nucleus from cytoplasm whatever the stain's strength (Otsu's threshold inside the cell).
+    split = np.clip(od_green - od[..., 0], -1.0, 1.0)
+    scaled = np.round((split[cell] + 1.0) * 127.5).astype(np.uint8)
+    threshold, _ = cv2.threshold(scaled.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    nucleus = cell & (split > threshold / 127.5 - 1.0)
+    nucleus = cv2.morphologyEx(nucleus.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    # Pale nucleoli and vacuoles over the nucleus are holes in it, not part of its outline: fill them.
+    contours, _ = cv2.findContours(nucleus, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    nucleus = cv2.drawContours(np.zeros_like(nucleus), contours, -1, 1, thickness=-1).astype(bool) & cell
+    area_px = float(cell.sum())
+    nucleus_px = float(nucleus.sum())
+    irregularity = nucleus_irregularity(nucleus)
+    # Vacuoles: inside the cell (away from its edge), clearer than 40% of the cytoplasm's density.
+    edge = max(1, int(round(0.4 / pixel_size_um)))
+    inner = cv2.erode(cell.astype(np.uint8), np.ones((2 * edge + 1, 2 * edge + 1), np.uint8)).astype(bool)
+    cytoplasm = inner & ~nucleus
+    vacuoles = 0
+    if cytoplasm.sum() > 10:
+        clear = inner & (od_green < 0.4 * float(np.median(od_green[cytoplasm])))
+        n, _, stats, _ = cv2.connectedComponentsWithStats(clear.astype(np.uint8), connectivity=8)
+        areas_um2 = stats[1:, cv2.CC_STAT_AREA] * pixel_size_um**2
+        vacuoles = int(((areas_um2 >= 0.15) & (areas_um2 <= 4.0)).sum())
+    return CellFeatures(
+        cell_area_um2=area_px * pixel_size_um**2,
+        nucleus_area_um2=nucleus_px * pixel_size_um**2,
+        nucleus_cell_ratio=nucleus_px / area_px,
+        nucleus_irregularity=irregularity,
+        vacuoles=vacuoles,
+    )
+
+
+def nucleus_irregularity(nucleus: np.ndarray) -> float:
+    """How far a nucleus is from a convex blob: the deepest notch of its outline over its equivalent radius.
+
+    A round or oval nucleus scores about 0-0.1, a cleft one 0.3 and more; a nucleus in separate
+    lobes (of at least a tenth of its area each) scores at least 1.
+
+    Args:
+        nucleus: HxW bool mask of one cell's nucleus.
+
+    Returns:
+        The irregularity, >= 0 (0 for an empty mask).
+    """
+    area = float(nucleus.sum())
+    if area == 0:
+        return 0.0
+    radius = np.sqrt(area / np.pi)
+    contours, _ = cv2.findContours(nucleus.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    lobes = [c for c in contours if cv2.contourArea(c) >= 0.1 * area]
+    deepest = 0.0
+    for contour in lobes:
+        if len(contour) < 4:
+            continue
+        hull = cv2.convexHull(contour, returnPoints=False)
+        try:
+            defects = cv2.convexityDefects(contour, hull)
+        except cv2.error:  # a self-touching outline: no defects to read
+            defects = None
+        if defects is not None:
+            deepest = max(deepest, float(defects[:, 0, 3].max()) / 256.0)
+    return deepest / radius + (1.0 if len(lobes) > 1 else 0.0)
+
+
+def largest_cells(slide: SyntheticSlide, n: int = CELLS_PER_SLIDE) -> list[int]:
+    """Indices into ``slide.cells`` of its ``n`` largest white cells by mask area (any kind, as the classifier sees)."""
+    areas = np.bincount(slide.labels.ravel(), minlength=len(slide.cells) + 1)[1:]
+    return [int(i) for i in np.argsort(-areas, kind="stable")[:n] if areas[i] > 0]
+
+
+@dataclass(frozen=True)
+class SlideMeasures:
+    """What the check needs from one slide: class, patient, colour histogram and morphology features."""
+
+    label: str
+    patient_id: str
+    colour: np.ndarray  # float (3 * bins,)
+    morphology: np.ndarray  # float (2 * len(MORPHOLOGY_FEATURES),): mean then max over the cells
+
+
+def measure_slide(slide: SyntheticSlide, patient_id: str, bins: int = 16) -> SlideMeasures:
+    """Colour histogram and morphology features of a slide's four largest white cells."""
+    chosen = largest_cells(slide)
+    masks = [slide.labels == i + 1 for i in chosen]
+    colour = colour_histograms([[slide.image] * len(masks)], [masks], bins)[0]
+    glass = glass_level(slide.image)
+    per_cell = np.array([measure_cell(slide.image, m, slide.pixel_size_um, glass).vector() for m in masks])
+    if len(per_cell) == 0:
+        per_cell = np.zeros((1, len(MORPHOLOGY_FEATURES)))
+    return SlideMeasures(slide.fab_class, patient_id, colour, np.concatenate([per_cell.mean(0), per_cell.max(0)]))
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Colour-only vs morphology-only accuracy on a synthetic data set (see the module docstring)."""
+
+    colour_fab4: CrossValidatedAccuracy
+    colour_binary: CrossValidatedAccuracy
+    morphology_fab4: CrossValidatedAccuracy
+    morphology_binary: CrossValidatedAccuracy
+    colour_fab4_by_slide: CrossValidatedAccuracy  # the same, split by slide instead of patient
+    n_slides: int
+    seconds: float
+
+    def format(self) -> str:
+        return "\n".join(
+            [
+                f"synth check: {self.n_slides} slides, their {CELLS_PER_SLIDE} largest white cells each, "
+                f"logistic regression, patient-grouped stratified CV ({self.seconds:.0f} s)",
+                "  " + self.colour_fab4.format("colour only, 4 classes    "),
+                "  " + self.morphology_fab4.format("morphology (um), 4 classes"),
+                "  " + self.colour_binary.format("colour only, binary       "),
+                "  " + self.morphology_binary.format("morphology (um), binary   "),
+                "  " + self.colour_fab4_by_slide.format("colour only, 4 classes, split by slide, not patient"),
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class _MeasureCall:
+    """Picklable: render one planned slide in memory and measure it."""
+
+    cfg: SynthConfig
+
+    def __call__(self, item) -> SlideMeasures:
+        from allmtl_spark.synth.dataset import render_item
+
+        return measure_slide(render_item(item, self.cfg), item.patient_id)
+
+
+def run_check(
+    cfg: SynthConfig, folds: int = 5, repeats: int = 2, progress: Callable[[str], object] | None = print
+) -> CheckReport:
+    """Render the configured data set's slides in memory and compare colour-only with morphology-only accuracy.
+
+    Args:
+        cfg: the synth section (its slides are rendered exactly as ``write_dataset`` would; no crops).
+        folds, repeats: the cross-validation.
+        progress: called with a line before the work starts; None for silence.
+
+    Returns:
+        A ``CheckReport``.
+    """
+    import time
+
+    from allmtl_spark.synth.dataset import plan_items
+
+    start = time.perf_counter()
+    cfg = dataclasses.replace(cfg, n_cells=0)
+    items = [i for i in plan_items(cfg) if i.kind == "slide"]
+    if progress:
+        progress(f"synth check: rendering and measuring {len(items)} slides with {cfg.workers} worker(s) ...")
+    call = _MeasureCall(cfg)
+    if cfg.workers <= 1:
+        measures = [call(i) for i in items]
+    else:
+        with multiprocessing.get_context("spawn").Pool(
+            cfg.workers, initializer=cv2.setNumThreads, initargs=(1,)
+        ) as pool:
+            measures = pool.map(call, items, chunksize=4)
+    labels = np.array([m.label for m in measures])
+    binary = np.where(labels == "normal", "normal", "ALL")
+    groups = np.array([m.patient_id for m in measures])
+    colour = np.stack([m.colour for m in measures])
+    morphology = np.stack([m.morphology for m in measures])
+
+    def cv(features, y, g):
+        return compute_grouped_cv_accuracy(features, y, g, folds=folds, repeats=repeats, seed=cfg.seed)
+
+    return CheckReport(
+        colour_fab4=cv(colour, labels, groups),
+        colour_binary=cv(colour, binary, groups),
+        morphology_fab4=cv(morphology, labels, groups),
+        morphology_binary=cv(morphology, binary, groups),
+        colour_fab4_by_slide=cv(colour, labels, np.arange(len(labels))),
+        n_slides=len(items),
+        seconds=time.perf_counter() - start,
+    )
