@@ -116,7 +116,7 @@ class SynthStainConfig:
 
     od_jitter: float = 0.25  # each stain's optical density per colour channel scaled by exp(U(-j, j))
     haem_strength: tuple[float, float] = (0.7, 1.35)  # nuclear stain (purple-blue chromatin, platelets)
-    eosin_strength: tuple[float, float] = (0.6, 1.9)  # red cells' pink; the top end gives ALL-IDB1's pinker cast
+    eosin_strength: tuple[float, float] = (0.5, 1.6)  # red cells' pink; the top end gives ALL-IDB1's pinker cast
     baso_strength: tuple[float, float] = (0.7, 1.35)  # basophilic (blue) cytoplasm
     granule_strength: tuple[float, float] = (0.7, 1.3)  # eosinophil granules' orange-red
     slide_jitter: float = 0.06  # a slide's stain strengths around its patient's: exp(U(-j, j))
@@ -244,7 +244,11 @@ class SynthConfig(SmearParams):
         super().__post_init__()
         _require(self.n_slides >= 0 and self.n_cells >= 0, "n_slides/n_cells", "must be >= 0")
         _require(self.slide_width >= 128 and self.slide_height >= 128, "slide_width/slide_height", "must be >= 128")
-        _require(5.0 <= self.cell_crop_size_um <= 500.0, "cell_crop_size_um", "must be in 5..500 micrometres")
+        _require(
+            25.0 <= self.cell_crop_size_um <= 500.0,
+            "cell_crop_size_um",
+            "must be in 25..500 micrometres (a crop holds one whole white cell, up to 25 um across)",
+        )
         unknown = sorted(set(self.class_mix) - set(FAB_CLASSES))
         _require(not unknown, "class_mix", f"has unknown classes {unknown}; allowed: {', '.join(FAB_CLASSES)}")
         _require(sum(self.class_mix.values()) > 0, "class_mix", "must have a positive weight")

@@ -30,7 +30,7 @@ _SHIFT = 4  # cv2.fillPoly sub-pixel bits: polygons are placed to 1/16 px
 _N_VERTICES = 96
 
 # Stain intensity ranges shared by every lymphoid kind: the class must not be readable from colour.
-CHROMATIN = (0.85, 1.4)  # haematoxylin concentration of a nucleus
+CHROMATIN = (0.7, 1.2)  # haematoxylin concentration of a nucleus
 CHROMATIN_CONTRAST = (0.18, 0.3)  # relative amplitude of the chromatin texture
 CYTOPLASM = (0.45, 1.25)  # basophilic-stain concentration of the cytoplasm
 

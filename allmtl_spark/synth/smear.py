@@ -511,8 +511,8 @@ def render_cell_crop(
     _check_class(fab_class)
     if patient is None:
         patient = draw_patient(rng, params)
-    if crop_size_um < MAX_WHITE_DIAMETER_UM * 1.1:
-        raise ValueError(f"crop_size_um must hold the largest white cell: >= {MAX_WHITE_DIAMETER_UM * 1.1:.1f} um")
+    if crop_size_um < 25.0:
+        raise ValueError(f"crop_size_um must hold the largest lymphoid cell (25 um), got {crop_size_um}")
     pixel_size = draw_pixel_size(rng, params)
     size = int(round(crop_size_um / pixel_size))
     optics = sample_optics(rng, patient.stain_od, params.stain, params.optics, pixel_size)

@@ -59,7 +59,8 @@ def slide_lake(spark, tmp_path_factory):
             WIDTH,
             HEIGHT,
             "L1" if slide_id.endswith("1") else "normal",
-            SmearParams(white_cells_per_slide=(2, 3)),
+            # Clean slides at ALL-IDB1's scale: lymphoid cells only, as the ROI method's pixel sizes expect.
+            SmearParams(white_cells_per_slide=(2, 3), other_white_cells_per_slide=(0, 0), pixel_size_um=(0.155, 0.155)),
         )
         ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(drawn.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         blasts = [(round(c.cx), round(c.cy)) for c in drawn.blasts]

@@ -31,7 +31,7 @@ def _cfg(**overrides) -> SynthConfig:
         n_cells=4,
         slide_width=320,
         slide_height=240,
-        cell_crop_size_um=20.0,
+        cell_crop_size_um=26.0,
         pixel_size_um=(0.15, 0.3),
         slides_per_patient=2,
         workers=1,
