@@ -107,7 +107,7 @@ class PrivacyConfig:
 
 @dataclass(frozen=True)
 class SynthStainConfig:
-    """Stain of synthetic smears, drawn per patient (a patient's slides share it); each [min, max] uniform.
+    """Stain of synthetic smears, drawn per patient (a patient's slides share one batch); each [min, max] uniform.
 
     Wide on purpose: labs differ in stain batch and protocol, and a generator that stands in for
     real data must not teach a model one lab's colours. The centre reproduces real smear colours
@@ -130,7 +130,12 @@ class SynthStainConfig:
 
 @dataclass(frozen=True)
 class SynthOpticsConfig:
-    """Lamp, camera, focus and compression of synthetic smears, drawn per slide; each [min, max] uniform."""
+    """Camera, lamp, focus and compression of synthetic smears; each [min, max] uniform.
+
+    A patient's slides are photographed in one session: brightness, white balance, saturation, hue
+    and gamma are drawn per patient (a slide moves them by ``slide_jitter``); the lamp field,
+    focus, noise and JPEG quality are drawn per slide.
+    """
 
     background_level: tuple[float, float] = (0.6, 0.9)  # clear-glass brightness, fraction of 255
     white_balance: tuple[float, float] = (0.88, 1.12)  # red and blue gains relative to green
@@ -143,8 +148,10 @@ class SynthOpticsConfig:
     blur_sigma_um: tuple[float, float] = (0.0, 0.25)  # Gaussian defocus, micrometres in the specimen
     noise_sigma: tuple[float, float] = (1.0, 6.0)  # sensor noise, 8-bit levels per channel
     jpeg_quality: tuple[int, int] = (75, 95)  # per slide (ALL-IDB1 is JPEG); crops are cut from the decoded JPEG
+    slide_jitter: float = 0.04  # a slide's brightness, white balance and saturation around its session's: exp(U(-j, j))
 
     def __post_init__(self) -> None:
+        _require(0 <= self.slide_jitter <= 1, "slide_jitter", "must be in 0..1")
         _range(self.background_level, "background_level", low=0.05, high=1.0)
         _range(self.white_balance, "white_balance", low=0.2, high=5.0)
         _range(self.saturation, "saturation", high=5.0)
@@ -172,7 +179,7 @@ class SmearParams:
     kind: Literal["smear", "blank"] = "smear"  # blank: glass, lamp and dust only (no cells), for OOD checks
     pixel_size_um: tuple[float, float] = (0.0775, 0.31)  # per slide, um per pixel: 0.5x-2x ALL-IDB1's 0.155
     rbc_diameter_um: tuple[float, float] = (7.5, 8.0)  # a patient's mean red-cell diameter
-    rbc_coverage: tuple[float, float] = (0.3, 0.95)  # share of the glass under red cells, up to a touching monolayer
+    rbc_coverage: tuple[float, float] = (0.3, 1.0)  # red-cell area / glass area: 1 is a packed, overlapping monolayer
     white_cells_per_slide: tuple[int, int] = (3, 7)  # lymphoid cells (lymphocytes and blasts) that carry the class
     blast_fraction: tuple[float, float] = (0.6, 1.0)  # of the lymphoid cells on an ALL slide
     other_white_cells_per_slide: tuple[int, int] = (0, 2)  # neutrophils, eosinophils, monocytes, basophils, smudges

@@ -2,8 +2,9 @@
 
 Per-channel colour histograms of each item's pixels (an item is one image or several, e.g. a
 slide's cell crops; optionally only the pixels inside masks) feed a multinomial logistic
-regression (scikit-learn), scored by stratified k-fold cross-validation with the items grouped
-by patient, so no patient is on both sides of a split. A deep model that scores no better than
+regression (scikit-learn; its regularisation chosen on each training side only), scored by
+stratified k-fold cross-validation with the items grouped by patient, so no patient is on both
+sides of a split. A deep model that scores no better than
 this has learned nothing colour cannot tell; a data set on which it scores high gives its class
 away in colour. Pure numpy + scikit-learn: no Spark, no TensorFlow.
 """
@@ -98,6 +99,9 @@ def colour_histograms(
     return out
 
 
+REGULARISATION_GRID = (0.01, 0.1, 1.0, 10.0)
+
+
 def compute_grouped_cv_accuracy(
     features: np.ndarray,
     labels: Sequence,
@@ -105,13 +109,15 @@ def compute_grouped_cv_accuracy(
     folds: int = 5,
     repeats: int = 1,
     seed: int = 0,
-    regularisation: float = 1.0,
+    regularisation: float | None = None,
 ) -> CrossValidatedAccuracy:
     """Accuracy of a standardised multinomial logistic regression under patient-grouped stratified k-fold CV.
 
     Uses scikit-learn's ``StratifiedGroupKFold`` (every group on one side of each split, class
     shares kept as far as the groups allow) and ``LogisticRegression`` after a ``StandardScaler``
-    fitted on the training side only. Nothing is tuned: ``regularisation`` (sklearn's ``C``) is fixed.
+    fitted on the training side only. The regularisation strength is either fixed or chosen per
+    outer fold by an inner 3-fold grouped CV on that fold's training side only (``GridSearchCV``
+    over ``REGULARISATION_GRID``, accuracy), so the test side never picks it.
 
     Args:
         features: float (n_items, n_features).
@@ -120,13 +126,13 @@ def compute_grouped_cv_accuracy(
         folds: k.
         repeats: times the k-fold is repeated with a different shuffle (seed, seed + 1, ...).
         seed: shuffle seed of the first repeat.
-        regularisation: inverse regularisation strength ``C``.
+        regularisation: sklearn's inverse regularisation strength ``C``; None chooses it (above).
 
     Returns:
         A ``CrossValidatedAccuracy``.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.model_selection import GridSearchCV, GroupKFold, StratifiedGroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -149,7 +155,11 @@ def compute_grouped_cv_accuracy(
         for train, test in splitter.split(x, y, g):
             if len(np.unique(y[train])) < 2:
                 continue  # a fold whose training side has one class cannot train a classifier
-            model = make_pipeline(StandardScaler(), LogisticRegression(C=regularisation, max_iter=5000))
+            c = 1.0 if regularisation is None else regularisation
+            model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+            if regularisation is None and len(np.unique(g[train])) >= 3:
+                inner = list(GroupKFold(n_splits=3).split(x[train], y[train], g[train]))
+                model = GridSearchCV(model, {"logisticregression__C": list(REGULARISATION_GRID)}, cv=inner)
             model.fit(x[train], y[train])
             scores.append(float(np.mean(model.predict(x[test]) == y[test])))
     if not scores:
@@ -179,6 +189,7 @@ def compute_colour_baseline(
     folds: int = 5,
     repeats: int = 1,
     seed: int = 0,
+    regularisation: float | None = None,
 ) -> CrossValidatedAccuracy:
     """Colour-only accuracy: per-channel histograms (``colour_histograms``) + logistic regression, grouped CV.
 
@@ -191,12 +202,19 @@ def compute_colour_baseline(
             does not count.
         bins: histogram bins per channel.
         folds, repeats, seed: the cross-validation (see ``compute_grouped_cv_accuracy``).
+        regularisation: fixed ``C``, or None to choose it on each training side.
 
     Returns:
         A ``CrossValidatedAccuracy``.
     """
     return compute_grouped_cv_accuracy(
-        colour_histograms(images, masks, bins), labels, groups, folds=folds, repeats=repeats, seed=seed
+        colour_histograms(images, masks, bins),
+        labels,
+        groups,
+        folds=folds,
+        repeats=repeats,
+        seed=seed,
+        regularisation=regularisation,
     )
 
 

@@ -245,11 +245,32 @@ def _texture(rng: np.random.Generator, shape: tuple[int, int], grain_px: float) 
     return (noise - noise.mean()) / (noise.std() + 1e-6)
 
 
-def _granules(rng: np.random.Generator, shape: tuple[int, int], grain_px: float, fill: float) -> np.ndarray:
-    """Discrete granules: float32 hxw in 0..1, about ``fill`` of the area covered by blobs ``grain_px`` across."""
-    t = _texture(rng, shape, max(0.5, grain_px / 2.0))
-    level = np.quantile(t, 1.0 - fill) if t.size else 0.0
-    return np.clip((t - level) * 2.5, 0.0, 1.0).astype(np.float32)
+def _granules(rng: np.random.Generator, region: np.ndarray, radius_px: tuple[float, float], fill: float) -> np.ndarray:
+    """Round granules scattered over a region until they cover about ``fill`` of it.
+
+    Args:
+        rng: generator for the granules' places and sizes.
+        region: float32 hxw coverage (0..1) where granules may lie.
+        radius_px: range of granule radii, pixels.
+        fill: share of the region the granules cover (they may overlap).
+
+    Returns:
+        float32 hxw in 0..1.
+    """
+    ys, xs = np.nonzero(region > 0.5)
+    out = np.zeros(region.shape, np.uint8)
+    if len(xs) == 0:
+        return out.astype(np.float32)
+    mean_r = max(0.5, (radius_px[0] + radius_px[1]) / 2.0)
+    n = int(fill * len(xs) / (np.pi * mean_r**2))
+    pick = rng.integers(0, len(xs), size=n)
+    jitter = rng.uniform(-0.5, 0.5, size=(n, 2))
+    radii = rng.uniform(radius_px[0], radius_px[1], size=n)
+    scale = 1 << _SHIFT
+    for x, y, (jx, jy), r in zip(xs[pick], ys[pick], jitter, radii, strict=True):
+        centre = (int((x + jx) * scale), int((y + jy) * scale))
+        cv2.circle(out, centre, max(1, int(r * scale)), 255, -1, lineType=cv2.LINE_AA, shift=_SHIFT)
+    return out.astype(np.float32) * np.float32(1.0 / 255.0)
 
 
 def _box(diameter_px: float, extra: float = 1.0) -> tuple[int, float, tuple[int, int]]:
@@ -472,9 +493,9 @@ def neutrophil_sprite(rng: np.random.Generator, px_per_um: float, look: CellLook
     """A neutrophil: 10-13 um, a 2-5-lobed nucleus, pale pink-lilac cytoplasm with fine granules."""
 
     def cytoplasm(conc, cyto, nucleus, shape):
-        fine = _granules(rng, shape, 0.3 * px_per_um, 0.35)
+        fine = _granules(rng, cyto, (0.12 * px_per_um, 0.2 * px_per_um), 0.4)
         conc[EOSIN] += cyto * rng.uniform(0.3, 0.5) * (1.0 + 0.3 * fine)
-        conc[HAEM] += cyto * 0.06 * fine
+        conc[HAEM] += cyto * 0.08 * fine
         conc[BASO] += cyto * rng.uniform(0.03, 0.1)
 
     lobes = (2, 5) if rng.uniform() < 0.95 else (1, 1)  # a few band forms: one curved lobe
@@ -485,9 +506,9 @@ def eosinophil_sprite(rng: np.random.Generator, px_per_um: float, look: CellLook
     """An eosinophil: 12-15 um, a (mostly) bilobed nucleus, cytoplasm packed with orange-red granules."""
 
     def cytoplasm(conc, cyto, nucleus, shape):
-        granules = _granules(rng, shape, 0.6 * px_per_um, 0.6)
-        conc[GRANULE] += cyto * rng.uniform(0.9, 1.5) * (0.35 + granules)
-        conc[GRANULE] += nucleus * 0.3 * granules  # granules lie over the nucleus too
+        cell = np.clip(cyto + 0.3 * nucleus, 0.0, 1.0)  # a few granules lie over the nucleus
+        granules = _granules(rng, cell, (0.28 * px_per_um, 0.4 * px_per_um), 0.85)
+        conc[GRANULE] += np.minimum(granules, cyto + nucleus) * rng.uniform(0.9, 1.5) + cyto * 0.15
 
     return _granulocyte(rng, px_per_um, look, (12.0, 15.0), (2, 3), cytoplasm)
 
@@ -496,10 +517,10 @@ def basophil_sprite(rng: np.random.Generator, px_per_um: float, look: CellLook =
     """A basophil: 10-14 um, coarse dark purple-blue granules that hide most of the lobed nucleus."""
 
     def cytoplasm(conc, cyto, nucleus, shape):
-        granules = _granules(rng, shape, 0.8 * px_per_um, 0.45)
         cell = np.clip(cyto + nucleus, 0.0, 1.0)
+        granules = _granules(rng, cell, (0.3 * px_per_um, 0.55 * px_per_um), 0.5)
         conc[HAEM] *= 0.6
-        conc[HAEM] += cell * granules * rng.uniform(1.0, 1.6)
+        conc[HAEM] += np.minimum(granules, cell) * rng.uniform(1.2, 1.8)
         conc[BASO] += cyto * rng.uniform(0.15, 0.3)
 
     return _granulocyte(rng, px_per_um, look, (10.0, 14.0), (2, 2), cytoplasm)
@@ -534,25 +555,40 @@ def monocyte_sprite(rng: np.random.Generator, px_per_um: float, look: CellLook =
 
 
 def smudge_sprite(rng: np.random.Generator, px_per_um: float, look: CellLook = CellLook()) -> Sprite:
-    """A smudge cell: a ruptured lymphocyte, a pale streaky smear of nuclear material without cytoplasm, 8-16 um."""
+    """A smudge cell: a ruptured lymphocyte, a pale ragged smear of nuclear material without cytoplasm, 8-16 um.
+
+    Its chromatin is a blotchy mesh drawn out a little along the spreading direction (the "basket"
+    of a basket cell); its density fades towards a frayed edge.
+    """
     radius = _uniform(rng, (8.0, 16.0)) * look.size * px_per_um / 2.0
-    side, c, shape = _box(2.0 * radius, 1.4)
-    body = _fill(shape, (c, c), _outline(rng, radius, 0.35, aspect=rng.uniform(1.0, 1.8)))
-    # Streaks: noise stretched along one direction, as the nucleus is dragged by the spreader slide.
-    streak = rng.standard_normal(shape).astype(np.float32)
-    k = max(3, int(radius * 0.6)) | 1
+    side, c, shape = _box(2.0 * radius, 1.5)
+    body = _fill(shape, (c, c), _outline(rng, radius, 0.3, aspect=rng.uniform(1.0, 1.7)))
+    # Fray the edge: erode the outline by a noise field so it breaks up into strands.
+    fray = _texture(rng, shape, max(0.6, 0.4 * px_per_um))
+    body = np.clip(body * (1.0 + 0.6 * fray) - 0.25, 0.0, 1.0)
+    body = cv2.GaussianBlur(body, (0, 0), max(0.8, 0.25 * px_per_um))
+    # Chromatin: blotches stretched a little along one direction.
+    k = max(3, int(radius * 0.35)) | 1
     line = np.zeros((k, k), np.float32)
     line[k // 2, :] = 1.0 / k
     rot = cv2.getRotationMatrix2D((k / 2 - 0.5, k / 2 - 0.5), rng.uniform(0.0, 180.0), 1.0)
-    streak = cv2.filter2D(streak, -1, cv2.warpAffine(line, rot, (k, k)))
-    streak = (streak - streak.mean()) / (streak.std() + 1e-6)
-    body = cv2.GaussianBlur(body, (0, 0), max(0.8, 0.3 * px_per_um))
+    mesh = cv2.filter2D(_texture(rng, shape, max(0.6, 0.3 * px_per_um)), -1, cv2.warpAffine(line, rot, (k, k)))
+    mesh = 0.5 * (mesh - mesh.mean()) / (mesh.std() + 1e-6) + 0.5 * _texture(rng, shape, max(0.6, 0.5 * px_per_um))
     conc = np.zeros((N_STAINS, side, side), dtype=np.float32)
-    conc[HAEM] = body * rng.uniform(0.35, 0.7) * look.chromatin * np.clip(1.0 + 0.35 * streak, 0.2, 3)
+    conc[HAEM] = body * rng.uniform(0.35, 0.7) * look.chromatin * np.clip(1.0 + 0.45 * mesh, 0.1, 3)
     conc[BASO] = body * 0.1
-    # The outline of what is left is soft: the mask is where the smear is at least half its typical density.
-    mask = np.where(body >= 0.5, 255, 0).astype(np.uint8)
-    return Sprite(conc=conc, mask=mask, centre=(c, c), radius=float(radius))
+    # What is left has no sharp outline: the mask is where the smear is at least half its typical density.
+    mask = np.where(cv2.GaussianBlur(body, (0, 0), max(1.0, 0.5 * px_per_um)) >= 0.4, 255, 0).astype(np.uint8)
+    return Sprite(conc=conc, mask=_largest_component(mask), centre=(c, c), radius=float(radius))
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a 0/255 mask, holes filled (a cell is one piece)."""
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    out = np.zeros_like(mask)
+    if contours:
+        cv2.drawContours(out, [max(contours, key=cv2.contourArea)], -1, 255, thickness=-1)
+    return out
 
 
 OTHER_SPRITES = {

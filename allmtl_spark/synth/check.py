@@ -191,6 +191,8 @@ class CheckReport:
     morphology_fab4: CrossValidatedAccuracy
     morphology_binary: CrossValidatedAccuracy
     colour_fab4_by_slide: CrossValidatedAccuracy  # the same, split by slide instead of patient
+    same_patient_neighbour: float  # share of slides whose nearest colour neighbour is a slide of their patient
+    neighbour_chance: float  # the same for a random neighbour
     n_slides: int
     seconds: float
 
@@ -204,8 +206,35 @@ class CheckReport:
                 "  " + self.colour_binary.format("colour only, binary       "),
                 "  " + self.morphology_binary.format("morphology (um), binary   "),
                 "  " + self.colour_fab4_by_slide.format("colour only, 4 classes, split by slide, not patient"),
+                f"  a slide's nearest colour neighbour is of its own patient: {self.same_patient_neighbour:.2f} "
+                f"(random: {self.neighbour_chance:.3f}): split by patient, not by slide",
             ]
         )
+
+
+def same_patient_neighbour(features: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """How often an item's nearest neighbour (Euclidean, standardised features) belongs to its own group.
+
+    Args:
+        features: float (n, d).
+        groups: n group ids (patients).
+
+    Returns:
+        (share of items whose nearest other item is of their group, the share expected at random),
+        counting only items whose group has another item.
+    """
+    x = np.asarray(features, np.float64)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-9)
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    groups = np.asarray(groups)
+    sizes = {g: int((groups == g).sum()) for g in np.unique(groups)}
+    has_mate = np.array([sizes[g] > 1 for g in groups])
+    if not has_mate.any():
+        return 0.0, 0.0
+    hits = groups[np.argmin(d, axis=1)] == groups
+    chance = np.mean([(sizes[g] - 1) / (len(groups) - 1) for g in groups[has_mate]])
+    return float(hits[has_mate].mean()), float(chance)
 
 
 @dataclass(frozen=True)
@@ -218,6 +247,21 @@ class _MeasureCall:
         from allmtl_spark.synth.dataset import render_item
 
         return measure_slide(render_item(item, self.cfg), item.patient_id)
+
+
+def measure_slides(cfg: SynthConfig, progress: Callable[[str], object] | None = None) -> list[SlideMeasures]:
+    """Render the configured data set's slides in memory (exactly as ``write_dataset`` would) and measure each."""
+    from allmtl_spark.synth.dataset import plan_items
+
+    cfg = dataclasses.replace(cfg, n_cells=0)
+    items = [i for i in plan_items(cfg) if i.kind == "slide"]
+    if progress:
+        progress(f"synth check: rendering and measuring {len(items)} slides with {cfg.workers} worker(s) ...")
+    call = _MeasureCall(cfg)
+    if cfg.workers <= 1:
+        return [call(i) for i in items]
+    with multiprocessing.get_context("spawn").Pool(cfg.workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        return pool.map(call, items, chunksize=4)
 
 
 def run_check(
@@ -235,21 +279,8 @@ def run_check(
     """
     import time
 
-    from allmtl_spark.synth.dataset import plan_items
-
     start = time.perf_counter()
-    cfg = dataclasses.replace(cfg, n_cells=0)
-    items = [i for i in plan_items(cfg) if i.kind == "slide"]
-    if progress:
-        progress(f"synth check: rendering and measuring {len(items)} slides with {cfg.workers} worker(s) ...")
-    call = _MeasureCall(cfg)
-    if cfg.workers <= 1:
-        measures = [call(i) for i in items]
-    else:
-        with multiprocessing.get_context("spawn").Pool(
-            cfg.workers, initializer=cv2.setNumThreads, initargs=(1,)
-        ) as pool:
-            measures = pool.map(call, items, chunksize=4)
+    measures = measure_slides(cfg, progress)
     labels = np.array([m.label for m in measures])
     binary = np.where(labels == "normal", "normal", "ALL")
     groups = np.array([m.patient_id for m in measures])
@@ -259,12 +290,15 @@ def run_check(
     def cv(features, y, g):
         return compute_grouped_cv_accuracy(features, y, g, folds=folds, repeats=repeats, seed=cfg.seed)
 
+    neighbour, chance = same_patient_neighbour(colour, groups)
     return CheckReport(
         colour_fab4=cv(colour, labels, groups),
         colour_binary=cv(colour, binary, groups),
         morphology_fab4=cv(morphology, labels, groups),
         morphology_binary=cv(morphology, binary, groups),
         colour_fab4_by_slide=cv(colour, labels, np.arange(len(labels))),
-        n_slides=len(items),
+        same_patient_neighbour=neighbour,
+        neighbour_chance=chance,
+        n_slides=len(measures),
         seconds=time.perf_counter() - start,
     )

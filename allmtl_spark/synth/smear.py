@@ -38,10 +38,11 @@ from allmtl_spark.synth.stain import (
     HAEM,
     N_STAINS,
     Optics,
+    Session,
     compose_rgb,
     illumination_field,
     sample_optics,
-    sample_stain,
+    sample_session,
 )
 
 __all__ = [
@@ -67,18 +68,18 @@ class Patient:
     """What a patient's slides share.
 
     Attributes:
-        stain_od: float32 4x3 stain optical densities (``stain.sample_stain``).
+        session: the stain batch and camera session of the patient's slides (``stain.sample_session``).
         rbc_diameter_um: the patient's mean red-cell diameter.
         look: random effects on white-cell size, nucleus ratio and stain uptake.
     """
 
-    stain_od: np.ndarray
+    session: Session
     rbc_diameter_um: float
     look: CellLook
 
 
 def draw_patient(rng: np.random.Generator, params: SmearParams) -> Patient:
-    """Draw one patient's stain, red-cell size and morphology random effects (independent of the class).
+    """Draw one patient's stain and camera session, red-cell size and morphology random effects (class-blind).
 
     Args:
         rng: the patient's own generator.
@@ -87,7 +88,7 @@ def draw_patient(rng: np.random.Generator, params: SmearParams) -> Patient:
     Returns:
         The ``Patient``.
     """
-    stain_od = sample_stain(rng, params.stain)
+    session = sample_session(rng, params.stain, params.optics)
     rbc = float(rng.uniform(*params.rbc_diameter_um))
     e = params.patient_effects
     z = rng.standard_normal(4)
@@ -97,7 +98,7 @@ def draw_patient(rng: np.random.Generator, params: SmearParams) -> Patient:
         chromatin=float(np.exp(0.12 * e * z[2])),
         cytoplasm=float(np.exp(0.2 * e * z[3])),
     )
-    return Patient(stain_od=stain_od, rbc_diameter_um=rbc, look=look)
+    return Patient(session=session, rbc_diameter_um=rbc, look=look)
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ def _lattice_positions(
     field = cv2.resize(rng.standard_normal((4, 5)).astype(np.float32), (64, 64), interpolation=cv2.INTER_CUBIC)
     fx = np.clip((pts[:, 0] + margin) / (width + 2 * margin) * 63, 0, 63).astype(int)
     fy = np.clip((pts[:, 1] + margin) / (height + 2 * margin) * 63, 0, 63).astype(int)
-    p = np.clip(keep * (1.0 + 0.35 * field[fy, fx]), 0.0, 1.0)
+    p = np.clip(keep * (1.0 + 0.3 * field[fy, fx]), 0.0, 1.0)
     return pts[rng.uniform(size=len(pts)) < p]
 
 
@@ -324,7 +325,9 @@ def _render_scene(
 
     rbc_diameter = patient.rbc_diameter_um * px_per_um
     rbc_radius = rbc_diameter / 2.0
-    spacing = rng.uniform(0.82, 1.0)  # lattice step in red-cell diameters: below 1, neighbours overlap
+    # Lattice step in red-cell diameters (below 1, neighbours overlap), tightened where the coverage asks for
+    # more cells than a touching lattice holds: a dense monolayer is a packed, overlapping one.
+    spacing = min(rng.uniform(0.82, 1.0), float(np.sqrt(_HEX_DENSITY / max(coverage, 1e-3))))
     keep = min(1.0, coverage * spacing**2 / _HEX_DENSITY)
     positions = away_from_white(
         _lattice_positions(rng, width, height, spacing * rbc_diameter, keep, rbc_radius), 0.7 * rbc_radius
@@ -461,7 +464,7 @@ def render_slide(
     if patient is None:
         patient = draw_patient(rng, params)
     pixel_size = draw_pixel_size(rng, params, max(min_pixel_size_um, fit_pixel_size_um(width, height)))
-    optics = sample_optics(rng, patient.stain_od, params.stain, params.optics, pixel_size)  # before the class
+    optics = sample_optics(rng, patient.session, params.stain, params.optics, pixel_size)  # before the class
     if params.kind == "blank":
         return _render_blank(rng, width, height, optics, pixel_size, fab_class)
     coverage = float(rng.uniform(*params.rbc_coverage))
@@ -515,7 +518,7 @@ def render_cell_crop(
         raise ValueError(f"crop_size_um must hold the largest lymphoid cell (25 um), got {crop_size_um}")
     pixel_size = draw_pixel_size(rng, params)
     size = int(round(crop_size_um / pixel_size))
-    optics = sample_optics(rng, patient.stain_od, params.stain, params.optics, pixel_size)
+    optics = sample_optics(rng, patient.session, params.stain, params.optics, pixel_size)
     # A crop is a small part of a photo: it sees only a sliver of the lamp's vignetting, gradient and blotches.
     optics = dataclasses.replace(
         optics, vignetting=optics.vignetting * 0.2, gradient=optics.gradient * 0.2, unevenness=optics.unevenness * 0.2

@@ -43,27 +43,55 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _GLASS_TINT = np.array([1.0, 1.005, 0.98], dtype=np.float32)
 
 
-def sample_stain(rng: np.random.Generator, ranges: SynthStainConfig) -> np.ndarray:
-    """Draw one patient's stain: optical density per unit concentration of each stain.
+@dataclass(frozen=True, eq=False)
+class Session:
+    """What a patient's slides share: one stain batch and one camera session.
+
+    Attributes:
+        od: float32 4x3, row per stain (HAEM, EOSIN, BASO, GRANULE), optical density per unit
+            concentration in (R, G, B), strengths folded in.
+        background_level: clear-glass brightness, fraction of 255.
+        gains: float32 (3,) white-balance gains (green is 1).
+        saturation, hue_shift_deg, gamma: camera colour processing.
+    """
+
+    od: np.ndarray
+    background_level: float
+    gains: np.ndarray
+    saturation: float
+    hue_shift_deg: float
+    gamma: float
+
+
+def sample_session(rng: np.random.Generator, stain: SynthStainConfig, optics: SynthOpticsConfig) -> Session:
+    """Draw one patient's stain batch and camera settings.
 
     Args:
         rng: the patient's generator.
-        ranges: the stain ranges.
+        stain: the stain ranges.
+        optics: the optics ranges (white balance, saturation, hue, gamma and brightness are per session).
 
     Returns:
-        float32 4x3, row per stain (HAEM, EOSIN, BASO, GRANULE), columns (R, G, B), strengths folded in.
+        The patient's ``Session``.
     """
-    jitter = np.exp(rng.uniform(-ranges.od_jitter, ranges.od_jitter, size=BASE_OD.shape)).astype(np.float32)
+    jitter = np.exp(rng.uniform(-stain.od_jitter, stain.od_jitter, size=BASE_OD.shape)).astype(np.float32)
     strength = np.array(
         [
-            rng.uniform(*ranges.haem_strength),
-            rng.uniform(*ranges.eosin_strength),
-            rng.uniform(*ranges.baso_strength),
-            rng.uniform(*ranges.granule_strength),
+            rng.uniform(*stain.haem_strength),
+            rng.uniform(*stain.eosin_strength),
+            rng.uniform(*stain.baso_strength),
+            rng.uniform(*stain.granule_strength),
         ],
         dtype=np.float32,
     )
-    return (BASE_OD * jitter * strength[:, None]).astype(np.float32)
+    return Session(
+        od=(BASE_OD * jitter * strength[:, None]).astype(np.float32),
+        background_level=float(rng.uniform(*optics.background_level)),
+        gains=np.array([rng.uniform(*optics.white_balance), 1.0, rng.uniform(*optics.white_balance)], np.float32),
+        saturation=float(rng.uniform(*optics.saturation)),
+        hue_shift_deg=float(rng.uniform(*optics.hue_shift_deg)),
+        gamma=float(rng.uniform(*optics.gamma)),
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,32 +125,40 @@ class Optics:
 
 def sample_optics(
     rng: np.random.Generator,
-    stain_od: np.ndarray,
+    session: Session,
     stain: SynthStainConfig,
     ranges: SynthOpticsConfig,
     pixel_size_um: float,
 ) -> Optics:
-    """Draw one slide's optics around its patient's stain, independently of anything about its content.
+    """Draw one slide's optics around its patient's session, independently of anything about its content.
+
+    The stain strengths, brightness, white balance and saturation move a little around the
+    session's (``stain.slide_jitter``, ``optics.slide_jitter``); the lamp field, focus, noise and
+    JPEG quality are the slide's own.
 
     Args:
         rng: the slide's generator; call this before any class-dependent draw.
-        stain_od: the patient's stain (``sample_stain``).
+        session: the patient's stain batch and camera session (``sample_session``).
         stain: the stain ranges (for the per-slide jitter).
-        ranges: the per-slide optics ranges.
+        ranges: the optics ranges.
         pixel_size_um: the slide's micrometres per pixel (the defocus is physical).
 
     Returns:
         The slide's ``Optics``.
     """
-    slide = np.exp(rng.uniform(-stain.slide_jitter, stain.slide_jitter, size=(N_STAINS, 1))).astype(np.float32)
-    gains = np.array([rng.uniform(*ranges.white_balance), 1.0, rng.uniform(*ranges.white_balance)], dtype=np.float32)
-    background = 255.0 * rng.uniform(*ranges.background_level) * gains * _GLASS_TINT
+
+    def jitter(amount: float, size=None):
+        return np.exp(rng.uniform(-amount, amount, size=size))
+
+    od = session.od * jitter(stain.slide_jitter, (N_STAINS, 1)).astype(np.float32)
+    gains = session.gains * jitter(ranges.slide_jitter / 2.0, 3).astype(np.float32)
+    background = 255.0 * session.background_level * float(jitter(ranges.slide_jitter)) * gains * _GLASS_TINT
     return Optics(
-        od=(stain_od * slide).astype(np.float32),
+        od=od.astype(np.float32),
         background_rgb=background.astype(np.float32),
-        saturation=float(rng.uniform(*ranges.saturation)),
-        hue_shift_deg=float(rng.uniform(*ranges.hue_shift_deg)),
-        gamma=float(rng.uniform(*ranges.gamma)),
+        saturation=session.saturation * float(jitter(ranges.slide_jitter)),
+        hue_shift_deg=session.hue_shift_deg,
+        gamma=session.gamma,
         vignetting=float(rng.uniform(*ranges.vignetting)),
         gradient=float(rng.uniform(*ranges.gradient)),
         gradient_angle=float(rng.uniform(0.0, 2.0 * np.pi)),

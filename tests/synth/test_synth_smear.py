@@ -10,7 +10,7 @@ import pytest
 
 from allmtl_spark.config import ConfigError
 from allmtl_spark.synth.cells import LYMPHOID_KINDS, OTHER_KINDS
-from allmtl_spark.synth.smear import SmearParams, draw_patient, render_cell_crop, render_slide
+from allmtl_spark.synth.smear import SmearParams, draw_patient, draw_pixel_size, render_cell_crop, render_slide
 
 pytestmark = pytest.mark.unit
 
@@ -158,10 +158,15 @@ def test_white_cells_keep_their_physical_size_whatever_the_pixel_size():
 
 def test_pixel_size_is_drawn_per_slide_over_the_configured_range_and_never_below_the_floor():
     params = SmearParams(pixel_size_um=(0.0775, 0.31))
-    sizes = [_slide(seed, "normal", params, 640, 480).pixel_size_um for seed in range(12)]
-    assert min(sizes) < 0.14 and max(sizes) > 0.24 and all(0.0775 <= p <= 0.31 for p in sizes)
-    floored = [_slide(seed, "normal", params, 640, 480, min_pixel_size_um=0.2).pixel_size_um for seed in range(4)]
-    assert all(0.2 <= p <= 0.31 for p in floored)
+    rng = np.random.default_rng(0)
+    sizes = np.array([draw_pixel_size(rng, params) for _ in range(400)])
+    assert sizes.min() >= 0.0775 and sizes.max() <= 0.31
+    assert np.histogram(sizes, bins=4, range=(0.0775, 0.31))[0].min() > 60  # uniform over the range
+    floored = [draw_pixel_size(rng, params, min_pixel_size_um=0.2) for _ in range(50)]
+    assert min(floored) >= 0.2 and max(floored) <= 0.31
+    assert draw_pixel_size(rng, params, min_pixel_size_um=0.5) == 0.5  # a floor above the range wins
+    slides = [_slide(seed, "normal", params, 640, 480, min_pixel_size_um=0.2) for seed in range(3)]
+    assert len({s.pixel_size_um for s in slides}) == 3 and all(0.2 <= s.pixel_size_um <= 0.31 for s in slides)
 
 
 @pytest.mark.parametrize("fab_class", ["normal", "L1", "L2", "L3"])
@@ -190,6 +195,27 @@ def test_cells_asked_for_crops_are_on_the_slide_with_room_for_their_crop():
             assert size / 2 - 1 <= c.cx <= 640 - size / 2 + 1 and size / 2 - 1 <= c.cy <= 480 - size / 2 + 1
     with pytest.raises(ValueError, match="no L2 cells"):
         _slide(0, "L3", crop_kinds=["L2"], crop_size_um=40.0)
+
+
+def test_a_patients_slides_share_their_stain_and_cell_size():
+    # Random effects per patient: two slides of one patient are closer in colour and white-cell size than
+    # slides of different patients, so a split that ignores patients leaks.
+    params = dataclasses.replace(SMALL, other_white_cells_per_slide=(0, 0))
+    colours, sizes = [], []
+    for p in range(6):
+        patient = draw_patient(np.random.default_rng([8, p]), params)
+        pair = [_slide(100 * p + k, "normal", params, 320, 240, patient=patient) for k in range(2)]
+        colours.append([s.image[s.mask > 0].mean(0) for s in pair])
+        sizes.append([np.mean([2 * c.radius * s.pixel_size_um for c in s.cells]) for s in pair])
+    colours, sizes = np.array(colours), np.array(sizes)  # patients x 2 (x RGB)
+    within = np.abs(colours[:, 0] - colours[:, 1]).sum(-1).mean()
+    between = np.mean([np.abs(colours[i, 0] - colours[j, 1]).sum() for i in range(6) for j in range(6) if i != j])
+    assert within < 0.6 * between
+    within_size = np.abs(sizes[:, 0] - sizes[:, 1]).mean()
+    between_size = np.mean([abs(sizes[i, 0] - sizes[j, 1]) for i in range(6) for j in range(6) if i != j])
+    assert within_size < between_size
+    flat = [_slide(100 + k, "normal", dataclasses.replace(params, patient_effects=0.0), patient=None) for k in range(2)]
+    assert all(s.cells for s in flat)
 
 
 def test_blank_slides_have_glass_and_no_cells():
