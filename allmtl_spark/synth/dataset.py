@@ -35,6 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from allmtl_spark.config.loader import ConfigError
 from allmtl_spark.config.schema import FAB_CLASSES, SmearParams, SynthConfig
 from allmtl_spark.synth.cells import BOX_LABELS
 from allmtl_spark.synth.smear import (
@@ -66,6 +67,7 @@ SLIDE_DIRS = {"image": "ALL_IDB1/im", "xyc": "ALL_IDB1/xyc", "mask": "ALL_IDB1/m
 CELL_DIRS = {"image": "ALL_IDB2/img", "mask": "ALL_IDB2/masks"}
 # Independent seed streams.
 _STREAM = {"slide": 0, "cell": 1, "slide_plan": 2, "cell_plan": 3, "patient": 4, "crop_plan": 5}
+MAX_CROPS_PER_SLIDE = 6  # cells one slide gives to crops (ALL-IDB2 took 260 crops from 108 slides)
 _OWN_FILE = re.compile(r"^Im\d{3,}_[01]\.(jpg|xyc|png|tif)$")
 
 
@@ -224,6 +226,12 @@ def _assign_crops(cfg: SynthConfig, slide_classes: list[str]) -> list[list[Crop]
         order = [eligible[k] for k in rng.permutation(len(eligible))]
         for t, j in enumerate(wanted):
             per_slide[order[t % len(order)]].append(Crop(j, fab_class))
+    most = max((len(c) for c in per_slide), default=0)
+    if most > MAX_CROPS_PER_SLIDE:
+        raise ConfigError(
+            f"synth.n_cells={cfg.n_cells} crops would take {most} cells from one slide (at most "
+            f"{MAX_CROPS_PER_SLIDE}): raise synth.n_slides, lower synth.n_cells, or set synth.crops_from_slides: false"
+        )
     return per_slide
 
 

@@ -192,12 +192,13 @@ def _place_white_cells(
     gap: float,
     n_required: int = 0,
     crop_px: int = 0,
-) -> list[tuple[str, Sprite, int, int] | None]:
+) -> list[tuple[str, Sprite, int, int] | None] | None:
     """Put white cells fully inside the frame without touching each other.
 
     The first ``n_required`` sprites are cells a crop will be cut around: they are placed first,
-    where a ``crop_px`` window centred on them fits in the frame if there is room, else anywhere.
-    Other cells that do not fit are dropped (None in their place).
+    where a ``crop_px`` window centred on them fits in the frame if there is room, else anywhere;
+    if one of them finds no room at all, the result is None. Other cells that do not fit are
+    dropped (None in their place).
     """
     placed: list[tuple[str, Sprite, int, int]] = []
     out: list[tuple[str, Sprite, int, int] | None] = []
@@ -226,10 +227,7 @@ def _place_white_cells(
             at = try_place(sprite, (0.0, 0.0, float(width), float(height)), 300 if i < n_required else 150)
         if at is None:
             if i < n_required:
-                raise RuntimeError(
-                    f"no room for the {kind} cell a crop needs on a {width}x{height} slide: raise the slide size or "
-                    "the smallest synth.pixel_size_um, or lower synth.n_cells"
-                )
+                return None
             out.append(None)
             continue
         entry = (kind, sprite, int(round(at[0] - sprite.centre[0])), int(round(at[1] - sprite.centre[1])))
@@ -481,9 +479,17 @@ def render_slide(
         if kind in rest:
             rest.remove(kind)
     kinds = required + rest + _other_kinds(rng, params)
-    sprites = _white_sprites(rng, kinds, 1.0 / pixel_size, patient)
-    crop_px = int(round(crop_size_um / pixel_size)) if crop_kinds else 0
-    slots = _place_white_cells(rng, sprites, width, height, _WHITE_GAP_UM / pixel_size, len(required), crop_px)
+    for _ in range(8):
+        sprites = _white_sprites(rng, kinds, 1.0 / pixel_size, patient)
+        crop_px = int(round(crop_size_um / pixel_size)) if crop_kinds else 0
+        slots = _place_white_cells(rng, sprites, width, height, _WHITE_GAP_UM / pixel_size, len(required), crop_px)
+        if slots is not None:
+            break
+        # The cells crops need do not fit this field of view: widen it (recorded: the slide is what it shows).
+        optics = dataclasses.replace(optics, blur_sigma_px=optics.blur_sigma_px / 1.25)
+        pixel_size *= 1.25
+    else:
+        raise ValueError(f"no room for {len(required)} cropped cells on a {width}x{height} slide")
     white = [s for s in slots if s is not None]
     slide = _render_scene(rng, width, height, optics, pixel_size, patient, coverage, white, params, fab_class)
     return dataclasses.replace(slide, crop_cells=tuple(range(len(required))))

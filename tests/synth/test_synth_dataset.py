@@ -259,9 +259,11 @@ def test_crops_can_be_their_own_patients_and_blank_slides_have_nothing(tmp_path)
 
 
 def test_crops_follow_the_classes_the_slides_have_and_need_slides():
-    few = SynthConfig(n_slides=2, n_cells=40, slides_per_patient=2, class_mix={"normal": 0.5, "L1": 0.25, "L3": 0.25})
+    few = SynthConfig(n_slides=2, n_cells=10, slides_per_patient=2, class_mix={"normal": 0.5, "L1": 0.25, "L3": 0.25})
     (patient_class,) = {i.fab_class for i in plan_items(few)}  # two slides of one patient: one class
     crops = {c.fab_class for i in plan_items(few) for c in i.crops}
     assert crops == {"normal"} | ({patient_class} - {"normal"})
     with pytest.raises(ConfigError, match="crops_from_slides"):
         SynthConfig(n_slides=0, n_cells=4)
+    with pytest.raises(ConfigError, match=r"would take 13 cells from one slide \(at most 6\)"):
+        plan_items(SynthConfig(n_slides=2, n_cells=26, class_mix={"normal": 1.0}))
