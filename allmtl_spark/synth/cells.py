@@ -152,8 +152,11 @@ MORPHOLOGY: dict[str, Morphology] = {
     ),
 }
 
-# Largest diameter any white cell can have, micrometres (monocytes reach 20 um; L2 18.7 um at +10%).
+# Largest diameter any white cell can have, micrometres (monocytes reach 20 um, with their outline's wobble 21).
 MAX_WHITE_DIAMETER_UM = 21.0
+# Largest diameter a lymphoid cell can have (L2: 17 um typical x 1.25 per cell x 1.16 patient), the smallest crop;
+# config.schema's synth.cell_crop_size_um check states the same number.
+MAX_LYMPHOID_DIAMETER_UM = 25.0
 
 
 @dataclass(frozen=True)

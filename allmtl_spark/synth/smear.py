@@ -23,6 +23,7 @@ import numpy as np
 from allmtl_spark.config.schema import SmearParams
 from allmtl_spark.synth.cells import (
     LYMPHOID_KINDS,
+    MAX_LYMPHOID_DIAMETER_UM,
     MAX_WHITE_DIAMETER_UM,
     MORPHOLOGY,
     OTHER_SPRITES,
@@ -93,7 +94,7 @@ def draw_patient(rng: np.random.Generator, params: SmearParams) -> Patient:
     e = params.patient_effects
     z = rng.standard_normal(4)
     look = CellLook(
-        size=float(np.exp(0.06 * e * z[0])),
+        size=float(np.exp(np.clip(0.06 * e * z[0], -0.15, 0.15))),  # bounded: a lymphoid cell stays <= 25 um
         nucleus_ratio=float(0.025 * e * z[1]),
         chromatin=float(np.exp(0.12 * e * z[2])),
         cytoplasm=float(np.exp(0.2 * e * z[3])),
@@ -520,8 +521,10 @@ def render_cell_crop(
     _check_class(fab_class)
     if patient is None:
         patient = draw_patient(rng, params)
-    if crop_size_um < 25.0:
-        raise ValueError(f"crop_size_um must hold the largest lymphoid cell (25 um), got {crop_size_um}")
+    if crop_size_um < MAX_LYMPHOID_DIAMETER_UM:
+        raise ValueError(
+            f"crop_size_um must hold the largest lymphoid cell ({MAX_LYMPHOID_DIAMETER_UM} um), got {crop_size_um}"
+        )
     pixel_size = draw_pixel_size(rng, params)
     size = int(round(crop_size_um / pixel_size))
     optics = sample_optics(rng, patient.session, params.stain, params.optics, pixel_size)

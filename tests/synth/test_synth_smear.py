@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from allmtl_spark.config import ConfigError
+from allmtl_spark.config.schema import SynthConfig
 from allmtl_spark.synth.cells import LYMPHOID_KINDS, OTHER_KINDS
 from allmtl_spark.synth.smear import SmearParams, draw_patient, draw_pixel_size, render_cell_crop, render_slide
 
@@ -219,6 +220,20 @@ def test_a_patients_slides_share_their_stain_and_cell_size():
     assert within_size < between_size
     flat = [_slide(100 + k, "normal", dataclasses.replace(params, patient_effects=0.0), patient=None) for k in range(2)]
     assert all(s.cells for s in flat)
+
+
+def test_the_largest_lymphoid_cell_fits_the_smallest_allowed_crop():
+    from allmtl_spark.synth.cells import MAX_LYMPHOID_DIAMETER_UM, MORPHOLOGY
+
+    with pytest.raises(ConfigError, match="cell_crop_size_um"):
+        SynthConfig(cell_crop_size_um=MAX_LYMPHOID_DIAMETER_UM - 0.1)
+    worst = max(m.cell_diameter_um[1] * (1.1 + m.size_spread) for m in MORPHOLOGY.values()) * np.exp(0.15)
+    assert worst <= MAX_LYMPHOID_DIAMETER_UM  # largest typical size x per-cell and patient factors
+    big = SmearParams(patient_effects=3.0)  # the largest patient effects allowed
+    for seed in range(20):
+        crop = render_cell_crop(np.random.default_rng(seed), MAX_LYMPHOID_DIAMETER_UM, "L2", big)
+        ys, xs = np.nonzero(crop.mask)
+        assert xs.min() > 0 and ys.min() > 0 and xs.max() < crop.mask.shape[1] - 1 and ys.max() < crop.mask.shape[0] - 1
 
 
 def test_blank_slides_have_glass_and_no_cells():
