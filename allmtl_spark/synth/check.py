@@ -254,7 +254,7 @@ def measure_slides(cfg: SynthConfig, progress: Callable[[str], object] | None = 
     from allmtl_spark.synth.dataset import plan_items
 
     cfg = dataclasses.replace(cfg, n_cells=0)
-    items = [i for i in plan_items(cfg) if i.kind == "slide"]
+    items = [i for i in plan_items(cfg).items if i.kind == "slide"]
     if progress:
         progress(f"synth check: rendering and measuring {len(items)} slides with {cfg.workers} worker(s) ...")
     call = _MeasureCall(cfg)

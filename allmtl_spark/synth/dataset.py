@@ -13,10 +13,12 @@ Layout under the output folder::
 
 Like the real ALL-IDB2, the crops are cut out of the slides (``synth.crops_from_slides``, default):
 a crop's row names its slide (``source_slide_id``) and the crop's top-left pixel in it
-(``crop_x``, ``crop_y``), and its patient is the slide's. Every slide has its own generator
-seeded from (seed, kind, index), every patient from (seed, index), and which cells are cropped
-is planned before anything is drawn, so the files do not depend on the number of workers or the
-order they finish in.
+(``crop_x``, ``crop_y``), and its patient is the slide's. The slides are drawn first, knowing
+nothing of the crops (so cropping cannot change a slide, let alone by class); then the crops are
+chosen among the lymphoid cells whose centred window lies inside their slide, and cut out of the
+written JPEG. Every slide has its own generator seeded from (seed, kind, index), every patient from
+(seed, index), and the choice of crops is seeded too, so the files do not depend on the number of
+workers or the order they finish in.
 """
 
 from __future__ import annotations
@@ -38,13 +40,7 @@ import numpy as np
 from allmtl_spark.config.loader import ConfigError
 from allmtl_spark.config.schema import FAB_CLASSES, SmearParams, SynthConfig
 from allmtl_spark.synth.cells import BOX_LABELS
-from allmtl_spark.synth.smear import (
-    Patient,
-    SyntheticSlide,
-    draw_patient,
-    render_cell_crop,
-    render_slide,
-)
+from allmtl_spark.synth.smear import Patient, SyntheticSlide, draw_patient, render_cell_crop, render_slide
 from allmtl_spark.synth.stain import jpeg_roundtrip
 
 MANIFEST_COLUMNS = (
@@ -67,7 +63,6 @@ SLIDE_DIRS = {"image": "ALL_IDB1/im", "xyc": "ALL_IDB1/xyc", "mask": "ALL_IDB1/m
 CELL_DIRS = {"image": "ALL_IDB2/img", "mask": "ALL_IDB2/masks"}
 # Independent seed streams.
 _STREAM = {"slide": 0, "cell": 1, "slide_plan": 2, "cell_plan": 3, "patient": 4, "crop_plan": 5}
-MAX_CROPS_PER_SLIDE = 6  # cells one slide gives to crops (ALL-IDB2 took 260 crops from 108 slides)
 _OWN_FILE = re.compile(r"^Im\d{3,}_[01]\.(jpg|xyc|png|tif)$")
 
 
@@ -77,31 +72,17 @@ def _stem(index: int, fab_class: str) -> str:
 
 
 @dataclass(frozen=True)
-class Crop:
-    """A crop to cut out of a slide: its 0-based index among the crops and the kind of the cell at its centre."""
-
-    index: int
-    fab_class: str
-
-    @property
-    def stem(self) -> str:
-        return _stem(self.index, self.fab_class)
-
-
-@dataclass(frozen=True)
 class Item:
     """One file set to render: ``kind`` ``slide`` or ``cell``, 0-based ``index``, class and patient.
 
     Attributes:
         patient_index: 0-based patient number; ``patient_id`` is ``P`` and that number plus one.
-        crops: for a slide, the crops to cut out of it.
     """
 
     kind: str
     index: int
     fab_class: str
     patient_index: int
-    crops: tuple[Crop, ...] = ()
 
     @property
     def stem(self) -> str:
@@ -111,6 +92,38 @@ class Item:
     @property
     def patient_id(self) -> str:
         return f"P{self.patient_index + 1:04d}"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A lymphoid cell of a written slide that a crop can be cut around.
+
+    Attributes:
+        slide: index of the slide.
+        kind: ``normal``, ``L1``, ``L2`` or ``L3``.
+        cx, cy: the cell's centre, pixels.
+        x0, y0: top-left corner of its crop window, pixels: centred on the cell, or moved inside
+            the slide when the cell is near an edge (``centred`` false; the whole cell stays inside).
+        size: side of the window, pixels.
+        centred: the window is centred on the cell.
+    """
+
+    slide: int
+    kind: str
+    cx: float
+    cy: float
+    x0: int
+    y0: int
+    size: int
+    centred: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``write_dataset`` renders: the slides (and lone crops) and the classes of the crops to cut."""
+
+    items: list[Item]
+    crop_classes: list[str]  # crops cut from slides, in file order; empty without crops_from_slides
 
 
 @dataclass(frozen=True)
@@ -205,58 +218,31 @@ def _shuffled_classes(n: int, class_mix: dict[str, float], rng: np.random.Genera
     return [classes[i] for i in rng.permutation(n)]
 
 
-def _assign_crops(cfg: SynthConfig, slide_classes: list[str]) -> list[list[Crop]]:
-    """Plan the crops and the slide each is cut from.
-
-    The crops' classes follow ``class_mix`` over the classes the slides have (a blast crop needs a
-    slide of its class; lymphocytes are on every slide). Blast crops come from slides of their
-    class, lymphocyte crops from any slide, spread evenly over the eligible slides in a seeded
-    random order.
-    """
-    # Never empty: the slides' own classes come from class_mix.
-    mix = {c: w for c, w in cfg.class_mix.items() if c == "normal" or c in slide_classes}
-    crop_classes = _shuffled_classes(cfg.n_cells, mix, item_rng(cfg.seed, "cell_plan", 0)) if cfg.n_cells else []
-    rng = item_rng(cfg.seed, "crop_plan", 0)
-    per_slide: list[list[Crop]] = [[] for _ in slide_classes]
-    for fab_class in FAB_CLASSES:
-        wanted = [j for j, c in enumerate(crop_classes) if c == fab_class]
-        if not wanted:
-            continue
-        eligible = [i for i, c in enumerate(slide_classes) if fab_class == "normal" or c == fab_class]
-        order = [eligible[k] for k in rng.permutation(len(eligible))]
-        for t, j in enumerate(wanted):
-            per_slide[order[t % len(order)]].append(Crop(j, fab_class))
-    most = max((len(c) for c in per_slide), default=0)
-    if most > MAX_CROPS_PER_SLIDE:
-        raise ConfigError(
-            f"synth.n_cells={cfg.n_cells} crops would take {most} cells from one slide (at most "
-            f"{MAX_CROPS_PER_SLIDE}): raise synth.n_slides, lower synth.n_cells, or set synth.crops_from_slides: false"
-        )
-    return per_slide
-
-
-def plan_items(cfg: SynthConfig) -> list[Item]:
+def plan_items(cfg: SynthConfig) -> Plan:
     """The slides and crops to render, in file order.
 
     Slides are grouped ``slides_per_patient`` to a patient and a patient has one class, so all
-    of a patient's slides agree. Crops use the same ``class_mix`` (the default's half normal
-    gives ALL-IDB2's half blasts), over the classes the slides have. With ``crops_from_slides``
-    each slide lists the crops cut out of it and no separate crop items are returned; otherwise
-    each crop is an item with its own patient, numbered after the slides'.
+    of a patient's slides agree. Crops follow the same ``class_mix`` (the default's half normal
+    gives ALL-IDB2's half blasts) over the classes the slides have. With ``crops_from_slides``
+    the crops are cut from the slides later (``crop_classes``); otherwise each crop is an item
+    with its own patient, numbered after the slides'.
     """
     n_patients = math.ceil(cfg.n_slides / cfg.slides_per_patient)
     patient_classes = _shuffled_classes(n_patients, cfg.class_mix, item_rng(cfg.seed, "slide_plan", 0))
     if cfg.kind == "blank":
         patient_classes = ["normal"] * n_patients  # nothing on the glass to be leukaemic
-    slide_classes = [patient_classes[i // cfg.slides_per_patient] for i in range(cfg.n_slides)]
-    crops = _assign_crops(cfg, slide_classes) if cfg.crops_from_slides else [[] for _ in slide_classes]
     items = [
-        Item("slide", i, slide_classes[i], i // cfg.slides_per_patient, tuple(crops[i])) for i in range(cfg.n_slides)
+        Item("slide", i, patient_classes[i // cfg.slides_per_patient], i // cfg.slides_per_patient)
+        for i in range(cfg.n_slides)
     ]
+    cell_rng = item_rng(cfg.seed, "cell_plan", 0)
     if not cfg.crops_from_slides:
-        crop_classes = _shuffled_classes(cfg.n_cells, cfg.class_mix, item_rng(cfg.seed, "cell_plan", 0))
+        crop_classes = _shuffled_classes(cfg.n_cells, cfg.class_mix, cell_rng)
         items += [Item("cell", j, crop_classes[j], n_patients + j) for j in range(cfg.n_cells)]
-    return items
+        return Plan(items, [])
+    # Never empty: the slides' own classes come from class_mix.
+    mix = {c: w for c, w in cfg.class_mix.items() if c == "normal" or c in set(patient_classes)}
+    return Plan(items, _shuffled_classes(cfg.n_cells, mix, cell_rng) if cfg.n_cells else [])
 
 
 def min_pixel_size_um(cfg: SynthConfig) -> float:
@@ -272,24 +258,76 @@ def render_item(item: Item, cfg: SynthConfig) -> SyntheticSlide:
     patient = patient_of(cfg.seed, item.patient_index, cfg)
     if item.kind == "slide":
         return render_slide(
-            rng,
-            cfg.slide_width,
-            cfg.slide_height,
-            item.fab_class,
-            cfg,
-            patient=patient,
-            min_pixel_size_um=min_pixel_size_um(cfg),
-            crop_kinds=[c.fab_class for c in item.crops],
-            crop_size_um=cfg.cell_crop_size_um,
+            rng, cfg.slide_width, cfg.slide_height, item.fab_class, cfg, patient, min_pixel_size_um(cfg)
         )
     return render_cell_crop(rng, cfg.cell_crop_size_um, item.fab_class, cfg, patient=patient)
 
 
-def crop_window(cx: float, cy: float, size: int, width: int, height: int) -> tuple[int, int]:
-    """Top-left corner of a ``size`` square centred on (cx, cy), moved inside a ``width`` x ``height`` frame."""
-    x0 = min(max(int(round(cx - size / 2.0)), 0), width - size)
-    y0 = min(max(int(round(cy - size / 2.0)), 0), height - size)
-    return x0, y0
+def crop_candidates(slide: SyntheticSlide, index: int, crop_size_um: float) -> list[Candidate]:
+    """The lymphoid cells of a slide a crop can be cut around, with their windows.
+
+    A window is centred on its cell; near the slide's edge it is moved inside the slide, by at most
+    a quarter of its side and only if the whole cell stays inside it with a pixel to spare.
+    """
+    size = int(round(crop_size_um / slide.pixel_size_um))
+    height, width = slide.mask.shape
+    if size > min(width, height):
+        return []
+    out = []
+    for cell in slide.cells:
+        if cell.kind not in FAB_CLASSES:
+            continue
+        x, y = int(round(cell.cx - size / 2.0)), int(round(cell.cy - size / 2.0))
+        x0, y0 = min(max(x, 0), width - size), min(max(y, 0), height - size)
+        xmin, ymin, xmax, ymax = cell.box
+        inside = x0 < xmin and y0 < ymin and xmax < x0 + size - 1 and ymax < y0 + size - 1
+        if inside and max(abs(x0 - x), abs(y0 - y)) <= size / 4:
+            out.append(Candidate(index, cell.kind, cell.cx, cell.cy, x0, y0, size, (x0, y0) == (x, y)))
+    return out
+
+
+def choose_crops(cfg: SynthConfig, plan: Plan, candidates: list[Candidate]) -> list[Candidate]:
+    """Which cell each planned crop is cut around.
+
+    A blast crop takes a blast of its class, a lymphocyte crop a lymphocyte of any slide. Cells whose
+    window is centred come first; each class goes round its slides in a seeded random order, one
+    cell per slide per round, so the crops spread over the slides; no two crops share a window.
+    Depends only on the plan and the candidates, never on worker timing.
+
+    Raises:
+        ConfigError: the slides do not hold enough cells of a class.
+    """
+    rng = item_rng(cfg.seed, "crop_plan", 0)
+    chosen: dict[int, Candidate] = {}
+    taken: set[tuple[int, int, int]] = set()
+    for fab_class in FAB_CLASSES:
+        wanted = [j for j, c in enumerate(plan.crop_classes) if c == fab_class]
+        if not wanted:
+            continue
+        queue: list[Candidate] = []
+        for centred in (True, False):
+            by_slide: dict[int, list[Candidate]] = {}
+            for cand in candidates:
+                if cand.kind == fab_class and cand.centred == centred:
+                    by_slide.setdefault(cand.slide, []).append(cand)
+            order = [sorted(by_slide)[k] for k in rng.permutation(len(by_slide))]
+            rounds = max((len(v) for v in by_slide.values()), default=0)
+            queue += [by_slide[s][r] for r in range(rounds) for s in order if r < len(by_slide[s])]
+        picked = []
+        for cand in queue:
+            if len(picked) == len(wanted):
+                break
+            if (cand.slide, cand.x0, cand.y0) not in taken:
+                taken.add((cand.slide, cand.x0, cand.y0))
+                picked.append(cand)
+        if len(picked) < len(wanted):
+            raise ConfigError(
+                f"synth.n_cells asks for {len(wanted)} {fab_class} crops but the slides hold {len(picked)} {fab_class} "
+                f"cells with room for a {cfg.cell_crop_size_um:g} um crop around them: lower synth.n_cells, raise "
+                "synth.n_slides or the slide size, or set synth.crops_from_slides: false"
+            )
+        chosen.update(zip(wanted, picked, strict=True))
+    return [chosen[j] for j in range(len(plan.crop_classes))]
 
 
 def _write_image(path: Path, rgb: np.ndarray, params: list[int]) -> None:
@@ -303,7 +341,7 @@ def _write_mask(path: Path, mask: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def _row(item_kind: str, stem: str, patient_id: str, label: str, pixel_size_um: float, **extra: str) -> dict[str, str]:
+def _row(item_kind: str, stem: str, patient_id: str, label: str, pixel_size_um: str, **extra: str) -> dict[str, str]:
     dirs = SLIDE_DIRS if item_kind == "slide" else CELL_DIRS
     row = {
         "path": f"{dirs['image']}/{stem}.{'jpg' if item_kind == 'slide' else 'tif'}",
@@ -314,7 +352,7 @@ def _row(item_kind: str, stem: str, patient_id: str, label: str, pixel_size_um: 
         "mask_path": f"{dirs['mask']}/{stem}.png",
         "xyc_path": f"{SLIDE_DIRS['xyc']}/{stem}.xyc" if item_kind == "slide" else "",
         "site": SITE,
-        "pixel_size_um": f"{pixel_size_um:.8g}",
+        "pixel_size_um": pixel_size_um,
         "source_slide_id": "",
         "crop_x": "",
         "crop_y": "",
@@ -323,73 +361,76 @@ def _row(item_kind: str, stem: str, patient_id: str, label: str, pixel_size_um: 
     return row
 
 
-def _write_crop(
-    root: Path, crop: Crop, image: np.ndarray, mask: np.ndarray, patient_id: str, pixel_size_um: float, **source: str
-) -> dict[str, str]:
-    row = _row("cell", crop.stem, patient_id, crop.fab_class, pixel_size_um, **source)
+def _write_crop(root: Path, row: dict[str, str], image: np.ndarray, mask: np.ndarray) -> dict[str, str]:
     # Uncompressed like the originals: every TIFF reader opens it.
     _write_image(root / row["path"], image, [cv2.IMWRITE_TIFF_COMPRESSION, 1])
     _write_mask(root / row["mask_path"], mask)
     return row
 
 
-def _write_item(job: _Job, item: Item) -> tuple[list[dict[str, str]], list[dict[str, str]], int]:
-    """Render and write one item (a slide with the crops cut from it, or a lone crop).
+@dataclass(frozen=True)
+class _Written:
+    """What rendering one item gave: its manifest row, box rows, blast count and crop candidates."""
 
-    Returns:
-        Its manifest rows (the slide's first), its box rows and its number of blast centroids.
-    """
+    row: dict[str, str]
+    boxes: list[dict[str, str]]
+    blasts: int
+    candidates: list[Candidate]
+
+
+def _write_item(job: _Job, item: Item) -> _Written:
+    """Render and write one slide (with its .xyc, mask and boxes) or one lone crop."""
     root = Path(job.root)
-    cfg_like = job.params
     rng = item_rng(job.seed, item.kind, item.index)
-    patient = patient_of(job.seed, item.patient_index, cfg_like)
+    patient = patient_of(job.seed, item.patient_index, job.params)
     if item.kind == "cell":
-        drawn = render_cell_crop(rng, job.crop_size_um, item.fab_class, cfg_like, patient=patient)
-        crop = Crop(item.index, item.fab_class)
-        return [_write_crop(root, crop, drawn.image, drawn.mask, item.patient_id, drawn.pixel_size_um)], [], 0
-    drawn = render_slide(
-        rng,
-        job.width,
-        job.height,
-        item.fab_class,
-        cfg_like,
-        patient=patient,
-        min_pixel_size_um=job.min_pixel_size_um,
-        crop_kinds=[c.fab_class for c in item.crops],
-        crop_size_um=job.crop_size_um,
-    )
-    row = _row("slide", item.stem, item.patient_id, item.fab_class, drawn.pixel_size_um)
-    jpeg, decoded = jpeg_roundtrip(drawn.image, drawn.jpeg_quality)
+        drawn = render_cell_crop(rng, job.crop_size_um, item.fab_class, job.params, patient=patient)
+        row = _row("cell", item.stem, item.patient_id, item.fab_class, f"{drawn.pixel_size_um:.8g}")
+        return _Written(_write_crop(root, row, drawn.image, drawn.mask), [], 0, [])
+    drawn = render_slide(rng, job.width, job.height, item.fab_class, job.params, patient, job.min_pixel_size_um)
+    row = _row("slide", item.stem, item.patient_id, item.fab_class, f"{drawn.pixel_size_um:.8g}")
+    jpeg, _ = jpeg_roundtrip(drawn.image, drawn.jpeg_quality)
     (root / row["path"]).write_bytes(jpeg)
     _write_mask(root / row["mask_path"], drawn.mask)
     (root / row["xyc_path"]).write_text(
         "".join(f"{int(round(c.cx))} {int(round(c.cy))}\n" for c in drawn.blasts), encoding="ascii"
     )
-    rows = [row]
-    # Crops are cut from the decoded JPEG: what anyone reading the slide file sees at (crop_x, crop_y).
-    size = int(round(job.crop_size_um / drawn.pixel_size_um))
-    for crop, at in zip(item.crops, drawn.crop_cells, strict=True):
-        cell = drawn.cells[at]
-        x0, y0 = crop_window(cell.cx, cell.cy, size, job.width, job.height)
-        window = (slice(y0, y0 + size), slice(x0, x0 + size))
-        mask = np.where(drawn.labels[window] == at + 1, 255, 0).astype(np.uint8)
-        rows.append(
-            _write_crop(
-                root,
-                crop,
-                np.ascontiguousarray(decoded[window]),
-                mask,
-                item.patient_id,
-                drawn.pixel_size_um,
-                source_slide_id=item.stem,
-                crop_x=str(x0),
-                crop_y=str(y0),
-            )
-        )
     boxes = [
         dict(zip(BOX_COLUMNS, (item.stem, *map(str, c.box), BOX_LABELS[c.kind]), strict=True)) for c in drawn.cells
     ]
-    return rows, boxes, len(drawn.blasts)
+    return _Written(row, boxes, len(drawn.blasts), crop_candidates(drawn, item.index, job.crop_size_um))
+
+
+@dataclass(frozen=True)
+class _CutCall:
+    """Picklable: cut one slide's crops out of its written JPEG (what anyone reading the file sees)."""
+
+    root: str
+
+    def __call__(self, task: tuple[dict[str, str], list[tuple[int, str, Candidate]]]) -> list[dict[str, str]]:
+        slide_row, crops = task
+        root = Path(self.root)
+        image = cv2.cvtColor(cv2.imread(str(root / slide_row["path"]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        slide_mask = cv2.imread(str(root / slide_row["mask_path"]), cv2.IMREAD_UNCHANGED)
+        rows = []
+        for index, fab_class, cand in crops:
+            window = (slice(cand.y0, cand.y0 + cand.size), slice(cand.x0, cand.x0 + cand.size))
+            # White cells never touch, so the mask's piece under the cell's centre is that cell alone.
+            _, pieces = cv2.connectedComponents(slide_mask[window], connectivity=8)
+            centre = pieces[int(round(cand.cy)) - cand.y0, int(round(cand.cx)) - cand.x0]
+            mask = np.where((pieces == centre) & (centre > 0), 255, 0).astype(np.uint8)
+            row = _row(
+                "cell",
+                _stem(index, fab_class),
+                slide_row["patient_id"],
+                fab_class,
+                slide_row["pixel_size_um"],
+                source_slide_id=slide_row["slide_id"],
+                crop_x=str(cand.x0),
+                crop_y=str(cand.y0),
+            )
+            rows.append(_write_crop(root, row, np.ascontiguousarray(image[window]), mask))
+        return rows
 
 
 def _worker_init() -> None:
@@ -406,17 +447,15 @@ def _remove_stale(root: Path, keep: set[str]) -> None:
                 path.unlink()
 
 
-def _expected_files(item: Item) -> list[str]:
-    if item.kind == "slide":
-        files = [
-            f"{SLIDE_DIRS['image']}/{item.stem}.jpg",
-            f"{SLIDE_DIRS['xyc']}/{item.stem}.xyc",
-            f"{SLIDE_DIRS['mask']}/{item.stem}.png",
-        ]
-        stems = [c.stem for c in item.crops]
-    else:
-        files, stems = [], [item.stem]
-    return files + [f for s in stems for f in (f"{CELL_DIRS['image']}/{s}.tif", f"{CELL_DIRS['mask']}/{s}.png")]
+def _expected_files(plan: Plan) -> set[str]:
+    files = set()
+    for item in plan.items:
+        if item.kind == "slide":
+            files |= {
+                f"{SLIDE_DIRS[k]}/{item.stem}.{ext}" for k, ext in (("image", "jpg"), ("xyc", "xyc"), ("mask", "png"))
+            }
+    stems = [i.stem for i in plan.items if i.kind == "cell"] + [_stem(j, c) for j, c in enumerate(plan.crop_classes)]
+    return files | {f for s in stems for f in (f"{CELL_DIRS['image']}/{s}.tif", f"{CELL_DIRS['mask']}/{s}.png")}
 
 
 class _Progress:
@@ -457,12 +496,15 @@ def write_dataset(
 
     Returns:
         A ``SynthSummary`` with counts per class, paths, time and rate.
+
+    Raises:
+        ConfigError: the slides do not hold enough cells to cut ``cfg.n_cells`` crops from.
     """
     root = Path(output if output is not None else cfg.output)
     for folder in {*SLIDE_DIRS.values(), *CELL_DIRS.values()}:
         (root / folder).mkdir(parents=True, exist_ok=True)
-    items = plan_items(cfg)
-    _remove_stale(root, {f for item in items for f in _expected_files(item)})
+    plan = plan_items(cfg)
+    _remove_stale(root, _expected_files(plan))
     job = _Job(
         root=str(root),
         seed=cfg.seed,
@@ -473,43 +515,54 @@ def write_dataset(
         params=cfg,
     )
     start = time.perf_counter()
-    tracker = _Progress(len(items), progress)
-    results: dict[tuple[str, int], tuple[list[dict[str, str]], list[dict[str, str]], int]] = {}
-    workers = min(cfg.workers, len(items))
-    if workers <= 1:
-        for item in items:
-            results[(item.kind, item.index)] = _write_item(job, item)
+    tracker = _Progress(len(plan.items), progress)
+    workers = min(cfg.workers, len(plan.items))
+    # spawn, not fork: the caller may hold threads (Spark's py4j gateway, OpenCV's pool) that fork would copy
+    # half-alive. Items are independent, so unordered completion is fine; rows are put back in order below.
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init) if workers > 1 else None
+    try:
+        results: dict[tuple[str, int], _Written] = {}
+        calls = (
+            pool.imap_unordered(_RenderCall(job), plan.items, chunksize=1)
+            if pool
+            else map(_RenderCall(job), plan.items)
+        )
+        for key, written in calls:
+            results[key] = written
             tracker.advance()
-    else:
-        # spawn, not fork: the caller may hold threads (Spark's py4j gateway, OpenCV's pool) that fork would copy
-        # half-alive. Items are independent, so unordered completion is fine; rows are put back in order below.
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(workers, initializer=_worker_init) as pool:
-            for key, result in pool.imap_unordered(_RenderCall(job), items, chunksize=1):
-                results[key] = result
-                tracker.advance()
-    ordered = [results[(item.kind, item.index)] for item in items]
-    rows = [r for rows, _, _ in ordered for r in rows]
-    slide_rows = [r for r in rows if r["kind"] == "slide"]
-    cell_rows = sorted((r for r in rows if r["kind"] == "cell"), key=lambda r: int(r["slide_id"][2:-2]))
+        written = [results[(item.kind, item.index)] for item in plan.items]
+        slide_rows = [w.row for w in written if w.row["kind"] == "slide"]
+        cell_rows = [w.row for w in written if w.row["kind"] == "cell"]
+        if plan.crop_classes:
+            chosen = choose_crops(cfg, plan, [c for w in written for c in w.candidates])
+            tasks: dict[int, list[tuple[int, str, Candidate]]] = {}
+            for j, (fab_class, cand) in enumerate(zip(plan.crop_classes, chosen, strict=True)):
+                tasks.setdefault(cand.slide, []).append((j, fab_class, cand))
+            work = [(slide_rows[i], crops) for i, crops in sorted(tasks.items())]
+            cut = pool.map(_CutCall(str(root)), work) if pool else [_CutCall(str(root))(w) for w in work]
+            cell_rows = sorted((r for rows in cut for r in rows), key=lambda r: int(r["slide_id"][2:-2]))
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
     _write_csv(root / "manifest.csv", MANIFEST_COLUMNS, slide_rows + cell_rows)
-    boxes = [b for _, item_boxes, _ in ordered for b in item_boxes]
+    boxes = [b for w in written for b in w.boxes]
     _write_csv(root / "boxes.csv", BOX_COLUMNS, boxes)
     seconds = time.perf_counter() - start
     slides = Counter(r["label"] for r in slide_rows)
     cells = Counter(r["label"] for r in cell_rows)
-    sizes = [float(r["pixel_size_um"]) for r in rows] or [0.0]
+    sizes = [float(r["pixel_size_um"]) for r in slide_rows + cell_rows] or [0.0]
     return SynthSummary(
         output=str(root),
         manifest_path=str(root / "manifest.csv"),
         boxes_path=str(root / "boxes.csv"),
         slides_per_class={c: slides.get(c, 0) for c in FAB_CLASSES},
         cells_per_class={c: cells.get(c, 0) for c in FAB_CLASSES},
-        blasts_on_slides=sum(n for _, _, n in ordered),
+        blasts_on_slides=sum(w.blasts for w in written),
         boxes=len(boxes),
         pixel_size_range=(min(sizes), max(sizes)),
         seconds=seconds,
-        rate=len(rows) / seconds if seconds > 0 else 0.0,
+        rate=(len(slide_rows) + len(cell_rows)) / seconds if seconds > 0 else 0.0,
     )
 
 
@@ -529,5 +582,5 @@ class _RenderCall:
 
     job: _Job
 
-    def __call__(self, item: Item) -> tuple[tuple[str, int], tuple[list[dict[str, str]], list[dict[str, str]], int]]:
+    def __call__(self, item: Item) -> tuple[tuple[str, int], _Written]:
         return (item.kind, item.index), _write_item(self.job, item)

@@ -134,7 +134,6 @@ class SyntheticSlide:
         fab_class: ``normal``, ``L1``, ``L2`` or ``L3``.
         pixel_size_um: micrometres per pixel the image was rendered at.
         jpeg_quality: the JPEG quality the slide's optics call for.
-        crop_cells: indices into ``cells`` of the cells asked for with ``crop_kinds``, in that order.
     """
 
     image: np.ndarray
@@ -144,7 +143,6 @@ class SyntheticSlide:
     fab_class: str
     pixel_size_um: float
     jpeg_quality: int = 95
-    crop_cells: tuple[int, ...] = ()
 
     @property
     def blasts(self) -> list[CellRecord]:
@@ -186,55 +184,24 @@ def fit_pixel_size_um(width: int, height: int) -> float:
 
 
 def _place_white_cells(
-    rng: np.random.Generator,
-    sprites: list[tuple[str, Sprite]],
-    width: int,
-    height: int,
-    gap: float,
-    n_required: int = 0,
-    crop_px: int = 0,
-) -> list[tuple[str, Sprite, int, int] | None] | None:
-    """Put white cells fully inside the frame without touching each other.
-
-    The first ``n_required`` sprites are cells a crop will be cut around: they are placed first,
-    where a ``crop_px`` window centred on them fits in the frame if there is room, else anywhere;
-    if one of them finds no room at all, the result is None. Other cells that do not fit are
-    dropped (None in their place).
-    """
+    rng: np.random.Generator, sprites: list[tuple[str, Sprite]], width: int, height: int, gap: float
+) -> list[tuple[str, Sprite, int, int]]:
+    """Put white cells fully inside the frame without touching each other; drop any that will not fit."""
     placed: list[tuple[str, Sprite, int, int]] = []
-    out: list[tuple[str, Sprite, int, int] | None] = []
-
-    def try_place(sprite: Sprite, box: tuple[float, float, float, float], tries: int) -> tuple[float, float] | None:
+    for kind, sprite in sprites:
         r = sprite.radius * 1.15
-        x_lo, y_lo = max(r + 1.0, box[0]), max(r + 1.0, box[1])
-        x_hi, y_hi = min(width - r - 1.0, box[2]), min(height - r - 1.0, box[3])
+        x_lo, y_lo, x_hi, y_hi = r + 1.0, r + 1.0, width - r - 1.0, height - r - 1.0
         if x_lo > x_hi or y_lo > y_hi:
-            return None
-        for _ in range(tries):
+            continue
+        for _ in range(150):
             cx, cy = rng.uniform(x_lo, x_hi), rng.uniform(y_lo, y_hi)
             if all(
                 np.hypot(cx - (x0 + s.centre[0]), cy - (y0 + s.centre[1])) > r + s.radius * 1.15 + gap
                 for _, s, x0, y0 in placed
             ):
-                return cx, cy
-        return None
-
-    for i, (kind, sprite) in enumerate(sprites):
-        at = None
-        if i < n_required and crop_px:
-            half = crop_px / 2.0
-            at = try_place(sprite, (half, half, width - half, height - half), 300)
-        if at is None:
-            at = try_place(sprite, (0.0, 0.0, float(width), float(height)), 300 if i < n_required else 150)
-        if at is None:
-            if i < n_required:
-                return None
-            out.append(None)
-            continue
-        entry = (kind, sprite, int(round(at[0] - sprite.centre[0])), int(round(at[1] - sprite.centre[1])))
-        placed.append(entry)
-        out.append(entry)
-    return out
+                placed.append((kind, sprite, int(round(cx - sprite.centre[0])), int(round(cy - sprite.centre[1]))))
+                break
+    return placed
 
 
 def _lattice_positions(
@@ -429,8 +396,6 @@ def render_slide(
     params: SmearParams,
     patient: Patient | None = None,
     min_pixel_size_um: float = 0.0,
-    crop_kinds: Sequence[str] = (),
-    crop_size_um: float = 0.0,
 ) -> SyntheticSlide:
     """A whole smear: red cells, platelets, lymphoid and other white cells, like an ALL-IDB1 photo.
 
@@ -448,18 +413,11 @@ def render_slide(
         patient: the slide's patient; None draws a new one from ``rng``.
         min_pixel_size_um: floor of the drawn pixel size (see ``draw_pixel_size``); the largest white
             cell always fits.
-        crop_kinds: lymphoid kinds of cells that crops will be cut around: they are drawn in
-            addition to the class's own cells if needed, and placed (if there is room) where a
-            ``crop_size_um`` window centred on them lies inside the frame; ``crop_cells`` names them.
-        crop_size_um: side of those crops, micrometres.
 
     Returns:
         The ``SyntheticSlide``; ``image`` is HxWx3 uint8 RGB, ``mask`` HxW uint8 0/255.
     """
     _check_class(fab_class)
-    for kind in crop_kinds:
-        if kind not in LYMPHOID_KINDS or (kind != "normal" and kind != fab_class):
-            raise ValueError(f"a {fab_class} slide has no {kind} cells to crop")
     if patient is None:
         patient = draw_patient(rng, params)
     pixel_size = draw_pixel_size(rng, params, max(min_pixel_size_um, fit_pixel_size_um(width, height)))
@@ -473,27 +431,10 @@ def render_slide(
     else:
         n_blasts = min(n_lymphoid, max(1, int(round(rng.uniform(*params.blast_fraction) * n_lymphoid))))
         kinds = [fab_class] * n_blasts + ["normal"] * (n_lymphoid - n_blasts)  # blasts first: they get placed
-    # The cells crops need come first (placed first, never dropped); they are the slide's own cells when it has them.
-    required = list(crop_kinds)
-    rest = list(kinds)
-    for kind in required:
-        if kind in rest:
-            rest.remove(kind)
-    kinds = required + rest + _other_kinds(rng, params)
-    for _ in range(8):
-        sprites = _white_sprites(rng, kinds, 1.0 / pixel_size, patient)
-        crop_px = int(round(crop_size_um / pixel_size)) if crop_kinds else 0
-        slots = _place_white_cells(rng, sprites, width, height, _WHITE_GAP_UM / pixel_size, len(required), crop_px)
-        if slots is not None:
-            break
-        # The cells crops need do not fit this field of view: widen it (recorded: the slide is what it shows).
-        optics = dataclasses.replace(optics, blur_sigma_px=optics.blur_sigma_px / 1.25)
-        pixel_size *= 1.25
-    else:
-        raise ValueError(f"no room for {len(required)} cropped cells on a {width}x{height} slide")
-    white = [s for s in slots if s is not None]
-    slide = _render_scene(rng, width, height, optics, pixel_size, patient, coverage, white, params, fab_class)
-    return dataclasses.replace(slide, crop_cells=tuple(range(len(required))))
+    kinds += _other_kinds(rng, params)
+    sprites = _white_sprites(rng, kinds, 1.0 / pixel_size, patient)
+    white = _place_white_cells(rng, sprites, width, height, _WHITE_GAP_UM / pixel_size)
+    return _render_scene(rng, width, height, optics, pixel_size, patient, coverage, white, params, fab_class)
 
 
 def render_cell_crop(
@@ -536,5 +477,4 @@ def render_cell_crop(
     ((kind, sprite),) = _white_sprites(rng, [fab_class], 1.0 / pixel_size, patient)
     centre = size / 2.0
     white = [(kind, sprite, int(round(centre - sprite.centre[0])), int(round(centre - sprite.centre[1])))]
-    slide = _render_scene(rng, size, size, optics, pixel_size, patient, coverage, white, params, fab_class)
-    return dataclasses.replace(slide, crop_cells=(0,))
+    return _render_scene(rng, size, size, optics, pixel_size, patient, coverage, white, params, fab_class)

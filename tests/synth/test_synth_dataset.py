@@ -165,7 +165,7 @@ def test_boxes_list_every_white_cell_of_every_slide(written):
 def test_files_hold_what_the_renderer_draws(written):
     cfg, root = written
     slides = [r for r in _manifest(root) if r["kind"] == "slide"]
-    items = [i for i in plan_items(cfg) if i.kind == "slide"]
+    items = [i for i in plan_items(cfg).items if i.kind == "slide"]
     for item, row in zip(items, slides, strict=True):
         assert row["slide_id"] == item.stem and row["label"] == item.fab_class
         drawn = render_item(item, cfg)
@@ -211,21 +211,48 @@ def test_rerun_into_the_same_folder_removes_stale_items(tmp_path):
     assert (tmp_path / "ALL_IDB1" / "im" / "notes.txt").exists()  # only our own file names are removed
 
 
-def test_class_mix_is_exact_cells_are_half_blasts_and_spread_over_the_slides():
+def test_class_mix_is_exact_and_cells_are_half_blasts_by_default():
     cfg = SynthConfig(n_slides=24, n_cells=64)
-    items = plan_items(cfg)
-    slides = [i.fab_class for i in items if i.kind == "slide"]
-    crops = [(i, c) for i in items for c in i.crops]
-    assert len(items) == 24  # the crops come with their slides
+    plan = plan_items(cfg)
+    slides = [i.fab_class for i in plan.items if i.kind == "slide"]
+    assert len(plan.items) == 24  # the crops are cut from the slides, not rendered as items
     assert {c: slides.count(c) for c in ("normal", "L1", "L2", "L3")} == {"normal": 12, "L1": 4, "L2": 4, "L3": 4}
-    assert sorted(c.index for _, c in crops) == list(range(64))
-    assert [c.fab_class for _, c in crops].count("normal") == 32
-    assert all(c.fab_class in ("normal", i.fab_class) for i, c in crops)
-    blast_crops = [sum(c.fab_class != "normal" for c in i.crops) for i in items if i.fab_class != "normal"]
-    assert max(blast_crops) - min(blast_crops) <= 1  # spread evenly, not piled on a few slides
+    assert len(plan.crop_classes) == 64 and plan.crop_classes.count("normal") == 32
+    assert {"L1", "L2", "L3"} <= set(plan.crop_classes)
     assert slides != sorted(slides)  # shuffled, not in blocks
     assert class_counts(7, {"normal": 1.0, "L3": 1.0}) == {"normal": 4, "L1": 0, "L2": 0, "L3": 3}
     assert sum(class_counts(101, cfg.class_mix).values()) == 101
+
+
+def test_crops_are_centred_on_their_cell_spread_over_the_slides_and_distinct(tmp_path):
+    cfg = _cfg(n_slides=8, n_cells=12, slide_width=400, slide_height=300)
+    write_dataset(cfg, str(tmp_path), progress=None)
+    cells = [r for r in _manifest(tmp_path) if r["kind"] == "cell"]
+    windows = {(r["source_slide_id"], r["crop_x"], r["crop_y"]) for r in cells}
+    assert len(windows) == len(cells)  # no two crops share a window
+    per_slide = [sum(r["source_slide_id"] == s for r in cells) for s in {r["source_slide_id"] for r in cells}]
+    assert max(per_slide) <= 3
+    offsets = []
+    for r in cells:
+        mask = cv2.imread(str(tmp_path / r["mask_path"]), cv2.IMREAD_UNCHANGED)
+        ys, xs = np.nonzero(mask)
+        size = mask.shape[0]
+        # The cell's centre (its mask's extent's middle) against the crop's centre, as a share of the side.
+        offsets.append(max(abs((xs.min() + xs.max()) / 2 - size / 2), abs((ys.min() + ys.max()) / 2 - size / 2)) / size)
+    # Centred, to a pixel or two; near a slide's edge the window may move inside it by at most a quarter side.
+    assert max(offsets) <= 0.25 + 0.02
+    assert np.mean(np.array(offsets) < 0.02) >= 0.75
+
+
+def test_cropping_does_not_change_the_slides(tmp_path):
+    # The slides are drawn before and without the crops: with or without crops they are byte-identical,
+    # so nothing about a slide (its pixel size least of all) depends on the crops cut from it.
+    with_crops, without = tmp_path / "with", tmp_path / "without"
+    write_dataset(_cfg(n_slides=4, n_cells=4), str(with_crops), progress=None)
+    write_dataset(_cfg(n_slides=4, n_cells=0, pixel_size_um=(0.15, 0.3)), str(without), progress=None)
+    a, b = _files(with_crops), _files(without)
+    slides = [f for f in b if f.startswith("ALL_IDB1/")]
+    assert slides and all(a[f] == b[f] for f in slides)
 
 
 def test_summary_counts_and_progress_messages(tmp_path):
@@ -258,12 +285,12 @@ def test_crops_can_be_their_own_patients_and_blank_slides_have_nothing(tmp_path)
         assert not cv2.imread(str(tmp_path / "blank" / r["mask_path"]), cv2.IMREAD_UNCHANGED).any()
 
 
-def test_crops_follow_the_classes_the_slides_have_and_need_slides():
+def test_crops_follow_the_classes_the_slides_have_and_need_enough_cells(tmp_path):
     few = SynthConfig(n_slides=2, n_cells=10, slides_per_patient=2, class_mix={"normal": 0.5, "L1": 0.25, "L3": 0.25})
-    (patient_class,) = {i.fab_class for i in plan_items(few)}  # two slides of one patient: one class
-    crops = {c.fab_class for i in plan_items(few) for c in i.crops}
-    assert crops == {"normal"} | ({patient_class} - {"normal"})
+    plan = plan_items(few)
+    (patient_class,) = {i.fab_class for i in plan.items}  # two slides of one patient: one class
+    assert set(plan.crop_classes) == {"normal"} | ({patient_class} - {"normal"})
     with pytest.raises(ConfigError, match="crops_from_slides"):
         SynthConfig(n_slides=0, n_cells=4)
-    with pytest.raises(ConfigError, match=r"would take 13 cells from one slide \(at most 6\)"):
-        plan_items(SynthConfig(n_slides=2, n_cells=26, class_mix={"normal": 1.0}))
+    with pytest.raises(ConfigError, match=r"asks for 40 normal crops but the slides hold \d+ normal cells"):
+        write_dataset(_cfg(n_slides=2, n_cells=40, class_mix={"normal": 1.0}), str(tmp_path), progress=None)

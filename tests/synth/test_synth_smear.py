@@ -186,21 +186,6 @@ def test_crop_has_one_centred_cell_and_its_mask(fab_class):
     assert xs.min() > 0 and ys.min() > 0 and xs.max() < size - 1 and ys.max() < size - 1
 
 
-def test_cells_asked_for_crops_are_on_the_slide_with_room_for_their_crop():
-    for seed in range(4):
-        s = _slide(seed, "L3", SMALL, 640, 480, crop_kinds=["L3", "normal", "L3"], crop_size_um=40.0)
-        assert [s.cells[i].kind for i in s.crop_cells] == ["L3", "normal", "L3"]
-        size = round(40.0 / s.pixel_size_um)
-        for i in s.crop_cells:
-            c = s.cells[i]
-            assert size / 2 - 1 <= c.cx <= 640 - size / 2 + 1 and size / 2 - 1 <= c.cy <= 480 - size / 2 + 1
-    with pytest.raises(ValueError, match="no L2 cells"):
-        _slide(0, "L3", crop_kinds=["L2"], crop_size_um=40.0)
-    # Six cropped cells do not fit a 320x240 field at 0.1 um/px: the slide widens its field until they do.
-    crowded = _slide(1, "L2", SmearParams(pixel_size_um=(0.1, 0.1)), crop_kinds=["L2"] * 6, crop_size_um=30.0)
-    assert crowded.pixel_size_um > 0.1 and len(crowded.crop_cells) == 6
-
-
 def test_a_patients_slides_share_their_stain_and_cell_size():
     # Random effects per patient: two slides of one patient are closer in colour and white-cell size than
     # slides of different patients, so a split that ignores patients leaks.
