@@ -15,7 +15,6 @@ lymphoid cells' shape scores near chance on colour and high on morphology.
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -253,7 +252,6 @@ def measure_slides(cfg: SynthConfig, progress: Callable[[str], object] | None = 
     """Render the configured data set's slides in memory (exactly as ``write_dataset`` would) and measure each."""
     from allmtl_spark.synth.dataset import plan_items
 
-    cfg = dataclasses.replace(cfg, n_cells=0)
     items = [i for i in plan_items(cfg).items if i.kind == "slide"]
     if progress:
         progress(f"synth check: rendering and measuring {len(items)} slides with {cfg.workers} worker(s) ...")
@@ -270,7 +268,7 @@ def run_check(
     """Render the configured data set's slides in memory and compare colour-only with morphology-only accuracy.
 
     Args:
-        cfg: the synth section (its slides are rendered exactly as ``write_dataset`` would; no crops).
+        cfg: the synth section (its slides are rendered exactly as ``write_dataset`` renders them; crops are not cut).
         folds, repeats: the cross-validation.
         progress: called with a line before the work starts; None for silence.
 
