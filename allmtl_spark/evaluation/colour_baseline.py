@@ -117,7 +117,8 @@ def compute_grouped_cv_accuracy(
     shares kept as far as the groups allow) and ``LogisticRegression`` after a ``StandardScaler``
     fitted on the training side only. The regularisation strength is either fixed or chosen per
     outer fold by an inner 3-fold grouped CV on that fold's training side only (``GridSearchCV``
-    over ``REGULARISATION_GRID``, accuracy), so the test side never picks it.
+    over ``REGULARISATION_GRID``, accuracy), so the test side never picks it; with too few groups
+    to tune (an inner training side of one class) it stays at 1.
 
     Args:
         features: float (n_items, n_features).
@@ -157,8 +158,11 @@ def compute_grouped_cv_accuracy(
                 continue  # a fold whose training side has one class cannot train a classifier
             c = 1.0 if regularisation is None else regularisation
             model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+            inner = []
             if regularisation is None and len(np.unique(g[train])) >= 3:
                 inner = list(GroupKFold(n_splits=3).split(x[train], y[train], g[train]))
+            # Too few groups to tune (an inner training side with one class): the default C.
+            if inner and all(len(np.unique(y[train][fit])) >= 2 for fit, _ in inner):
                 model = GridSearchCV(model, {"logisticregression__C": list(REGULARISATION_GRID)}, cv=inner)
             model.fit(x[train], y[train])
             scores.append(float(np.mean(model.predict(x[test]) == y[test])))
