@@ -90,6 +90,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from allmtl_spark.training.tune import run_tune
+
+    cfg = load_from_args(args)
+    spark = spark_from_args(args, cfg)
+    summary = run_tune(spark, cfg.train, cfg.tune, lakehouse_from(cfg), tune_id=args.run_id)
+    print(summary.format())
+    return 0
+
+
 def cmd_train_segmenter(args: argparse.Namespace) -> int:
     from allmtl_spark.segmentation.train import run_train_segmenter
 
@@ -119,7 +129,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     cfg = load_from_args(args)
     spark = spark_from_args(args, cfg)
-    summary = run_evaluate(spark, cfg.evaluate, cfg.train, lakehouse_from(cfg), eval_id=args.eval_id or args.run_id)
+    summary = run_evaluate(
+        spark, cfg.evaluate, cfg.train, lakehouse_from(cfg), eval_id=args.eval_id or args.run_id, tune=cfg.tune
+    )
     print(summary.format())
     return 0
 
@@ -164,6 +176,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "synth": (cmd_synth, "write a synthetic data set in the ALL-IDB layouts", False),
     "ingest": (cmd_ingest, "ingest ALL-IDB folders or manifests into the Delta tables", True),
     "train": (cmd_train, "train the multistage (and classical) transfer-learning models with Horovod", True),
+    "tune": (
+        cmd_tune,
+        "choose stage-3 learning rates on validation data, the same grid for both approaches (never the test part)",
+        True,
+    ),
     "train-segmenter": (cmd_train_segmenter, "train the Residual U-Net white-cell segmenter on the slides", True),
     "segment": (cmd_segment, "segment the slides' white cells into segmented_slides and slide_cells", True),
     "evaluate": (

@@ -18,3 +18,7 @@ class ArtifactError(AllmtlError):
 
 
 UNUSABLE_ERRORS = (AllmtlError,)
+
+
+class LeakageError(AllmtlError):
+    """A patient or slide would be on two sides of a split, or in two stages that must not share it."""

@@ -113,10 +113,32 @@ SLIDES = Table(
 
 CELLS = Table(
     name="cells",
-    schema=StructType([_f("cell_id", StringType(), False)] + _IMAGE_COLUMNS + _PIXEL_SIZE_COLUMNS),
+    schema=StructType(
+        [_f("cell_id", StringType(), False)]
+        + _IMAGE_COLUMNS
+        + _PIXEL_SIZE_COLUMNS
+        + [
+            _f("source_slide_id", StringType()),
+            _f("source_slide_sha256", StringType()),
+            _f("source_match_score", DoubleType()),
+            _f("source_crop_x", IntegerType()),
+            _f("source_crop_y", IntegerType()),
+        ]
+    ),
     merge_keys=("content_sha256",),
     description="Single-cell crops (ALL-IDB2 layout or manifest rows of kind cell).",
-    column_docs={"cell_id": "file stem (ImNNN_L) or the manifest's slide_id", **_IMAGE_DOCS, **_PIXEL_SIZE_DOCS},
+    column_docs={
+        "cell_id": "file stem (ImNNN_L) or the manifest's slide_id",
+        **_IMAGE_DOCS,
+        **_PIXEL_SIZE_DOCS,
+        "source_slide_id": "slide_id of the slide the crop was cut from: the manifest's `source_slide_id`, or found "
+        "by template matching (ALL-IDB2 crops against ingested ALL-IDB1 slides); null when unknown",
+        "source_slide_sha256": "content hash of that slide in `slides` (null when it is not ingested)",
+        "source_match_score": "normalised cross-correlation of the crop with the slide at its place (1 = identical); "
+        "null when the place is neither given nor searched",
+        "source_crop_x": "left pixel of the crop in the source slide (manifest `crop_x` or the match)",
+        "source_crop_y": "top pixel of the crop in the source slide (manifest `crop_y` or the match)",
+    },
 )
 
 REJECTS = Table(
@@ -280,6 +302,8 @@ SPLITS = Table(
             _f("part", StringType(), False),
             _f("fold", IntegerType()),
             _f("created_at", TimestampType(), False),
+            _f("source_slide_sha256", StringType()),
+            _f("overlap_check", StringType()),
         ]
     ),
     merge_keys=("split_id", "source_table", "content_sha256"),
@@ -290,6 +314,9 @@ SPLITS = Table(
         "group_key": "patient hash when known, else the slide id: a group never spans two parts",
         "part": "train | val | test (or `fold` for k-fold splits)",
         "fold": "fold number for k-fold splits, null otherwise",
+        "source_slide_sha256": "cells: content hash of the slide the crop was cut from (null when unknown)",
+        "overlap_check": "the check the training job ran before training: `passed: ...` (no patient or slide on "
+        "two sides, no stage-2 cell of a stage-3 validation/test slide or patient); null in splits made before it",
     },
 )
 

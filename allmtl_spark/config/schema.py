@@ -305,10 +305,17 @@ class IngestConfig:
     # (a source's default_pixel_size_um overrides it): ALL-IDB1's nominal scale.
     default_pixel_size_um: float = units.ALLIDB1_PIXEL_SIZE_UM
     pixel_size_min_confidence: float = 0.5  # red-cell estimates below this confidence are not trusted
+    # Cells' source slides (ingest/source_slides.py): manifest source_slide_id, else ALL-IDB2 crops are
+    # searched in the ingested slides by template matching; a place scoring below min_score stays unlinked.
+    link_cells: bool = True
+    crop_match_min_score: float = 0.9  # synthetic red-cell fields give wrong places up to ~0.75
+    crop_match_factor: int = 4  # the coarse search runs on images this many times smaller
 
     def __post_init__(self) -> None:
         _pixel_size(self.default_pixel_size_um, "default_pixel_size_um")
         _require(0 <= self.pixel_size_min_confidence <= 1, "pixel_size_min_confidence", "must be in [0, 1]")
+        _require(-1 <= self.crop_match_min_score <= 1, "crop_match_min_score", "must be in [-1, 1]")
+        _require(self.crop_match_factor >= 1, "crop_match_factor", "must be >= 1")
         _require(self.max_file_bytes > 0, "max_file_bytes", "must be > 0")
         _require(self.max_pixels > 0, "max_pixels", "must be > 0")
         _require(self.min_side_px >= 1, "min_side_px", "must be >= 1")
@@ -424,6 +431,9 @@ class StageConfig:
     # The weights the stage ends with: best = the epoch with the lowest validation loss (averaged
     # over ranks), last = the final epoch's.
     keep_weights: Literal["best", "last"] = "best"
+    # Keep every BatchNormalization layer frozen (inference-mode statistics, no scale/offset
+    # updates) while fine-tuning: the usual choice for small batches from pretrained weights.
+    freeze_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "epochs", "must be >= 1")
@@ -492,6 +502,10 @@ class TrainConfig:
     segmenter: str = "latest"  # which segmentation (segmented_slides / slide_cells) to train on
     num_proc: int = 2  # Horovod ranks (Spark tasks); one per GPU in production
     threads_per_rank: int = 1  # TensorFlow intra-op threads per rank (CPU)
+    # Effective batch = num_proc x stageN.batch_size (the batch is per rank). true: the rate is
+    # multiplied by num_proc (Horovod's linear scaling for a larger effective batch); false: the
+    # configured rate is the effective one (conf/paper.yaml: 4 x 12 = the paper's 48 at 0.001).
+    scale_learning_rate_by_ranks: bool = True
     head_dense_units: tuple[int, ...] = (256, 128)
     head_dropout: float = 0.5
     # Keras' backbones use BatchNorm momentum 0.99: after the few hundred steps of a CPU run the
@@ -510,6 +524,20 @@ class TrainConfig:
     # A stage's checkpoints (its weights, 90 MB for InceptionV3) only serve to resume it;
     # once its model is registered they are deleted unless this is true (the demo made 8 GB of them).
     keep_checkpoints: bool = False
+    # Seed of the initial weights (the same draw for the stage-2 and the classical stage-3 backbone)
+    # and of the data order; evaluation trial t uses seed + t.
+    seed: int = 0
+    # TensorFlow op determinism and seeded Petastorm readers: one config and seed, one result (on one rank).
+    deterministic: bool = True
+    # Stage-3 learning rates chosen by `allmtl tune` on validation data: "<approach>" or
+    # "<task>/<approach>" -> rate (e.g. {fab4/mtl: 0.0003}). Missing entries use stage3's rates.
+    stage3_learning_rates: dict[str, float] = field(default_factory=dict)
+    # The tune.json these rates came from; the training job checks that they match its choices and
+    # records the file in every model.json (null: the rates are stated defaults, not tuned).
+    tuning_record: str | None = None
+    # Stage-2 cells with neither a patient nor a source slide cannot be checked against the stage-3
+    # split: exclude (default) keeps them out of stage 2, include takes them (and says so in the check).
+    stage2_unlinked_cells: Literal["exclude", "include"] = "exclude"
 
     def __post_init__(self) -> None:
         for name, values, allowed in (
@@ -530,6 +558,36 @@ class TrainConfig:
             "must be null or in [0, 1)",
         )
         _require(self.shuffle_buffer >= 1, "shuffle_buffer", "must be >= 1")
+        for key, rate in self.stage3_learning_rates.items():
+            approach = key.split("/")[-1]
+            task_ok = "/" not in key or key.split("/")[0] in TASKS
+            _require(
+                approach in APPROACHES and task_ok and key.count("/") <= 1,
+                "stage3_learning_rates",
+                f"has key {key!r}; keys are <approach> or <task>/<approach> with tasks {', '.join(TASKS)} "
+                f"and approaches {', '.join(APPROACHES)}",
+            )
+            _require(float(rate) > 0, "stage3_learning_rates", f"{key} must be > 0, got {rate}")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Equal, validation-only hyper-parameter search (``allmtl tune``).
+
+    Every stage-3 model (each task and approach) is trained once per grid value on the training part
+    and judged on the validation part of the ``train`` section's split (or of a cross-validation
+    fold's training side); the test part is never scored. Both approaches get the same grid, so the
+    same budget; the multistage models share one stage 2 (trained once, from the same starting weights).
+    """
+
+    learning_rates: tuple[float, ...] = (0.0003, 0.001, 0.003)  # stage-3 base rates (before rank scaling)
+    metric: Literal["val_loss", "val_accuracy"] = "val_loss"  # what the choice minimises / maximises
+    output: str | None = None  # folder for tune.json / tune.csv; null: <lakehouse reports>/tune/<tune_id>
+
+    def __post_init__(self) -> None:
+        _require(len(self.learning_rates) >= 1, "learning_rates", "must list at least one rate")
+        _require(all(float(r) > 0 for r in self.learning_rates), "learning_rates", "must all be > 0")
+        _require(len(set(self.learning_rates)) == len(self.learning_rates), "learning_rates", "has repeats")
 
 
 COMPARE_METRICS = (
@@ -565,6 +623,14 @@ class EvaluateConfig:
     test_train_ratio: float | None = None
     curve_trials: int = 1  # training-curve figures for the first N trials (one figure per trial)
     report_dir: str | None = None  # null: <lakehouse reports>/evaluation/<eval_id>
+    # Run `allmtl tune` inside every fold's training side (its own validation slice) before the fold
+    # trains, and use its choices there: the test fold never influences a choice. Costs
+    # len(tune.learning_rates) stage-3 trainings per model and fold. false: every fold uses the
+    # train section's rates (stated in the report with where they came from).
+    nested_tuning: bool = False
+    # Colour-only baseline in the report: per-channel histograms of the classifier's input + logistic
+    # regression, same folds; bins per channel.
+    colour_bins: int = 16
 
     def __post_init__(self) -> None:
         _require(self.folds >= 2, "folds", "must be >= 2")
@@ -584,6 +650,7 @@ class EvaluateConfig:
         )
         _require(self.curve_trials >= 0, "curve_trials", "must be >= 0")
         _require(self.seed >= 0, "seed", "must be >= 0")
+        _require(2 <= self.colour_bins <= 256, "colour_bins", "must be in 2..256")
         _require(self.report_dir is None or bool(self.report_dir), "report_dir", "must be null or a folder")
 
 
@@ -638,5 +705,6 @@ class AppConfig:
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)

@@ -30,6 +30,7 @@ from allmtl_spark.metrics import (
     compute_auc_difference_test,
     compute_bootstrap_ci,
     compute_classification_metrics,
+    compute_detectable_difference,
     compute_mcnemar,
 )
 
@@ -448,6 +449,74 @@ def fold_test_train_ratio(runs: pd.DataFrame) -> dict[str, float]:
     return {task: float(value) for task, value in ratios.items()}
 
 
+# ------------------------------------------------------------------------------------ headline
+
+
+HEADLINE_COLUMNS = [
+    "task",
+    "backbone",
+    "n_pairs",
+    "mean_mtl",
+    "mean_classical",
+    "mean_difference",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "detectable_difference",
+    "verdict",
+]
+
+
+def headline_table(
+    metrics: pd.DataFrame, comparisons: pd.DataFrame, ratio: Mapping[str, float], confidence: float
+) -> pd.DataFrame:
+    """The answer the evaluation exists for: multistage minus classical accuracy over folds x trials.
+
+    Per backbone and task: J = trials x folds paired fold accuracies, the mean difference with its
+    Nadeau-Bengio corrected CI and p-value, and the smallest true difference this design detects
+    with 80% power (``compute_detectable_difference`` from the observed spread of the differences).
+
+    Returns:
+        Columns of ``HEADLINE_COLUMNS``; ``verdict`` says in words what the interval allows.
+    """
+    rows = []
+    tests = comparisons[
+        (comparisons["metric"] == "accuracy")
+        & (comparisons["level"] == "fold")
+        & (comparisons["test"] == "Nadeau-Bengio corrected t")
+    ]
+    for r in tests.itertuples(index=False):
+        mtl, classical = paired_values(metrics, r.backbone, r.task, "accuracy", "fold")
+        diff = mtl - classical
+        detectable = (
+            compute_detectable_difference(float(diff.std(ddof=1)), diff.size, ratio[r.task], confidence=confidence)
+            if diff.size >= 2 and r.task in ratio
+            else math.nan
+        )
+        if r.ci_low > 0:
+            verdict = "multistage ahead"
+        elif r.ci_high < 0:
+            verdict = "classical ahead"
+        else:
+            verdict = f"no difference shown (CI includes 0; differences below {detectable:.3f} are likely missed)"
+        rows.append(
+            {
+                "task": r.task,
+                "backbone": r.backbone,
+                "n_pairs": r.n_pairs,
+                "mean_mtl": r.mean_mtl,
+                "mean_classical": r.mean_classical,
+                "mean_difference": r.mean_difference,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "p_value": r.p_value,
+                "detectable_difference": detectable,
+                "verdict": verdict,
+            }
+        )
+    return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
+
+
 # ----------------------------------------------------------------------------------- all of it
 
 
@@ -465,6 +534,7 @@ class EvaluationResults:
     mcnemar: pd.DataFrame  # mcnemar_table
     auc_tests: pd.DataFrame  # auc_difference_table
     bootstrap: pd.DataFrame  # bootstrap_table
+    headline: pd.DataFrame  # headline_table: multistage - classical over folds x trials
 
 
 def evaluate_predictions(
@@ -497,6 +567,7 @@ def evaluate_predictions(
     metrics = compute_metrics_table(predictions, names)
     measured = fold_test_train_ratio(runs)
     ratio = {task: test_train_ratio for task in measured} if test_train_ratio is not None else measured
+    comparisons = compare_approaches(metrics, compare_metrics, ratio, confidence)
     return EvaluationResults(
         predictions=predictions,
         class_names=names,
@@ -504,8 +575,9 @@ def evaluate_predictions(
         metrics=metrics,
         summary=summarize_metrics(metrics),
         test_train_ratio=ratio,
-        comparisons=compare_approaches(metrics, compare_metrics, ratio, confidence),
+        comparisons=comparisons,
         mcnemar=mcnemar_table(predictions),
         auc_tests=auc_difference_table(predictions, n_resamples, confidence, seed),
         bootstrap=bootstrap_table(predictions, names, n_resamples, confidence, seed),
+        headline=headline_table(metrics, comparisons, ratio, confidence),
     )

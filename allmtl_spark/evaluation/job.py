@@ -5,7 +5,8 @@ path of ``allmtl train``) as run ``<eval_id>-t<t>-f<f>``, fold f of k being the 
 folds of a trial share the stage-2 models of run ``<eval_id>-t<t>``. Each finished fold is
 recorded in ``evaluation_runs``. Then the test-part ``predictions`` of those models are gathered to
 the driver, every metric is written to ``evaluation_metrics``, the approaches are compared, and the
-report folder is written.
+report folder is written. Every fold trains its own stage 2 on the cells of its training side only
+(``run_train`` checks and records that no slide or patient crosses stages or sides).
 
 Resumable: started again with the same ``eval_id``, a (trial, fold) whose ``evaluation_runs`` rows
 are complete is skipped, and inside an interrupted fold ``run_train`` skips the stages whose
@@ -29,17 +30,20 @@ from pyspark.sql import functions as F
 
 from allmtl_spark import tables
 from allmtl_spark.config.loader import ConfigError
-from allmtl_spark.config.schema import EvaluateConfig, TrainConfig
+from allmtl_spark.config.schema import EvaluateConfig, TrainConfig, TuneConfig
 from allmtl_spark.evaluation.aggregate import EvaluationResults, evaluate_predictions
-from allmtl_spark.evaluation.report import accuracy_table, write_report
+from allmtl_spark.evaluation.colour_fold import COLOUR_APPROACH
+from allmtl_spark.evaluation.report import headline_accuracy, write_report
 from allmtl_spark.ids import check_run_id
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
 from allmtl_spark.session import assert_on_driver
+from allmtl_spark.training.job import colour_model_id
 from allmtl_spark.training.rank import checkpoint_dir, load_history
 from allmtl_spark.training.stages import plan_stages
 
 log = logging.getLogger(__name__)
 ModelKey = tuple[str, str, str]  # backbone, task, approach
+COLOUR_BACKBONE = "histogram+logreg"  # the colour-only baseline's rows in evaluation_runs / the report
 
 
 @dataclass
@@ -60,17 +64,21 @@ class EvaluationSummary:
             f"evaluation {self.eval_id}: {self.trials} trial(s) x {self.folds} folds; trained {self.trained} "
             f"fold(s), {self.skipped} already done ({self.seconds / 60:.1f} min)"
         ]
-        lines.append(f"  {'task':<7} {'backbone':<18} {'approach':<10} {'accuracy (mean ± sd over trials)':>34}")
-        for row in accuracy_table(self.results.summary).itertuples(index=False):
+        lines.append("  accuracy over trials x folds (mean ± sd per fold; J = number of folds):")
+        for row in headline_accuracy(self.results.summary).itertuples(index=False):
             sd = f" ± {row.accuracy_sd:.3f}" if math.isfinite(row.accuracy_sd) else ""
-            lines.append(f"  {row.task:<7} {row.backbone:<18} {row.approach:<10} {f'{row.accuracy:.3f}{sd}':>34}")
-        tests = self.results.comparisons
-        nb = tests[(tests["metric"] == "accuracy") & (tests["test"] == "Nadeau-Bengio corrected t")]
-        for row in nb.itertuples(index=False):
             lines.append(
-                f"  {row.task} {row.backbone}: multistage - classical accuracy {row.mean_difference:+.3f}, "
-                f"Nadeau-Bengio p = {row.p_value:.3g}"
+                f"    {row.task:<7} {row.approach:<10} {row.backbone:<18} {row.accuracy:.3f}{sd}  "
+                f"(J = {row.folds_x_trials})"
             )
+        for row in self.results.headline.itertuples(index=False):
+            lines.append(
+                f"  {row.task} {row.backbone}: multistage - classical accuracy {row.mean_difference:+.3f} "
+                f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}], Nadeau-Bengio p = {row.p_value:.3g}, J = {row.n_pairs}; "
+                f"detectable with 80% power: {row.detectable_difference:.3f}; {row.verdict}"
+            )
+        if self.results.headline.empty:
+            lines.append("  multistage vs classical: not tested (needs both approaches and >= 2 folds)")
         lines.append(f"  HTML report: {self.report_path}")
         return "\n".join(lines)
 
@@ -85,9 +93,14 @@ def fold_run_id(eval_id: str, trial: int, fold: int) -> str:
     return f"{eval_id}-t{trial}-f{fold}"
 
 
-def trial_train_config(train: TrainConfig, seed: int) -> TrainConfig:
-    """The ``train`` section with the trial's split seed and augmentation seed."""
-    return replace(train, split=replace(train.split, seed=seed), augment=replace(train.augment, seed=seed))
+def trial_train_config(train: TrainConfig, seed: int, trial: int = 0) -> TrainConfig:
+    """The ``train`` section with the trial's split and augmentation seed, and weights seed ``train.seed + trial``."""
+    return replace(
+        train,
+        split=replace(train.split, seed=seed),
+        augment=replace(train.augment, seed=seed),
+        seed=train.seed + trial,
+    )
 
 
 def expected_models(train: TrainConfig) -> set[ModelKey]:
@@ -102,6 +115,7 @@ def run_evaluate(
     lake: Lakehouse,
     eval_id: str | None = None,
     train_fn: Callable | None = None,
+    tune: TuneConfig | None = None,
 ) -> EvaluationSummary:
     """Repeated k-fold cross-validation of the ``train`` section, the metric tables and the report.
 
@@ -112,6 +126,8 @@ def run_evaluate(
         lake: the lakehouse.
         eval_id: resume this evaluation; a new id by default.
         train_fn: ``run_train`` (the default) or a stand-in with its signature, for tests.
+        tune: the ``tune`` section, used with ``evaluate.nested_tuning`` (every fold searches its
+            stage-3 rates on its own training side first); None: the defaults.
 
     Returns:
         The summary, with the computed results and the path of ``index.html``.
@@ -124,19 +140,29 @@ def run_evaluate(
     done = finished_folds(spark, lake, eval_id, cfg.folds, expected_models(train))
     trained = 0
     for trial in range(cfg.trials):
-        trial_cfg = trial_train_config(train, cfg.seed + trial)
+        trial_cfg = trial_train_config(train, cfg.seed + trial, trial)
         for fold in range(cfg.folds):
             if (trial, fold) in done:
                 print(f"[{eval_id}] trial {trial} fold {fold}: already evaluated, skipped", flush=True)
                 continue
             print(f"[{eval_id}] trial {trial} fold {fold} of {cfg.folds}: training", flush=True)
+            fold_cfg, stage2_from = trial_cfg, None
+            if cfg.nested_tuning:
+                from allmtl_spark.training.tune import run_tune
+
+                tune_id = f"{fold_run_id(eval_id, trial, fold)}-tune"
+                tuned = run_tune(spark, trial_cfg, tune or TuneConfig(), lake, tune_id, (cfg.folds, fold), train_fn)
+                print(tuned.format(), flush=True)
+                fold_cfg = replace(trial_cfg, stage3_learning_rates=tuned.choices, tuning_record=tuned.path)
+                stage2_from = f"{tune_id}-r0"  # same split and seed: the tune's stage 2 is this fold's
             summary = train_fn(
                 spark,
-                trial_cfg,
+                fold_cfg,
                 lake,
                 run_id=fold_run_id(eval_id, trial, fold),
                 fold=(cfg.folds, fold),
-                stage2_from_run=trial_run_id(eval_id, trial),
+                stage2_from_run=stage2_from,
+                colour_bins=cfg.colour_bins,
             )
             record_fold(spark, lake, eval_id, trial, fold, cfg.folds, trial_cfg, summary)
             trained += 1
@@ -197,6 +223,30 @@ def record_fold(
     sizes = split_sizes(spark, lake, [r.record.split_id for r in stage3])
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     rows = []
+    split_of_task = {r.plan.task: r.record.split_id for r in stage3}
+    for task in getattr(summary, "colour", {}) or {}:
+        counts = sizes.get(split_of_task.get(task), {})
+        rows.append(
+            {
+                "eval_id": eval_id,
+                "trial": trial,
+                "fold": fold,
+                "backbone": COLOUR_BACKBONE,
+                "task": task,
+                "approach": COLOUR_APPROACH,
+                "n_folds": n_folds,
+                "model_id": colour_model_id(summary.run_id, task),
+                "train_run_id": summary.run_id,
+                "split_id": split_of_task.get(task, ""),
+                "n_train": counts.get("train", 0),
+                "n_val": counts.get("val", 0),
+                "n_test": counts.get("test", 0),
+                "split_seed": trial_cfg.split.seed,
+                "augment_seed": trial_cfg.augment.seed,
+                "seconds": None,
+                "finished_at": now,
+            }
+        )
     for result in stage3:
         record, counts = result.record, sizes.get(result.record.split_id, {})
         rows.append(
@@ -333,8 +383,7 @@ def load_histories(
     """Keras histories of the first ``n_trials`` trials, one figure per (trial, fold).
 
     Read from ``<lake.models>/_checkpoints/<run_id>/<stage_key>/history.json`` (the rank trainer
-    writes it every epoch); the trial's shared stage-2 history goes with fold 0. Missing files
-    (checkpoints cleaned up) are skipped.
+    writes it every epoch); each fold has its own stage 2. Missing files are skipped.
 
     Returns:
         figure label (``trial t fold f``) -> {panel label: history}.
@@ -345,10 +394,7 @@ def load_histories(
     for trial, fold in pairs.itertuples(index=False):
         panels = {}
         for plan in plans:
-            if plan.stage == "stage2" and fold != 0:
-                continue
-            owner = trial_run_id(eval_id, trial) if plan.stage == "stage2" else fold_run_id(eval_id, trial, fold)
-            history = load_history(checkpoint_dir(lake.models, owner, plan.key))
+            history = load_history(checkpoint_dir(lake.models, fold_run_id(eval_id, trial, fold), plan.key))
             if history:
                 panels[plan.key] = history
         if panels:

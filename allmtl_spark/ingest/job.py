@@ -45,6 +45,7 @@ class IngestSummary:
     rejects_this_run: dict[str, int] = field(default_factory=dict)
     pixel_sizes: dict[tuple[str, str], int] = field(default_factory=dict)  # (table, source) -> images this run
     defaulted: list[tuple[str, str, float, float | None]] = field(default_factory=list)  # id, table, um, estimate
+    linked: dict[str, int] = field(default_factory=dict)  # cells' source slides: see source_slides.link_cells
 
     def format(self) -> str:
         lines = [f"ingest run {self.run_id}: {self.files_seen} input file(s)", f"lakehouse: {self.lakehouse}"]
@@ -67,6 +68,13 @@ class IngestSummary:
             lines.append(
                 f"  {len(self.defaulted)} image(s) at their source's default pixel size: {shown}{more}. Give the "
                 "pixel size in the manifest (pixel_size_um) or in ingest.sources[].pixel_size_um"
+            )
+        if any(self.linked.values()):
+            n = self.linked
+            lines.append(
+                f"  cells' source slides: {n.get('given', 0)} named by the manifest "
+                f"({n.get('given_mismatch', 0)} of {n.get('given_scored', 0)} placed crops do not match), "
+                f"{n.get('matched', 0)} found by template matching, {n.get('unmatched', 0)} not found"
             )
         return "\n".join(lines)
 
@@ -108,6 +116,10 @@ def run_ingest(
     finally:
         checked.unpersist()
     summary.files_seen = len(items)
+    if cfg.link_cells:
+        from allmtl_spark.ingest.source_slides import link_cells
+
+        summary.linked = link_cells(spark, lake, cfg.crop_match_min_score, cfg.crop_match_factor)
     return summary
 
 
@@ -117,7 +129,8 @@ def _validate(spark: SparkSession, items: list[Item], cfg: IngestConfig) -> Data
     schema = (
         "item_path string, table string, source_kind string, site string, item_id string, length long, "
         "label_binary int, label_fab string, patient_hash string, xyc_path string, mask_path string, "
-        "pre_reason string, pre_detail string, given_pixel_size_um double, default_pixel_size_um double"
+        "pre_reason string, pre_detail string, given_pixel_size_um double, default_pixel_size_um double, "
+        "source_slide_id string, crop_x int, crop_y int"
     )
     items_df = spark.createDataFrame(frame.astype(object).where(frame.notna(), None), schema)
     limits = ImageLimits(cfg.max_file_bytes, cfg.max_pixels, cfg.min_side_px)
@@ -265,7 +278,19 @@ def _table_rows(accepted: DataFrame, name: str, run_id: str, now) -> DataFrame:
         F.min("item_id").alias("item_id"),
         *[
             F.first(c, ignorenulls=True).alias(c)
-            for c in ("source_kind", "site", "label_binary", "label_fab", "patient_hash", "content", "mask", "xyc")
+            for c in (
+                "source_kind",
+                "site",
+                "label_binary",
+                "label_fab",
+                "patient_hash",
+                "content",
+                "mask",
+                "xyc",
+                "source_slide_id",
+                "crop_x",
+                "crop_y",
+            )
         ],
     )
     columns = [
@@ -303,6 +328,14 @@ def _table_rows(accepted: DataFrame, name: str, run_id: str, now) -> DataFrame:
             .otherwise(points)
             .alias("blast_centroids"),
             F.col("xyc").isNotNull().alias("has_xyc"),
+        ]
+    else:  # the source slide is resolved (and the crop's place scored) by link_cells after the writes
+        columns += [
+            "source_slide_id",
+            F.lit(None).cast("string").alias("source_slide_sha256"),
+            F.lit(None).cast("double").alias("source_match_score"),
+            F.col("crop_x").alias("source_crop_x"),
+            F.col("crop_y").alias("source_crop_y"),
         ]
     return grouped.select(*columns)
 

@@ -23,7 +23,7 @@ from allmtl_spark.ingest.privacy import hash_patient_id
 from allmtl_spark.units import check_pixel_size
 
 MANIFEST_REQUIRED = ("path", "slide_id", "patient_id", "label")
-MANIFEST_OPTIONAL = ("kind", "mask_path", "xyc_path", "site", "pixel_size_um")
+MANIFEST_OPTIONAL = ("kind", "mask_path", "xyc_path", "site", "pixel_size_um", "source_slide_id", "crop_x", "crop_y")
 _LAYOUT = {  # kind -> (image folder, table, companion .xyc folder)
     "allidb1": ("im", "slides", "xyc"),
     "allidb2": ("img", "cells", None),
@@ -49,6 +49,9 @@ class Item:
     pre_detail: str | None = None
     given_pixel_size_um: float | None = None  # manifest column or source config; None: estimate it
     default_pixel_size_um: float | None = None  # when not given and the estimate is not confident
+    source_slide_id: str | None = None  # cells: the slide the crop was cut from (manifest)
+    crop_x: int | None = None  # cells: top-left pixel of the crop in that slide (manifest)
+    crop_y: int | None = None
 
 
 ITEM_COLUMNS = list(Item.__dataclass_fields__)
@@ -178,6 +181,9 @@ def _manifest_item(row: dict, root: str, files: dict[str, int], source: SourceCo
         files.get(path, 0),
     )
     item.patient_hash = hash_patient_id(row["patient_id"], key)
+    if table == "cells":
+        item.source_slide_id = row["source_slide_id"].strip() or None
+        item.crop_x, item.crop_y = _pixel(row["crop_x"]), _pixel(row["crop_y"])
     item.xyc_path = _companion(root, row["xyc_path"], files)
     item.mask_path = _companion(root, row["mask_path"], files)
     try:
@@ -199,6 +205,15 @@ def _manifest_item(row: dict, root: str, files: dict[str, int], source: SourceCo
     elif row["xyc_path"].strip() and item.xyc_path is None:
         item.pre_reason, item.pre_detail = "bad_xyc", f"xyc file {row['xyc_path']!r} does not exist"
     return item
+
+
+def _pixel(text: str) -> int | None:
+    """A manifest's crop_x / crop_y cell: a non-negative integer pixel, or None when empty or not one."""
+    try:
+        value = int(float(text.strip()))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
 
 
 def resolve_under(root: str, relative: str) -> tuple[str, bool]:

@@ -338,6 +338,41 @@ def compute_corrected_resampled_t(a, b, test_train_ratio: float, *, confidence: 
     )
 
 
+def compute_detectable_difference(
+    sd_difference: float, n_pairs: int, test_train_ratio: float, *, confidence: float = 0.95, power: float = 0.8
+) -> float:
+    """Smallest true mean difference the Nadeau-Bengio corrected t-test finds with probability ``power``.
+
+    For J paired per-fold differences with standard deviation s, the corrected standard error is
+    ``sqrt(1/J + n_test/n_train) * s``; a two-sided test at ``confidence`` detects a true difference
+    delta with probability about ``power`` when ``delta >= (t_{(1+confidence)/2, J-1} + t_{power, J-1}) * SE``
+    (the usual normal-theory approximation, with Student quantiles for J - 1 degrees of freedom).
+    Use the observed s of a pilot or of the run itself: it says what this design (folds x trials, slides
+    per fold) can tell apart; a smaller true difference is likely to come out "not significant".
+
+    Args:
+        sd_difference: standard deviation (ddof=1) of the per-fold differences, >= 0.
+        n_pairs: J = trials x folds, >= 2.
+        test_train_ratio: n_test / n_train of one fold, > 0.
+        confidence: level of the test.
+        power: wanted probability of detecting the difference, in (0, 1).
+
+    Returns:
+        The detectable difference in the metric's units (0 when the differences do not vary).
+    """
+    confidence = check_confidence(confidence)
+    if not 0 < power < 1:
+        raise ValueError(f"power must be in (0, 1), got {power}")
+    if n_pairs < 2 or not math.isfinite(sd_difference) or sd_difference < 0 or not test_train_ratio > 0:
+        raise ValueError(
+            f"need n_pairs >= 2, sd_difference >= 0 and test_train_ratio > 0; got {n_pairs}, {sd_difference}, "
+            f"{test_train_ratio}"
+        )
+    df = n_pairs - 1
+    quantiles = sps.t.ppf((1.0 + confidence) / 2.0, df) + sps.t.ppf(power, df)
+    return float(quantiles * math.sqrt(1.0 / n_pairs + test_train_ratio) * sd_difference)
+
+
 def compare_scores(
     a, b, paired: bool, test_train_ratio: float | None = None, *, confidence: float = 0.95
 ) -> list[TestResult]:

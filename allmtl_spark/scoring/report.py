@@ -163,7 +163,7 @@ def _render_samples(slides, cfg, plan, folder: str):
     import tensorflow as tf
 
     from allmtl_spark.checksums import verify_sha256
-    from allmtl_spark.scoring.gradcam import grad_cam, overlay
+    from allmtl_spark.scoring.gradcam import feature_layer, grad_cam, readable_panel
     from allmtl_spark.scoring.pipeline import score_slide
     from allmtl_spark.scoring.predict import make_classifier_fn
     from allmtl_spark.segmentation.pipeline import decode_rgb
@@ -198,10 +198,18 @@ def _render_samples(slides, cfg, plan, folder: str):
         samples.append((title, _sample_png(image, result, title, os.path.join(folder, f"sample_{index}.png"))))
         if len(cams) < cfg.score.gradcam_slides:
             target = int(np.argmax(result.probabilities))
-            heat = grad_cam(keras_model, result.view, target)
+            layer = feature_layer(keras_model)
+            heat = grad_cam(keras_model, result.view, target, layer)
             path = os.path.join(folder, f"gradcam_{index}.png")
-            cv2.imwrite(path, cv2.cvtColor(np.hstack([result.view, overlay(result.view, heat)]), cv2.COLOR_RGB2BGR))
-            cams.append((f"{title}: classifier input and Grad-CAM for '{result.predicted_class}'", path))
+            cv2.imwrite(path, cv2.cvtColor(readable_panel(result.view, heat), cv2.COLOR_RGB2BGR))
+            size = keras_model.get_layer(layer).output_shape[1:3]
+            cams.append(
+                (
+                    f"{title}: classifier input and Grad-CAM of the '{result.predicted_class}' logit "
+                    f"(layer {layer}, {size[0]}x{size[1]} map)",
+                    path,
+                )
+            )
     return samples, cams
 
 

@@ -37,6 +37,9 @@ class ExampleSet:
     spec: ViewSpec
     split_id: str
     counts: dict[str, dict[str, int]]  # part -> class -> originals
+    meta: pd.DataFrame | None = None  # key, item_id, group, label, part (+ patient/source slide for cells)
+    source_table: str = "slides"
+    fold: int | None = None
 
     def label_index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.class_names)}
@@ -44,7 +47,12 @@ class ExampleSet:
 
 def cell_examples(spark: SparkSession, lake: Lakehouse, task: str = "cell_binary") -> DataFrame:
     """Single-cell crops from ``cells`` (stage 2): blast / normal (ALL-IDB2's labels), or their FAB
-    class when the manifest gives one (``cell_fab4``)."""
+    class when the manifest gives one (``cell_fab4``).
+
+    Besides the example columns, each row carries what ties the cell to stage 3's data: ``patient``
+    (hash), ``source_slide`` (content hash of the slide it was cut from) and ``source_slide_id``.
+    Its group is the patient, else the source slide, else the cell itself.
+    """
     cells = read_table(spark, lake, tables.CELLS)
     if task == "cell_fab4":
         cells, label = cells.where(F.col("label_fab").isNotNull()), F.col("label_fab")
@@ -54,9 +62,17 @@ def cell_examples(spark: SparkSession, lake: Lakehouse, task: str = "cell_binary
     return cells.select(
         F.col("content_sha256").alias("key"),
         F.col("cell_id").alias("item_id"),
-        F.coalesce("patient_hash", F.concat(F.lit("cell:"), "cell_id")).alias("group"),
+        F.coalesce(
+            "patient_hash",
+            F.concat(F.lit("slide:"), "source_slide_sha256"),
+            F.concat(F.lit("slide-id:"), "source_slide_id"),
+            F.concat(F.lit("cell:"), "cell_id"),
+        ).alias("group"),
         label.alias("label"),
         F.array("content").alias("sources"),
+        F.col("patient_hash").alias("patient"),
+        F.col("source_slide_sha256").alias("source_slide"),
+        "source_slide_id",
     )
 
 
@@ -96,9 +112,55 @@ def slide_examples(
     )
 
 
+def slide_split(
+    spark: SparkSession, lake: Lakehouse, segmenter_version: str, cfg: SplitConfig, fold: tuple[int, int] | None
+) -> pd.DataFrame:
+    """One split of every labelled, segmented slide, shared by all stage-3 tasks of a run.
+
+    Grouped by patient (else slide) and stratified by the finest label a slide has (its FAB class,
+    else normal / ALL), so the binary and the 4-class models of a run hold out the same slides and
+    stage 2 can be kept off all of them.
+
+    Returns:
+        Columns key, item_id, group, patient, label (the stratification label), part; sorted by key.
+    """
+    slides = read_table(spark, lake, tables.SLIDES)
+    binary = F.when(F.col("label_binary") == 1, "ALL").when(F.col("label_binary") == 0, "normal")
+    segmented = (
+        read_table(spark, lake, tables.SEGMENTED_SLIDES)
+        .where(F.col("segmenter_version") == segmenter_version)
+        .select("content_sha256")
+        .distinct()
+    )
+    meta = (
+        slides.join(segmented, "content_sha256")
+        .select(
+            F.col("content_sha256").alias("key"),
+            F.col("slide_id").alias("item_id"),
+            F.coalesce("patient_hash", F.concat(F.lit("slide:"), "slide_id")).alias("group"),
+            F.col("patient_hash").alias("patient"),
+            F.coalesce("label_fab", binary).alias("label"),
+        )
+        .where(F.col("label").isNotNull())
+        .toPandas()
+        .sort_values("key")
+        .reset_index(drop=True)
+    )
+    if meta.empty:
+        raise ValueError("no labelled, segmented slides: ingest and segment data first")
+    meta["part"] = parts_of(meta, cfg, fold).to_numpy()
+    return meta
+
+
+def parts_of(meta: pd.DataFrame, cfg: SplitConfig, fold: tuple[int, int] | None) -> pd.Series:
+    """train / val / test per row of ``meta`` (group, label): ``cfg``'s split, or fold ``fold[1]`` of ``fold[0]``."""
+    if fold is None:
+        return train_val_test(meta, cfg.test_fraction, cfg.val_fraction, cfg.seed)
+    return fold_parts(meta, fold[0], fold[1], cfg.val_fraction, cfg.seed)
+
+
 def split_examples(
     spark: SparkSession,
-    lake: Lakehouse,
     examples: DataFrame,
     task: str,
     source_table: str,
@@ -106,45 +168,67 @@ def split_examples(
     cfg: SplitConfig,
     augment: AugmentConfig,
     fold: tuple[int, int] | None = None,
+    parts: pd.DataFrame | None = None,
+    allowed=None,
 ) -> ExampleSet:
-    """Split by group, stratified by label; record it in ``splits``; attach part and copy counts.
+    """Split by group, stratified by label; attach part and copy counts (``record_split`` stores it).
 
     Args:
         fold: ``(n_folds, index)`` for k-fold evaluation (fold ``index`` is the test part);
             None for the train / validation / test split of ``cfg``.
+        parts: a split decided already (``slide_split``: key -> part); the task's examples take their
+            part from it. None: split this task's examples here.
+        allowed: optional function (meta frame -> boolean series) keeping only some examples before
+            the split (stage 2: no cell of a held-out slide or patient).
     """
-    meta = examples.select("key", "item_id", "group", "label").toPandas().sort_values("key").reset_index(drop=True)
+    extra = [c for c in ("patient", "source_slide", "source_slide_id") if c in examples.columns]
+    meta = examples.select("key", "item_id", "group", "label", *extra).toPandas()
+    meta = meta.sort_values("key").reset_index(drop=True)
     unknown = sorted(set(meta["label"]) - set(TASK_CLASSES[task]))
     if unknown:
         raise ValueError(f"task {task}: labels {unknown} are not among {TASK_CLASSES[task]}")
-    if meta.empty:
-        raise ValueError(f"task {task}: no labelled examples in {source_table}; ingest and segment data first")
     settings = {"task": task, "val": cfg.val_fraction, "seed": cfg.seed}
+    if allowed is not None and not meta.empty:
+        kept = allowed(meta)
+        settings["excluded"] = int((~kept).sum())
+        meta = meta[kept].reset_index(drop=True)
+    if meta.empty:
+        raise ValueError(
+            f"task {task}: no labelled examples in {source_table} (after keeping held-out slides' cells out); "
+            "ingest and segment data first"
+        )
+    if parts is not None:
+        meta["part"] = meta["key"].map(parts.set_index("key")["part"])
+        meta = meta[meta["part"].notna()].reset_index(drop=True)
+    else:
+        meta["part"] = parts_of(meta, cfg, fold).to_numpy()
     if fold is None:
-        meta["part"] = train_val_test(meta, cfg.test_fraction, cfg.val_fraction, cfg.seed).to_numpy()
         settings["test"] = cfg.test_fraction
     else:
-        meta["part"] = fold_parts(meta, fold[0], fold[1], cfg.val_fraction, cfg.seed).to_numpy()
         settings["fold"] = f"{fold[1]}/{fold[0]}"
     sid = split_id(meta["key"].tolist(), settings)
-    _record_split(spark, lake, meta, sid, source_table, fold[1] if fold else None)
     meta["copies"] = 0
     train = meta["part"] == "train"
     if augment.enabled:
         meta.loc[train, "copies"] = copies_per_item(
             meta.loc[train, "label"].tolist(), augment.copies_per_image, augment.balance_to
         )
-    parts = spark.createDataFrame(meta[["key", "part", "copies"]])
+    frame_parts = spark.createDataFrame(meta[["key", "part", "copies"]])
     counts = {p: meta[meta["part"] == p]["label"].value_counts().to_dict() for p in ("train", "val", "test")}
-    frame = examples.join(F.broadcast(parts), "key")
-    return ExampleSet(task, TASK_CLASSES[task], frame, spec, sid, counts)
+    frame = examples.join(F.broadcast(frame_parts), "key")
+    return ExampleSet(task, TASK_CLASSES[task], frame, spec, sid, counts, meta, source_table, fold[1] if fold else None)
 
 
-def _record_split(
-    spark: SparkSession, lake: Lakehouse, meta: pd.DataFrame, sid: str, source_table: str, fold: int | None
-) -> None:
+def record_split(spark: SparkSession, lake: Lakehouse, examples: ExampleSet, check: str | None) -> None:
+    """Store an example set's split in ``splits``, with the cross-stage overlap check it passed."""
+    meta = examples.meta
     rows = meta.assign(
-        split_id=sid, source_table=source_table, fold=fold, created_at=datetime.now(timezone.utc).replace(tzinfo=None)
+        split_id=examples.split_id,
+        source_table=examples.source_table,
+        fold=examples.fold,
+        created_at=datetime.now(timezone.utc).replace(tzinfo=None),
+        source_slide_sha256=meta.get("source_slide", None),
+        overlap_check=check,
     )
     rows = rows.rename(columns={"key": "content_sha256", "group": "group_key"})
     rows = rows[[f.name for f in tables.SPLITS.schema.fields]]

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
+import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -32,12 +33,15 @@ from allmtl_spark.training.datasets import (
     ExampleSet,
     cell_examples,
     materialize,
+    record_split,
     slide_examples,
+    slide_split,
     split_examples,
     to_numpy,
 )
-from allmtl_spark.training.examples import ViewSpec
+from allmtl_spark.training.examples import TASK_CLASSES, ViewSpec
 from allmtl_spark.training.rank import BEST_RECORD_FILE, HISTORY_FILE, RankJob, checkpoint_dir, train_rank
+from allmtl_spark.training.split import check_stage_overlap, linked, stage2_allowed
 from allmtl_spark.training.stages import StagePlan, plan_stages
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,7 @@ class TrainSummary:
     results: list[StageResult]
     curves_path: str | None
     seconds: float
+    colour: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> colour-only baseline metrics
 
     def format(self) -> str:
         lines = [f"training run {self.run_id} ({self.seconds / 60:.1f} min)"]
@@ -71,6 +76,12 @@ class TrainSummary:
                 f"  {r.plan.key:<36} {m.get('val_accuracy', float('nan')):>8.3f} "
                 f"{m.get('val_auc', float('nan')):>8.3f} {m.get('test_accuracy', float('nan')):>9.3f} "
                 f"{m.get('test_auc', float('nan')):>9.3f}  {r.record.model_id}{note}"
+            )
+        for task, m in self.colour.items():
+            lines.append(
+                f"  {'colour-only baseline ' + task:<36} {m.get('val_accuracy', float('nan')):>8.3f} "
+                f"{m.get('val_auc', float('nan')):>8.3f} {m.get('test_accuracy', float('nan')):>9.3f} "
+                f"{m.get('test_auc', float('nan')):>9.3f}  {colour_model_id(self.run_id, task)}"
             )
         if self.curves_path:
             lines.append(f"  training curves: {self.curves_path}")
@@ -84,6 +95,8 @@ def run_train(
     run_id: str | None = None,
     fold: tuple[int, int] | None = None,
     stage2_from_run: str | None = None,
+    score_test: bool = True,
+    colour_bins: int = 16,
 ) -> TrainSummary:
     """Train every planned stage (see ``stages.plan_stages``) and register the models.
 
@@ -95,8 +108,12 @@ def run_train(
         fold: ``(n_folds, index)``: slides are split into grouped stratified folds and fold
             ``index`` is the test part (cross-validation); None: ``cfg.split``'s train/val/test.
         stage2_from_run: reuse the stage-2 (single-cell) models of that run instead of training
-            them again; cross-validation folds of one trial share them, since the folds split
-            slides and stage 2 never sees a slide.
+            them again (``allmtl tune``: every grid value of one split shares one stage 2). That run
+            must have used the same split and seed: the overlap check is computed for this run's split.
+        score_test: False never reads the test part (``allmtl tune`` judges on validation only).
+        colour_bins: histogram bins of the colour-only baseline fitted beside the stage-3 models
+            (``evaluation/colour_fold.py``); its predictions go to ``predictions`` as model
+            ``<run_id>-colour-<task>``.
 
     Returns:
         Per-stage models and validation/test metrics.
@@ -109,17 +126,85 @@ def run_train(
     versions = {t.name: v for t in INPUT_TABLES if (v := table_version(spark, lake, t)) is not None}
     segmenter = resolve_segmentation(spark, lake, cfg.segmenter)
     plans = plan_stages(cfg)
-    data = _DataCache(spark, lake, cfg, segmenter, fold)
+    choices = check_tuning_record(cfg, plans)
+    if choices:
+        print(f"[choices] {choices}", flush=True)
+    data = _DataCache(spark, lake, cfg, segmenter, fold, score_test)
     results: dict[str, StageResult] = {}
     try:
+        data.prepare(plans)  # raises LeakageError before anything trains
         for plan in plans:
             owner = stage2_from_run if (stage2_from_run and plan.stage == "stage2") else run_id
             results[plan.key] = _run_stage(spark, lake, cfg, plan, owner, data, results, versions, segmenter)
+        colour = {}
+        if score_test:
+            for task in dict.fromkeys(p.task for p in plans if p.stage == "stage3"):
+                colour[task] = colour_baseline(spark, lake, data, task, colour_model_id(run_id, task), colour_bins)
     finally:
         data.close()
     curves = _plot_curves(lake, run_id, results)
-    summary = TrainSummary(run_id, list(results.values()), curves, time.time() - started)
+    summary = TrainSummary(run_id, list(results.values()), curves, time.time() - started, colour)
     return summary
+
+
+def colour_model_id(run_id: str, task: str) -> str:
+    """``predictions`` model id of a run's colour-only baseline for ``task``."""
+    return f"{run_id}-colour-{task}"
+
+
+def colour_baseline(spark, lake: Lakehouse, data: _DataCache, task: str, model_id: str, bins: int) -> dict:
+    """Fit the colour-only baseline on the task's training side, score validation and test, store predictions."""
+    from allmtl_spark.evaluation.colour_fold import colour_features, fit_predict_colour
+
+    names = data.example_set(task).class_names
+    train_x, train_y = [], []
+    for part in ("train", "val"):
+        arrays = data.numpy(task, part)
+        if len(arrays.labels):
+            train_x.append(colour_features(arrays.images, bins))
+            train_y.append(arrays.labels)
+    if not train_x:
+        return {}
+    x, y = np.concatenate(train_x), np.concatenate(train_y)
+    outputs = {}
+    for part in ("val", "test"):
+        arrays = data.numpy(task, part)
+        if len(arrays.labels):
+            outputs[part] = (arrays, fit_predict_colour(x, y, len(names), colour_features(arrays.images, bins)))
+    return _score_parts(spark, lake, model_id, names, outputs)
+
+
+def check_tuning_record(cfg: TrainConfig, plans: list[StagePlan]) -> str | None:
+    """With ``train.tuning_record``: check the config's stage-3 rates are that tune's choices; returns the record line.
+
+    Raises:
+        ConfigError: the file is missing, or a planned model's rate differs from the tune's choice.
+    """
+    if not cfg.tuning_record:
+        return None
+    try:
+        with open(cfg.tuning_record) as handle:
+            record = json.load(handle)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"train.tuning_record={cfg.tuning_record!r} cannot be read: {err}") from None
+    wrong = []
+    for plan in plans:
+        if plan.stage != "stage3":
+            continue
+        key = rate_key(plan.task, plan.approach)
+        chosen = record.get("choices", {}).get(key)
+        rate, _ = stage_learning_rate(cfg, plan, pretrained=plan.init_from is not None)
+        if chosen is None or not np.isclose(rate, chosen):
+            wrong.append(f"{key}: config {rate}, tune {chosen}")
+    if wrong:
+        raise ConfigError(
+            f"train.stage3_learning_rates differ from the choices in {cfg.tuning_record} ({'; '.join(wrong)}); "
+            "copy the tune's printed rates or set train.tuning_record=null"
+        )
+    return (
+        f"stage-3 learning rates from tune {record.get('tune_id')} ({cfg.tuning_record}): grid "
+        f"{record.get('grid')}, chosen on {record.get('metric')} of validation slides only (test part never read)"
+    )
 
 
 def resolve_segmentation(spark: SparkSession, lake: Lakehouse, ref: str) -> str:
@@ -159,29 +244,64 @@ def _configure_petastorm(spark: SparkSession, cfg: TrainConfig, lake: Lakehouse)
 
 
 class _DataCache:
-    """Example sets and Petastorm converters, built once per task and shared by the stages."""
+    """Example sets and Petastorm converters, built once per task and shared by the stages.
 
-    def __init__(self, spark, lake, cfg: TrainConfig, segmenter: str, fold: tuple[int, int] | None = None):
+    ``prepare`` decides every split of the run before anything trains: one split of the slides shared
+    by the stage-3 tasks, then the stage-2 cells, kept off every slide and patient on the stage-3
+    validation or test side. It asserts that no group crosses sides or stages and records the splits
+    with that check in ``splits``.
+    """
+
+    def __init__(
+        self, spark, lake, cfg: TrainConfig, segmenter: str, fold: tuple[int, int] | None = None, score_test=True
+    ):
         self.spark, self.lake, self.cfg, self.segmenter, self.fold = spark, lake, cfg, segmenter, fold
+        self.score_test = score_test
         self.sets: dict[str, ExampleSet] = {}
         self.parts: dict[tuple[str, str], object] = {}
         self.converters: dict[tuple[str, str], object] = {}
         self.arrays: dict[tuple[str, str], tuple] = {}
+        self.check: str | None = None
+
+    def prepare(self, plans: list[StagePlan]) -> str:
+        """Split every task of ``plans``, check the splits against each other, record them; returns the check."""
+        cfg, spark, lake = self.cfg, self.spark, self.lake
+        slide_tasks = sorted({p.task for p in plans if p.stage == "stage3"}, key=list(TASK_CLASSES).index)
+        cell_tasks = sorted({p.task for p in plans if p.stage == "stage2"})
+        slides = slide_split(spark, lake, self.segmenter, cfg.split, self.fold)
+        spec = ViewSpec(cfg.slide_view, cfg.input_size, cfg.montage_grid)
+        for task in slide_tasks:
+            examples = slide_examples(spark, lake, task, self.segmenter, cfg.slide_view, cfg.montage_grid)
+            self.sets[task] = split_examples(
+                spark, examples, task, "slides", spec, cfg.split, cfg.augment, self.fold, parts=slides
+            )
+        cell_meta = []
+        include_unlinked = cfg.stage2_unlinked_cells == "include"
+        for task in cell_tasks:
+            grid = cfg.montage_grid if cfg.slide_view == "montage" else 1
+            self.sets[task] = split_examples(
+                spark,
+                cell_examples(spark, lake, task),
+                task,
+                "cells",
+                ViewSpec("cell", cfg.input_size, grid),
+                cfg.split,
+                cfg.augment,
+                None,  # stage 2's own train/val/test split of the cells it may use
+                allowed=lambda meta: stage2_allowed(meta, slides) & (linked(meta) | include_unlinked),
+            )
+            cell_meta.append(self.sets[task].meta)
+        cells = pd.concat(cell_meta, ignore_index=True) if cell_meta else None
+        self.check = check_stage_overlap(slides, cells)
+        for task, examples in self.sets.items():
+            record_split(spark, lake, examples, self.check)
+            log.info("task %s: split %s %s", task, examples.split_id, examples.counts)
+        print(f"[splits] {self.check}", flush=True)
+        return self.check
 
     def example_set(self, task: str) -> ExampleSet:
         if task not in self.sets:
-            cfg = self.cfg
-            if task.startswith("cell_"):
-                examples, source = cell_examples(self.spark, self.lake, task), "cells"
-                spec = ViewSpec("cell", cfg.input_size, cfg.montage_grid if cfg.slide_view == "montage" else 1)
-            else:
-                examples = slide_examples(self.spark, self.lake, task, self.segmenter, cfg.slide_view, cfg.montage_grid)
-                spec, source = ViewSpec(cfg.slide_view, cfg.input_size, cfg.montage_grid), "slides"
-            fold = None if task.startswith("cell_") else self.fold  # folds split slides, not the cell set
-            self.sets[task] = split_examples(
-                self.spark, self.lake, examples, task, source, spec, cfg.split, cfg.augment, fold
-            )
-            log.info("task %s: split %s %s", task, self.sets[task].split_id, self.sets[task].counts)
+            raise RuntimeError(f"task {task} was not prepared: call prepare() with every stage first")
         return self.sets[task]
 
     def part(self, task: str, part: str):
@@ -197,8 +317,14 @@ class _DataCache:
 
         key = (task, part)
         if key not in self.converters:
-            # Several row groups per rank, so every Horovod shard gets data.
-            frame = self.part(task, part).select("image", "label").repartition(max(2, self.cfg.num_proc * 2))
+            # Several row groups per rank, so every Horovod shard gets data; sorted inside each, so the
+            # files (and with Petastorm's seeded reader, the stream) are the same in every run.
+            frame = (
+                self.part(task, part)
+                .repartition(max(2, self.cfg.num_proc * 2))
+                .sortWithinPartitions("key", "copy")
+                .select("image", "label")
+            )
             self.converters[key] = make_spark_converter(frame)
         return self.converters[key]
 
@@ -239,9 +365,14 @@ def _run_stage(
     examples = data.example_set(plan.task)
     n_train = data.part(plan.task, "train").count()
     n_val = data.part(plan.task, "val").count()
+    rate, rate_from = stage_learning_rate(cfg, plan, pretrained=bool(plan.init_from) or cfg.weights != "none")
+    effective = rate * (cfg.num_proc if cfg.scale_learning_rate_by_ranks else 1)
     print(
         f"[{plan.key}] {n_train} training images (after augmentation), {n_val} validation, "
-        f"{cfg.num_proc} Horovod rank(s), {plan.schedule.epochs} epoch(s)",
+        f"{cfg.num_proc} Horovod rank(s), {plan.schedule.epochs} epoch(s); effective batch "
+        f"{cfg.num_proc} x {plan.schedule.batch_size} = {cfg.num_proc * plan.schedule.batch_size}, "
+        f"learning rate {effective:g} ({rate_from} = {rate:g}"
+        f"{f' x {cfg.num_proc} ranks' if cfg.scale_learning_rate_by_ranks and cfg.num_proc > 1 else ''})",
         flush=True,
     )
     output_dir = os.path.join(lake.models, model_id)
@@ -282,7 +413,7 @@ def _run_stage(
     kept_text = f"epoch {kept['epoch']} (lowest {kept['monitor']})" if kept else "the last epoch"
     print(
         f"[{plan.key}] done in {seconds:.0f}s, kept {kept_text}: val accuracy {metrics['val_accuracy']:.3f}, "
-        f"test accuracy {metrics['test_accuracy']:.3f} -> {model_id}",
+        f"test accuracy {metrics.get('test_accuracy', float('nan')):.3f} -> {model_id}",
         flush=True,
     )
     return StageResult(plan, record, root["history"], seconds, root["initial_epoch"])
@@ -305,6 +436,7 @@ def _rank_job(
     else:
         init_weights = None if cfg.weights == "none" else cfg.weights
         load_head = False
+    rate, rate_from = stage_learning_rate(cfg, plan, pretrained=init_weights is not None)
     spec = {
         "builder": "build_classifier",
         "backbone": plan.backbone,
@@ -320,6 +452,11 @@ def _rank_job(
         "view": asdict(examples.spec),
         "run_id": run_id,
         "schedule": asdict(plan.schedule),
+        "learning_rate": rate,
+        "learning_rate_from": rate_from,
+        "tuning_record": cfg.tuning_record,
+        "seed": cfg.seed,
+        "split_check": data.check,
     }
     return RankJob(
         stage_key=plan.key,
@@ -336,7 +473,7 @@ def _rank_job(
         epochs=plan.schedule.epochs,
         keep_weights=plan.schedule.keep_weights,
         batch_size=plan.schedule.batch_size,
-        learning_rate=stage_learning_rate(plan.schedule, pretrained=init_weights is not None),
+        learning_rate=rate,
         decay_rate=plan.schedule.decay_rate,
         n_train=n_train,
         n_val=n_val,
@@ -346,7 +483,10 @@ def _rank_job(
         val_converter=data.converter(plan.task, "val"),
         threads=cfg.threads_per_rank,
         shuffle_buffer=cfg.shuffle_buffer,
-        seed=cfg.augment.seed,
+        seed=cfg.seed,
+        deterministic=cfg.deterministic,
+        freeze_batchnorm=plan.schedule.freeze_batchnorm,
+        scale_by_ranks=cfg.scale_learning_rate_by_ranks,
         batchnorm_momentum=cfg.batchnorm_momentum,
         imagenet_base_url=cfg.imagenet_base_url,
         weights_cache_dir=cfg.weights_cache_dir,
@@ -371,19 +511,32 @@ def delete_checkpoints(folder: str) -> None:
             log.warning("could not delete %s in %s: %s", name, folder, err)
 
 
-def stage_learning_rate(schedule, pretrained: bool) -> float:
-    """The stage's base rate: ``finetune_learning_rate`` when it starts from trained weights (if set)."""
+def rate_key(task: str, approach: str | None) -> str:
+    """Key of one stage-3 model in ``train.stage3_learning_rates`` and in ``allmtl tune``'s choices."""
+    return f"{task}/{approach}"
+
+
+def stage_learning_rate(cfg: TrainConfig, plan: StagePlan, pretrained: bool) -> tuple[float, str]:
+    """The stage's base rate and the config key it came from.
+
+    Stage 3: ``train.stage3_learning_rates`` (``<task>/<approach>``, then ``<approach>``: the values
+    ``allmtl tune`` chose on validation data); otherwise ``finetune_learning_rate`` when the stage
+    starts from trained weights (if set), else ``learning_rate``.
+    """
+    schedule = plan.schedule
+    if plan.stage == "stage3":
+        for key in (rate_key(plan.task, plan.approach), str(plan.approach)):
+            if key in cfg.stage3_learning_rates:
+                return float(cfg.stage3_learning_rates[key]), f"train.stage3_learning_rates.{key}"
     if pretrained and schedule.finetune_learning_rate is not None:
-        return schedule.finetune_learning_rate
-    return schedule.learning_rate
+        return schedule.finetune_learning_rate, f"train.{plan.stage}.finetune_learning_rate"
+    return schedule.learning_rate, f"train.{plan.stage}.learning_rate"
 
 
 def _evaluate(
     spark, lake: Lakehouse, data: _DataCache, plan: StagePlan, output_dir: str, sha: str, model_id: str
 ) -> dict[str, float]:
     """Accuracy, AUC and macro F1 on the validation and held-out test parts; per-case rows to ``predictions``."""
-    from allmtl_spark.metrics.classification import compute_classification_metrics
-
     probe = ModelRecord(
         model_id=model_id,
         run_id="",
@@ -396,18 +549,38 @@ def _evaluate(
         config_json="{}",
     )
     model = load_verified_model(probe)
+    parts = ("val", "test") if data.score_test else ("val",)
+    outputs = {}
+    for part in parts:
+        arrays = data.numpy(plan.task, part)
+        if len(arrays.labels):
+            outputs[part] = (arrays, predict_scores(model, arrays.images))
+    return _score_parts(spark, lake, model_id, plan.class_names, outputs)
+
+
+def _score_parts(spark, lake: Lakehouse, model_id: str, class_names, outputs: dict) -> dict[str, float]:
+    """Metrics per part and the per-case ``predictions`` rows of one model.
+
+    Args:
+        outputs: part -> (``Arrays`` of the part, (n, k) class scores).
+
+    Returns:
+        ``<part>_accuracy``, ``_macro_f1``, ``_auc``, ``_n``, ``_loss`` (cross-entropy) per part.
+    """
+    from sklearn.metrics import log_loss
+
+    from allmtl_spark.metrics.classification import compute_classification_metrics
+
     metrics, rows = {}, []
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    for part in ("val", "test"):
-        arrays = data.numpy(plan.task, part)
-        if len(arrays.labels) == 0:
-            continue
-        scores = predict_scores(model, arrays.images)
-        report = compute_classification_metrics(arrays.labels, scores, list(plan.class_names))
+    for part, (arrays, scores) in outputs.items():
+        report = compute_classification_metrics(arrays.labels, scores, list(class_names))
         metrics[f"{part}_accuracy"] = float(report.accuracy)
         metrics[f"{part}_macro_f1"] = float(report.macro.f1)
         metrics[f"{part}_auc"] = float(report.roc.macro.auc) if report.roc is not None else float("nan")
         metrics[f"{part}_n"] = float(len(arrays.labels))
+        clipped = np.clip(scores, 1e-7, 1.0)
+        metrics[f"{part}_loss"] = float(log_loss(arrays.labels, clipped, labels=list(range(len(class_names)))))
         rows += [
             {
                 "model_id": model_id,

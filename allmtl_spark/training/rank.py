@@ -47,12 +47,31 @@ class RankJob:
     batchnorm_momentum: float | None = None
     imagenet_base_url: str | None = None
     weights_cache_dir: str | None = None
+    freeze_batchnorm: bool = False  # BatchNorm layers keep their moving statistics and scale/offset
+    scale_by_ranks: bool = True  # learning rate x ranks (see TrainConfig.scale_learning_rate_by_ranks)
+    deterministic: bool = True  # TensorFlow op determinism: same seed, same weights (slower kernels on GPU)
     spec: dict = field(default_factory=dict)  # written into model.json
 
 
 def steps(n: int, batch_size: int, ranks: int) -> int:
     """Steps per epoch so that all ranks together see every example about once."""
     return max(1, math.ceil(n / (batch_size * ranks)))
+
+
+def seed_everything(seed: int, threads: int, deterministic: bool) -> None:
+    """Seed Python, numpy and TensorFlow and (optionally) make TensorFlow's ops deterministic.
+
+    Must run before the first TensorFlow op of the process. With ``deterministic`` the same seed gives
+    the same weights and metrics to the last digit on one rank: op determinism picks deterministic
+    kernels (and fails loudly on ops that have none), and the thread counts are fixed.
+    """
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(max(1, threads))
+    tf.keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def train_rank(job: RankJob) -> dict:
@@ -63,10 +82,11 @@ def train_rank(job: RankJob) -> dict:
     from allmtl_spark.networks.freezing import set_trainable
 
     hvd.init()
-    tf.config.threading.set_intra_op_parallelism_threads(job.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(max(1, job.threads))
-    tf.keras.utils.set_random_seed(job.seed + hvd.rank())
+    # One seed for every rank and stage: the backbone's initial weights are the same draw for the
+    # stage-2 model and the classical stage-3 model (equal starting weights; rank 0's are broadcast).
+    seed_everything(job.seed, job.threads, job.deterministic)
     model = _build(job)
+    init_digest = weights_digest(backbone_model(model))
     binary = len(job.class_names) == 2
     steps_per_epoch = steps(job.n_train, job.batch_size, hvd.size())
     loss = "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
@@ -74,19 +94,35 @@ def train_rank(job: RankJob) -> dict:
     initial_epoch = int(epoch_var.numpy())
     best = _best_epoch(job, hvd.rank() == 0)
     history: dict[str, list[float]] = {}
+    # Training: an endless stream whose row-group order is seeded. Validation: one finite pass per
+    # epoch over this rank's shard (Petastorm resets the reader when Keras starts the next pass), so
+    # every validation item is scored exactly once per epoch and the kept epoch follows the model,
+    # not a shifting window of repeats.
     with (
         job.train_converter.make_tf_dataset(
-            batch_size=job.batch_size, cur_shard=hvd.rank(), shard_count=hvd.size(), num_epochs=None, workers_count=1
+            batch_size=job.batch_size,
+            cur_shard=hvd.rank(),
+            shard_count=hvd.size(),
+            num_epochs=None,
+            workers_count=1,
+            seed=job.seed,
+            shard_seed=job.seed,
         ) as train,
         job.val_converter.make_tf_dataset(
-            batch_size=job.batch_size, cur_shard=hvd.rank(), shard_count=hvd.size(), num_epochs=None, workers_count=1
+            batch_size=job.batch_size,
+            cur_shard=hvd.rank(),
+            shard_count=hvd.size(),
+            num_epochs=1,
+            workers_count=1,
+            shuffle_row_groups=False,
+            shard_seed=job.seed,
         ) as val,
     ):
         train, val = _prepare(train, job, binary, shuffle=True), _prepare(val, job, binary, shuffle=False)
         for policy, start, end in _phases(job):
             if initial_epoch >= end:
                 continue
-            set_trainable(model, policy)
+            set_trainable(model, policy, train_batchnorm=not job.freeze_batchnorm)
             # A fresh optimizer per phase (trainable weights change); Horovod averages the gradients,
             # fp16 halves the bytes sent between ranks.
             optimizer = hvd.DistributedOptimizer(
@@ -97,7 +133,6 @@ def train_rank(job: RankJob) -> dict:
                 train,
                 steps_per_epoch=steps_per_epoch,
                 validation_data=val,
-                validation_steps=steps(job.n_val, job.batch_size, hvd.size()),
                 epochs=end,
                 initial_epoch=max(start, initial_epoch),
                 callbacks=_callbacks(job, hvd, manager, epoch_var) + ([best] if best else []),
@@ -111,7 +146,7 @@ def train_rank(job: RankJob) -> dict:
         return {"rank": hvd.rank(), "weights_digest": digest}
     from allmtl_spark.registry import save_artifact
 
-    sha = save_artifact(model, job.output_dir, {**job.spec, "kept_epoch": kept})
+    sha = save_artifact(model, job.output_dir, {**job.spec, "kept_epoch": kept, "init_digest": init_digest})
     # history.json (written every epoch) also holds the epochs of an interrupted earlier attempt.
     full_history = load_history(job.checkpoint_dir) or history
     return {
@@ -122,6 +157,7 @@ def train_rank(job: RankJob) -> dict:
         "initial_epoch": initial_epoch,
         "ranks": hvd.size(),
         "kept_epoch": kept,
+        "init_digest": init_digest,
     }
 
 
@@ -135,6 +171,13 @@ def weights_digest(model) -> str:
     return digest.hexdigest()
 
 
+def backbone_model(model):
+    """The backbone part of a classifier (shares its weights): what equal starting weights compare."""
+    from allmtl_spark.networks.classifier import backbone_of
+
+    return backbone_of(model)
+
+
 def _phases(job: RankJob) -> list[tuple[str, int, int]]:
     """(trainable policy, first epoch, end epoch) per phase: an optional head-only warm-up, then the rest."""
     if job.warmup_epochs:
@@ -142,17 +185,17 @@ def _phases(job: RankJob) -> list[tuple[str, int, int]]:
     return [(job.trainable, 0, job.epochs)]
 
 
-def learning_rate_at(epoch: int, base: float, ranks: int, decay_rate: float) -> float:
-    """Exponential decay per epoch of the rank-scaled base rate (a function of the epoch alone, so a
-    resumed run continues the schedule where it stopped)."""
-    return base * ranks * decay_rate**epoch
+def learning_rate_at(epoch: int, base: float, ranks: int, decay_rate: float, scale_by_ranks: bool = True) -> float:
+    """Exponential decay per epoch of the base rate, times the number of ranks when ``scale_by_ranks``
+    (a function of the epoch alone, so a resumed run continues the schedule where it stopped)."""
+    return base * (ranks if scale_by_ranks else 1) * decay_rate**epoch
 
 
 def _callbacks(job: RankJob, hvd, manager, epoch_var) -> list:
     import tensorflow as tf
 
     schedule = tf.keras.callbacks.LearningRateScheduler(
-        lambda epoch, _lr: learning_rate_at(epoch, job.learning_rate, hvd.size(), job.decay_rate)
+        lambda epoch, _lr: learning_rate_at(epoch, job.learning_rate, hvd.size(), job.decay_rate, job.scale_by_ranks)
     )
     from allmtl_spark.training.callbacks import AverageBatchNormStatistics, EpochCheckpoint, EpochLine
 

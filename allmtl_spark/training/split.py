@@ -81,3 +81,78 @@ def fold_parts(frame: pd.DataFrame, n_folds: int, fold: int, val_fraction: float
     )
     parts.loc[rest.index[val_folds == 0]] = "val"
     return parts
+
+
+HELD_OUT = ("val", "test")
+
+
+def stage2_allowed(cells: pd.DataFrame, slides: pd.DataFrame) -> pd.Series:
+    """Which single cells stage 2 may use: none of a stage-3 validation or test slide or patient.
+
+    ALL-IDB2's crops are cut out of ALL-IDB1's slides: a stage-2 model trained on a cell of a slide
+    that stage 3 later tests on has seen that slide. A cell is allowed when neither its source slide
+    (by content hash or slide id) nor its patient is on the held-out side of the stage-3 split.
+
+    Args:
+        cells: columns ``patient`` (hash or None), ``source_slide`` (content hash or None) and
+            ``source_slide_id`` (slide id or None).
+        slides: the stage-3 split: ``key`` (content hash), ``item_id`` (slide id), ``patient`` and ``part``.
+
+    Returns:
+        Boolean series aligned with ``cells``.
+    """
+    held = slides[slides["part"].isin(HELD_OUT)]
+    keys, ids = set(held["key"]), set(held["item_id"])
+    patients = set(held["patient"].dropna())
+    blocked = cells["source_slide"].isin(keys) | cells["source_slide_id"].isin(ids) | cells["patient"].isin(patients)
+    return ~blocked.fillna(False).astype(bool)
+
+
+def linked(cells: pd.DataFrame) -> pd.Series:
+    """Cells that carry a patient or a source slide (only those can be checked against the stage-3 split)."""
+    return (cells["patient"].notna() | cells["source_slide"].notna() | cells["source_slide_id"].notna()).astype(bool)
+
+
+def check_stage_overlap(slides: pd.DataFrame, cells: pd.DataFrame | None) -> str:
+    """Assert that no group crosses sides or stages; returns the check's one-line record.
+
+    Checks, before anything trains: (1) no stage-3 group (patient, else slide) on two parts of the
+    slide split; (2) no stage-2 group on two parts of the cell split; (3) no cell used by stage 2 (any
+    part) from a slide, or of a patient, that is on the validation or test side of stage 3.
+
+    Args:
+        slides: stage-3 split rows: ``key``, ``item_id``, ``group``, ``patient``, ``part``.
+        cells: stage-2 split rows (the cells stage 2 uses): ``key``, ``group``, ``patient``,
+            ``source_slide``, ``source_slide_id``, ``part``; None when no stage 2 runs.
+
+    Returns:
+        ``passed: ...`` with the counts checked.
+
+    Raises:
+        LeakageError: naming the first offending groups.
+    """
+    from allmtl_spark.errors import LeakageError
+
+    crossing = groups_on_both_sides(slides)
+    if crossing:
+        raise LeakageError(f"stage-3 split puts group(s) {sorted(crossing)[:3]} on two sides; the split is broken")
+    held = int(slides["part"].isin(HELD_OUT).sum())
+    if cells is None or cells.empty:
+        return f"passed: {len(slides)} slides, no group on two sides ({held} validation/test slides); no stage 2"
+    crossing = groups_on_both_sides(cells)
+    if crossing:
+        raise LeakageError(f"stage-2 split puts group(s) {sorted(crossing)[:3]} on two sides; the split is broken")
+    bad = cells[~stage2_allowed(cells, slides)]
+    if not bad.empty:
+        raise LeakageError(
+            f"stage 2 would train on {len(bad)} cell(s) of stage-3 validation/test slides or patients "
+            f"(e.g. {sorted(bad['key'])[:3]}): a multistage model would have seen its test slides. "
+            "Stage 2 must use only cells whose slide and patient are on the stage-3 training side."
+        )
+    linked = int((cells["source_slide"].notna() | cells["source_slide_id"].notna()).sum())
+    with_patient = int(cells["patient"].notna().sum())
+    return (
+        f"passed: {len(slides)} slides, {len(cells)} stage-2 cells ({linked} with their source slide, "
+        f"{with_patient} with a patient); no group on two sides, no stage-2 cell of the {held} "
+        "stage-3 validation/test slides or their patients"
+    )

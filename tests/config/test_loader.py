@@ -18,8 +18,16 @@ def test_paper_config_carries_the_papers_training_schedule():
     train = load_config("conf/paper.yaml").train
     assert set(train.backbones) == {"InceptionV3", "Xception", "InceptionResNetV2"}
     assert (train.weights, train.input_size, train.augment.balance_to) == ("imagenet", 299, 1700)
+    from allmtl_spark.training.rank import learning_rate_at
+
     for stage in (train.stage2, train.stage3):
-        assert (stage.epochs, stage.batch_size, stage.learning_rate) == (160, 48, 0.001)
+        # the paper's one batch of 48 at 0.001, whatever the ranks: batches are per rank, and the
+        # rate the optimiser gets at epoch 0 is the effective one (it used to be 4 x 48 at 0.004)
+        assert stage.epochs == 160 and train.num_proc * stage.batch_size == 48
+        rate = learning_rate_at(
+            0, stage.learning_rate, train.num_proc, stage.decay_rate, train.scale_learning_rate_by_ranks
+        )
+        assert rate == pytest.approx(0.001)
 
 
 def test_dotted_override_reaches_nested_key_and_parses_yaml_types():

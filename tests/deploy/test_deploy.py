@@ -35,7 +35,10 @@ DYNAMIC_VALUE = re.compile(r"\{\{\s*[\w.]+\s*\}\}")  # Databricks job parameters
 BUNDLE_NAMESPACES = ("var.", "bundle.", "workspace.", "resources.")
 TARGETS = ("dev", "prod")
 QUARTZ_FIELDS = 6  # seconds minutes hours day-of-month month day-of-week [year]
-NOT_DEPLOYED_JOBS = {"synth"}  # writes a synthetic data set on one machine: no cluster job for it
+NOT_DEPLOYED_JOBS = {
+    "synth",  # writes a synthetic data set on one machine: no cluster job for it
+    "tune",  # run by hand (or in `allmtl evaluate` with evaluate.nested_tuning) before a training job
+}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Evaluating from pre-written models: what ``run_train`` writes for each fold, without training.
 
 ``prewrite_folds`` records every fold's split in ``splits`` (the real ``fold_parts`` on a fixed set
-of slides), one ``models`` row per planned stage (stage 2 once per trial), validation and test rows
+of slides), one ``models`` row per planned stage (every fold has its own stage 2), validation and test rows
 in ``predictions`` (the multistage model is the more accurate one) and a ``history.json`` per stage
 under ``<lake.models>/_checkpoints/<run_id>/<stage_key>/``, as the rank trainer does.
 ``FakeTrainer`` stands in for ``run_train``: it returns those models as a real ``TrainSummary``.
@@ -20,7 +20,7 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from allmtl_spark import tables
-from allmtl_spark.evaluation.job import fold_run_id, trial_run_id, trial_train_config
+from allmtl_spark.evaluation.job import fold_run_id, trial_train_config
 from allmtl_spark.lakehouse import merge_new_rows, read_table
 from allmtl_spark.registry import ModelRecord, record_from_row
 from allmtl_spark.training.job import StageResult, TrainSummary
@@ -50,13 +50,10 @@ def prewrite_folds(spark, lake, train, eval_id: str, trials: int, folds: int, se
     as ``run_train`` would, in one Delta write per table (the merges are the slow part on 2 busy cores)."""
     rows: dict[str, list[dict]] = {"splits": [], "predictions": [], "models": []}
     for trial in range(trials):
-        cfg = trial_train_config(train, seed + trial)
+        cfg = trial_train_config(train, seed + trial, trial)
         for fold in range(folds):
             for plan in plan_stages(cfg):
-                if plan.stage == "stage2" and fold:
-                    continue  # the trial's folds share one stage-2 model
-                owner = trial_run_id(eval_id, trial) if plan.stage == "stage2" else fold_run_id(eval_id, trial, fold)
-                _stage(lake, cfg, plan, owner, (folds, fold), rows)
+                _stage(lake, cfg, plan, fold_run_id(eval_id, trial, fold), (folds, fold), rows)
     for table, name in ((tables.SPLITS, "splits"), (tables.PREDICTIONS, "predictions"), (tables.MODELS, "models")):
         merge_new_rows(spark, lake, table, spark.createDataFrame(rows[name], table.schema))
 
@@ -71,7 +68,7 @@ class FakeTrainer:
         self.calls: list[str] = []
         self.fail_on = fail_on
 
-    def __call__(self, spark, cfg, lake, run_id=None, fold=None, stage2_from_run=None) -> TrainSummary:
+    def __call__(self, spark, cfg, lake, run_id=None, fold=None, stage2_from_run=None, **_) -> TrainSummary:
         if run_id == self.fail_on:
             self.fail_on = None
             raise RuntimeError(f"simulated crash in {run_id}")

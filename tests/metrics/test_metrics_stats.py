@@ -102,26 +102,27 @@ def test_confidence_level_sets_every_interval(confidence):
     assert student.confidence == confidence
 
 
-def test_corrected_resampled_t_matches_the_nadeau_bengio_formula():
-    ratio = 1 / 9  # 10-fold cross-validation: n_test / n_train = 1 / (k - 1)
-    result = compute_corrected_resampled_t(A, B, ratio)
-
-    d = A - B
-    J = d.size
-    corrected_se = math.sqrt((1 / J + ratio) * d.var(ddof=1))
-    t = d.mean() / corrected_se
-    p = 2 * sps.t.sf(abs(t), J - 1)
-    half = sps.t.ppf(0.975, J - 1) * corrected_se
+def test_corrected_resampled_t_matches_independent_reference_values():
+    # Reference values worked out by hand, not with the code's formula: differences d = (0.01, 0.02, 0.03)
+    # over J = 3 folds with n_test/n_train = 1/2: mean 0.02, s^2 = 1e-4, corrected SE = 0.01 * sqrt(5/6),
+    # t = 2 / sqrt(5/6) = sqrt(24/5). With 2 degrees of freedom Student's t has closed forms: the
+    # two-sided p of t is 1 - t / sqrt(2 + t^2) = 1 - sqrt(12/17), and the 97.5% quantile is
+    # (2q - 1) / sqrt(2q(1 - q)) at q = 0.975 = 0.95 / sqrt(0.04875) (4.3027, as in printed t tables).
+    a, b = np.array([0.81, 0.82, 0.83]), np.array([0.80, 0.80, 0.80])
+    result = compute_corrected_resampled_t(a, b, 0.5)
     assert result.name == "Nadeau-Bengio corrected t"
-    assert result.statistic == pytest.approx(t, abs=TOL)
-    assert result.df == J - 1
-    assert result.p_value == pytest.approx(p, abs=1e-12)
-    assert (result.ci_low, result.ci_high) == pytest.approx((d.mean() - half, d.mean() + half), abs=TOL)
-    assert result.effect_size == pytest.approx(d.mean() / d.std(ddof=1), abs=TOL)
-    # The correction only ever widens the paired test: smaller |t|, larger p, wider CI.
-    paired = compute_paired_t(A, B)
+    assert result.df == 2
+    assert result.statistic == pytest.approx(math.sqrt(24 / 5), rel=1e-9)
+    assert result.p_value == pytest.approx(1 - math.sqrt(12 / 17), rel=1e-9)
+    assert result.p_value == pytest.approx(0.15983, abs=1e-5)
+    half = 0.95 / math.sqrt(0.04875) * 0.01 * math.sqrt(5 / 6)
+    assert (result.ci_low, result.ci_high) == pytest.approx((0.02 - half, 0.02 + half), rel=1e-9)
+    assert result.effect_size == pytest.approx(2.0, rel=1e-9)  # d_z = mean / sd = 0.02 / 0.01
+    # The uncorrected paired test on the same numbers: t = 0.02 / (0.01 / sqrt(3)) = 2 sqrt(3).
+    paired = compute_paired_t(a, b)
+    assert paired.statistic == pytest.approx(2 * math.sqrt(3), rel=1e-9)
+    assert paired.p_value == pytest.approx(1 - math.sqrt(12 / 14), rel=1e-9)
     assert abs(result.statistic) < abs(paired.statistic) and result.p_value > paired.p_value
-    assert result.ci_high - result.ci_low > paired.ci_high - paired.ci_low
 
 
 def test_corrected_t_needs_a_positive_ratio():
@@ -306,3 +307,23 @@ def test_auc_difference_rejects_bad_inputs():
         compute_auc_difference_test(y, good, weak[:10])
     with pytest.raises(ValueError, match="single class"):
         compute_auc_difference_test(np.ones(20, dtype=int), good, weak)
+
+
+def test_detectable_difference_matches_closed_form_quantiles_and_simulated_power():
+    from allmtl_spark.metrics import compute_detectable_difference
+
+    # J = 3, s = 0.01, ratio 1/2: SE = 0.01 sqrt(5/6); with 2 degrees of freedom t_0.975 = 0.95 / sqrt(0.04875)
+    # and t_0.8 = 0.6 / sqrt(0.32) (closed form (2q - 1) / sqrt(2q(1 - q))).
+    expected = (0.95 / math.sqrt(0.04875) + 0.6 / math.sqrt(0.32)) * 0.01 * math.sqrt(5 / 6)
+    assert compute_detectable_difference(0.01, 3, 0.5) == pytest.approx(expected, rel=1e-9)
+    # Simulated: differences of true mean delta and sd s over J = 20 independent pairs (ratio ~0): the
+    # corrected test (with a tiny ratio) should reject in about 80% of runs.
+    rng = np.random.default_rng(0)
+    delta = compute_detectable_difference(0.05, 20, 1e-6)
+    rejected = [
+        compute_corrected_resampled_t(rng.normal(delta, 0.05, 20), np.zeros(20), 1e-6).p_value < 0.05
+        for _ in range(2000)
+    ]
+    assert 0.74 < np.mean(rejected) < 0.86
+    with pytest.raises(ValueError, match="n_pairs >= 2"):
+        compute_detectable_difference(0.01, 1, 0.5)

@@ -52,3 +52,67 @@ def test_split_id_depends_on_keys_and_settings_not_order():
     assert split_id(["a", "b"], {"seed": 1}) == split_id(["b", "a"], {"seed": 1})
     assert split_id(["a", "b"], {"seed": 1}) != split_id(["a", "b"], {"seed": 2})
     assert split_id(["a", "b"], {"seed": 1}) != split_id(["a", "c"], {"seed": 1})
+
+
+# ------------------------------------------------------------------ cross-stage overlap (issue 16)
+
+from allmtl_spark.errors import LeakageError  # noqa: E402
+from allmtl_spark.training.split import check_stage_overlap, linked, stage2_allowed  # noqa: E402
+
+
+def _slides():
+    # Stage-3 split of six slides of four patients (p3 has two slides, both held out).
+    return pd.DataFrame(
+        {
+            "key": ["s1", "s2", "s3", "s4", "s5", "s6"],
+            "item_id": ["Im1", "Im2", "Im3", "Im4", "Im5", "Im6"],
+            "group": ["p1", "p2", "p3", "p3", "p4", "slide:Im6"],
+            "patient": ["p1", "p2", "p3", "p3", "p4", None],
+            "label": ["normal", "L1", "L2", "L2", "L3", "normal"],
+            "part": ["train", "train", "test", "test", "val", "train"],
+        }
+    )
+
+
+def _cells(rows):
+    frame = pd.DataFrame(rows, columns=["key", "group", "patient", "source_slide", "source_slide_id", "part"])
+    return frame.astype(object).where(frame.notna(), None)
+
+
+def test_stage2_keeps_only_cells_of_training_side_slides_and_patients():
+    cells = _cells(
+        [
+            ("c1", "p1", "p1", "s1", "Im1", "train"),  # training-side slide: allowed
+            ("c2", "p3", "p3", None, None, "train"),  # patient held out: blocked
+            ("c3", "x", None, "s5", None, "train"),  # cut from a validation slide: blocked
+            ("c4", "y", None, None, "Im3", "train"),  # named (by id) from a test slide: blocked
+            ("c5", "z", "p9", None, None, "train"),  # a patient stage 3 never sees: allowed
+            ("c6", "cell:c6", None, None, None, "train"),  # nothing known: allowed here, not "linked"
+        ]
+    )
+    assert stage2_allowed(cells, _slides()).tolist() == [True, False, False, False, True, True]
+    assert linked(cells).tolist() == [True, True, True, True, True, False]
+
+
+def test_overlap_check_passes_a_clean_run_and_records_what_it_checked():
+    cells = _cells([("c1", "p1", "p1", "s1", "Im1", "train"), ("c5", "p9", "p9", None, None, "val")])
+    record = check_stage_overlap(_slides(), cells)
+    assert record.startswith("passed: 6 slides, 2 stage-2 cells (1 with their source slide, 2 with a patient)")
+    assert "3 stage-3 validation/test slides" in record
+
+
+def test_overlap_check_fires_on_a_cell_of_a_test_slide():
+    cells = _cells([("c1", "p1", "p1", "s1", "Im1", "train"), ("bad", "q", None, "s4", "Im4", "train")])
+    with pytest.raises(LeakageError, match=r"1 cell\(s\) of stage-3 validation/test slides .*'bad'"):
+        check_stage_overlap(_slides(), cells)
+
+
+def test_overlap_check_fires_on_a_held_out_patient_and_on_groups_on_two_sides():
+    with pytest.raises(LeakageError, match="stage 2 would train"):
+        check_stage_overlap(_slides(), _cells([("c2", "p4", "p4", None, None, "val")]))
+    broken = _slides().assign(part=["train", "train", "test", "train", "val", "train"])  # p3 on both sides
+    with pytest.raises(LeakageError, match=r"stage-3 split puts group\(s\) \['p3'\] on two sides"):
+        check_stage_overlap(broken, None)
+    cells = _cells([("c1", "p1", "p1", "s1", None, "train"), ("c7", "p1", "p1", "s1", None, "test")])
+    with pytest.raises(LeakageError, match=r"stage-2 split puts group\(s\) \['p1'\]"):
+        check_stage_overlap(_slides(), cells)
