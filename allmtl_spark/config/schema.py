@@ -532,8 +532,9 @@ class TrainConfig:
     # Stage-3 learning rates chosen by `allmtl tune` on validation data: "<approach>" or
     # "<task>/<approach>" -> rate (e.g. {fab4/mtl: 0.0003}). Missing entries use stage3's rates.
     stage3_learning_rates: dict[str, float] = field(default_factory=dict)
-    # The tune.json these rates came from; the training job checks that they match its choices and
-    # records the file in every model.json (null: the rates are stated defaults, not tuned).
+    # The tune.json these rates came from; the training job checks that they match its choices (or,
+    # with stage3_learning_rates empty, takes them from it) and records the file in every model.json
+    # (null: the rates are stated defaults, not tuned).
     tuning_record: str | None = None
     # Stage-2 cells with neither a patient nor a source slide cannot be checked against the stage-3
     # split: exclude (default) keeps them out of stage 2, include takes them (and says so in the check).

@@ -480,36 +480,41 @@ def headline_table(
         Columns of ``HEADLINE_COLUMNS``; ``verdict`` says in words what the interval allows.
     """
     rows = []
-    tests = comparisons[
-        (comparisons["metric"] == "accuracy")
-        & (comparisons["level"] == "fold")
-        & (comparisons["test"] == "Nadeau-Bengio corrected t")
-    ]
-    for r in tests.itertuples(index=False):
-        mtl, classical = paired_values(metrics, r.backbone, r.task, "accuracy", "fold")
+    fold_rows = comparisons[(comparisons["metric"] == "accuracy") & (comparisons["level"] == "fold")]
+    for (backbone, task), group in fold_rows.groupby(["backbone", "task"], sort=True):
+        nb = group[group["test"] == "Nadeau-Bengio corrected t"]
+        mtl, classical = paired_values(metrics, backbone, task, "accuracy", "fold")
         diff = mtl - classical
+        row = {
+            "task": task,
+            "backbone": backbone,
+            "n_pairs": int(diff.size),
+            "mean_mtl": float(mtl.mean()) if diff.size else math.nan,
+            "mean_classical": float(classical.mean()) if diff.size else math.nan,
+            "mean_difference": float(diff.mean()) if diff.size else math.nan,
+        }
+        if nb.empty:
+            note = group["note"].dropna().iloc[0] if group["note"].notna().any() else "not tested"
+            rows.append(row | {"verdict": str(note)})
+            continue
+        r = nb.iloc[0]
         detectable = (
-            compute_detectable_difference(float(diff.std(ddof=1)), diff.size, ratio[r.task], confidence=confidence)
-            if diff.size >= 2 and r.task in ratio
+            compute_detectable_difference(float(diff.std(ddof=1)), diff.size, ratio[task], confidence=confidence)
+            if diff.size >= 2 and task in ratio
             else math.nan
         )
-        if r.ci_low > 0:
+        if r["ci_low"] > 0:
             verdict = "multistage ahead"
-        elif r.ci_high < 0:
+        elif r["ci_high"] < 0:
             verdict = "classical ahead"
         else:
             verdict = f"no difference shown (CI includes 0; differences below {detectable:.3f} are likely missed)"
         rows.append(
-            {
-                "task": r.task,
-                "backbone": r.backbone,
-                "n_pairs": r.n_pairs,
-                "mean_mtl": r.mean_mtl,
-                "mean_classical": r.mean_classical,
-                "mean_difference": r.mean_difference,
-                "ci_low": r.ci_low,
-                "ci_high": r.ci_high,
-                "p_value": r.p_value,
+            row
+            | {
+                "ci_low": r["ci_low"],
+                "ci_high": r["ci_high"],
+                "p_value": r["p_value"],
                 "detectable_difference": detectable,
                 "verdict": verdict,
             }

@@ -72,6 +72,12 @@ class EvaluationSummary:
                 f"(J = {row.folds_x_trials})"
             )
         for row in self.results.headline.itertuples(index=False):
+            if not math.isfinite(row.ci_low):
+                lines.append(
+                    f"  {row.task} {row.backbone}: multistage - classical accuracy {row.mean_difference:+.3f}, "
+                    f"J = {row.n_pairs}: {row.verdict}"
+                )
+                continue
             lines.append(
                 f"  {row.task} {row.backbone}: multistage - classical accuracy {row.mean_difference:+.3f} "
                 f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}], Nadeau-Bengio p = {row.p_value:.3g}, J = {row.n_pairs}; "
@@ -294,7 +300,8 @@ def evaluate_run(
     """Gather an evaluation's test predictions, compute every metric and test, write ``evaluation_metrics``.
 
     Args:
-        models: the (backbone, task, approach) models to include; None: all recorded ones. Only the
+        models: the (backbone, task, approach) models to include (and the colour-only baseline of their
+            folds); None: all recorded ones. Only the
             trials and folds within ``cfg.trials`` and ``cfg.folds`` are used.
 
     Returns:
@@ -306,7 +313,10 @@ def evaluate_run(
         .toPandas()
     )
     if models is not None:
-        keep = [(b, t, a) in models for b, t, a in runs[["backbone", "task", "approach"]].itertuples(index=False)]
+        keep = [
+            (b, t, a) in models or a == COLOUR_APPROACH
+            for b, t, a in runs[["backbone", "task", "approach"]].itertuples(index=False)
+        ]
         runs = runs[pd.Series(keep, index=runs.index, dtype=bool)].reset_index(drop=True)
     if runs.empty:
         raise ConfigError(f"evaluation {eval_id} has no finished folds in {lake.path(tables.EVALUATION_RUNS)}")
@@ -419,4 +429,22 @@ def report_settings(eval_id: str, cfg: EvaluateConfig, train: TrainConfig) -> di
         "bootstrap resamples": cfg.bootstrap_resamples,
         "confidence": cfg.confidence,
         "Nadeau-Bengio n_test/n_train": cfg.test_train_ratio if cfg.test_train_ratio else "from the fold sizes",
+        "stage 2": "trained per fold on the cells of the fold's training-side slides and patients only",
+        "stage-3 learning rates": tuning_statement(cfg, train),
+        "colour-only baseline": f"{cfg.colour_bins} bins per channel, logistic regression, same folds",
     }
+
+
+def tuning_statement(cfg: EvaluateConfig, train: TrainConfig) -> str:
+    """Where the stage-3 learning rates of the evaluated models came from, in words."""
+    if cfg.nested_tuning:
+        return "chosen in every fold by allmtl tune on that fold's training side (validation slice; nested)"
+    rates = ", ".join(f"{k} {v:g}" for k, v in sorted(train.stage3_learning_rates.items()))
+    if train.tuning_record:
+        return (
+            f"from allmtl tune ({train.tuning_record}) on the validation part of split seed {train.split.seed}; "
+            "not nested: those validation slides are test slides in some folds (the same for both approaches)"
+            + (f"; {rates}" if rates else "")
+        )
+    base = f"stage3 learning_rate {train.stage3.learning_rate:g} for both approaches" + (f"; {rates}" if rates else "")
+    return f"stated defaults, not tuned ({base})"

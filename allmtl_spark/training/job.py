@@ -125,6 +125,7 @@ def run_train(
     _configure_petastorm(spark, cfg, lake)
     versions = {t.name: v for t in INPUT_TABLES if (v := table_version(spark, lake, t)) is not None}
     segmenter = resolve_segmentation(spark, lake, cfg.segmenter)
+    cfg = apply_tuning_record(cfg)
     plans = plan_stages(cfg)
     choices = check_tuning_record(cfg, plans)
     if choices:
@@ -174,6 +175,24 @@ def colour_baseline(spark, lake: Lakehouse, data: _DataCache, task: str, model_i
     return _score_parts(spark, lake, model_id, names, outputs)
 
 
+def read_tuning_record(path: str) -> dict:
+    """The ``tune.json`` an ``allmtl tune`` run wrote (grid, validation scores, choices)."""
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"train.tuning_record={path!r} cannot be read: {err}") from None
+
+
+def apply_tuning_record(cfg: TrainConfig) -> TrainConfig:
+    """With ``train.tuning_record`` and no ``train.stage3_learning_rates``: take the rates from the record."""
+    from dataclasses import replace
+
+    if not cfg.tuning_record or cfg.stage3_learning_rates:
+        return cfg
+    return replace(cfg, stage3_learning_rates=dict(read_tuning_record(cfg.tuning_record).get("choices", {})))
+
+
 def check_tuning_record(cfg: TrainConfig, plans: list[StagePlan]) -> str | None:
     """With ``train.tuning_record``: check the config's stage-3 rates are that tune's choices; returns the record line.
 
@@ -182,11 +201,7 @@ def check_tuning_record(cfg: TrainConfig, plans: list[StagePlan]) -> str | None:
     """
     if not cfg.tuning_record:
         return None
-    try:
-        with open(cfg.tuning_record) as handle:
-            record = json.load(handle)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"train.tuning_record={cfg.tuning_record!r} cannot be read: {err}") from None
+    record = read_tuning_record(cfg.tuning_record)
     wrong = []
     for plan in plans:
         if plan.stage != "stage3":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 
 import numpy as np
@@ -23,12 +23,12 @@ from allmtl_spark import tables
 from allmtl_spark.evaluation.job import fold_run_id, trial_train_config
 from allmtl_spark.lakehouse import merge_new_rows, read_table
 from allmtl_spark.registry import ModelRecord, record_from_row
-from allmtl_spark.training.job import StageResult, TrainSummary
+from allmtl_spark.training.job import StageResult, TrainSummary, colour_model_id
 from allmtl_spark.training.split import fold_parts, split_id
 from allmtl_spark.training.stages import plan_stages
 
 N_SLIDES = 24
-SKILL = {"mtl": 0.85, "classical": 0.6}  # chance of predicting the true class
+SKILL = {"mtl": 0.85, "classical": 0.6, "colour": 0.3}  # chance of predicting the true class
 
 
 def slide_frame(task: str, class_names: tuple[str, ...]) -> pd.DataFrame:
@@ -52,8 +52,14 @@ def prewrite_folds(spark, lake, train, eval_id: str, trials: int, folds: int, se
     for trial in range(trials):
         cfg = trial_train_config(train, seed + trial, trial)
         for fold in range(folds):
+            owner = fold_run_id(eval_id, trial, fold)
             for plan in plan_stages(cfg):
-                _stage(lake, cfg, plan, fold_run_id(eval_id, trial, fold), (folds, fold), rows)
+                _stage(lake, cfg, plan, owner, (folds, fold), rows)
+                if plan.stage == "stage3" and plan.approach == "classical":  # one colour baseline per task
+                    meta = slide_frame(plan.task, plan.class_names)
+                    meta["part"] = fold_parts(meta, folds, fold, cfg.split.val_fraction, cfg.split.seed).to_numpy()
+                    colour = replace(plan, approach="colour")
+                    rows["predictions"] += _prediction_rows(colour_model_id(owner, plan.task), meta, colour, seed)
     for table, name in ((tables.SPLITS, "splits"), (tables.PREDICTIONS, "predictions"), (tables.MODELS, "models")):
         merge_new_rows(spark, lake, table, spark.createDataFrame(rows[name], table.schema))
 
@@ -74,7 +80,7 @@ class FakeTrainer:
             raise RuntimeError(f"simulated crash in {run_id}")
         self.calls.append(run_id)
         plans = plan_stages(cfg)
-        ids = [p.model_id(stage2_from_run if p.stage == "stage2" else run_id) for p in plans]
+        ids = [p.model_id((stage2_from_run or run_id) if p.stage == "stage2" else run_id) for p in plans]
         found = {
             r["model_id"]: r
             for r in read_table(spark, lake, tables.MODELS).where(F.col("model_id").isin(ids)).collect()
@@ -83,7 +89,8 @@ class FakeTrainer:
         if missing:
             raise AssertionError(f"models not pre-written: {missing}")
         results = [StageResult(p, record_from_row(found[i]), seconds=2.5) for p, i in zip(plans, ids, strict=True)]
-        return TrainSummary(run_id, results, None, 0.0)
+        colour = {p.task: {} for p in plans if p.stage == "stage3"}  # its predictions were pre-written
+        return TrainSummary(run_id, results, None, 0.0, colour)
 
 
 def _stage(lake, cfg, plan, owner: str, fold: tuple[int, int], rows: dict[str, list[dict]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -20,8 +21,8 @@ EVAL_TABLES = (tables.EVALUATION_RUNS, tables.EVALUATION_METRICS)
 @pytest.mark.unit
 def test_trial_config_changes_only_the_seeds():
     train = load_config(None, TRAIN).train
-    trial = trial_train_config(train, 2025)
-    assert (trial.split.seed, trial.augment.seed) == (2025, 2025)
+    trial = trial_train_config(train, 2025, 3)
+    assert (trial.split.seed, trial.augment.seed, trial.seed) == (2025, 2025, train.seed + 3)
     assert trial.stage3 == train.stage3 and trial.split.val_fraction == train.split.val_fraction
     assert expected_models(train) == {("InceptionV3", t, a) for t in ("binary", "fab4") for a in ("mtl", "classical")}
 
@@ -39,14 +40,17 @@ def test_evaluate_trains_every_fold_writes_tables_and_report_and_resumes(spark, 
     # Resumed: fold 0, finished before the crash, was not trained again.
     assert trainer.calls == ["ev1-t0-f0", "ev1-t0-f1"] and (summary.trained, summary.skipped) == (1, 1)
     runs = read_table(spark, lake, tables.EVALUATION_RUNS).toPandas()
-    assert len(runs) == 2 * 4  # folds x (2 tasks x 2 approaches)
+    assert len(runs) == 2 * (4 + 2)  # folds x (2 tasks x 2 approaches + a colour-only baseline per task)
+    colour = runs[runs["approach"] == "colour"]
+    assert set(colour["backbone"]) == {"histogram+logreg"} and set(colour["task"]) == {"binary", "fab4"}
     assert set(runs["split_seed"]) == set(runs["augment_seed"]) == {7}  # evaluate.seed + trial 0
     assert (runs["n_test"] > 0).all() and (runs["n_train"] + runs["n_val"] + runs["n_test"] == N_SLIDES).all()
-    assert set(runs["train_run_id"]) == {"ev1-t0-f0", "ev1-t0-f1"} and (runs["seconds"] == 2.5).all()
+    assert set(runs["train_run_id"]) == {"ev1-t0-f0", "ev1-t0-f1"}
+    assert (runs[runs["approach"] != "colour"]["seconds"] == 2.5).all()
 
     metrics = read_table(spark, lake, tables.EVALUATION_METRICS).toPandas()
     keys = ["trial", "fold", "backbone", "task", "approach"]
-    assert len(metrics[keys].drop_duplicates()) == (2 + 1) * 4  # (folds + pooled) x models
+    assert len(metrics[keys].drop_duplicates()) == (2 + 1) * 6  # (folds + pooled) x models
     pooled = metrics[(metrics["fold"] == -1) & (metrics["metric"] == "n_test")]
     assert (pooled["value"] == N_SLIDES).all()  # every slide tested once per trial
     confusion = metrics[(metrics["fold"] == -1) & (metrics["metric"] == "confusion") & (metrics["task"] == "fab4")]
@@ -61,7 +65,16 @@ def test_evaluate_trains_every_fold_writes_tables_and_report_and_resumes(spark, 
     assert len(summary.results.mcnemar) == 2  # tasks x trials
     assert summary.report_path == str(tmp_path / "report" / "index.html") and os.path.getsize(summary.report_path)
     assert os.path.isfile(tmp_path / "report" / "figures" / "training_curves_trial-0-fold-0.png")
-    assert "HTML report:" in summary.format()
+    printed = summary.format()
+    assert "HTML report:" in printed and "fab4    colour" in printed
+    # The headline leads: the corrected difference over trials x folds, with what the design can detect.
+    head = summary.results.headline
+    assert set(head["task"]) == {"binary", "fab4"} and (head["n_pairs"] == 2).all()
+    tested = head[head["p_value"].notna()]
+    assert len(tested) >= 1 and (tested["detectable_difference"] > 0).all()
+    assert "multistage - classical accuracy" in printed
+    page = Path(summary.report_path).read_text()
+    assert page.index("Headline: multistage vs classical") < page.index("Summary</h2>")
 
     # Again: nothing trained, no new table versions.
     versions = [table_version(spark, lake, t) for t in EVAL_TABLES]

@@ -1,0 +1,47 @@
+"""The colour-only baseline sees what the classifier sees, minus the black backdrop (so not the cell size)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from allmtl_spark.evaluation.colour_fold import colour_features, fit_predict_colour
+
+pytestmark = pytest.mark.unit
+
+
+def disc(radius: int, colour: tuple[int, int, int], size: int = 75) -> np.ndarray:
+    image = np.zeros((size, size, 3), np.uint8)  # cells isolated on black, as the classifier gets them
+    cv2.circle(image, (size // 2, size // 2), int(radius), tuple(int(c) for c in colour), -1)
+    return image
+
+
+def test_features_ignore_the_black_backdrop_so_cell_size_is_not_a_colour():
+    small, large = disc(8, (140, 90, 200)), disc(30, (140, 90, 200))
+    features = colour_features(np.stack([small, large]), bins=16)
+    assert features.shape == (2, 48)
+    np.testing.assert_allclose(features[0], features[1])  # same colour, 14x the area: the same histogram
+
+
+def test_a_colour_cue_is_found_and_size_alone_is_not():
+    rng = np.random.default_rng(0)
+    n = 40
+    labels = np.repeat([0, 1], n)
+    hue_shift = [disc(int(rng.integers(10, 30)), (120 + 60 * y, 90, 200)) for y in labels]
+    size_only = [disc(10 + 18 * y + int(rng.integers(0, 4)), (150, 90, 200)) for y in labels]
+    for images, expect_high in ((hue_shift, True), (size_only, False)):
+        x = colour_features(np.stack(images), bins=16)
+        train = np.arange(2 * n) % 2 == 0
+        scores = fit_predict_colour(x[train], labels[train], 2, x[~train])
+        accuracy = float(np.mean(scores.argmax(axis=1) == labels[~train]))
+        assert (accuracy > 0.95) if expect_high else (accuracy < 0.7), (expect_high, accuracy)
+
+
+def test_classes_missing_from_training_get_zero_probability():
+    x = np.random.default_rng(1).random((6, 4))
+    scores = fit_predict_colour(x, np.array([0, 0, 0, 2, 2, 2]), 4, x[:2])
+    assert scores.shape == (2, 4) and (scores[:, [1, 3]] == 0).all()
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0)
+    only = fit_predict_colour(x, np.zeros(6, int), 3, x[:1])
+    assert only.tolist() == [[1.0, 0.0, 0.0]]
