@@ -559,6 +559,7 @@ class TrainConfig:
             "must be null or in [0, 1)",
         )
         _require(self.shuffle_buffer >= 1, "shuffle_buffer", "must be >= 1")
+        _require(self.seed >= 0, "seed", "must be >= 0")
         for key, rate in self.stage3_learning_rates.items():
             approach = key.split("/")[-1]
             task_ok = "/" not in key or key.split("/")[0] in TASKS

@@ -95,7 +95,9 @@ def run_tune(
     """
     assert_on_driver()
     started = time.time()
-    tune_id = tune_id or f"tune-{uuid.uuid4().hex[:8]}"
+    from allmtl_spark.ids import check_run_id
+
+    tune_id = check_run_id(tune_id, "--run-id") if tune_id else f"tune-{uuid.uuid4().hex[:8]}"
     if train_fn is None:
         from allmtl_spark.training.job import run_train as train_fn
     rows = []

@@ -22,6 +22,7 @@ def test_two_ranks_train_on_their_shards_and_end_with_identical_weights(spark, t
     training._configure_petastorm(spark, cfg.train, lake)
     data = training._DataCache(spark, lake, cfg.train, "roi-adaptive")
     try:
+        data.prepare(plan_stages(cfg.train))
         plan = plan_stages(cfg.train)[0]
         examples = data.example_set(plan.task)
         n_train, n_val = data.part(plan.task, "train").count(), data.part(plan.task, "val").count()
@@ -43,6 +44,7 @@ def test_two_ranks_train_on_their_shards_and_end_with_identical_weights(spark, t
 def test_split_keeps_groups_on_one_side_and_is_recorded(spark, train_lake):
     cfg, lake, _ = train_lake
     data = training._DataCache(spark, lake, cfg.train, "roi-adaptive")
+    data.prepare(plan_stages(cfg.train))
     examples = data.example_set("binary")
     splits = read_table(spark, lake, tables.SPLITS).where(f"split_id = '{examples.split_id}'").toPandas()
     assert set(splits["part"]) == {"train", "val", "test"}
