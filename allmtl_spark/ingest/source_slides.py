@@ -57,6 +57,13 @@ def rescale(crop: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(crop, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
+def pixel_ratio(crop_um: float | None, slide_um: float | None) -> float:
+    """Crop um/px over slide um/px (the factor that brings the crop to the slide's scale); 1 when either is unknown."""
+    if not crop_um or not slide_um or crop_um <= 0 or slide_um <= 0:
+        return 1.0
+    return float(crop_um) / float(slide_um)
+
+
 def coarse_score(crop_thumb: np.ndarray, slide_thumb: np.ndarray) -> CropMatch | None:
     """Best place of a crop thumbnail in a slide thumbnail (thumbnail pixels); None if it does not fit."""
     if crop_thumb.shape[0] > slide_thumb.shape[0] or crop_thumb.shape[1] > slide_thumb.shape[1]:
@@ -150,17 +157,21 @@ def link_cells(spark, lake, min_score: float = 0.9, factor: int = 4, candidates:
     ids = slides.groupBy("slide_id").agg(F.count("*").alias("n"), F.first("content_sha256").alias("sha"))
     unique_ids = ids.where(F.col("n") == 1).select("slide_id", "sha")
     updates = []
+    slide_cols = slides.select(
+        F.col("content_sha256").alias("sha"), F.col("content").alias("slide"), F.col("pixel_size_um").alias("slide_um")
+    )
     given_rows = (
         given.join(unique_ids, given["source_slide_id"] == unique_ids["slide_id"])
-        .join(slides.select(F.col("content_sha256").alias("sha"), F.col("content").alias("slide")), "sha")
-        .select("content_sha256", "content", "source_crop_x", "source_crop_y", "sha", "slide")
+        .join(slide_cols, "sha")
+        .select(
+            "content_sha256", "content", "source_crop_x", "source_crop_y", "sha", "slide", "pixel_size_um", "slide_um"
+        )
     )
     for row in given_rows.toLocalIterator():
         match = None
         if row["source_crop_x"] is not None and row["source_crop_y"] is not None:
-            match = score_at(
-                _decode(row["content"]), _decode(row["slide"]), row["source_crop_x"], row["source_crop_y"], 0
-            )
+            crop = rescale(_decode(row["content"]), pixel_ratio(row["pixel_size_um"], row["slide_um"]))
+            match = score_at(crop, _decode(row["slide"]), row["source_crop_x"], row["source_crop_y"], 0)
             counts["given_scored"] += 1
             if match is None or match.score < min_score:
                 counts["given_mismatch"] += 1
@@ -168,13 +179,27 @@ def link_cells(spark, lake, min_score: float = 0.9, factor: int = 4, candidates:
         updates.append((row["content_sha256"], row["sha"], None, match.score if match else None, None, None))
     if not search.isEmpty():
         # On the driver: ALL-IDB1's 108 slides are ~100 MB of JPEG bytes, their thumbnails a few MB.
-        stored = {r["content_sha256"]: (r["slide_id"], bytes(r["content"])) for r in slides.toLocalIterator()}
-        thumbs = {key: thumbnail(_decode(data), factor) for key, (_, data) in stored.items()}
-        for row in search.select("content_sha256", "content").toLocalIterator():
+        stored = {
+            r["content_sha256"]: (r["slide_id"], bytes(r["content"]), r["pixel_size_um"])
+            for r in slides.toLocalIterator()
+        }
+        thumbs = {key: thumbnail(_decode(data), factor) for key, (_, data, _) in stored.items()}
+        for row in search.select("content_sha256", "content", "pixel_size_um").toLocalIterator():
             crop = _decode(row["content"])
             best = None
-            for key, _ in rank_candidates(thumbnail(crop, factor), thumbs, candidates):
-                match = locate_crop(crop, _decode(stored[key][1]), 1.0, factor)
+            # The crop at each slide's pixel size (ALL-IDB2 and ALL-IDB1 share one: a single group).
+            by_scale: dict[float, dict[str, np.ndarray]] = {}
+            for key, (_, _, slide_um) in stored.items():
+                by_scale.setdefault(round(pixel_ratio(row["pixel_size_um"], slide_um), 3), {})[key] = thumbs[key]
+            ranked = []
+            for scale, group in by_scale.items():
+                ranked += [
+                    (key, m, scale)
+                    for key, m in rank_candidates(thumbnail(rescale(crop, scale), factor), group, candidates)
+                ]
+            ranked.sort(key=lambda item: (-item[1].score, item[0]))
+            for key, _, scale in ranked[:candidates]:
+                match = locate_crop(crop, _decode(stored[key][1]), scale, factor)
                 if match is not None and (best is None or match.score > best[2].score):
                     best = (key, stored[key][0], match)
             if best is not None and best[2].score >= min_score:
