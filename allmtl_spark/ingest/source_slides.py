@@ -64,6 +64,12 @@ def pixel_ratio(crop_um: float | None, slide_um: float | None) -> float:
     return float(crop_um) / float(slide_um)
 
 
+def scales_to_try(crop_um: float | None, slide_um: float | None) -> list[float]:
+    """1 (crops cut at the slide's pixel size, as ALL-IDB2's) and, when the pixel sizes differ, their ratio."""
+    ratio = round(pixel_ratio(crop_um, slide_um), 3)
+    return [1.0] if abs(ratio - 1.0) < 0.02 else [1.0, ratio]
+
+
 def coarse_score(crop_thumb: np.ndarray, slide_thumb: np.ndarray) -> CropMatch | None:
     """Best place of a crop thumbnail in a slide thumbnail (thumbnail pixels); None if it does not fit."""
     if crop_thumb.shape[0] > slide_thumb.shape[0] or crop_thumb.shape[1] > slide_thumb.shape[1]:
@@ -170,8 +176,12 @@ def link_cells(spark, lake, min_score: float = 0.9, factor: int = 4, candidates:
     for row in given_rows.toLocalIterator():
         match = None
         if row["source_crop_x"] is not None and row["source_crop_y"] is not None:
-            crop = rescale(_decode(row["content"]), pixel_ratio(row["pixel_size_um"], row["slide_um"]))
-            match = score_at(crop, _decode(row["slide"]), row["source_crop_x"], row["source_crop_y"], 0)
+            crop, slide = _decode(row["content"]), _decode(row["slide"])
+            tried = [
+                score_at(rescale(crop, scale), slide, row["source_crop_x"], row["source_crop_y"], 0)
+                for scale in scales_to_try(row["pixel_size_um"], row["slide_um"])
+            ]
+            match = max((m for m in tried if m is not None), key=lambda m: m.score, default=None)
             counts["given_scored"] += 1
             if match is None or match.score < min_score:
                 counts["given_mismatch"] += 1
@@ -187,10 +197,11 @@ def link_cells(spark, lake, min_score: float = 0.9, factor: int = 4, candidates:
         for row in search.select("content_sha256", "content", "pixel_size_um").toLocalIterator():
             crop = _decode(row["content"])
             best = None
-            # The crop at each slide's pixel size (ALL-IDB2 and ALL-IDB1 share one: a single group).
+            # The crop as it is and at each slide's pixel size (estimates can be off: both are tried).
             by_scale: dict[float, dict[str, np.ndarray]] = {}
             for key, (_, _, slide_um) in stored.items():
-                by_scale.setdefault(round(pixel_ratio(row["pixel_size_um"], slide_um), 3), {})[key] = thumbs[key]
+                for scale in scales_to_try(row["pixel_size_um"], slide_um):
+                    by_scale.setdefault(scale, {})[key] = thumbs[key]
             ranked = []
             for scale, group in by_scale.items():
                 ranked += [

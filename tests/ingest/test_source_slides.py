@@ -13,7 +13,7 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture(scope="module")
 def slides():
-    params = SmearParams(rbc_diameter_px=(20.0, 28.0))
+    params = SmearParams()
     return [render_slide(np.random.default_rng([5, i]), 320, 240, "L1", params).image for i in range(4)]
 
 
