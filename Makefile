@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip
 CONSTRAINTS := deploy/constraints.txt
+LOCK := deploy/lock/cpu.txt
+HOROVOD_LOCK := deploy/lock/horovod.txt
 JARS_DIR := $(or $(ALLMTL_JARS_DIR),.cache/jars)
 DELTA_VERSION := 3.3.2
 CONF ?= conf/demo.yaml
@@ -18,7 +20,7 @@ export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
 export TF_CPP_MIN_LOG_LEVEL := 1
 export ALLMTL_JARS_DIR := $(abspath $(JARS_DIR))
 
-.PHONY: setup demo demo-full test test-all lint bench clean-lakehouse
+.PHONY: setup demo demo-full test test-all lint bench clean-lakehouse lock
 
 setup: $(VENV)/.stamp-horovod $(JARS_DIR)/.stamp-delta
 	@$(BIN)/python -m allmtl_spark.setup_check
@@ -26,20 +28,26 @@ setup: $(VENV)/.stamp-horovod $(JARS_DIR)/.stamp-delta
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-# TensorFlow goes in first: horovod compiles its ops against the installed TensorFlow.
-$(VENV)/.stamp-tf: $(VENV)/bin/python $(CONSTRAINTS)
-	$(PIP) install -q -c $(CONSTRAINTS) "tensorflow-cpu==2.15.1" "setuptools<70" wheel
+# The whole environment comes from the hashed lock file (deploy/lock/cpu.txt: the package's
+# dependencies with the cpu, spark and dev extras and horovod[spark]'s, every file's SHA-256):
+# pip installs exactly those versions and refuses any download whose hash differs. TensorFlow is
+# in it, so it is installed before horovod compiles its ops against it.
+$(VENV)/.stamp-tf: $(VENV)/bin/python $(LOCK)
+	$(PIP) install -q --require-hashes --no-deps -r $(LOCK)
 	touch $@
 
-$(VENV)/.stamp-package: $(VENV)/.stamp-tf pyproject.toml $(CONSTRAINTS)
-	$(PIP) install -q -c $(CONSTRAINTS) -e ".[cpu,dev]"
+# The package itself (editable), adding nothing: its dependencies are all in the lock.
+$(VENV)/.stamp-package: $(VENV)/.stamp-tf pyproject.toml
+	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-# Built from source with Gloo (no MPI here); pip caches the wheel, so later venvs take seconds.
-$(VENV)/.stamp-horovod: $(VENV)/.stamp-package
+# Built from source with Gloo (no MPI here), from the hashed sdist in deploy/lock/horovod.txt;
+# pip caches the built wheel, so later venvs take seconds.
+$(VENV)/.stamp-horovod: $(VENV)/.stamp-package $(HOROVOD_LOCK)
 	HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
 	HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
-	$(PIP) install -q --no-build-isolation -c $(CONSTRAINTS) "horovod[spark]==0.28.1"
+	$(PIP) install -q --require-hashes --no-deps --no-build-isolation -r $(HOROVOD_LOCK)
+	$(PIP) check
 	$(BIN)/horovodrun --check-build | tee $(VENV)/horovod-build.txt
 	grep -q "\[X\] TensorFlow" $(VENV)/horovod-build.txt && grep -q "\[X\] Gloo" $(VENV)/horovod-build.txt
 	touch $@
@@ -110,3 +118,12 @@ lint: setup
 
 clean-lakehouse:
 	rm -rf lakehouse
+
+# Regenerate the hashed lock files from pyproject.toml (extras cpu, spark, dev), horovod[spark] and
+# the verified pins in deploy/constraints.txt. uv only resolves; pip installs (see deploy/lock/README.md).
+UV_COMPILE = $(BIN)/uv pip compile --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28
+lock: $(VENV)/bin/python
+	$(PIP) install -q "uv==0.13.8"
+	$(UV_COMPILE) pyproject.toml deploy/lock/cpu.in --extra cpu --extra spark --extra dev -c $(CONSTRAINTS) \
+	  --no-emit-package horovod -o $(LOCK)
+	$(UV_COMPILE) deploy/lock/horovod.in --no-deps -o $(HOROVOD_LOCK)
