@@ -35,9 +35,13 @@ def load_from_args(args: argparse.Namespace) -> AppConfig:
 
 
 def spark_from_args(args: argparse.Namespace, cfg: AppConfig):
+    """The Spark session of a job, after checking that the job's runtime fits (``runtime.check``)."""
+    from allmtl_spark.runtime import check_runtime
     from allmtl_spark.session import get_spark
 
-    return get_spark(cfg.spark, master=getattr(args, "master", None))
+    spark = get_spark(cfg.spark, master=getattr(args, "master", None))
+    check_runtime(getattr(args, "command", ""), cfg.runtime.check, spark.version)
+    return spark
 
 
 def lakehouse_from(cfg: AppConfig):

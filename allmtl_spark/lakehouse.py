@@ -1,5 +1,11 @@
 """Delta table access: create, read, idempotent MERGE with retry on concurrent commits.
 
+Tables are path-based (``<lakehouse.path>/<table>``) by default, or managed tables addressed by
+name (``<catalog>.<schema>.<table>``) when ``lakehouse.catalog`` and ``lakehouse.schema`` are set:
+Unity Catalog on Databricks (which allows no table on files inside a volume), Spark's session
+catalog elsewhere. Every table access goes through this module, so the rest of the code never
+knows which.
+
 All writes go through ``merge_new_rows``: an insert-only MERGE keyed by the table's merge keys.
 Running the same write twice, or two writers at once, leaves exactly one row per key: Delta's
 optimistic concurrency makes the second committer fail with a ``Concurrent*Exception`` and the
@@ -47,12 +53,18 @@ def resolve_root(path: str) -> str:
 
 @dataclass(frozen=True)
 class Lakehouse:
-    """The lakehouse root and the derived folders for models, reports and MLflow."""
+    """The lakehouse root and the derived folders for models, reports and MLflow.
+
+    ``catalog`` and ``schema`` set: the tables are managed tables ``<catalog>.<schema>.<table>``
+    and ``root`` holds only files (models, reports, caches).
+    """
 
     root: str
     models: str
     reports: str
     mlflow_uri: str
+    catalog: str | None = None
+    schema: str | None = None
 
     @classmethod
     def from_config(cls, cfg: LakehouseConfig) -> Lakehouse:
@@ -60,10 +72,26 @@ class Lakehouse:
         models = resolve_root(cfg.models_path) if cfg.models_path else f"{root}/_models"
         reports = resolve_root(cfg.reports_path) if cfg.reports_path else f"{root}/_reports"
         mlflow_uri = cfg.mlflow_tracking_uri or _file_uri(f"{root}/_mlruns")
-        return cls(root=root, models=models, reports=reports, mlflow_uri=mlflow_uri)
+        return cls(root, models, reports, mlflow_uri, cfg.catalog, cfg.schema)
+
+    @property
+    def managed(self) -> bool:
+        """True when tables are addressed by name in a catalog, False for path-based tables."""
+        return self.catalog is not None and self.schema is not None
+
+    def table_name(self, table: Table) -> str | None:
+        """``<catalog>.<schema>.<table>`` for a managed table, None for a path-based one."""
+        return f"{self.catalog}.{self.schema}.{table.name}" if self.managed else None
 
     def path(self, table: Table) -> str:
-        return table.path(self.root)
+        """Where the table lives, for messages and MLflow: its name (managed) or its folder (path-based)."""
+        return self.table_name(table) or table.path(self.root)
+
+    def sql_ref(self, table: Table) -> str:
+        """The table in SQL: `catalog`.`schema`.`table`, or delta.`<folder>`."""
+        if self.managed:
+            return ".".join(f"`{part}`" for part in (self.catalog, self.schema, table.name))
+        return "delta.`{}`".format(table.path(self.root).replace("`", "``"))
 
     def check_writable(self) -> None:
         """Fail early, with the folder named, when a local lakehouse cannot be written."""
@@ -91,7 +119,34 @@ def _file_uri(path: str) -> str:
 def table_exists(spark: SparkSession, lake: Lakehouse, table: Table) -> bool:
     from delta.tables import DeltaTable
 
+    if lake.managed:
+        try:
+            return spark.catalog.tableExists(lake.table_name(table))
+        except Exception as err:  # no such catalog, or no permission to list it
+            raise _schema_error(lake, err) from None
     return DeltaTable.isDeltaTable(spark, lake.path(table))
+
+
+def _schema_error(lake: Lakehouse, err: Exception) -> LakehouseError:
+    return LakehouseError(
+        f"cannot use schema {lake.catalog}.{lake.schema} ({str(err).strip().splitlines()[0]}); create it first "
+        f"(CREATE SCHEMA {lake.catalog}.{lake.schema}) or grant USE CATALOG, USE SCHEMA and CREATE TABLE "
+        "on it, or set lakehouse.catalog / lakehouse.schema to one you can use"
+    )
+
+
+def ensure_schema(spark: SparkSession, lake: Lakehouse) -> None:
+    """Create ``<catalog>.<schema>`` if missing (managed tables only).
+
+    Raises:
+        LakehouseError: the schema cannot be created (no such catalog, or no permission), saying what to grant.
+    """
+    if not lake.managed:
+        return
+    try:
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS `{lake.catalog}`.`{lake.schema}`")
+    except Exception as err:  # AnalysisException / a Unity Catalog permission error
+        raise _schema_error(lake, err) from None
 
 
 def ensure_table(spark: SparkSession, lake: Lakehouse, table: Table) -> None:
@@ -106,18 +161,57 @@ def ensure_table(spark: SparkSession, lake: Lakehouse, table: Table) -> None:
     from delta.tables import DeltaTable
 
     def create() -> None:
+        if lake.managed:
+            spark.sql(_create_statement(lake, table))
+            return
         builder = DeltaTable.createIfNotExists(spark).location(lake.path(table)).addColumns(table.schema)
         if table.partition_by:
             builder = builder.partitionedBy(*table.partition_by)
         builder.execute()
 
+    if lake.managed and not table_exists(spark, lake, table):
+        ensure_schema(spark, lake)
     with_retries(create, f"create {table.name}")
     # re-reads the schema on every attempt: another job may have added the columns meanwhile
     with_retries(lambda: _add_new_columns(spark, lake, table), f"add columns to {table.name}")
 
 
+def _create_statement(lake: Lakehouse, table: Table) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` of a managed table, with the declared columns' and table's docs as comments.
+
+    SQL rather than ``DeltaTable.createIfNotExists().tableName()``: open-source Delta's builder takes
+    only two-part names, and the comments show in Unity Catalog's Catalog Explorer.
+    """
+
+    def quoted(text: str) -> str:
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    columns = []
+    for f in table.schema.fields:
+        column = f"`{f.name}` {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}"
+        if f.name in table.column_docs:
+            column += f" COMMENT {quoted(table.column_docs[f.name])}"
+        columns.append(column)
+    partitions = f" PARTITIONED BY ({', '.join(f'`{c}`' for c in table.partition_by)})" if table.partition_by else ""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {lake.sql_ref(table)} ({', '.join(columns)}) USING DELTA{partitions} "
+        f"COMMENT {quoted(table.description)}"
+    )
+
+
 def _missing_columns(spark: SparkSession, lake: Lakehouse, table: Table) -> list:
-    return _absent(table, spark.read.format("delta").load(lake.path(table)).columns)
+    return _absent(table, _reader(spark, lake, table).columns)
+
+
+def _reader(spark: SparkSession, lake: Lakehouse, table: Table, version: int | None = None) -> DataFrame:
+    """The stored table (optionally as of a Delta version), by name or by path."""
+    if lake.managed:
+        at = f" VERSION AS OF {int(version)}" if version is not None else ""
+        return spark.sql(f"SELECT * FROM {lake.sql_ref(table)}{at}")
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(lake.path(table))
 
 
 def _absent(table: Table, columns: list[str]) -> list:
@@ -136,9 +230,8 @@ def _add_new_columns(spark: SparkSession, lake: Lakehouse, table: Table) -> None
             "it was made by an incompatible release; move it aside and rerun the job that writes it"
         )
     columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
-    target = lake.path(table).replace("`", "``")
     try:
-        spark.sql(f"ALTER TABLE delta.`{target}` ADD COLUMNS ({columns})")
+        spark.sql(f"ALTER TABLE {lake.sql_ref(table)} ADD COLUMNS ({columns})")
     except Exception:
         # another job committed the same columns between our read and our ALTER ("already exists")
         if _missing_columns(spark, lake, table):
@@ -151,10 +244,7 @@ def read_table(spark: SparkSession, lake: Lakehouse, table: Table, version: int 
         if version is not None:
             raise LakehouseError(f"table {table.name} does not exist at {lake.path(table)}")
         return spark.createDataFrame([], table.schema)
-    reader = spark.read.format("delta")
-    if version is not None:
-        reader = reader.option("versionAsOf", version)
-    frame = reader.load(lake.path(table))
+    frame = _reader(spark, lake, table, version)
     # nullable columns declared after the table (or this version of it) was written read as null
     nulls = {f.name: F.lit(None).cast(f.dataType) for f in _absent(table, frame.columns) if f.nullable}
     return frame.withColumns(nulls) if nulls else frame
@@ -166,6 +256,8 @@ def table_version(spark: SparkSession, lake: Lakehouse, table: Table) -> int | N
 
     if not table_exists(spark, lake, table):
         return None
+    if lake.managed:  # SQL: open-source Delta's DeltaTable.forName takes only two-part names
+        return int(spark.sql(f"DESCRIBE HISTORY {lake.sql_ref(table)} LIMIT 1").select("version").first()[0])
     return int(DeltaTable.forPath(spark, lake.path(table)).history(1).select("version").first()[0])
 
 
@@ -204,9 +296,8 @@ def merge_new_rows(
         assignments = ", ".join(f"t.`{column}` = {expr}" for column, expr in update_set.items())
         condition = f" AND ({update_condition})" if update_condition else ""
         update = f"WHEN MATCHED{condition} THEN UPDATE SET {assignments} "
-    target = lake.path(table).replace("`", "``")
     # SQL MERGE (not the Python builder) because it returns the commit's row counts.
-    statement = f"MERGE INTO delta.`{target}` t USING {view} s ON {on} {update}WHEN NOT MATCHED THEN INSERT *"
+    statement = f"MERGE INTO {lake.sql_ref(table)} t USING {view} s ON {on} {update}WHEN NOT MATCHED THEN INSERT *"
     try:
         metrics = with_retries(lambda: spark.sql(statement).first(), f"merge into {table.name}")
     finally:

@@ -31,3 +31,21 @@ def lake(tmp_path):
     from allmtl_spark.lakehouse import Lakehouse
 
     return Lakehouse.from_config(LakehouseConfig(path=str(tmp_path / "lakehouse")))
+
+
+@pytest.fixture
+def managed_lake(spark, tmp_path):
+    """A lakehouse whose tables are managed tables of a fresh schema in the session catalog.
+
+    The name-based table mode as on Unity Catalog (``lakehouse.catalog`` / ``lakehouse.schema``);
+    the schema's location is under ``tmp_path``, and it is dropped afterwards.
+    """
+    import uuid
+
+    from allmtl_spark.config.schema import LakehouseConfig
+    from allmtl_spark.lakehouse import Lakehouse
+
+    schema = f"allmtl_test_{uuid.uuid4().hex[:8]}"
+    spark.sql(f"CREATE SCHEMA spark_catalog.{schema} LOCATION '{tmp_path / 'warehouse'}'")
+    yield Lakehouse.from_config(LakehouseConfig(path=str(tmp_path / "files"), catalog="spark_catalog", schema=schema))
+    spark.sql(f"DROP SCHEMA IF EXISTS spark_catalog.{schema} CASCADE")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pyspark.sql.types import (
     ArrayType,
@@ -103,3 +105,33 @@ def test_readers_fill_only_nullable_columns(spark, lake):
 
     # a required column is not made up as null: whoever selects it gets Spark's own error
     assert read_table(spark, lake, newer).columns == ["key", "value", "note"]
+
+
+def test_managed_tables_are_created_read_merged_and_time_travelled_by_name(spark, managed_lake):
+    lake = managed_lake
+    old = _declared()
+    merge_new_rows(spark, lake, old, spark.createDataFrame([("a", 1)], _OLD))
+    name = f"spark_catalog.{lake.schema}.things"
+
+    assert lake.path(old) == name and spark.catalog.tableExists(name)
+    details = {r["col_name"]: r["data_type"] for r in spark.sql(f"DESCRIBE TABLE EXTENDED {name}").collect()}
+    assert details["Type"] == "MANAGED" and details["Provider"] == "delta"
+    assert not (Path(lake.root) / "things").exists(), "no path-based copy under lakehouse.path"
+    first = table_version(spark, lake, old)
+    new = _declared(StructField("note", StringType()))
+
+    assert merge_new_rows(spark, lake, new, spark.createDataFrame([("a", 5, "x"), ("b", 2, "y")], new.schema)) == 1
+    assert sorted(tuple(r) for r in read_table(spark, lake, new).collect()) == [("a", 1, None), ("b", 2, "y")]
+    assert table_version(spark, lake, new) == first + 2  # ALTER TABLE ADD COLUMNS, then MERGE
+    assert [tuple(r) for r in read_table(spark, lake, new, version=first).collect()] == [("a", 1, None)]
+    assert merge_new_rows(spark, lake, new, spark.createDataFrame([("b", 2, "y")], new.schema)) == 0
+
+
+def test_a_schema_that_cannot_be_made_is_a_clear_error(spark, tmp_path):
+    from allmtl_spark.config.schema import LakehouseConfig
+    from allmtl_spark.lakehouse import Lakehouse
+
+    lake = Lakehouse.from_config(LakehouseConfig(path=str(tmp_path), catalog="no_such_catalog", schema="s"))
+
+    with pytest.raises(LakehouseError, match=r"cannot use schema no_such_catalog\.s .*CREATE SCHEMA"):
+        merge_new_rows(spark, lake, _declared(), spark.createDataFrame([("a", 1)], _OLD))

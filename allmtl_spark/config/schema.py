@@ -7,6 +7,7 @@ functions receive their own section (``cfg.synth``, ``cfg.ingest`` ...), never t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -79,15 +80,87 @@ class SparkConfig:
 
 @dataclass(frozen=True)
 class LakehouseConfig:
-    """Where the Delta tables live: path-based tables under ``<path>/<table>``."""
+    """Where the Delta tables live.
+
+    Path-based tables under ``<path>/<table>`` by default. With ``catalog`` and ``schema`` set,
+    every table is a managed table addressed by name (``<catalog>.<schema>.<table>``: Unity
+    Catalog on Databricks, Spark's session catalog elsewhere); ``path`` then only holds files
+    (models, reports, MLflow's local store, Petastorm's cache), e.g. a Unity Catalog volume.
+    """
 
     path: str = "lakehouse"
     models_path: str | None = None  # model artifacts; null: <path>/_models
     reports_path: str | None = None  # HTML/PNG reports; null: <path>/_reports
     mlflow_tracking_uri: str | None = None  # null: file store <path>/_mlruns; "databricks" on Databricks
+    catalog: str | None = None  # with schema: managed tables <catalog>.<schema>.<table>; null: path-based
+    schema: str | None = None
 
     def __post_init__(self) -> None:
         _require(bool(self.path), "path", "must name a folder or URI for the Delta tables")
+        _require(
+            (self.catalog is None) == (self.schema is None),
+            "catalog/schema",
+            "must be set together (managed tables <catalog>.<schema>.<table>) or both null (path-based tables)",
+        )
+        for key, value in (("catalog", self.catalog), ("schema", self.schema)):
+            _require(
+                value is None or bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value)),
+                key,
+                f"must be a plain identifier (letters, digits, underscores), got {value!r}",
+            )
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow tracking: the experiment every job's runs go to, and whether a job may run without it.
+
+    The store is ``lakehouse.mlflow_tracking_uri`` (``databricks`` on Databricks; null: a local
+    file store under the lakehouse). On Databricks an experiment is a workspace object: its name
+    is an absolute workspace path (``/Shared/allmtl``, ``/Users/<you>/allmtl``), whose folder exists.
+    """
+
+    experiment: str = "allmtl"
+    # true: a job stops, saying what to fix, when tracking cannot start or a log call fails;
+    # false: it warns and goes on; null: true unless the store is a local file store (a laptop)
+    required: bool | None = None
+    log_models: bool = True  # log every model a training run registers as an MLflow pyfunc model
+
+    def __post_init__(self) -> None:
+        _require(bool(self.experiment.strip()), "experiment", "must name an experiment")
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """The MLflow model registry: Unity Catalog on Databricks, the tracking store's registry elsewhere.
+
+    With ``name`` set, every model a training run registers is also a version of a registered
+    MLflow model ``<name>_<suffix>``: ``<name>_<task>_<approach>`` for the slide scorers (stage 3),
+    ``<name>_<task>`` for the cell models (stage 2, e.g. ``allmtl_cell_fab4``), ``<name>_segmenter``.
+    On Databricks ``name`` is a three-level Unity Catalog name prefix, ``<catalog>.<schema>.<model>``.
+    """
+
+    name: str | None = None  # null: log models in their runs but register none
+    alias: str | None = "champion"  # moved to each newly registered version; null: set no alias
+    uri: str | None = None  # null: databricks-uc with a databricks tracking store, else the tracking store
+
+    def __post_init__(self) -> None:
+        _require(
+            self.name is None or bool(re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+){0,2}", self.name)),
+            "name",
+            f"must be a model name, or <catalog>.<schema>.<model> for Unity Catalog; got {self.name!r}",
+        )
+        _require(
+            self.alias is None or bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", self.alias)),
+            "alias",
+            f"must be a plain alias name such as champion, got {self.alias!r}",
+        )
+
+
+@dataclass(frozen=True)
+class RuntimeCheckConfig:
+    """What a job does when it starts on a Python, Spark, TensorFlow or horovod it was not built for."""
+
+    check: Literal["error", "warn", "off"] = "error"
 
 
 @dataclass(frozen=True)
@@ -700,6 +773,9 @@ class AppConfig:
 
     spark: SparkConfig = field(default_factory=SparkConfig)
     lakehouse: LakehouseConfig = field(default_factory=LakehouseConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    runtime: RuntimeCheckConfig = field(default_factory=RuntimeCheckConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
