@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +51,15 @@ def lakehouse_from(cfg: AppConfig):
     return Lakehouse.from_config(cfg.lakehouse)
 
 
+def tracked_lakehouse(cfg: AppConfig):
+    """The lakehouse of a job that tracks to MLflow, after connecting to the store (fails fast when required)."""
+    from allmtl_spark import tracking
+
+    lake = lakehouse_from(cfg)
+    tracking.configure(tracking.settings(lake.mlflow_uri, cfg.tracking, cfg.registry))
+    return lake
+
+
 # ---------------------------------------------------------------- commands
 
 
@@ -85,11 +95,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from allmtl_spark import tracking
     from allmtl_spark.training.job import run_train
 
     cfg = load_from_args(args)
     spark = spark_from_args(args, cfg)
-    summary = run_train(spark, cfg.train, lakehouse_from(cfg), run_id=args.run_id)
+    lake = tracked_lakehouse(cfg)
+    run_id = args.run_id or f"mtl-{uuid.uuid4().hex[:8]}"
+    with tracking.mlflow_run(lake.mlflow_uri, f"train {run_id}", to_dict(cfg.train), {"run_id": run_id}) as run:
+        summary = run_train(spark, cfg.train, lake, run_id=run_id)  # each stage: a run nested in this one
+        if run is not None:
+            tracking.log_artifact(summary.curves_path)
     print(summary.format())
     return 0
 
@@ -109,7 +125,7 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
 
     cfg = load_from_args(args)
     spark = spark_from_args(args, cfg)
-    summary = run_train_segmenter(spark, cfg.segmenter, cfg.roi, lakehouse_from(cfg), run_id=args.run_id)
+    summary = run_train_segmenter(spark, cfg.segmenter, cfg.roi, tracked_lakehouse(cfg), run_id=args.run_id)
     print(summary.format())
     return 0
 
@@ -129,13 +145,18 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from allmtl_spark import tracking
     from allmtl_spark.evaluation.job import run_evaluate
 
     cfg = load_from_args(args)
     spark = spark_from_args(args, cfg)
-    summary = run_evaluate(
-        spark, cfg.evaluate, cfg.train, lakehouse_from(cfg), eval_id=args.eval_id or args.run_id, tune=cfg.tune
-    )
+    lake = tracked_lakehouse(cfg)
+    eval_id = args.eval_id or args.run_id or f"eval-{uuid.uuid4().hex[:8]}"
+    params = {**{f"evaluate.{k}": v for k, v in to_dict(cfg.evaluate).items()}, **to_dict(cfg.train)}
+    with tracking.mlflow_run(lake.mlflow_uri, f"evaluate {eval_id}", params, {"eval_id": eval_id}) as run:
+        summary = run_evaluate(spark, cfg.evaluate, cfg.train, lake, eval_id=eval_id, tune=cfg.tune)  # folds nest
+        if run is not None:
+            tracking.log_artifact(os.path.dirname(summary.report_path), "report")  # index.html and its figures
     print(summary.format())
     return 0
 
@@ -149,11 +170,21 @@ def _evaluate_arguments(cmd: argparse.ArgumentParser) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from allmtl_spark import tracking
     from allmtl_spark.scoring.job import run_score
 
     cfg = load_from_args(args)
     spark = spark_from_args(args, cfg)
-    summary = run_score(spark, cfg, lakehouse_from(cfg), run_id=args.run_id, report=not args.no_report)
+    lake = tracked_lakehouse(cfg)
+    run_id = args.run_id or f"score-{uuid.uuid4().hex[:10]}"
+    params = {f"score.{k}": v for k, v in to_dict(cfg.score).items()}
+    with tracking.mlflow_run(lake.mlflow_uri, f"score {run_id}", params, {"scoring_run_id": run_id}) as run:
+        summary = run_score(spark, cfg, lake, run_id=run_id, report=not args.no_report)
+        if run is not None:
+            from allmtl_spark import tables
+            from allmtl_spark.lakehouse import table_version
+
+            tracking.log_score_run(lake, summary, table_version(spark, lake, tables.SLIDES))
     print(summary.format())
     return 0
 

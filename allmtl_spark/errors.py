@@ -17,6 +17,10 @@ class ArtifactError(AllmtlError):
     """A model artifact is missing, corrupted (hash mismatch) or does not fit the config."""
 
 
+class TrackingError(AllmtlError):
+    """MLflow tracking is required (``tracking.required``) and cannot start or log; the message says what to fix."""
+
+
 UNUSABLE_ERRORS = (AllmtlError,)
 
 

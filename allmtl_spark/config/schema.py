@@ -786,3 +786,18 @@ class AppConfig:
     tune: TuneConfig = field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+
+    def __post_init__(self) -> None:
+        on_databricks = (self.lakehouse.mlflow_tracking_uri or "").startswith("databricks")
+        _require(
+            not on_databricks or self.tracking.experiment.startswith("/"),
+            "tracking.experiment",
+            f"is {self.tracking.experiment!r}, but on Databricks (lakehouse.mlflow_tracking_uri: databricks) an "
+            "experiment is named by an absolute workspace path, e.g. /Shared/allmtl or /Users/<you>/allmtl",
+        )
+        unity_catalog = (self.registry.uri or ("databricks-uc" if on_databricks else "")).startswith("databricks-uc")
+        _require(
+            not unity_catalog or self.registry.name is None or self.registry.name.count(".") == 2,
+            "registry.name",
+            f"is {self.registry.name!r}, but Unity Catalog models have three-level names <catalog>.<schema>.<model>",
+        )

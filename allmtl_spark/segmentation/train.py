@@ -364,6 +364,7 @@ def _track(lake, record, cfg: SegmenterConfig, label_source: str, history: dict)
         tracking.log_history(history)
         tracking.log_metrics(record.metrics)
         tracking.log_artifact(f"{record.artifact_path}/{SPEC_FILE}")
+        tracking.log_inputs(lake, record.input_tables)
         return ModelRecord(**{**asdict(record), "mlflow_run_id": run.info.run_id})
 
 

@@ -639,6 +639,7 @@ def _track(lake: Lakehouse, record: ModelRecord, plan: StagePlan, history: dict,
         tracking.log_history(history)
         tracking.log_metrics(record.metrics)
         tracking.log_artifact(os.path.join(record.artifact_path, "model.json"))
+        tracking.log_inputs(lake, record.input_tables)
         return ModelRecord(**{**asdict(record), "mlflow_run_id": run.info.run_id})
 
 
