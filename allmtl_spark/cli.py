@@ -107,6 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if run is not None:
             tracking.log_artifact(summary.curves_path)
     print(summary.format())
+    publish_models(spark, cfg, lake, [r.record for r in summary.results])
     return 0
 
 
@@ -121,13 +122,26 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_train_segmenter(args: argparse.Namespace) -> int:
+    from allmtl_spark.registry import resolve_model
     from allmtl_spark.segmentation.train import run_train_segmenter
 
     cfg = load_from_args(args)
     spark = spark_from_args(args, cfg)
-    summary = run_train_segmenter(spark, cfg.segmenter, cfg.roi, tracked_lakehouse(cfg), run_id=args.run_id)
+    lake = tracked_lakehouse(cfg)
+    summary = run_train_segmenter(spark, cfg.segmenter, cfg.roi, lake, run_id=args.run_id)
     print(summary.format())
+    publish_models(spark, cfg, lake, [resolve_model(spark, lake, summary.model_id)])
     return 0
+
+
+def publish_models(spark, cfg: AppConfig, lake, records) -> None:
+    """Log a training run's models as MLflow pyfunc models (and registry versions); print where they are."""
+    from allmtl_spark import mlflow_models
+
+    published = mlflow_models.publish_models(spark, cfg, lake, records)
+    logged = [r for r in published if r.mlflow_model_uri]
+    if logged:
+        print(f"MLflow: {len(logged)} model(s) in experiment {cfg.tracking.experiment!r} of {lake.mlflow_uri}")
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -189,6 +203,15 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mlflow(args: argparse.Namespace) -> int:
+    from allmtl_spark import tracking
+
+    cfg = load_from_args(args)
+    lake = lakehouse_from(cfg)
+    print(tracking.describe_store(tracking.settings(lake.mlflow_uri, cfg.tracking, cfg.registry)))
+    return 0
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
     from allmtl_spark.docs import tables_markdown
 
@@ -224,6 +247,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
         True,
     ),
     "score": (cmd_score, "score every slide the model version has not scored yet; aggregates and report", True),
+    "mlflow": (cmd_mlflow, "list the MLflow runs (and their reports) and the registered models", False),
     "docs": (cmd_docs, "regenerate docs/reference.md (tables and config keys) from the code", False),
     "tables": (cmd_tables, "print the table reference as Markdown", False),
 }

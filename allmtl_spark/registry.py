@@ -45,6 +45,8 @@ class ModelRecord:
     split_id: str | None = None
     mlflow_run_id: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc).replace(tzinfo=None))
+    mlflow_model_uri: str | None = None  # runs:/<run>/model: the pyfunc logged for it (mlflow_models)
+    registered_model_uri: str | None = None  # models:/<name>/<version> in the MLflow registry
 
     @property
     def model_file(self) -> str:
@@ -119,11 +121,13 @@ def evaluation_run_ids(spark, lake) -> list[str]:
 def resolve_model(
     spark, lake, ref: str, task: str | None = None, stage: str | None = None, approach: str | None = None
 ) -> ModelRecord:
-    """Find a model by ``model_id``, by ``run_id`` (with task/stage/approach), or ``latest``.
+    """Find a model by ``model_id``, by ``run_id`` (with task/stage/approach), ``latest``, or an MLflow model URI.
 
     Args:
-        ref: a model id, a run id, or ``latest`` (newest ``created_at`` matching the filters, among
-            models of training runs: a cross-validation fold's model is only reachable by its id).
+        ref: a model id, a run id, ``models:/<name>@<alias>`` / ``models:/<name>/<version>`` (the
+            registry version's ``allmtl.model_id`` tag names the row), or ``latest`` (newest ``created_at``
+            matching the filters, among models of training runs: a cross-validation fold's model is only
+            reachable by its id).
         task, stage, approach: filters; needed with ``latest`` or a run id holding several models.
 
     Raises:
@@ -133,6 +137,10 @@ def resolve_model(
 
     from allmtl_spark.lakehouse import read_table
 
+    if ref.startswith("models:/"):  # an MLflow registry version or alias: its tag names the model id
+        from allmtl_spark.mlflow_models import model_id_of
+
+        ref = model_id_of(ref)
     models = read_table(spark, lake, tables.MODELS)
     for column, value in (("task", task), ("stage", stage), ("approach", approach)):
         if value is not None:

@@ -269,6 +269,9 @@ MODELS = Table(
             _f("config_json", StringType(), False),
             _f("mlflow_run_id", StringType()),
             _f("created_at", TimestampType(), False),
+            # nullable: added after the first release (rows registered before read null)
+            _f("mlflow_model_uri", StringType()),
+            _f("registered_model_uri", StringType()),
         ]
     ),
     merge_keys=("model_id",),
@@ -286,6 +289,10 @@ MODELS = Table(
         "input_tables": "Delta version of every input table when training started (read back with versionAsOf)",
         "split_id": "the split in `splits` the model was trained on",
         "config_json": "the config section the model was trained with",
+        "mlflow_run_id": "the MLflow run that trained it (null when tracking was off)",
+        "mlflow_model_uri": "the MLflow pyfunc model logged in that run, `runs:/<run id>/model`; null when not logged",
+        "registered_model_uri": "its version in the MLflow model registry, `models:/<name>/<version>` (Unity Catalog "
+        "on Databricks); null when registry.name is not set",
     },
 )
 

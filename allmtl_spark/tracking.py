@@ -283,3 +283,34 @@ def log_score_run(lake, summary, slides_version: int | None = None) -> None:
         log_artifact(os.path.dirname(summary.report_path), "report")  # index.html and its figures
     if slides_version is not None:
         log_inputs(lake, {"slides": slides_version}, context="scoring")
+
+
+def describe_store(tracking: Tracking, max_runs: int = 20) -> str:
+    """Where the runs, their reports and the registered models are: the lines ``allmtl mlflow`` prints."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking.uri, tracking.registry_uri)
+    experiment = client.get_experiment_by_name(tracking.experiment)
+    lines = [f"MLflow store {tracking.uri}, experiment {tracking.experiment!r}"]
+    if experiment is None:
+        return "\n".join([*lines, "  no runs yet (a training, evaluation or scoring job makes the experiment)"])
+    lines.append(f"  experiment id {experiment.experiment_id}, artifacts under {experiment.artifact_location}")
+    runs = client.search_runs([experiment.experiment_id], max_results=max_runs, order_by=["attributes.start_time DESC"])
+    lines.append(f"  newest {len(runs)} run(s):")
+    for run in runs:
+        artifacts = [a.path + ("/" if a.is_dir else "") for a in client.list_artifacts(run.info.run_id)]
+        lines.append(
+            f"    {run.info.run_name or run.info.run_id:<44} {run.info.status:<9} {run.info.run_id}  "
+            f"artifacts: {', '.join(artifacts) or '-'}"
+        )
+    try:
+        models = client.search_registered_models(max_results=100)
+    except Exception as err:  # a store without a registry
+        return "\n".join([*lines, f"  model registry {tracking.registry_uri}: unavailable ({err})"])
+    lines.append(f"  registered models ({tracking.registry_uri}): {len(models)}")
+    for model in models:
+        versions = client.search_model_versions(f"name='{model.name}'")
+        newest = max((int(v.version) for v in versions), default=0)
+        aliases = ", ".join(f"@{alias} -> v{version}" for alias, version in sorted((model.aliases or {}).items()))
+        lines.append(f"    models:/{model.name}  {len(versions)} version(s), newest v{newest}  {aliases}")
+    return "\n".join(lines)

@@ -155,3 +155,25 @@ def test_a_job_whose_required_tracking_cannot_start_stops_before_any_work(spark,
     assert code == EXIT_UNUSABLE
     assert "MLflow tracking could not start" in capsys.readouterr().err
     assert not lakehouse.exists()
+
+
+def test_allmtl_mlflow_says_where_the_runs_reports_and_models_are(store, tmp_path, capsys):
+    import mlflow
+
+    from allmtl_spark.cli import main
+
+    report = tmp_path / "index.html"
+    report.write_text("<html></html>")
+    with tracking.mlflow_run(store.mlflow_uri, "score demo") as run:
+        tracking.log_artifact(str(report), "report")
+    mlflow.set_registry_uri(store.mlflow_uri)
+    version = mlflow.register_model(f"runs:/{run.info.run_id}/report", "allmtl_fab4_mtl")
+    mlflow.MlflowClient().set_registered_model_alias("allmtl_fab4_mtl", "champion", version.version)
+    mlflow.set_registry_uri(None)
+
+    args = ["mlflow", "--set", f"lakehouse.path={store.root}", "--set", "tracking.experiment=allmtl-test"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"MLflow store {store.mlflow_uri}, experiment 'allmtl-test'" in out
+    assert "score demo" in out and run.info.run_id in out and "artifacts: report/" in out
+    assert "models:/allmtl_fab4_mtl  1 version(s), newest v1  @champion -> v1" in out

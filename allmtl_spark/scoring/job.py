@@ -47,6 +47,7 @@ from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
 from allmtl_spark.partitioning import spread_over_tasks
 from allmtl_spark.registry import ModelRecord, resolve_model, verify_artifact
 from allmtl_spark.rejects import reject_rows
+from allmtl_spark.scoring.pipeline import SlideScore
 from allmtl_spark.session import assert_on_driver
 from allmtl_spark.training.examples import ViewSpec
 
@@ -176,6 +177,43 @@ class ScorePlan:
 
         return load(self.classifier), (load(self.cell_model) if self.cell_model else None)
 
+    def models(self, freeze_after_load: bool = False) -> tuple[Callable | None, Callable, Callable | None]:
+        """(U-Net or None, slide classifier, cell classifier or None), each loaded once per process."""
+        from allmtl_spark.segmentation.predict import make_predict_fn
+
+        unet = (
+            make_predict_fn(self.segmenter_file, self.segmenter_sha256, self.tf_threads, freeze_after_load)
+            if self.segmenter_file
+            else None
+        )
+        return (unet, *self.classifier_fns(freeze_after_load=freeze_after_load))
+
+    def score(self, image_rgb: np.ndarray, models: tuple) -> SlideScore:
+        """One decoded slide (HxWx3 uint8 RGB) through segmentation, isolation and the classifiers.
+
+        The one scoring path: the job's workers (``score_one``) and the MLflow slide scorer
+        (``mlflow_models``) both run it, with ``models`` from :meth:`models`.
+
+        Raises:
+            ValueError: no white cell was found (nothing to classify).
+        """
+        from allmtl_spark.scoring.pipeline import score_slide
+
+        unet, classify, classify_cells = models
+        return score_slide(
+            image_rgb,
+            unet,
+            classify,
+            classify_cells,
+            self.classifier.class_names,
+            self.classifier.view,
+            self.cell_model.view if self.cell_model else None,
+            self.roi,
+            self.segment,
+            self.scale,
+            self.blast_threshold,
+        )
+
 
 @dataclass
 class ScoreSummary:
@@ -232,7 +270,6 @@ def _row(kind: str, **values) -> dict:
 
 def score_one(slide, plan: ScorePlan, models: Callable[[], tuple]) -> dict:
     """The ``score`` or ``reject`` row of one input slide (``content``, ``width``, ``height`` ...)."""
-    from allmtl_spark.scoring.pipeline import score_slide
     from allmtl_spark.segmentation.pipeline import decode_rgb
 
     base = {
@@ -254,21 +291,9 @@ def score_one(slide, plan: ScorePlan, models: Callable[[], tuple]) -> dict:
         image = decode_rgb(slide.content)
     except (ValueError, TypeError) as err:
         return _row("reject", **base, reason="decode_error", detail=f"the slide cannot be decoded: {err}")
-    unet, classify, classify_cells = models()  # outside the per-slide guard: a bad model fails the job
+    loaded = models()  # outside the per-slide guard: a bad model fails the job
     try:
-        result = score_slide(
-            image,
-            unet,
-            classify,
-            classify_cells,
-            plan.classifier.class_names,
-            plan.classifier.view,
-            plan.cell_model.view if plan.cell_model else None,
-            plan.roi,
-            plan.segment,
-            plan.scale,
-            plan.blast_threshold,
-        )
+        result = plan.score(image, loaded)
     except MemoryError:
         return _row(
             "reject",
@@ -295,15 +320,8 @@ def make_score_fn(plan: ScorePlan) -> Callable[[Iterator[pd.DataFrame]], Iterato
     """The ``mapInPandas`` function. Models are loaded on first use in each worker and cached."""
 
     def models():
-        from allmtl_spark.segmentation.predict import make_predict_fn
-
         # freeze: PySpark's gc.collect() after every task would otherwise walk all three models (0.2 s a task)
-        unet = (
-            make_predict_fn(plan.segmenter_file, plan.segmenter_sha256, plan.tf_threads, freeze_after_load=True)
-            if plan.segmenter_file
-            else None
-        )
-        return (unet, *plan.classifier_fns(freeze_after_load=True))
+        return plan.models(freeze_after_load=True)
 
     def score_slides(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import resource
@@ -365,12 +383,25 @@ def resolve_classifiers(spark: SparkSession, lake: Lakehouse, cfg: AppConfig) ->
     if score.cell_model:
         try:
             ref = record.run_id if score.cell_model == "latest" else score.cell_model
+            if score.model.startswith("models:/") and score.cell_model == "latest":
+                ref = bundled(score.model).get("allmtl.cell_model_id", ref)  # the one the MLflow model bundles
             cell = resolve_model(spark, lake, ref, stage="stage2")
         except ArtifactError:
             if score.cell_model != "latest":
                 raise
             cell = resolve_model(spark, lake, "latest", stage="stage2")
     return model_ref(record), (model_ref(cell) if cell else None)
+
+
+def bundled(uri: str) -> dict[str, str]:
+    """The tags of an MLflow registry version (``models:/...``): which cell model and segmenter its pyfunc bundles.
+
+    With ``score.model`` such a URI, scoring uses the same ones (unless ``score.cell_model`` or
+    ``segment.segmenter`` name others), so the job and ``mlflow.pyfunc.spark_udf`` agree.
+    """
+    from allmtl_spark.mlflow_models import version_tags
+
+    return version_tags(uri)
 
 
 def pending_keys(spark: SparkSession, lake: Lakehouse, model_version: str, source_prefix: str | None) -> list[str]:
@@ -437,7 +468,10 @@ def run_score(
     lake.check_writable()
     summary_ingest, prefix = _ingest_source(spark, cfg, lake, run_id)
     classifier, cell_model = resolve_classifiers(spark, lake, cfg)
-    seg = resolve_segmenter(spark, lake, cfg.segment, cfg.roi)
+    segment = cfg.segment
+    if cfg.score.model.startswith("models:/") and segment.segmenter == "latest" and segment.mask_source == "unet":
+        segment = replace(segment, segmenter=bundled(cfg.score.model).get("allmtl.segmenter_version", "latest"))
+    seg = resolve_segmenter(spark, lake, segment, cfg.roi)
     summary = ScoreSummary(run_id=run_id, model_version=classifier.model_id, ingest=summary_ingest)
     keys = pending_keys(spark, lake, classifier.model_id, prefix)
     summary.pending = len(keys)

@@ -77,6 +77,19 @@ def score_slide(
     return SlideScore(class_names, probabilities, len(crops), blasts, segmentation, slide_input)
 
 
+def segment_image(
+    image_rgb: np.ndarray,
+    unet: Callable[[np.ndarray], np.ndarray] | None,
+    roi_cfg: RoiConfig,
+    seg_cfg: SegmentConfig,
+    scale: float,
+) -> SlideSegmentation:
+    """Segment one slide (HxWx3 uint8 RGB, original size) at ``scale``: the U-Net's mask, or the ROI's without one."""
+    small = downscale(image_rgb, scale)
+    probability = unet(small) if unet is not None else None
+    return segment_slide(image_rgb, probability, roi_cfg, seg_cfg, scale, working_image=small)
+
+
 def model_inputs(
     image_rgb: np.ndarray,
     unet: Callable[[np.ndarray], np.ndarray] | None,
@@ -93,9 +106,7 @@ def model_inputs(
     Raises:
         ValueError: no white cell was found (nothing to classify).
     """
-    small = downscale(image_rgb, scale)
-    probability = unet(small) if unet is not None else None
-    segmentation = segment_slide(image_rgb, probability, roi_cfg, seg_cfg, scale, working_image=small)
+    segmentation = segment_image(image_rgb, unet, roi_cfg, seg_cfg, scale)
     if not segmentation.cells:
         raise ValueError("no white cell found on the slide")
     crops = cells_largest_first(segmentation)

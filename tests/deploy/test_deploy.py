@@ -337,6 +337,59 @@ def test_gpu_jobs_run_one_horovod_rank_per_gpu_worker():
     assert checked >= 2, "the bundle has no train/evaluate task on GPUs"
 
 
+@pytest.mark.parametrize("item", bundle_tasks(), ids=task_id)
+def test_bundle_tasks_use_unity_catalog_tables_tracking_and_the_registry(item):
+    f, _, task, job = item
+    where = task_id(item)
+    for target in TARGETS:
+        values = variables(target)
+        namespace = parse_cli(
+            entry_command((f.parent / task["spark_python_task"]["python_file"]).resolve()),
+            resolve(task["spark_python_task"]["parameters"], target),
+            where,
+        )
+        cfg = load_config(namespace.config, namespace.overrides)
+        assert (cfg.lakehouse.catalog, cfg.lakehouse.schema) == (values["catalog"], values["schema"]), where
+        assert cfg.lakehouse.mlflow_tracking_uri == "databricks" and cfg.tracking.experiment.startswith("/"), where
+        assert cfg.tracking.experiment == values["experiment"], where
+        assert cfg.registry.name == f"{values['catalog']}.{values['schema']}.{values['registry_prefix']}", where
+        libraries = resolve(task["libraries"], target)
+        requirements = [Path(lib["requirements"]) for lib in libraries if "requirements" in lib]
+        assert requirements == [BUNDLE_ROOT / "requirements.txt"], f"{where}: the constrained requirements"
+        cluster = resolve(job_cluster(job, task["job_cluster_key"]), target)
+        if cluster.get("init_scripts"):
+            cache = cluster["spark_env_vars"]["ALLMTL_HOROVOD_WHEEL_CACHE"]
+            assert cache == values["wheel_cache_path"] and cache.startswith(f"/Volumes/{values['catalog']}/"), where
+
+
+def test_the_bundles_requirements_install_the_verified_pins_and_no_spark():
+    lines = [line.strip() for line in (BUNDLE_ROOT / "requirements.txt").read_text().splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    assert (
+        lines[0] == "-c ../constraints.txt"
+        and (BUNDLE_ROOT / lines[0].split()[1]).resolve() == DEPLOY / "constraints.txt"
+    )
+    names = lines[1:]
+    assert names and all(name in constraints() for name in names), "each requirement has a verified pin"
+    assert {"pyspark", "delta-spark", "petastorm", "tensorflow-cpu"}.isdisjoint(names)
+
+
+def test_the_nightly_job_scores_with_the_registered_alias_on_a_production_config():
+    (item,) = [i for i in bundle_tasks() if i[2]["spark_python_task"]["python_file"].endswith("score_archive.py")]
+    f, _, task, _ = item
+    for target in TARGETS:
+        values = variables(target)
+        namespace = parse_cli("score", resolve(task["spark_python_task"]["parameters"], target), "score")
+        assert Path(namespace.config) == REPO / "conf" / "databricks.yaml"
+        cfg = load_config(namespace.config, namespace.overrides)
+        prefix = f"{values['catalog']}.{values['schema']}.{values['registry_prefix']}"
+        assert cfg.score.model == f"models:/{prefix}_{cfg.score.task}_{cfg.score.approach}@{values['model_alias']}"
+        assert cfg.registry.alias == values["model_alias"]
+        assert cfg.privacy.allow_demo_key is False and cfg.privacy.patient_key is None
+        assert cfg.tracking.required is True
+        assert cfg.score.slides_per_partition >= 4 and cfg.spark.shuffle_partitions >= 32, "cluster-sized"
+
+
 def quartz_is_valid(expression: str) -> bool:
     fields = expression.split()
     if len(fields) not in (QUARTZ_FIELDS, QUARTZ_FIELDS + 1) or not re.fullmatch(r"\d{1,2}", fields[0]):
@@ -649,6 +702,21 @@ def test_init_script_keeps_a_fitting_build_and_plans_an_nccl_build_where_missing
     assert "--no-cache-dir" in build[0] and "horovod==0.28.1" in build[0], gpu_out
     assert "pip uninstall -y -q horovod" in gpu_out, "a same-version build must be uninstalled first"
     assert tf_only.returncode == 0 and "horovod left as it is" in tf_out and "would run" not in tf_out, tf_out
+
+
+def test_init_script_installs_the_wheel_kept_in_the_volume_instead_of_building(tmp_path):
+    """A GPU node without NCCL would build; with the wheel kept in the cache folder it installs that."""
+    pyver = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    folder = tmp_path / f"horovod-0.28.1-tf2.15.1-nccl-cuda12.2-{pyver}"
+    folder.mkdir()
+    wheel = folder / f"horovod-0.28.1-{pyver}-{pyver}-linux_x86_64.whl"
+    wheel.write_bytes(b"")
+    cached = init_script("1", ALLMTL_HOROVOD_WHEEL_CACHE=str(tmp_path))
+    out = cached.communicate(timeout=600)[0]
+
+    assert cached.returncode == 0, out
+    assert f"installing the cached build {wheel}" in out
+    assert "pip wheel" not in out, "nothing is built when the volume holds the wheel"
 
 
 def dry_run_command(script: str, job: str, *args: str, **env: str) -> list[str]:

@@ -1,0 +1,116 @@
+"""A registered slide scorer loads through mlflow.pyfunc.spark_udf and matches `allmtl score`.
+
+Real MLflow (a file store and its model registry under the test lakehouse), real local Spark, the
+tiny untrained models of ``conftest.register_tiny_models`` and the ROI segmentation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from allmtl_spark import tables, tracking
+from allmtl_spark.config import load_config
+from allmtl_spark.config.schema import TrackingConfig
+from allmtl_spark.lakehouse import read_table
+
+from .conftest import overrides
+
+pytestmark = pytest.mark.spark
+
+TOLERANCE = 1e-6  # same code, same Keras model, same inputs: float32 noise only
+NAME = "allmtl_test"
+
+
+@pytest.fixture(scope="module")
+def published(spark, scoring_lake, tmp_path_factory):
+    """The tiny stage-3 model logged in an MLflow run, registered as allmtl_test_fab4_mtl@champion."""
+    import mlflow
+
+    from allmtl_spark.mlflow_models import publish_models
+
+    cfg, lake, models = scoring_lake
+    cfg = load_config(
+        "conf/demo.yaml",
+        overrides(lake.root.rsplit("/", 1)[0])
+        + [f"registry.name={NAME}", "score.runtime=keras", "tracking.required=true"],
+    )
+    tracking.configure(tracking.settings(lake.mlflow_uri, TrackingConfig(required=True), cfg.registry))
+    with tracking.mlflow_run(lake.mlflow_uri, models["stage3"].model_id) as run:
+        pass
+    record = replace(models["stage3"], mlflow_run_id=run.info.run_id)
+    (stored,) = publish_models(spark, cfg, lake, [record])
+    yield cfg, lake, stored
+    mlflow.set_registry_uri(None)
+    tracking.configure(tracking.settings(lake.mlflow_uri))
+
+
+def test_the_registered_model_has_a_signature_example_tags_and_a_models_row(spark, published):
+    import mlflow
+
+    cfg, lake, stored = published
+    version = mlflow.MlflowClient().get_model_version_by_alias(f"{NAME}_fab4_mtl", "champion")
+    info = mlflow.models.get_model_info(f"models:/{NAME}_fab4_mtl@champion")
+
+    assert stored.registered_model_uri == f"models:/{NAME}_fab4_mtl/{version.version}"
+    assert version.tags["allmtl.model_id"] == stored.model_id
+    assert version.tags["allmtl.cell_model_id"] == "tiny-stage2-cell_binary"
+    assert version.tags["allmtl.segmenter_version"] == "roi-adaptive"
+    assert [c.name for c in info.signature.inputs.inputs] == ["image", "path"]
+    outputs = [c.name for c in info.signature.outputs.inputs]
+    assert outputs[:2] == ["probabilities", "predicted_class"] and "blast_fraction" in outputs
+    assert info.saved_input_example_info is not None
+    row = read_table(spark, lake, tables.MODELS).where(f"model_id = '{stored.model_id}'").first()
+    assert row["registered_model_uri"] == stored.registered_model_uri
+    assert row["mlflow_model_uri"] == stored.mlflow_model_uri and row["artifact_sha256"] == stored.artifact_sha256
+
+
+def test_spark_udf_gives_the_probabilities_allmtl_score_stores(spark, published):
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from allmtl_spark.scoring.job import run_score
+
+    cfg, lake, stored = published
+    uri = f"models:/{NAME}_fab4_mtl@champion"
+    summary = run_score(spark, replace(cfg, score=replace(cfg.score, model=uri)), lake, report=False)
+    assert summary.model_version == stored.model_id and summary.scored > 0
+    scores = {
+        r["content_sha256"]: r
+        for r in read_table(spark, lake, tables.SLIDE_SCORES).where(F.col("model_version") == stored.model_id).collect()
+    }
+
+    udf = mlflow.pyfunc.spark_udf(spark, uri, env_manager="local")
+    slides = read_table(spark, lake, tables.SLIDES).select("content_sha256", F.col("content").alias("image"))
+    out = {r["content_sha256"]: r["out"] for r in slides.withColumn("out", udf(F.struct("image"))).collect()}
+
+    compared = 0
+    for key, row in scores.items():
+        got = out[key]
+        assert got["error"] is None, got["error"]
+        assert np.max(np.abs(np.asarray(got["probabilities"]) - np.asarray(row["probabilities"]))) <= TOLERANCE
+        assert got["predicted_class"] == row["predicted_class"]
+        assert got["white_cell_count"] == row["white_cell_count"]
+        assert got["blast_cell_count"] == row["blast_cell_count"]
+        compared += 1
+    assert compared == summary.scored
+    assert all(out[k]["error"] for k in out if k not in scores)  # the slides the job rejected say why
+
+
+def test_the_model_reads_a_file_path_as_it_reads_bytes(spark, published):
+    import mlflow
+    import pandas as pd
+
+    cfg, lake, stored = published
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}_fab4_mtl@champion")
+    slide = read_table(spark, lake, tables.SLIDES).select("source_path", "content").first()
+
+    by_path = model.predict(pd.DataFrame({"path": [slide["source_path"].removeprefix("file:")]}))
+    by_bytes = model.predict(pd.DataFrame({"image": [bytes(slide["content"])]}))
+    missing = model.predict(pd.DataFrame({"path": ["/no/such/slide.jpg"]}))
+
+    assert by_path.drop(columns="probabilities").equals(by_bytes.drop(columns="probabilities"))
+    assert by_path["probabilities"][0] == by_bytes["probabilities"][0]
+    assert missing["error"][0].startswith("FileNotFoundError") and missing["probabilities"][0] is None
