@@ -83,7 +83,8 @@ def test_the_spark_extra_brings_spark_delta_and_petastorm(wheel):
     with zipfile.ZipFile(wheel) as archive:
         name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         text = archive.read(name).decode()
-    spark_extra = {requirement_name(line.split(":", 1)[1]) for line in text.splitlines() if "extra == \"spark\"" in line}
+    lines = [line for line in text.splitlines() if 'extra == "spark"' in line]
+    spark_extra = {requirement_name(line.split(":", 1)[1]) for line in lines}
 
     assert spark_extra == SPARK_SIDE | {"petastorm"}
 

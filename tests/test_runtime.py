@@ -48,7 +48,8 @@ def test_what_a_job_does_not_use_is_not_checked():
 def test_modes_error_warn_off(monkeypatch, caplog):
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "16.4")
 
-    with pytest.raises(RuntimeMismatch, match=r"`allmtl score` cannot run on this runtime:\n  - Databricks Runtime 16.4"):
+    expected = r"`allmtl score` cannot run on this runtime:\n  - Databricks Runtime 16.4"
+    with pytest.raises(RuntimeMismatch, match=expected):
         check_runtime("score", "error")
     assert check_runtime("score", "warn") and "Databricks Runtime 16.4" in caplog.text
     assert check_runtime("score", "off") == []
