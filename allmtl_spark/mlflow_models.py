@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -404,6 +405,7 @@ def publish_models(spark, cfg, lake, records) -> list:
             plan = ScorePlan.build(model_ref(record), None, Segmenter("none", "roi", 1.0), keras_cfg)
         else:
             plan = _slide_plan(spark, lake, keras_cfg, record)
+        started = time.perf_counter()
         tags = {MODEL_ID_TAG: record.model_id, "allmtl.run_id": record.run_id, "allmtl.kind": kind}
         if plan.cell_model is not None:
             tags["allmtl.cell_model_id"] = plan.cell_model.model_id
@@ -431,7 +433,8 @@ def publish_models(spark, cfg, lake, records) -> list:
                 "mlflow_run_id": "coalesce(t.mlflow_run_id, s.mlflow_run_id)",
             },
         )
-        print(f"MLflow model of {record.model_id}: {registered or info.model_uri}", flush=True)
+        seconds = time.perf_counter() - started
+        print(f"MLflow model of {record.model_id}: {registered or info.model_uri} ({seconds:.0f}s)", flush=True)
         published.append(updated)
     return published
 

@@ -114,3 +114,59 @@ def test_the_model_reads_a_file_path_as_it_reads_bytes(spark, published):
     assert by_path.drop(columns="probabilities").equals(by_bytes.drop(columns="probabilities"))
     assert by_path["probabilities"][0] == by_bytes["probabilities"][0]
     assert missing["error"][0].startswith("FileNotFoundError") and missing["probabilities"][0] is None
+
+
+def test_cell_models_and_segmenters_are_logged_and_registered_too(spark, published, tmp_path):
+    import mlflow
+    import pandas as pd
+
+    from allmtl_spark.mlflow_models import example_image, publish_models
+    from allmtl_spark.networks.resunet import build_residual_unet
+    from allmtl_spark.registry import ModelRecord, register_model, save_artifact
+    from allmtl_spark.scoring.pipeline import segment_image
+    from allmtl_spark.segmentation.pipeline import decode_rgb
+    from allmtl_spark.segmentation.predict import make_predict_fn
+
+    cfg, lake, _ = published
+    builder = {"input_size": 32, "channels": 3, "depth": 2, "base_filters": 2}
+    folder = str(tmp_path / "seg-tiny")
+    spec = {"builder": builder, "working_scale": 0.5, "input_normalize": "grey_world"}
+    segmenter = ModelRecord(
+        model_id="seg-tiny",
+        run_id="tiny",
+        kind="segmenter",
+        stage="segmenter",
+        task="segmentation",
+        class_names=["background", "white_cell"],
+        artifact_path=folder,
+        artifact_sha256=save_artifact(build_residual_unet(**builder), folder, spec),
+        config_json="{}",
+    )
+    register_model(spark, lake, segmenter)
+    records = []
+    for record in (segmenter, read_models(spark, lake)["tiny-stage2-cell_binary"]):
+        with tracking.mlflow_run(lake.mlflow_uri, record.model_id) as run:
+            pass
+        records.append(replace(record, mlflow_run_id=run.info.run_id))
+
+    seg_stored, cell_stored = publish_models(spark, cfg, lake, records)
+
+    assert seg_stored.registered_model_uri == f"models:/{NAME}_segmenter/1"
+    assert cell_stored.registered_model_uri == f"models:/{NAME}_cell_binary/1"
+    slide = example_image("slide_scorer")
+    out = mlflow.pyfunc.load_model(seg_stored.registered_model_uri).predict(pd.DataFrame({"image": [slide]}))
+    rgb = decode_rgb(slide)
+    unet = make_predict_fn(segmenter.model_file, segmenter.artifact_sha256)
+    direct = segment_image(rgb, unet, cfg.roi, replace(cfg.segment, mask_source="unet"), 0.5)
+    assert out["error"][0] is None and out["white_cell_count"][0] == len(direct.cells)
+    cell = mlflow.pyfunc.load_model(cell_stored.registered_model_uri).predict(
+        pd.DataFrame({"image": [example_image("cell_classifier")]})
+    )
+    assert len(cell["probabilities"][0]) == 2 and abs(sum(cell["probabilities"][0]) - 1) < 1e-6
+    assert cell["predicted_class"][0] in ("normal", "blast")
+
+
+def read_models(spark, lake) -> dict:
+    from allmtl_spark.registry import record_from_row
+
+    return {r["model_id"]: record_from_row(r) for r in read_table(spark, lake, tables.MODELS).collect()}
