@@ -33,6 +33,7 @@ NEEDS = {
     "segment": ("tensorflow",),
     "score": ("tensorflow",),
     "train": ("tensorflow", "horovod"),
+    "tune": ("tensorflow", "horovod"),
     "evaluate": ("tensorflow", "horovod"),
 }
 
