@@ -199,18 +199,22 @@ def plan_from_spec(spec: dict, artifacts: dict[str, str]):
     from allmtl_spark.scoring.job import ModelRef, ScorePlan
     from allmtl_spark.training.examples import ViewSpec
 
+    def model_file(name: str) -> str:
+        """The model file of artifact ``name``: a folder holding it (and its model.json)."""
+        return os.path.join(artifacts[name], spec["files"][name])
+
     def ref(name: str) -> ModelRef | None:
         if name not in spec["models"]:
             return None
         data = spec["models"][name]
         names = tuple(data["class_names"])
-        return ModelRef(data["model_id"], artifacts[name], data["sha256"], names, ViewSpec(**data["view"]))
+        return ModelRef(data["model_id"], model_file(name), data["sha256"], names, ViewSpec(**data["view"]))
 
     return ScorePlan(
         classifier=ref("classifier") or no_classifier(),  # the segmenter's pyfunc has none
         cell_model=ref("cell_model"),
         segmenter_version=spec["segmenter_version"],
-        segmenter_file=artifacts.get("segmenter"),
+        segmenter_file=model_file("segmenter") if "segmenter" in artifacts else None,
         segmenter_sha256=spec["segmenter_sha256"] if "segmenter" in artifacts else None,
         scale=float(spec["scale"]),
         roi=build(RoiConfig, spec["roi"], "roi"),
@@ -289,13 +293,18 @@ def log_pyfunc(plan, kind: str, tags: dict[str, str]):
         spec_path = os.path.join(folder, "allmtl_model.json")
         with open(spec_path, "w") as handle:
             json.dump(spec, handle, indent=2, sort_keys=True)
-        staged = {}  # every artifact is a model.h5: MLflow keeps file names, so each gets its own
+        # Each model file in a folder of its own, with the model.json beside it (the U-Net loader reads
+        # its builder keywords there): the artifacts are all named model.h5 and MLflow keeps names.
+        staged = {}
         for name, path in artifacts.items():
-            staged[name] = os.path.join(folder, f"{name}{os.path.splitext(path)[1]}")
-            try:
-                os.link(path, staged[name])  # same bytes, no copy
-            except OSError:
-                shutil.copyfile(path, staged[name])
+            staged[name] = os.path.join(folder, name)
+            os.makedirs(staged[name])
+            for source in (path, os.path.join(os.path.dirname(path), "model.json")):
+                if os.path.isfile(source):
+                    _link_or_copy(source, os.path.join(staged[name], os.path.basename(source)))
+            spec.setdefault("files", {})[name] = os.path.basename(path)
+        with open(spec_path, "w") as handle:
+            json.dump(spec, handle, indent=2, sort_keys=True)
         return mlflow.pyfunc.log_model(
             ARTIFACT_PATH,
             python_model=AllmtlModel(),
@@ -305,6 +314,13 @@ def log_pyfunc(plan, kind: str, tags: dict[str, str]):
             pip_requirements=_requirements(metadata.version("allmtl-spark")),
             metadata={"allmtl_kind": kind, **tags},
         )
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)  # same bytes, no copy
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _requirements(version: str) -> list[str]:
