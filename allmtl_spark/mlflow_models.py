@@ -414,9 +414,10 @@ def publish_models(spark, cfg, lake, records) -> list:
             published.append(record)  # not tracked, or already published (a resumed run)
             continue
         kind = {"stage3": "slide_scorer", "stage2": "cell_classifier", "segmenter": "segmenter"}[record.stage]
-        if kind == "segmenter":
-            seg = resolve_segmenter(spark, lake, replace(cfg.segment, mask_source="unet"), cfg.roi, record)
-            plan = ScorePlan.build(no_classifier(), None, seg, keras_cfg)
+        if kind == "segmenter":  # its own U-Net, whatever segment.mask_source the config has
+            unet_cfg = replace(keras_cfg, segment=replace(cfg.segment, mask_source="unet"))
+            seg = resolve_segmenter(spark, lake, unet_cfg.segment, cfg.roi, record)
+            plan = ScorePlan.build(no_classifier(), None, seg, unet_cfg)
         elif kind == "cell_classifier":
             plan = ScorePlan.build(model_ref(record), None, Segmenter("none", "roi", 1.0), keras_cfg)
         else:
