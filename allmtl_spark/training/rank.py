@@ -94,31 +94,22 @@ def train_rank(job: RankJob) -> dict:
     initial_epoch = int(epoch_var.numpy())
     best = _best_epoch(job, hvd.rank() == 0)
     history: dict[str, list[float]] = {}
-    # Training: an endless stream whose row-group order is seeded. Validation: one finite pass per
-    # epoch over this rank's shard (Petastorm resets the reader when Keras starts the next pass), so
-    # every validation item is scored exactly once per epoch and the kept epoch follows the model,
-    # not a shifting window of repeats.
-    with (
-        job.train_converter.make_tf_dataset(
-            batch_size=job.batch_size,
-            cur_shard=hvd.rank(),
-            shard_count=hvd.size(),
-            num_epochs=None,
-            workers_count=1,
-            seed=job.seed,
-            shard_seed=job.seed,
-        ) as train,
-        job.val_converter.make_tf_dataset(
-            batch_size=job.batch_size,
-            cur_shard=hvd.rank(),
-            shard_count=hvd.size(),
-            num_epochs=1,
-            workers_count=1,
-            shuffle_row_groups=False,
-            shard_seed=job.seed,
-        ) as val,
-    ):
-        train, val = _prepare(train, job, binary, shuffle=True), _prepare(val, job, binary, shuffle=False)
+    # Training: an endless stream whose row-group order is seeded. Validation: the whole validation part
+    # read once into memory on every rank (its originals only: 75 px x 1,000 slides is 17 MB), then
+    # scored in full after every epoch, so every item counts exactly once per epoch on every rank and
+    # the kept epoch follows the model, not a shifting window of repeats. (Re-reading a finite
+    # Petastorm stream each epoch stopped yielding after the second pass.)
+    val_x, val_y = read_validation(job, binary)
+    with job.train_converter.make_tf_dataset(
+        batch_size=job.batch_size,
+        cur_shard=hvd.rank(),
+        shard_count=hvd.size(),
+        num_epochs=None,
+        workers_count=1,
+        seed=job.seed,
+        shard_seed=job.seed,
+    ) as train:
+        train = _prepare(train, job, binary, shuffle=True)
         for policy, start, end in _phases(job):
             if initial_epoch >= end:
                 continue
@@ -132,7 +123,8 @@ def train_rank(job: RankJob) -> dict:
             fitted = model.fit(
                 train,
                 steps_per_epoch=steps_per_epoch,
-                validation_data=val,
+                validation_data=(val_x, val_y),
+                validation_batch_size=job.batch_size,
                 epochs=end,
                 initial_epoch=max(start, initial_epoch),
                 callbacks=_callbacks(job, hvd, manager, epoch_var) + ([best] if best else []),
@@ -276,6 +268,19 @@ def _prepare(dataset, job: RankJob, binary: bool, shuffle: bool):
     if shuffle:  # reshuffled continuously: every epoch sees a new order
         dataset = dataset.shuffle(job.shuffle_buffer, seed=job.seed)
     return dataset.batch(job.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def read_validation(job: RankJob, binary: bool):
+    """The whole validation part as (images float32, labels) arrays, read once in a fixed order."""
+    import numpy as np
+
+    with job.val_converter.make_tf_dataset(
+        batch_size=job.batch_size, num_epochs=1, workers_count=1, shuffle_row_groups=False
+    ) as val:
+        parts = [(x.numpy(), y.numpy()) for x, y in _prepare(val, job, binary, shuffle=False)]
+    if not parts:
+        raise ValueError(f"[{job.stage_key}] the validation part is empty; lower train.split.val_fraction's folds")
+    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
 
 
 def _checkpointing(job: RankJob, model, is_root: bool):
