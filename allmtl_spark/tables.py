@@ -272,6 +272,7 @@ MODELS = Table(
             # nullable: added after the first release (rows registered before read null)
             _f("mlflow_model_uri", StringType()),
             _f("registered_model_uri", StringType()),
+            _f("purpose", StringType()),
         ]
     ),
     merge_keys=("model_id",),
@@ -283,7 +284,8 @@ MODELS = Table(
         "task": "segmentation | cell_binary | binary | fab4",
         "approach": "mtl | classical (stage 3); null otherwise",
         "class_names": "output order of the probabilities",
-        "artifact_path": "folder holding model.h5 (full Keras HDF5 model) and model.json",
+        "artifact_path": "folder holding model.h5 (full Keras HDF5 model) and model.json; relative to the "
+        "lakehouse root when inside it (`_models/<model_id>`), so a copied lakehouse uses its own copies",
         "artifact_sha256": "SHA-256 of model.h5; checked before every use",
         "metrics": "validation metrics (accuracy, auc, dice, ...)",
         "input_tables": "Delta version of every input table when training started (read back with versionAsOf)",
@@ -293,6 +295,9 @@ MODELS = Table(
         "mlflow_model_uri": "the MLflow pyfunc model logged in that run, `runs:/<run id>/model`; null when not logged",
         "registered_model_uri": "its version in the MLflow model registry, `models:/<name>/<version>` (Unity Catalog "
         "on Databricks); null when registry.name is not set",
+        "purpose": "why it was trained: train (`allmtl train`, `allmtl train-segmenter`: what `latest` chooses from) | "
+        "evaluate (a cross-validation fold) | tune (a grid value of `allmtl tune`); null for models registered "
+        "before this column existed",
     },
 )
 

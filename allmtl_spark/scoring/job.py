@@ -45,7 +45,7 @@ from allmtl_spark.errors import ArtifactError
 from allmtl_spark.ids import check_run_id
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
 from allmtl_spark.partitioning import spread_over_tasks
-from allmtl_spark.registry import ModelRecord, resolve_model, verify_artifact
+from allmtl_spark.registry import ModelChoice, ModelRecord, choose_model, verify_artifact
 from allmtl_spark.rejects import reject_rows
 from allmtl_spark.scoring.pipeline import SlideScore
 from allmtl_spark.session import assert_on_driver
@@ -94,6 +94,7 @@ class ModelRef:
     view: ViewSpec
     serving_file: str | None = None  # its TFLite conversion, which the workers load instead
     serving_sha256: str | None = None
+    chosen: str = ""  # which rule chose it (``registry.ModelChoice.describe``), printed by the job
 
     def serving(self) -> tuple[str, str]:
         """(file, SHA-256) of what scoring runs: the TFLite conversion if there is one, else the Keras artifact."""
@@ -228,11 +229,13 @@ class ScoreSummary:
     metrics: list[str] = field(default_factory=list)
     report_path: str | None = None
     ingest: str | None = None
+    chosen: list[str] = field(default_factory=list)  # which models scored, and the rule that chose each
     scoring_seconds: float = 0.0  # the mapInPandas pass alone
     seconds: float = 0.0
 
     def format(self) -> str:
         lines = [self.ingest] if self.ingest else []
+        lines += self.chosen
         if self.pending == 0:
             lines.append(
                 f"scoring run {self.run_id}: nothing new to score for model {self.model_version} "
@@ -358,39 +361,66 @@ def make_score_fn(plan: ScorePlan) -> Callable[[Iterator[pd.DataFrame]], Iterato
 # ----------------------------------------------------------------------------- driver side
 
 
-def model_ref(record: ModelRecord) -> ModelRef:
+def model_ref(record: ModelRecord, chosen: str = "") -> ModelRef:
     """Hash-check an artifact on the driver (a corrupted model is refused before any task starts)."""
     path = verify_artifact(record)
     spec = record.spec()
     view = spec.get("view") or {"kind": "montage", "size": record.input_size, "grid": 2}
     if record.stage == "stage2":  # cells from slides are already isolated on black
         view = {**view, "kind": "cell", "isolate": False}
-    return ModelRef(record.model_id, path, record.artifact_sha256, tuple(record.class_names), ViewSpec(**view))
+    return ModelRef(
+        record.model_id, path, record.artifact_sha256, tuple(record.class_names), ViewSpec(**view), chosen=chosen
+    )
 
 
 def resolve_classifiers(spark: SparkSession, lake: Lakehouse, cfg: AppConfig) -> tuple[ModelRef, ModelRef | None]:
-    """The stage-3 classifier and the stage-2 cell model (from the classifier's run when it has one)."""
+    """The stage-3 classifier and the stage-2 cell model (from the classifier's run when it has one).
+
+    Each carries the rule that chose it (``ModelRef.chosen``): ``score.model: latest`` is the newest
+    model of ``score.task`` and ``score.approach`` registered by a training run (``registry.choose_model``).
+    """
     score = cfg.score
-    record = resolve_model(
-        spark,
-        lake,
-        score.model,
-        task=score.task,
-        stage="stage3",
-        approach=None if score.model not in ("latest",) else score.approach,
+    latest = score.model == "latest"
+    choice = choose_model(
+        spark, lake, score.model, task=score.task, stage="stage3", approach=score.approach if latest else None
     )
+    if latest:
+        choice = ModelChoice(
+            choice.record,
+            f"score.model=latest, task {score.task}, approach {score.approach}: "
+            + choice.reason.removeprefix("latest: "),
+        )
+    else:
+        choice = ModelChoice(choice.record, f"score.model={score.model}: {choice.reason}")
+    record = choice.record
     cell = None
     if score.cell_model:
         try:
             ref = record.run_id if score.cell_model == "latest" else score.cell_model
             if score.model.startswith("models:/") and score.cell_model == "latest":
                 ref = bundled(score.model).get("allmtl.cell_model_id", ref)  # the one the MLflow model bundles
-            cell = resolve_model(spark, lake, ref, stage="stage2")
+            cell = choose_model(spark, lake, ref, stage="stage2")
+            if score.cell_model == "latest":
+                cell = ModelChoice(cell.record, f"score.cell_model=latest: the stage-2 model of {ref}")
         except ArtifactError:
             if score.cell_model != "latest":
                 raise
-            cell = resolve_model(spark, lake, "latest", stage="stage2")
-    return model_ref(record), (model_ref(cell) if cell else None)
+            cell = choose_model(spark, lake, "latest", stage="stage2")
+            cell = ModelChoice(
+                cell.record,
+                f"score.cell_model=latest: run {record.run_id} has no stage-2 model; " + cell.reason,
+            )
+    return (
+        model_ref(record, choice.describe("model")),
+        model_ref(cell.record, cell.describe("cell model")) if cell else None,
+    )
+
+
+def segmenter_choice(seg, segment: SegmentConfig) -> str:
+    """The printed line saying which segmenter scoring uses (``resolve_segmenter``'s result) and why."""
+    if seg.record is None:
+        return f"segmenter {seg.version}: segment.mask_source=roi (the threshold ROI, no U-Net)"
+    return f"segmenter {seg.version} (run {seg.record.run_id}): segment.segmenter={segment.segmenter}"
 
 
 def bundled(uri: str) -> dict[str, str]:
@@ -472,7 +502,10 @@ def run_score(
     if cfg.score.model.startswith("models:/") and segment.segmenter == "latest" and segment.mask_source == "unet":
         segment = replace(segment, segmenter=bundled(cfg.score.model).get("allmtl.segmenter_version", "latest"))
     seg = resolve_segmenter(spark, lake, segment, cfg.roi)
-    summary = ScoreSummary(run_id=run_id, model_version=classifier.model_id, ingest=summary_ingest)
+    chosen = [ref.chosen for ref in (classifier, cell_model) if ref] + [segmenter_choice(seg, segment)]
+    for line in chosen:
+        log.info("scoring run %s: %s", run_id, line)
+    summary = ScoreSummary(run_id=run_id, model_version=classifier.model_id, ingest=summary_ingest, chosen=chosen)
     keys = pending_keys(spark, lake, classifier.model_id, prefix)
     summary.pending = len(keys)
     if not keys:

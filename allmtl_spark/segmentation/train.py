@@ -536,6 +536,7 @@ def run_train_segmenter(
         input_size=cfg.tile_size,
         metrics=metrics,
         input_tables={tables.SLIDES.name: slides_version},
+        purpose="train",
     )
     record = _track(lake, record, cfg, label_source, history)
     register_model(spark, lake, record)

@@ -148,6 +148,14 @@ def run_train(
     return summary
 
 
+def model_purpose(fold: tuple[int, int] | None, score_test: bool) -> str:
+    """``models.purpose`` of a run's models: ``tune`` (a grid value, never tested), ``evaluate`` (a
+    cross-validation fold: trained on part of the data to measure the method) or ``train`` (deployable)."""
+    if not score_test:
+        return "tune"
+    return "evaluate" if fold is not None else "train"
+
+
 def colour_model_id(run_id: str, task: str) -> str:
     """``predictions`` model id of a run's colour-only baseline for ``task``."""
     return f"{run_id}-colour-{task}"
@@ -376,7 +384,7 @@ def _run_stage(
         print(f"[{plan.key}] already trained in run {run_id}: {model_id}", flush=True)
         if not cfg.keep_checkpoints:  # a run killed between registering and cleaning up
             delete_checkpoints(checkpoint_dir(lake.models, run_id, plan.key))
-        return StageResult(plan, record_from_row(existing[0]), skipped=True)
+        return StageResult(plan, record_from_row(existing[0], lake), skipped=True)
     examples = data.example_set(plan.task)
     n_train = data.part(plan.task, "train").count()
     n_val = data.part(plan.task, "val").count()
@@ -418,6 +426,7 @@ def _run_stage(
         metrics=metrics,
         input_tables=versions,
         split_id=examples.split_id,
+        purpose=model_purpose(data.fold, data.score_test),
     )
     record = _track(lake, record, plan, root["history"], segmenter)
     register_model(spark, lake, record)

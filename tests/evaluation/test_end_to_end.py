@@ -7,6 +7,7 @@ import base64
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 
 from allmtl_spark import tables
 from allmtl_spark.config import load_config
@@ -77,6 +78,9 @@ def test_two_folds_one_trial_produce_every_table_figure_and_the_page(spark, segm
         (1, "mtl"),
     ]
     assert (runs["n_test"] > 0).all() and runs["n_test"].groupby(runs["approach"]).sum().eq(16).all()
+    # fold models say so: `latest` never picks one, whether or not evaluation_runs is there
+    purposes = read_table(spark, lake, tables.MODELS).where(F.col("run_id").startswith("e2e-t")).select("purpose")
+    assert {r[0] for r in purposes.collect()} == {"evaluate"}
     predictions = read_table(spark, lake, tables.PREDICTIONS).where("part = 'test'").toPandas()
     assert predictions["model_id"].isin(runs["model_id"]).sum() == runs["n_test"].sum()
     metrics = read_table(spark, lake, tables.EVALUATION_METRICS).toPandas()

@@ -28,9 +28,13 @@ def test_train_registers_every_stage_with_matching_hash_and_data_versions(spark,
         "stage3-binary-mtl-inceptionv3",
         "stage3-binary-classical-inceptionv3",
     ]
-    rows = {r["model_id"]: record_from_row(r) for r in read_table(spark, lake, tables.MODELS).collect()}
+    stored = {r["model_id"]: r for r in read_table(spark, lake, tables.MODELS).collect()}
+    rows = {model_id: record_from_row(r, lake) for model_id, r in stored.items()}
     for result in summary.results:
         record = rows[result.record.model_id]
+        # a training run's models are what `latest` chooses from; their folders are recorded inside the lakehouse
+        assert record.purpose == "train"
+        assert stored[record.model_id]["artifact_path"] == f"_models/{record.model_id}"
         assert file_sha256(record.model_file) == record.artifact_sha256
         assert {"slides", "cells", "segmented_slides", "slide_cells"} <= set(record.input_tables)
         assert record.split_id and record.metrics["test_n"] > 0
