@@ -72,7 +72,7 @@ def read_yaml(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist (try conf/demo.yaml)")
+        raise ConfigError(f"config file {path} does not exist{_missing_config_hint(path)}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -95,10 +95,28 @@ def read_yaml(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict:
             raise ConfigError(f"{where}: extends {parent!r} makes a loop: {loop}")
         if not target.is_file():
             raise ConfigError(
-                f"{where}: extends {parent!r}, but {target} does not exist (resolved against {path.parent})"
+                f"{where}: extends {parent!r}, but {target} does not exist: extends is resolved against the "
+                f"folder of the file that names it ({path.parent}){_extends_hint(parent, path)}"
             )
         data = deep_merge(read_yaml(target, chain), data)
     return data
+
+
+def _missing_config_hint(path: Path) -> str:
+    """A hint for a --config path that does not exist: the demo config only if it exists here and is another file."""
+    demo = Path("conf/demo.yaml")
+    if demo.is_file() and demo.resolve() != path.resolve():
+        return f" (the demo config is {demo})"
+    return f" (relative paths are taken from the current folder, {Path.cwd()})"
+
+
+def _extends_hint(parent: str, path: Path) -> str:
+    """How to write ``extends`` in ``path`` so that it names the file ``parent`` names from the current folder."""
+    meant = Path(parent)
+    if meant.is_absolute() or not meant.is_file():
+        return ""
+    relative = os.path.relpath(meant.resolve(), path.parent.resolve())
+    return f"; to extend {parent} of the current folder, write extends: {relative}"
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

@@ -114,9 +114,34 @@ def test_extends_loop_names_the_chain_and_line(tmp_path):
 
 def test_extends_of_a_missing_file_names_where_it_was_resolved(tmp_path):
     (tmp_path / "a.yaml").write_text("extends: nope.yaml\n")
-    message = rf"a\.yaml, line 1: extends 'nope\.yaml', but .* \(resolved against {tmp_path}\)"
+    message = (
+        rf"a\.yaml, line 1: extends 'nope\.yaml', but .* resolved against the folder of the file that names it "
+        rf"\({tmp_path}\)$"
+    )
     with pytest.raises(ConfigError, match=message):
         load_config(tmp_path / "a.yaml")
+
+
+def test_extends_written_from_the_current_folder_gets_the_path_that_works(tmp_path, monkeypatch):
+    """A newcomer's my_slides/score.yaml saying `extends: conf/demo.yaml` is told to write ../conf/demo.yaml."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "demo.yaml").write_text("synth: {seed: 3}\n")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "score.yaml").write_text("extends: conf/demo.yaml\n")
+    with pytest.raises(
+        ConfigError, match=r"to extend conf/demo\.yaml of the current folder, write extends: \.\./conf/demo\.yaml"
+    ):
+        load_config("mine/score.yaml")
+    (tmp_path / "mine" / "score.yaml").write_text("extends: ../conf/demo.yaml\n")
+    assert load_config("mine/score.yaml").synth.seed == 3
+
+
+def test_missing_config_hint_never_suggests_the_path_that_failed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no conf/demo.yaml here
+    with pytest.raises(ConfigError) as missing:
+        load_config("conf/demo.yaml")
+    assert "try conf/demo.yaml" not in str(missing.value) and f"current folder, {tmp_path}" in str(missing.value)
 
 
 @pytest.mark.parametrize(
