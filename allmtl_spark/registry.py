@@ -279,12 +279,11 @@ def kfold_split_ids(spark, lake, split_ids: set[str]) -> set[str]:
     return {r[0] for r in rows}
 
 
-def record_from_row(row, lake=None) -> ModelRecord:
-    """A ``models`` row as a record; with ``lake``, a relative ``artifact_path`` is resolved under its root."""
+def record_from_row(row, lake) -> ModelRecord:
+    """A ``models`` row as a record; a relative ``artifact_path`` is resolved under ``lake``'s root."""
     data = row.asDict(recursive=True)
     data["metrics"] = dict(data.get("metrics") or {})
     data["input_tables"] = dict(data.get("input_tables") or {})
     data["class_names"] = list(data["class_names"])
-    if lake is not None:
-        data["artifact_path"] = artifact_folder(data["artifact_path"], lake.root)
+    data["artifact_path"] = artifact_folder(data["artifact_path"], lake.root)
     return ModelRecord(**{k: v for k, v in data.items() if k in ModelRecord.__dataclass_fields__})

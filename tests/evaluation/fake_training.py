@@ -88,7 +88,9 @@ class FakeTrainer:
         missing = sorted(set(ids) - set(found))
         if missing:
             raise AssertionError(f"models not pre-written: {missing}")
-        results = [StageResult(p, record_from_row(found[i]), seconds=2.5) for p, i in zip(plans, ids, strict=True)]
+        results = [
+            StageResult(p, record_from_row(found[i], lake), seconds=2.5) for p, i in zip(plans, ids, strict=True)
+        ]
         colour = {p.task: {} for p in plans if p.stage == "stage3"}  # its predictions were pre-written
         return TrainSummary(run_id, results, None, 0.0, colour)
 

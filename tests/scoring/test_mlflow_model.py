@@ -169,4 +169,4 @@ def test_cell_models_and_segmenters_are_logged_and_registered_too(spark, publish
 def read_models(spark, lake) -> dict:
     from allmtl_spark.registry import record_from_row
 
-    return {r["model_id"]: record_from_row(r) for r in read_table(spark, lake, tables.MODELS).collect()}
+    return {r["model_id"]: record_from_row(r, lake) for r in read_table(spark, lake, tables.MODELS).collect()}
