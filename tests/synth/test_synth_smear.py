@@ -221,6 +221,74 @@ def test_the_largest_lymphoid_cell_fits_the_smallest_allowed_crop():
         assert xs.min() > 0 and ys.min() > 0 and xs.max() < crop.mask.shape[1] - 1 and ys.max() < crop.mask.shape[0] - 1
 
 
+def _glass_rgb(s) -> np.ndarray:
+    """Median RGB of the pixels far from every cell: no white cell and well outside the red cells' density."""
+    od = -np.log((s.image[..., 1].astype(np.float32) + 1.0) / 256.0)
+    clear = (s.mask == 0) & (od <= np.percentile(od[s.mask == 0], 10))
+    return np.median(s.image[clear].astype(np.float64), axis=0)
+
+
+def _sharpness(image: np.ndarray) -> float:
+    """Variance of the Laplacian of the green channel: high for a focused photo, low for a blurred one."""
+    return float(cv2.Laplacian(image[..., 1].astype(np.float64), cv2.CV_64F).var())
+
+
+def test_out_of_distribution_ranges_reach_the_pixels():
+    # The stain, optics and scale ranges are what another lab's batch is made of ("trust" renders such
+    # batches by config): each range, pinned away from the default, changes the pixels the way it says.
+    # With one seed every draw happens in the same order, so only the pinned range differs.
+    optics = SmearParams().optics
+    stain = SmearParams().stain
+
+    def slide(**changes) -> object:
+        params = dataclasses.replace(
+            SMALL,
+            optics=dataclasses.replace(optics, **changes.pop("optics", {})),
+            stain=dataclasses.replace(stain, **changes.pop("stain", {})),
+            **changes,
+        )
+        return _slide(12, "L1", params, 480, 360)
+
+    # Sensor noise comes after the optics' blur: without it, the blur alone decides the sharpness.
+    sharp = slide(optics={"blur_sigma_um": (0.0, 0.0), "noise_sigma": (0.0, 0.0)})
+    blurred = slide(optics={"blur_sigma_um": (1.0, 1.0), "noise_sigma": (0.0, 0.0)})
+    assert _sharpness(blurred.image) < 0.2 * _sharpness(sharp.image)
+    dim, bright = slide(optics={"background_level": (0.4, 0.4)}), slide(optics={"background_level": (0.9, 0.9)})
+    assert (_glass_rgb(dim) < 0.6 * _glass_rgb(bright)).all()
+    clean, noisy = slide(optics={"noise_sigma": (0.0, 0.0)}), slide(optics={"noise_sigma": (20.0, 20.0)})
+    assert _sharpness(noisy.image) > 5 * _sharpness(clean.image)
+    # White balance: the red and blue gains against green (each drawn from the range), seen on the glass.
+    magenta = _glass_rgb(slide(optics={"white_balance": (1.25, 1.25), "background_level": (0.6, 0.6)}))
+    green = _glass_rgb(slide(optics={"white_balance": (0.8, 0.8), "background_level": (0.6, 0.6)}))
+    assert (magenta[[0, 2]] > 1.15 * magenta[1]).all() and (green[[0, 2]] < 0.9 * green[1]).all()
+    # A stronger nuclear stain darkens the white cells, not the glass.
+    pale, dark = slide(stain={"haem_strength": (0.5, 0.5)}), slide(stain={"haem_strength": (2.0, 2.0)})
+    assert dark.image[dark.mask > 0].mean() < pale.image[pale.mask > 0].mean() - 20
+    assert abs(_glass_rgb(dark) - _glass_rgb(pale)).max() < 6
+    # Another magnification: recorded, and the same cells are drawn at that scale.
+    coarse = slide(pixel_size_um=(0.5, 0.6))
+    assert 0.5 <= coarse.pixel_size_um <= 0.6
+    lymphoid = [c for c in coarse.cells if c.kind in LYMPHOID_KINDS]
+    assert lymphoid and all(5.0 <= 2 * c.radius * coarse.pixel_size_um <= 25.0 for c in lymphoid)
+
+
+def test_the_documented_out_of_distribution_overrides_load():
+    from allmtl_spark.config import load_config
+
+    cfg = load_config(
+        "conf/demo.yaml",
+        [
+            "synth.pixel_size_um=[0.5, 0.6]",
+            "synth.optics.blur_sigma_um=[0.5, 1.0]",
+            "synth.kind=blank",
+            "synth.n_cells=0",
+        ],
+    ).synth
+    assert cfg.pixel_size_um == (0.5, 0.6) and cfg.optics.blur_sigma_um == (0.5, 1.0) and cfg.kind == "blank"
+    with pytest.raises(ConfigError, match="blank"):
+        load_config("conf/demo.yaml", ["synth.kind=blank"])  # the demo's crops need cells
+
+
 def test_blank_slides_have_glass_and_no_cells():
     s = _slide(2, "normal", dataclasses.replace(SMALL, kind="blank"))
     assert s.cells == [] and not s.mask.any()
