@@ -262,7 +262,7 @@ def _synth_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "--check",
         action="store_true",
-        help="write nothing; print colour-only vs morphology-only accuracy on the configured slides",
+        help="write nothing; print colour-only vs morphology-only accuracy on the configured slides and crops",
     )
     cmd.add_argument("--folds", type=int, default=5, help="--check: cross-validation folds (default 5)")
     cmd.add_argument("--repeats", type=int, default=2, help="--check: repeats of the k-fold (default 2)")

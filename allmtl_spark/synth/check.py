@@ -11,13 +11,18 @@ two things from the rendered pixels and the ground-truth cell masks:
 Each feature set feeds the same logistic regression under the same patient-grouped stratified
 k-fold cross-validation (``evaluation.colour_baseline``). A data set whose class lives in the
 lymphoid cells' shape scores near chance on colour and high on morphology.
+
+With ``crops_from_slides`` it does the same for the single-cell crops stage 2 trains on (blast vs
+lymphocyte): the crops ``write_dataset`` would cut (same choice of cells), colour of the cropped
+cell's pixels against its morphology.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -29,6 +34,9 @@ from allmtl_spark.evaluation.colour_baseline import (
     compute_grouped_cv_accuracy,
 )
 from allmtl_spark.synth.smear import SyntheticSlide
+
+if TYPE_CHECKING:
+    from allmtl_spark.synth.dataset import Candidate, Plan
 
 CELLS_PER_SLIDE = 4  # the classifier's montage shows the slide's four largest cells (a 2x2 grid)
 MORPHOLOGY_FEATURES = ("nucleus_area_um2", "nucleus_cell_ratio", "nucleus_irregularity", "vacuoles")
@@ -160,17 +168,41 @@ def largest_cells(slide: SyntheticSlide, n: int = CELLS_PER_SLIDE) -> list[int]:
 
 
 @dataclass(frozen=True)
+class CropMeasures:
+    """Colour and morphology of one lymphoid cell a crop can be cut around (``dataset.Candidate``)."""
+
+    candidate: Candidate
+    colour: np.ndarray  # float (3 * bins,): the cell's pixels only
+    morphology: np.ndarray  # float (len(MORPHOLOGY_FEATURES),)
+
+
+@dataclass(frozen=True)
 class SlideMeasures:
-    """What the check needs from one slide: class, patient, colour histogram and morphology features."""
+    """What the check needs from one slide: class, patient, colour histogram and morphology features.
+
+    ``crops`` holds the measures of every cell of the slide a crop could be cut around (empty
+    unless asked for).
+    """
 
     label: str
     patient_id: str
     colour: np.ndarray  # float (3 * bins,)
     morphology: np.ndarray  # float (2 * len(MORPHOLOGY_FEATURES),): mean then max over the cells
+    crops: tuple[CropMeasures, ...] = ()
 
 
-def measure_slide(slide: SyntheticSlide, patient_id: str, bins: int = 16) -> SlideMeasures:
-    """Colour histogram and morphology features of a slide's four largest white cells."""
+def measure_slide(
+    slide: SyntheticSlide, patient_id: str, bins: int = 16, candidates: Sequence[Candidate] = ()
+) -> SlideMeasures:
+    """Colour histogram and morphology features of a slide's four largest white cells (and of its crop candidates).
+
+    Args:
+        slide: a rendered slide.
+        patient_id: its patient.
+        bins: histogram bins per channel.
+        candidates: cells of this slide a crop could be cut around (``dataset.crop_candidates``): each
+            is measured alone, as the crop cut around it shows it.
+    """
     chosen = largest_cells(slide)
     masks = [slide.labels == i + 1 for i in chosen]
     colour = colour_histograms([[slide.image] * len(masks)], [masks], bins)[0]
@@ -178,7 +210,20 @@ def measure_slide(slide: SyntheticSlide, patient_id: str, bins: int = 16) -> Sli
     per_cell = np.array([measure_cell(slide.image, m, slide.pixel_size_um, glass).vector() for m in masks])
     if len(per_cell) == 0:
         per_cell = np.zeros((1, len(MORPHOLOGY_FEATURES)))
-    return SlideMeasures(slide.fab_class, patient_id, colour, np.concatenate([per_cell.mean(0), per_cell.max(0)]))
+    index = {(c.cx, c.cy): i for i, c in enumerate(slide.cells)}
+    crops = []
+    for cand in candidates:
+        mask = slide.labels == index[(cand.cx, cand.cy)] + 1
+        crops.append(
+            CropMeasures(
+                cand,
+                colour_histograms([slide.image], [mask], bins)[0],
+                measure_cell(slide.image, mask, slide.pixel_size_um, glass).vector(),
+            )
+        )
+    return SlideMeasures(
+        slide.fab_class, patient_id, colour, np.concatenate([per_cell.mean(0), per_cell.max(0)]), tuple(crops)
+    )
 
 
 @dataclass(frozen=True)
@@ -194,8 +239,18 @@ class CheckReport:
     neighbour_chance: float  # the same for a random neighbour
     n_slides: int
     seconds: float
+    # The crops stage 2 trains on, blast vs lymphocyte (None without crops_from_slides or crops).
+    crop_colour: CrossValidatedAccuracy | None = None
+    crop_morphology: CrossValidatedAccuracy | None = None
 
     def format(self) -> str:
+        crops = []
+        if self.crop_colour is not None and self.crop_morphology is not None:
+            crops = [
+                f"  the {self.crop_colour.n_items} crops (stage 2: blast vs lymphocyte), the cropped cell alone:",
+                "  " + self.crop_colour.format("colour only, crops        "),
+                "  " + self.crop_morphology.format("morphology (um), crops    "),
+            ]
         return "\n".join(
             [
                 f"synth check: {self.n_slides} slides, their {CELLS_PER_SLIDE} largest white cells each, "
@@ -207,6 +262,7 @@ class CheckReport:
                 "  " + self.colour_fab4_by_slide.format("colour only, 4 classes, split by slide, not patient"),
                 f"  a slide's nearest colour neighbour is of its own patient: {self.same_patient_neighbour:.2f} "
                 f"(random: {self.neighbour_chance:.3f}): split by patient, not by slide",
+                *crops,
             ]
         )
 
@@ -241,25 +297,55 @@ class _MeasureCall:
     """Picklable: render one planned slide in memory and measure it."""
 
     cfg: SynthConfig
+    crops: bool
 
     def __call__(self, item) -> SlideMeasures:
-        from allmtl_spark.synth.dataset import render_item
+        from allmtl_spark.synth.dataset import crop_candidates, render_item
 
-        return measure_slide(render_item(item, self.cfg), item.patient_id)
+        slide = render_item(item, self.cfg)
+        candidates = crop_candidates(slide, item.index, self.cfg.cell_crop_size_um) if self.crops else []
+        return measure_slide(slide, item.patient_id, candidates=candidates)
 
 
-def measure_slides(cfg: SynthConfig, progress: Callable[[str], object] | None = None) -> list[SlideMeasures]:
-    """Render the configured data set's slides in memory (exactly as ``write_dataset`` would) and measure each."""
+def measure_slides(
+    cfg: SynthConfig, progress: Callable[[str], object] | None = None, crops: bool = False
+) -> list[SlideMeasures]:
+    """Render the configured data set's slides in memory (exactly as ``write_dataset`` would) and measure each.
+
+    Args:
+        cfg: the synth section.
+        progress: called with a line before the work starts; None for silence.
+        crops: also measure every cell of each slide a crop could be cut around (``SlideMeasures.crops``).
+    """
     from allmtl_spark.synth.dataset import plan_items
 
     items = [i for i in plan_items(cfg).items if i.kind == "slide"]
     if progress:
         progress(f"synth check: rendering and measuring {len(items)} slides with {cfg.workers} worker(s) ...")
-    call = _MeasureCall(cfg)
+    call = _MeasureCall(cfg, crops)
     if cfg.workers <= 1:
         return [call(i) for i in items]
     with multiprocessing.get_context("spawn").Pool(cfg.workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
         return pool.map(call, items, chunksize=4)
+
+
+def chosen_crops(cfg: SynthConfig, plan: Plan, measures: Sequence[SlideMeasures]) -> list[tuple[CropMeasures, str]]:
+    """The measures of the crops ``write_dataset`` would cut, in file order, each with its patient.
+
+    The same seeded choice (``dataset.choose_crops``) among the same candidates in the same order.
+
+    Args:
+        cfg: the synth section.
+        plan: ``dataset.plan_items(cfg)``.
+        measures: the slides' measures in plan order, taken with ``crops=True``.
+
+    Raises:
+        ConfigError: the slides do not hold enough cells for ``cfg.n_cells`` crops (as ``write_dataset``).
+    """
+    from allmtl_spark.synth.dataset import choose_crops
+
+    measured = {c.candidate: (c, m.patient_id) for m in measures for c in m.crops}
+    return [measured[c] for c in choose_crops(cfg, plan, [c.candidate for m in measures for c in m.crops])]
 
 
 def run_check(
@@ -268,7 +354,8 @@ def run_check(
     """Render the configured data set's slides in memory and compare colour-only with morphology-only accuracy.
 
     Args:
-        cfg: the synth section (its slides are rendered exactly as ``write_dataset`` renders them; crops are not cut).
+        cfg: the synth section. Its slides are rendered exactly as ``write_dataset`` renders them, and
+            its crops chosen as it chooses them; both are measured before the slides' JPEG step.
         folds, repeats: the cross-validation.
         progress: called with a line before the work starts; None for silence.
 
@@ -277,8 +364,12 @@ def run_check(
     """
     import time
 
+    from allmtl_spark.synth.dataset import plan_items
+
     start = time.perf_counter()
-    measures = measure_slides(cfg, progress)
+    plan = plan_items(cfg)
+    with_crops = cfg.crops_from_slides and bool(plan.crop_classes)
+    measures = measure_slides(cfg, progress, crops=with_crops)
     labels = np.array([m.label for m in measures])
     binary = np.where(labels == "normal", "normal", "ALL")
     groups = np.array([m.patient_id for m in measures])
@@ -289,6 +380,13 @@ def run_check(
         return compute_grouped_cv_accuracy(features, y, g, folds=folds, repeats=repeats, seed=cfg.seed)
 
     neighbour, chance = same_patient_neighbour(colour, groups)
+    crop_colour = crop_morphology = None
+    if with_crops:
+        chosen = chosen_crops(cfg, plan, measures)
+        crop_labels = np.array(["normal" if c.candidate.kind == "normal" else "blast" for c, _ in chosen])
+        crop_groups = np.array([patient for _, patient in chosen])
+        crop_colour = cv(np.stack([c.colour for c, _ in chosen]), crop_labels, crop_groups)
+        crop_morphology = cv(np.stack([c.morphology for c, _ in chosen]), crop_labels, crop_groups)
     return CheckReport(
         colour_fab4=cv(colour, labels, groups),
         colour_binary=cv(colour, binary, groups),
@@ -299,4 +397,6 @@ def run_check(
         neighbour_chance=chance,
         n_slides=len(measures),
         seconds=time.perf_counter() - start,
+        crop_colour=crop_colour,
+        crop_morphology=crop_morphology,
     )

@@ -29,7 +29,8 @@ def test_synth_writes_the_data_set_and_says_what(tmp_path, capsys):
 
 
 def test_synth_check_prints_colour_and_morphology_figures_and_writes_nothing(tmp_path, capsys):
-    args = ["synth", "--check", "--folds", "2", "--repeats", "1", *SMALL, "--set", f"synth.output={tmp_path}"]
+    crops = ["--set", "synth.n_cells=16", "--set", "synth.cell_crop_size_um=26"]
+    args = ["synth", "--check", "--folds", "2", "--repeats", "1", *SMALL, *crops, "--set", f"synth.output={tmp_path}"]
     assert main(args) == 0
     out = capsys.readouterr().out
     for name in (
@@ -37,9 +38,11 @@ def test_synth_check_prints_colour_and_morphology_figures_and_writes_nothing(tmp
         "morphology (um), 4 classes",
         "colour only, binary",
         "morphology (um), binary",
+        "colour only, crops",
+        "morphology (um), crops",
     ):
         assert re.search(re.escape(name) + r"\s*: 0\.\d{3} \+- 0\.\d{3} .*2-fold x 1", out), name
-    assert "nearest colour neighbour" in out
+    assert "nearest colour neighbour" in out and "the 16 crops (stage 2: blast vs lymphocyte)" in out
     assert not any(tmp_path.iterdir())
 
 

@@ -13,14 +13,16 @@ import pytest
 
 from allmtl_spark.config.schema import SynthConfig
 from allmtl_spark.evaluation.colour_baseline import compute_grouped_cv_accuracy
-from allmtl_spark.synth.check import measure_slides, run_check
+from allmtl_spark.synth.check import chosen_crops, measure_slides, run_check
+from allmtl_spark.synth.dataset import plan_items
 from allmtl_spark.synth.smear import render_slide
 
 pytestmark = pytest.mark.unit
 CLASSES = ("normal", "L1", "L2", "L3")
 SMALL_SET = SynthConfig(
     n_slides=64,
-    n_cells=0,
+    n_cells=64,  # crops of 26 um set no pixel-size floor above 0.15 um/px: the slides are as without crops
+    cell_crop_size_um=26.0,
     slide_width=320,
     slide_height=240,
     pixel_size_um=(0.15, 0.31),
@@ -28,7 +30,8 @@ SMALL_SET = SynthConfig(
     seed=5,
     class_mix=dict.fromkeys(CLASSES, 1.0),
 )
-# Thresholds hold for seeds 1-5 of this set (colour 0.24-0.41, morphology 0.72-0.78 on 4 classes).
+# Thresholds hold for seeds 1-5 of this set (colour 0.24-0.41, morphology 0.72-0.78 on 4 classes; crops, seeds
+# 1, 2, 5: colour 0.72-0.75, morphology 0.91-0.97, chance 0.75).
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +49,14 @@ def test_morphology_in_micrometres_separates_the_classes(report):
     assert report.morphology_fab4.accuracy > 0.6
     assert report.morphology_fab4.accuracy > report.colour_fab4.accuracy + 0.25
     assert report.morphology_binary.accuracy > report.colour_binary.accuracy + 0.08
+
+
+def test_crops_carry_blast_or_lymphocyte_in_morphology_not_colour(report):
+    # Stage 2's inputs: the cell at the centre of each crop, blast vs lymphocyte (a quarter are lymphocytes here).
+    assert report.crop_colour.n_items == SMALL_SET.n_cells and report.crop_colour.chance == pytest.approx(0.75)
+    assert report.crop_colour.accuracy < 0.82
+    assert report.crop_morphology.accuracy > 0.88
+    assert report.crop_morphology.accuracy > report.crop_colour.accuracy + 0.12
 
 
 def test_a_split_that_ignores_patients_lets_colour_recognise_them(report):
@@ -68,12 +79,18 @@ def test_the_check_finds_a_colour_cue_when_the_generator_plants_one(monkeypatch)
         return sprite
 
     monkeypatch.setattr("allmtl_spark.synth.smear.lymphoid_sprite", orange_l3)
-    cfg = dataclasses.replace(SMALL_SET, n_slides=40, class_mix={"normal": 1.0, "L3": 1.0})
-    measures = measure_slides(cfg)
+    cfg = dataclasses.replace(SMALL_SET, n_slides=40, n_cells=40, class_mix={"normal": 1.0, "L3": 1.0})
+    measures = measure_slides(cfg, crops=True)
     labels = [m.label for m in measures]
     groups = [m.patient_id for m in measures]
     colour = np.stack([m.colour for m in measures])
     cued = compute_grouped_cv_accuracy(colour, labels, groups, folds=4, regularisation=1.0)
+    assert cued.accuracy > 0.75  # chance is 0.5
+    crops = chosen_crops(cfg, plan_items(cfg), measures)
+    crop_labels = [c.candidate.kind for c, _ in crops]
+    assert crop_labels.count("L3") == crop_labels.count("normal") == 20
+    crop_colour = np.stack([c.colour for c, _ in crops])
+    cued = compute_grouped_cv_accuracy(crop_colour, crop_labels, [p for _, p in crops], folds=4, regularisation=1.0)
     assert cued.accuracy > 0.75  # chance is 0.5
 
 

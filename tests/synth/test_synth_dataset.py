@@ -140,6 +140,22 @@ def test_crops_are_cut_out_of_their_slides_at_crop_x_crop_y(written):
         assert xs.min() > 0 and ys.min() > 0 and xs.max() < size - 1 and ys.max() < size - 1
 
 
+def test_the_check_measures_the_crops_the_data_set_cuts(written):
+    # allmtl synth --check scores stage 2's crops without writing them: it must choose the same cells.
+    from allmtl_spark.synth.check import chosen_crops, measure_slides
+
+    cfg, root = written
+    measures = measure_slides(cfg, crops=True)
+    chosen = chosen_crops(cfg, plan_items(cfg), measures)
+    slides = [r for r in _manifest(root) if r["kind"] == "slide"]
+    cells = [r for r in _manifest(root) if r["kind"] == "cell"]
+    assert [(slides[c.candidate.slide]["slide_id"], str(c.candidate.x0), str(c.candidate.y0)) for c, _ in chosen] == [
+        (r["source_slide_id"], r["crop_x"], r["crop_y"]) for r in cells
+    ]
+    assert [p for _, p in chosen] == [r["patient_id"] for r in cells]
+    assert [c.candidate.kind for c, _ in chosen] == [r["label"] for r in cells]
+
+
 def test_boxes_list_every_white_cell_of_every_slide(written):
     cfg, root = written
     boxes = _read_csv(root / "boxes.csv", BOX_COLUMNS)
