@@ -188,6 +188,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     from allmtl_spark.scoring.job import run_score
 
     cfg = load_from_args(args)
+    if args.source:
+        from dataclasses import replace
+
+        from allmtl_spark.scoring.job import source_for_path
+
+        cfg = replace(cfg, score=replace(cfg.score, source=source_for_path(args.source, cfg.score.source)))
     spark = spark_from_args(args, cfg)
     lake = tracked_lakehouse(cfg)
     run_id = args.run_id or f"score-{uuid.uuid4().hex[:10]}"
@@ -256,6 +262,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
 # Command-specific options beyond the common ones.
 def _score_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--no-report", action="store_true", help="skip the HTML report (faster)")
+    cmd.add_argument(
+        "--source",
+        metavar="PATH",
+        help="ingest and score this folder of slide images (jpg, png, tif; recursive) or manifest CSV first; "
+        "the other keys of a configured score.source (patient_pattern, labels, site) are kept",
+    )
 
 
 def _synth_arguments(cmd: argparse.ArgumentParser) -> None:

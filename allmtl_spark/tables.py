@@ -69,7 +69,7 @@ _IMAGE_DOCS = {
     "content_sha256": "SHA-256 of the file bytes; the merge key (same bytes = same row)",
     "source_path": "first path (sorted) the bytes were read from",
     "duplicate_paths": "other paths with the same bytes and the same labels",
-    "source_kind": "allidb1 | allidb2 | manifest",
+    "source_kind": "allidb1 | allidb2 | manifest | folder",
     "site": "source/site name from the ingest config or manifest",
     "format": "JPEG | TIFF | PNG | BMP",
     "content": "the original file bytes (decode with OpenCV/Pillow)",
@@ -103,7 +103,8 @@ SLIDES = Table(
     merge_keys=("content_sha256",),
     description="Whole blood-smear images (ALL-IDB1 layout or manifest rows of kind slide).",
     column_docs={
-        "slide_id": "file stem (ImNNN_L) or the manifest's slide_id",
+        "slide_id": "file stem (ImNNN_L), the manifest's slide_id, or a folder image's path inside the folder without "
+        "its extension",
         **_IMAGE_DOCS,
         "blast_centroids": "x, y pixel centroids of the blasts from the .xyc file",
         "has_xyc": "whether a .xyc file came with the image",

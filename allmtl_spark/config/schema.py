@@ -348,9 +348,13 @@ class SynthConfig(SmearParams):
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """One input of the ingest job."""
+    """One input of the ingest job: an ALL-IDB folder, a manifest CSV, or a plain folder of slide images.
 
-    kind: Literal["allidb1", "allidb2", "manifest"]
+    ``folder``: every .jpg/.jpeg/.png/.tif/.tiff under ``path`` (recursively) is a slide whose id is
+    its path inside the folder without the extension (``allmtl_spark/ingest/folder.py``).
+    """
+
+    kind: Literal["allidb1", "allidb2", "manifest", "folder"]
     path: str
     site: str = "local"  # source / site name carried into the tables and the scoring aggregates
     # Micrometres per pixel of every image of this source (`given`); a manifest's pixel_size_um column
@@ -359,10 +363,34 @@ class SourceConfig:
     # Used when the pixel size is not given and the red-cell estimate is not confident; null:
     # ingest.default_pixel_size_um.
     default_pixel_size_um: float | None = None
+    # folder: a regular expression with a named group `patient`, searched in each image's path inside
+    # the folder, e.g. '(?P<patient>ward\d+_patient\d+)_smear'; null: the slides have no patient
+    patient_pattern: str | None = None
+    # folder: a CSV with columns path (inside the folder) and label (normal, L1, L2, L3, 0/healthy, 1/ALL),
+    # optionally patient_id; null: the slides are unlabelled
+    labels: str | None = None
 
     def __post_init__(self) -> None:
         _pixel_size(self.pixel_size_um, "pixel_size_um")
         _pixel_size(self.default_pixel_size_um, "default_pixel_size_um")
+        for key in ("patient_pattern", "labels"):
+            _require(
+                getattr(self, key) is None or self.kind == "folder",
+                key,
+                f"applies to kind: folder only (a manifest has columns for it), not kind: {self.kind}",
+            )
+        if self.patient_pattern is not None:
+            try:
+                groups = re.compile(self.patient_pattern).groupindex
+            except re.error as err:
+                raise ConfigError(
+                    f"patient_pattern {self.patient_pattern!r} is not a regular expression: {err}"
+                ) from None
+            _require(
+                "patient" in groups,
+                "patient_pattern",
+                f"{self.patient_pattern!r} needs a named group (?P<patient>...) that captures the patient id",
+            )
 
 
 @dataclass(frozen=True)

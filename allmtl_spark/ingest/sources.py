@@ -1,4 +1,4 @@
-"""Turn an ingest source (ALL-IDB1 folder, ALL-IDB2 folder, manifest CSV) into a list of items.
+"""Turn an ingest source (ALL-IDB1 folder, ALL-IDB2 folder, manifest CSV, plain folder) into a list of items.
 
 An item is one input image file with what its source says about it: the table it belongs to,
 its id, labels, companion files (.xyc, mask) and, when the source alone already shows it is
@@ -95,7 +95,14 @@ def items_for_source(
     Raises:
         SourceError: the source folder or manifest does not exist or the manifest lacks columns.
     """
-    items = _manifest_items(spark, source, key) if source.kind == "manifest" else _folder_items(spark, source)
+    if source.kind == "manifest":
+        items = _manifest_items(spark, source, key)
+    elif source.kind == "folder":
+        from allmtl_spark.ingest.folder import folder_items
+
+        items = folder_items(spark, source, key)
+    else:
+        items = _folder_items(spark, source)
     for item in items:
         if item.given_pixel_size_um is None:
             item.given_pixel_size_um = source.pixel_size_um

@@ -40,7 +40,7 @@ from pyspark.sql.types import (
 )
 
 from allmtl_spark import tables
-from allmtl_spark.config.schema import AppConfig, IngestConfig, RoiConfig, SegmentConfig
+from allmtl_spark.config.schema import AppConfig, RoiConfig, SegmentConfig, SourceConfig
 from allmtl_spark.errors import ArtifactError
 from allmtl_spark.ids import check_run_id
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
@@ -533,6 +533,17 @@ def run_score(
     return summary
 
 
+def source_for_path(path: str, configured: SourceConfig | None = None) -> SourceConfig:
+    """``score.source`` for ``allmtl score --source PATH``: a ``.csv`` is a manifest, anything else a folder.
+
+    A configured source of the same kind keeps its other keys (site, patient_pattern, labels, pixel sizes).
+    """
+    kind = "manifest" if path.lower().endswith(".csv") else "folder"
+    if configured is not None and configured.kind == kind:
+        return replace(configured, path=path)
+    return SourceConfig(kind=kind, path=path)
+
+
 def _ingest_source(spark: SparkSession, cfg: AppConfig, lake: Lakehouse, run_id: str) -> tuple[str | None, str | None]:
     """Ingest ``score.source`` through the ingest code path; returns its summary and path prefix."""
     if cfg.score.source is None:
@@ -540,13 +551,7 @@ def _ingest_source(spark: SparkSession, cfg: AppConfig, lake: Lakehouse, run_id:
     from allmtl_spark.ingest.job import run_ingest
     from allmtl_spark.ingest.sources import qualify
 
-    ingest_cfg = IngestConfig(
-        sources=(cfg.score.source,),
-        max_file_bytes=cfg.ingest.max_file_bytes,
-        max_pixels=cfg.ingest.max_pixels,
-        min_side_px=cfg.ingest.min_side_px,
-        max_partitions=cfg.ingest.max_partitions,
-    )
+    ingest_cfg = replace(cfg.ingest, sources=(cfg.score.source,))
     summary = run_ingest(spark, ingest_cfg, cfg.privacy, lake, run_id=f"{run_id}-ingest")
     root = qualify(spark, cfg.score.source.path)[0]
     if cfg.score.source.kind == "manifest":
