@@ -209,6 +209,17 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    from allmtl_spark.scoring.results import format_results, select_results
+
+    cfg = load_from_args(args)
+    spark = spark_from_args(args, cfg)
+    result = select_results(spark, lakehouse_from(cfg), run_id=args.run, model_version=args.model, site=args.site)
+    for text in format_results(result, args.format, limit=args.limit, sites_only=args.sites):
+        print(text, flush=True)
+    return 0
+
+
 def cmd_mlflow(args: argparse.Namespace) -> int:
     from allmtl_spark import tracking
 
@@ -253,6 +264,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
         True,
     ),
     "score": (cmd_score, "score every slide the model version has not scored yet; aggregates and report", True),
+    "results": (
+        cmd_results,
+        "list the per-slide scores of a scoring run (default: the newest) or model version, and per-site aggregates",
+        False,
+    ),
     "mlflow": (cmd_mlflow, "list the MLflow runs (and their reports) and the registered models", False),
     "docs": (cmd_docs, "regenerate docs/reference.md (tables and config keys) from the code", False),
     "tables": (cmd_tables, "print the table reference as Markdown", False),
@@ -270,6 +286,19 @@ def _score_arguments(cmd: argparse.ArgumentParser) -> None:
     )
 
 
+def _results_arguments(cmd: argparse.ArgumentParser) -> None:
+    from allmtl_spark.scoring.results import FORMATS
+
+    which = cmd.add_mutually_exclusive_group()
+    which.add_argument("--run", metavar="ID", help="this scoring run (default: the newest)")
+    which.add_argument("--model", metavar="VERSION", help="every slide this model version scored")
+    cmd.add_argument("--site", metavar="S", help="only slides of this site")
+    cmd.add_argument("--format", choices=FORMATS, default="table", help="table (default), csv or json")
+    cmd.add_argument("--limit", type=int, default=50, help="table: slides shown (default 50)")
+    cmd.add_argument("--sites", action="store_true", help="only the per-site aggregates")
+    cmd.add_argument("--master", help="Spark master; overrides spark.master")
+
+
 def _synth_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "--check",
@@ -284,6 +313,7 @@ EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "synth": _synth_arguments,
     "evaluate": _evaluate_arguments,
     "score": _score_arguments,
+    "results": _results_arguments,
 }
 
 

@@ -65,6 +65,7 @@ class Lakehouse:
     mlflow_uri: str
     catalog: str | None = None
     schema: str | None = None
+    cache_root: str | None = None  # lakehouse.cache_path; null: <root>/_cache
 
     @classmethod
     def from_config(cls, cfg: LakehouseConfig) -> Lakehouse:
@@ -72,7 +73,13 @@ class Lakehouse:
         models = resolve_root(cfg.models_path) if cfg.models_path else f"{root}/_models"
         reports = resolve_root(cfg.reports_path) if cfg.reports_path else f"{root}/_reports"
         mlflow_uri = cfg.mlflow_tracking_uri or _file_uri(f"{root}/_mlruns")
-        return cls(root, models, reports, mlflow_uri, cfg.catalog, cfg.schema)
+        cache = resolve_root(cfg.cache_path) if cfg.cache_path else None
+        return cls(root, models, reports, mlflow_uri, cfg.catalog, cfg.schema, cache)
+
+    @property
+    def cache(self) -> str:
+        """Where files derived from model artifacts go (TFLite conversions): never beside the artifact."""
+        return self.cache_root or f"{self.root}/_cache"
 
     @property
     def managed(self) -> bool:

@@ -417,9 +417,9 @@ def publish_models(spark, cfg, lake, records) -> list:
         if kind == "segmenter":  # its own U-Net, whatever segment.mask_source the config has
             unet_cfg = replace(keras_cfg, segment=replace(cfg.segment, mask_source="unet"))
             seg = resolve_segmenter(spark, lake, unet_cfg.segment, cfg.roi, record)
-            plan = ScorePlan.build(no_classifier(), None, seg, unet_cfg)
+            plan = ScorePlan.build(no_classifier(), None, seg, unet_cfg, lake.cache)
         elif kind == "cell_classifier":
-            plan = ScorePlan.build(model_ref(record), None, Segmenter("none", "roi", 1.0), keras_cfg)
+            plan = ScorePlan.build(model_ref(record), None, Segmenter("none", "roi", 1.0), keras_cfg, lake.cache)
         else:
             plan = _slide_plan(spark, lake, keras_cfg, record)
         started = time.perf_counter()
@@ -472,4 +472,4 @@ def _slide_plan(spark, lake, cfg, record):
     pinned = replace(cfg, score=replace(cfg.score, model=record.model_id, task=record.task))
     classifier, cell = resolve_classifiers(spark, lake, pinned)
     seg = resolve_segmenter(spark, lake, cfg.segment, cfg.roi)
-    return ScorePlan.build(classifier, cell, seg, cfg)
+    return ScorePlan.build(classifier, cell, seg, cfg, lake.cache)

@@ -462,6 +462,7 @@ SLIDE_SCORES = Table(
             _f("runtime", StringType()),
             _f("model_file_sha256", StringType()),
             _f("cell_model_file_sha256", StringType()),
+            _f("slide_cell_disagreement", StringType()),
         ]
     ),
     merge_keys=("content_sha256", "model_version"),
@@ -483,6 +484,10 @@ SLIDE_SCORES = Table(
         "(`keras`) or its conversion `model-<sha12>.tflite` beside it (`tflite`)",
         "cell_model_file_sha256": "the same for the cell model (its h5 or its conversion; the two runtimes can "
         "differ when only one model's folder could take a conversion); null without it",
+        "slide_cell_disagreement": "the slide and cell classifiers contradict each other, a reason to look: "
+        "`leukemia_without_blasts` (leukemia called, fewer than score.disagreement_min_blasts blast cells) | "
+        "`normal_with_most_cells_blasts` (normal called, more than score.disagreement_max_blast_pct % of the white "
+        "cells blasts); null when they agree, without a cell model, or for rows scored before this column existed",
     },
 )
 

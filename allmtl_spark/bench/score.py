@@ -187,7 +187,7 @@ def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: s
         progress=None,
     )
     files = sorted(str(p) for p in (data / "ALL_IDB1" / "im").glob("*.jpg"))
-    plan = ScorePlan.build(classifier, cell_model, seg, cfg)
+    plan = ScorePlan.build(classifier, cell_model, seg, cfg, main_lake.cache)
     progress(f"(a) one plain process, {len(files)} slides of {width}x{height} ...")
     plain = run_plain(files, plan)
     # as many as Spark runs tasks at once, but never more processes than this machine's cores
@@ -195,7 +195,10 @@ def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: s
     progress(f"(c) {workers} plain processes side by side ...")
     split = run_plain(files, plan, processes=workers)
 
-    bench_lake = Lakehouse.from_config(LakehouseConfig(path=str(Path(workdir) / "lakehouse")))
+    # the configured lakehouse's cache: the conversions made for (a) serve (b) as well
+    bench_lake = Lakehouse.from_config(
+        LakehouseConfig(path=str(Path(workdir) / "lakehouse"), cache_path=main_lake.cache)
+    )
     for ref in filter(None, [seg.record, *(_record(spark, main_lake, m) for m in (classifier, cell_model) if m)]):
         register_model(spark, bench_lake, ref)
     source = SourceConfig(kind="allidb1", path=str(data / "ALL_IDB1"), site="bench")

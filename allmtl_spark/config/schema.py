@@ -91,6 +91,9 @@ class LakehouseConfig:
     path: str = "lakehouse"
     models_path: str | None = None  # model artifacts; null: <path>/_models
     reports_path: str | None = None  # HTML/PNG reports; null: <path>/_reports
+    # Files derived from model artifacts (TensorFlow Lite conversions), keyed by the artifact's SHA-256;
+    # null: <path>/_cache. Never beside a model, which may belong to another lakehouse.
+    cache_path: str | None = None
     mlflow_tracking_uri: str | None = None  # null: file store <path>/_mlruns; "databricks" on Databricks
     catalog: str | None = None  # with schema: managed tables <catalog>.<schema>.<table>; null: path-based
     schema: str | None = None
@@ -772,6 +775,10 @@ class ScoreConfig:
     cell_model: str | None = "latest"  # stage-2 single-cell model for the blast count; null skips it
     source: SourceConfig | None = None  # new images to ingest first; null: score the `slides` table
     blast_threshold: float = 0.5  # a cell counts as a blast when P(blast) >= this
+    # The slide and cell classifiers disagree (slide_scores.slide_cell_disagreement) when a slide called
+    # leukemia has fewer blast cells than this, or one called normal has more than this % of blast cells.
+    disagreement_min_blasts: int = 1
+    disagreement_max_blast_pct: float = 50.0
     slides_per_partition: int = 2
     tf_threads: int = 1
     # classifiers in the workers: their TensorFlow Lite conversion (cached beside the artifact,
@@ -786,6 +793,8 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         _require(0 < self.blast_threshold < 1, "blast_threshold", "must be in (0, 1)")
+        _require(self.disagreement_min_blasts >= 0, "disagreement_min_blasts", "must be >= 0 (0: never)")
+        _require(0 <= self.disagreement_max_blast_pct <= 100, "disagreement_max_blast_pct", "must be in 0..100")
         _require(self.slides_per_partition >= 1, "slides_per_partition", "must be >= 1")
         _require(self.classifier_batch >= 1, "classifier_batch", "must be >= 1")
         _require(self.tf_threads >= 0, "tf_threads", "must be >= 0 (0: every core this process may use)")

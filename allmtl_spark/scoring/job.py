@@ -77,6 +77,7 @@ SCORE_ROWS = StructType(
             ("max_rss_bytes", LongType()),
             ("slides_done", IntegerType()),
             ("seconds", DoubleType()),
+            ("slide_cell_disagreement", StringType()),
         )
     ]
 )
@@ -107,16 +108,19 @@ class ModelRef:
         """What scoring runs the model in (``serving``'s file type)."""
         return "tflite" if self.serving()[0].endswith(".tflite") else "keras"
 
-    def for_runtime(self, runtime: Literal["tflite", "keras"]) -> ModelRef:
+    def for_runtime(self, runtime: Literal["tflite", "keras"], cache_dir: str) -> ModelRef:
         """This reference with ``serving`` set for ``score.runtime`` (converting to TFLite once per version).
 
         Keras when asked for, or when the conversion cannot be cached (``tflite_artifact`` warns).
+
+        Args:
+            cache_dir: where conversions are cached (``Lakehouse.cache`` of the lakehouse being written).
         """
         converted = None
         if runtime == "tflite":
             from allmtl_spark.scoring.tflite import tflite_artifact
 
-            converted = tflite_artifact(self.model_file, self.sha256)
+            converted = tflite_artifact(self.model_file, self.sha256, cache_dir)
         serving_file, serving_sha256 = converted or (None, None)
         return replace(self, serving_file=serving_file, serving_sha256=serving_sha256)
 
@@ -136,19 +140,21 @@ class ScorePlan:
     blast_threshold: float
     tf_threads: int
     classifier_batch: int
+    disagreement: tuple[int, float] = (1, 50.0)  # score.disagreement_min_blasts, score.disagreement_max_blast_pct
 
     @classmethod
-    def build(cls, classifier: ModelRef, cell_model: ModelRef | None, seg, cfg: AppConfig) -> ScorePlan:
+    def build(cls, classifier: ModelRef, cell_model: ModelRef | None, seg, cfg: AppConfig, cache_dir: str) -> ScorePlan:
         """The plan for these classifiers and the resolved segmenter ``seg`` (``resolve_segmenter``).
 
         With ``score.runtime: tflite`` this converts a classifier version met for the first time
-        (``scoring.tflite``: once, cached beside the artifact), on the driver before any task starts.
+        (``scoring.tflite``: once, cached in ``cache_dir``, the lakehouse's ``Lakehouse.cache``), on
+        the driver before any task starts.
         """
         record = seg.record
         runtime = cfg.score.runtime
         return cls(
-            classifier.for_runtime(runtime),
-            cell_model.for_runtime(runtime) if cell_model else None,
+            classifier.for_runtime(runtime, cache_dir),
+            cell_model.for_runtime(runtime, cache_dir) if cell_model else None,
             seg.version,
             record.model_file if record else None,
             record.artifact_sha256 if record else None,
@@ -158,6 +164,7 @@ class ScorePlan:
             cfg.score.blast_threshold,
             cfg.score.tf_threads,
             cfg.score.classifier_batch,
+            (cfg.score.disagreement_min_blasts, cfg.score.disagreement_max_blast_pct),
         )
 
     @property
@@ -223,6 +230,7 @@ class ScoreSummary:
     pending: int = 0
     scored: int = 0
     rejects: dict[str, int] = field(default_factory=dict)
+    disagreements: dict[str, int] = field(default_factory=dict)  # slide_cell_disagreement -> slides this run
     loads_per_worker: dict[int, int] = field(default_factory=dict)
     peak_rss_bytes: int = 0
     counts: dict[str, int] = field(default_factory=dict)
@@ -250,6 +258,11 @@ class ScoreSummary:
             lines.append(f"  rejected: {reason:<20} {n}")
         if self.counts:
             lines.append("  predicted stage, this run: " + ", ".join(f"{k} {v}" for k, v in self.counts.items()))
+        if self.disagreements:
+            lines.append(
+                "  slide and cell classifiers disagree (slide_cell_disagreement; look at these slides): "
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.disagreements.items()))
+            )
         lines += [f"  {m}" for m in self.metrics]
         if self.loads_per_worker:
             loads = ", ".join(f"pid {pid}: {n}" for pid, n in sorted(self.loads_per_worker.items()))
@@ -306,16 +319,22 @@ def score_one(slide, plan: ScorePlan, models: Callable[[], tuple]) -> dict:
         )
     except ValueError as err:
         return _row("reject", **base, reason="no_white_cells", detail=f"{err}; nothing to classify")
+    from allmtl_spark.scoring.pipeline import slide_cell_disagreement
+
+    leukemia = bool(result.p_leukemia >= 0.5)
     return _row(
         "score",
         **base,
         probabilities=[float(p) for p in result.probabilities],
         predicted_class=result.predicted_class,
         p_leukemia=result.p_leukemia,
-        predicted_leukemia=bool(result.p_leukemia >= 0.5),
+        predicted_leukemia=leukemia,
         white_cell_count=result.white_cell_count,
         blast_cell_count=result.blast_cell_count,
         blast_cell_pct=result.blast_cell_pct,
+        slide_cell_disagreement=slide_cell_disagreement(
+            leukemia, result.white_cell_count, result.blast_cell_count, *plan.disagreement
+        ),
     )
 
 
@@ -511,7 +530,7 @@ def run_score(
     if not keys:
         summary.seconds = time.perf_counter() - started
         return summary
-    plan = ScorePlan.build(classifier, cell_model, seg, cfg)
+    plan = ScorePlan.build(classifier, cell_model, seg, cfg, lake.cache)
     rows = input_slides(spark, lake, keys, cfg.score.slides_per_partition, cfg.segment.max_decoded_pixels)
     rows = rows.mapInPandas(make_score_fn(plan), SCORE_ROWS).persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -586,13 +605,18 @@ def _write(spark: SparkSession, lake: Lakehouse, rows: DataFrame, plan: ScorePla
 
 
 def _summarise(rows: DataFrame, summary: ScoreSummary) -> None:
-    small = rows.select("row_kind", "predicted_class", "reason", "pid", "model_loads", "max_rss_bytes").collect()
+    small = rows.select(
+        "row_kind", "predicted_class", "reason", "pid", "model_loads", "max_rss_bytes", "slide_cell_disagreement"
+    ).collect()
     loads: dict[int, int] = defaultdict(int)
     counts: dict[str, int] = defaultdict(int)
     for row in small:
         if row["row_kind"] == "score":
             summary.scored += 1
             counts[row["predicted_class"]] += 1
+            if row["slide_cell_disagreement"]:
+                reason = row["slide_cell_disagreement"]
+                summary.disagreements[reason] = summary.disagreements.get(reason, 0) + 1
         elif row["row_kind"] == "reject":
             summary.rejects[row["reason"]] = summary.rejects.get(row["reason"], 0) + 1
         else:

@@ -43,6 +43,40 @@ class SlideScore:
         return 100.0 * self.blast_cell_count / self.white_cell_count
 
 
+LEUKEMIA_WITHOUT_BLASTS = "leukemia_without_blasts"
+NORMAL_WITH_BLASTS = "normal_with_most_cells_blasts"
+
+
+def slide_cell_disagreement(
+    predicted_leukemia: bool,
+    white_cell_count: int,
+    blast_cell_count: int | None,
+    min_blasts: int = 1,
+    max_blast_pct: float = 50.0,
+) -> str | None:
+    """Whether the slide classifier and the cell classifier contradict each other, as a reason code.
+
+    Args:
+        predicted_leukemia: the slide classifier's call (P(leukemia) >= 0.5).
+        white_cell_count: white cells found on the slide.
+        blast_cell_count: of those, cells the cell classifier calls blasts; None without a cell model.
+        min_blasts: a leukemia call with fewer blast cells than this disagrees (``score.disagreement_min_blasts``).
+        max_blast_pct: a normal call with more than this percentage of blast cells disagrees
+            (``score.disagreement_max_blast_pct``).
+
+    Returns:
+        ``leukemia_without_blasts``, ``normal_with_most_cells_blasts``, or None when they agree or
+        there is no cell model.
+    """
+    if blast_cell_count is None or white_cell_count <= 0:
+        return None
+    if predicted_leukemia and blast_cell_count < min_blasts:
+        return LEUKEMIA_WITHOUT_BLASTS
+    if not predicted_leukemia and 100.0 * blast_cell_count / white_cell_count > max_blast_pct:
+        return NORMAL_WITH_BLASTS
+    return None
+
+
 def cells_largest_first(segmentation: SlideSegmentation) -> list[np.ndarray]:
     """The slide's isolated cell crops ordered by area, largest first (as training's montages)."""
     return [c.crop for c in sorted(segmentation.cells, key=lambda c: -c.area)]

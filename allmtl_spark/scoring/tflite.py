@@ -5,7 +5,9 @@ most of a worker's start-up. Measured on the demo's InceptionV3 (96 px, one thre
 ``load_model`` of the h5 2.4 s plus 0.8 s tracing the first call, a batch-of-1 call 0.046 s; the
 TFLite interpreter 0.001 s to load, 0.1 s for the first call, 0.013 s a call after that.
 
-The conversion runs on the driver once per model version and is cached beside the Keras artifact:
+The conversion runs on the driver once per model version and is cached in the lakehouse being
+written, never beside the Keras artifact (which may belong to another lakehouse, or be read-only):
+``<lakehouse.cache_path or <lakehouse>/_cache>/tflite/<SHA-256 of the Keras artifact>/`` holds
 ``model-<sha12>.tflite`` (named by its own hash, so two runs converting at once can only ever
 write the same bytes under one name) and ``tflite.json`` recording which file, its SHA-256, the
 SHA-256 of the Keras artifact it came from and the TensorFlow and converter versions. A cached
@@ -35,17 +37,27 @@ PARITY_TOLERANCE = 1e-3  # max |p_keras - p_tflite|; float32 reorderings differ 
 PROBE_IMAGES = 4
 
 
-def tflite_artifact(model_file: str, sha256: str) -> tuple[str, str] | None:
+def conversion_folder(cache_dir: str, sha256: str) -> str:
+    """The cache folder of the conversion of the Keras artifact with SHA-256 ``sha256``."""
+    return os.path.join(cache_dir, "tflite", sha256)
+
+
+def tflite_artifact(model_file: str, sha256: str, cache_dir: str) -> tuple[str, str] | None:
     """The TFLite conversion of the Keras classifier ``model_file``: (path, SHA-256), converted if needed.
 
-    Returns None when the conversion cannot be cached beside the artifact (a read-only models
-    folder): scoring then runs the Keras artifact, with a warning.
+    Args:
+        model_file, sha256: the Keras artifact and its SHA-256 from ``models``.
+        cache_dir: the lakehouse's cache (``Lakehouse.cache``); the conversion lives in
+            ``conversion_folder(cache_dir, sha256)``, nothing is written beside ``model_file``.
+
+    Returns None when the conversion cannot be cached (a read-only cache folder): scoring then runs
+    the Keras artifact, with a warning.
 
     Raises:
         ArtifactError: on a cache miss, the Keras artifact fails its hash check, or the conversion
             disagrees with it.
     """
-    folder = os.path.dirname(os.path.abspath(model_file))
+    folder = conversion_folder(cache_dir, sha256)
     cached = cached_conversion(folder, sha256)
     if cached:
         return cached
@@ -62,12 +74,13 @@ def tflite_artifact(model_file: str, sha256: str) -> tuple[str, str] | None:
         "max_probe_difference": max_difference,
     }
     try:
+        os.makedirs(folder, exist_ok=True)
         _write_atomically(os.path.join(folder, name), blob)
         _write_atomically(os.path.join(folder, CONVERSION_SPEC), json.dumps(spec, indent=2).encode())
     except OSError as err:
         log.warning(
             "cannot cache the TensorFlow Lite conversion in %s (%s); scoring with the Keras artifact. "
-            "Give the job write access there, or set score.runtime: keras to skip converting.",
+            "Give the job write access there (lakehouse.cache_path), or set score.runtime: keras to skip converting.",
             folder,
             err,
         )

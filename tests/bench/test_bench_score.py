@@ -56,7 +56,9 @@ def test_a_failing_plain_process_raises_instead_of_the_bench_waiting_forever(spa
     cfg, lake, _ = scoring_lake
     cfg = _keras(cfg)
     classifier, cell_model = resolve_classifiers(spark, lake, cfg)
-    plan = ScorePlan.build(classifier, cell_model, resolve_segmenter(spark, lake, cfg.segment, cfg.roi), cfg)
+    plan = ScorePlan.build(
+        classifier, cell_model, resolve_segmenter(spark, lake, cfg.segment, cfg.roi), cfg, lake.cache
+    )
 
     with pytest.raises(RuntimeError, match=r"plain scoring process 0 failed \(exit code 1\)"):
         run_plain([str(tmp_path / "no-such-slide.jpg")], plan, processes=2)

@@ -12,7 +12,8 @@ from allmtl_spark import tables
 from allmtl_spark.errors import ArtifactError
 from allmtl_spark.lakehouse import read_table, table_version
 from allmtl_spark.scoring.job import run_score
-from allmtl_spark.scoring.tflite import cached_conversion
+from allmtl_spark.scoring.pipeline import slide_cell_disagreement
+from allmtl_spark.scoring.tflite import cached_conversion, conversion_folder
 from tests.scoring.conftest import SLIDES, copy_model
 
 pytestmark = pytest.mark.spark
@@ -30,7 +31,10 @@ def _rows_per_slide(spark, lake, model_id: str) -> list[int]:
 def test_every_slide_scored_once_models_loaded_once_per_worker_rerun_writes_nothing(spark, scoring_lake):
     cfg, lake, models = scoring_lake
     model_id = models["stage3"].model_id
-    first = run_score(spark, _with_model(cfg, model_id), lake, report=True)
+    # thresholds that flag every leukemia call and every normal call with a blast: the column is filled as the
+    # pure rule says, whatever the untrained models answer
+    strict = {"disagreement_min_blasts": 10**6, "disagreement_max_blast_pct": 0.0}
+    first = run_score(spark, _with_model(cfg, model_id, **strict), lake, report=True)
 
     assert first.scored == SLIDES and first.pending == SLIDES
     assert _rows_per_slide(spark, lake, model_id) == [1] * SLIDES
@@ -38,6 +42,14 @@ def test_every_slide_scored_once_models_loaded_once_per_worker_rerun_writes_noth
     assert len(row["probabilities"]) == 4 and abs(sum(row["probabilities"]) - 1) < 1e-5
     assert row["predicted_class"] in ("normal", "L1", "L2", "L3") and row["white_cell_count"] >= 1
     assert row["cell_model_version"] == models["stage2"].model_id and row["blast_cell_count"] is not None
+    scored = read_table(spark, lake, tables.SLIDE_SCORES).where(f"model_version = '{model_id}'").collect()
+    expected = [
+        slide_cell_disagreement(r["predicted_leukemia"], r["white_cell_count"], r["blast_cell_count"], 10**6, 0.0)
+        for r in scored
+    ]
+    assert [r["slide_cell_disagreement"] for r in scored] == expected
+    assert sum(first.disagreements.values()) == sum(e is not None for e in expected)
+    assert any(r["predicted_leukemia"] for r in scored) <= ("leukemia_without_blasts" in expected)
     # 6 one-slide tasks over 2 workers: each worker loaded the slide and the cell model exactly once
     assert sorted(first.loads_per_worker.values()) == [2] * len(first.loads_per_worker)
     assert sum(1 for _ in first.loads_per_worker) <= 2
@@ -121,7 +133,9 @@ def test_keras_and_tflite_runtimes_give_the_same_scores(spark, scoring_lake):
         # the tflite run converted this version, the keras run converted nothing; either way each
         # worker has loaded the two files the plan names (counted by path and hash: a worker that
         # loaded the other runtime's files would count 0 or 1 here)
-        assert (cached_conversion(record.artifact_path, record.artifact_sha256) is not None) == (runtime == "tflite")
+        assert (
+            cached_conversion(conversion_folder(lake.cache, record.artifact_sha256), record.artifact_sha256) is not None
+        ) == (runtime == "tflite")
         assert set(summary.loads_per_worker.values()) == {2}
         rows = read_table(spark, lake, tables.SLIDE_SCORES).where(f"model_version = '{record.model_id}'").collect()
         by_runtime[runtime] = {r["content_sha256"]: r for r in rows}
@@ -129,8 +143,8 @@ def test_keras_and_tflite_runtimes_give_the_same_scores(spark, scoring_lake):
         cell = models["stage2"]
         ran = {
             "tflite": (
-                cached_conversion(record.artifact_path, record.artifact_sha256),
-                cached_conversion(cell.artifact_path, cell.artifact_sha256),
+                cached_conversion(conversion_folder(lake.cache, record.artifact_sha256), record.artifact_sha256),
+                cached_conversion(conversion_folder(lake.cache, cell.artifact_sha256), cell.artifact_sha256),
             ),
             "keras": ((None, record.artifact_sha256), (None, cell.artifact_sha256)),
         }[runtime]

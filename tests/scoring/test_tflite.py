@@ -17,7 +17,10 @@ pytestmark = pytest.mark.unit
 
 
 def _save_small_classifier(folder, outputs: int) -> tuple[str, str]:
-    """A small real Keras CNN (softmax over ``outputs`` classes, or one sigmoid) saved as model.h5."""
+    """A small real Keras CNN (softmax over ``outputs`` classes, or one sigmoid) saved as ``folder/model/model.h5``.
+
+    Its conversions go to ``folder/cache`` (``_cache``), as a lakehouse's go to ``Lakehouse.cache``.
+    """
     import tensorflow as tf
 
     from allmtl_spark.registry import save_artifact
@@ -33,20 +36,29 @@ def _save_small_classifier(folder, outputs: int) -> tuple[str, str]:
             tf.keras.layers.Dense(outputs, activation="softmax" if outputs > 1 else "sigmoid"),
         ]
     )
-    sha = save_artifact(model, str(folder), {})
-    return os.path.join(str(folder), "model.h5"), sha
+    sha = save_artifact(model, os.path.join(str(folder), "model"), {})
+    return os.path.join(str(folder), "model", "model.h5"), sha
+
+
+def _cache(model_file: str) -> str:
+    return os.path.join(os.path.dirname(os.path.dirname(model_file)), "cache")
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tflite4")
     model_file, sha = _save_small_classifier(folder, 4)
-    return model_file, sha, tflite.tflite_artifact(model_file, sha)
+    return model_file, sha, tflite.tflite_artifact(model_file, sha, _cache(model_file))
 
 
-def test_conversion_is_cached_beside_the_artifact_named_by_its_hash(converted):
+def test_conversion_is_cached_under_the_artifact_hash_never_beside_the_artifact(converted):
     model_file, sha, (path, tflite_sha) = converted
-    folder = os.path.dirname(model_file)
+    folder = tflite.conversion_folder(_cache(model_file), sha)
+    assert os.path.dirname(path) == folder == os.path.join(_cache(model_file), "tflite", sha)
+    assert sorted(os.listdir(os.path.dirname(model_file))) == [
+        "model.h5",
+        "model.json",
+    ]  # the model's folder: untouched
     spec = json.loads(Path(folder, tflite.CONVERSION_SPEC).read_text())
     assert spec["source_sha256"] == sha and spec["sha256"] == tflite_sha
     assert os.path.basename(path) == f"model-{tflite_sha[:12]}.tflite" == spec["file"]
@@ -61,7 +73,7 @@ def test_second_call_reuses_the_cached_file_without_converting(converted, monkey
         raise AssertionError("converted again although a valid conversion is cached")
 
     monkeypatch.setattr(tflite, "convert_checked", refuse)
-    assert tflite.tflite_artifact(model_file, sha) == first
+    assert tflite.tflite_artifact(model_file, sha, _cache(model_file)) == first
 
 
 @pytest.mark.parametrize("n", [0, 1, 5, 8, 11])
@@ -80,7 +92,7 @@ def test_sigmoid_model_gives_p_normal_then_p_positive(tmp_path):
     import tensorflow as tf
 
     model_file, sha = _save_small_classifier(tmp_path, 1)
-    path, tflite_sha = tflite.tflite_artifact(model_file, sha)
+    path, tflite_sha = tflite.tflite_artifact(model_file, sha, _cache(model_file))
     images = np.random.default_rng(0).integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
     lite = make_classifier_fn(path, tflite_sha)(images)
     sigmoid = tf.keras.models.load_model(model_file, compile=False)(images.astype(np.float32)).numpy()[:, 0]
@@ -91,10 +103,13 @@ def test_sigmoid_model_gives_p_normal_then_p_positive(tmp_path):
 
 def test_a_retrained_artifact_is_converted_again(tmp_path):
     model_file, sha = _save_small_classifier(tmp_path, 4)
-    _, first_sha = tflite.tflite_artifact(model_file, sha)
+    _, first_sha = tflite.tflite_artifact(model_file, sha, _cache(model_file))
     model_file, retrained = _save_small_classifier(tmp_path, 3)  # new weights under the same name
-    assert retrained != sha and tflite.cached_conversion(str(tmp_path), retrained) is None
-    path, tflite_sha = tflite.tflite_artifact(model_file, retrained)
+    assert (
+        retrained != sha
+        and tflite.cached_conversion(tflite.conversion_folder(_cache(model_file), retrained), retrained) is None
+    )
+    path, tflite_sha = tflite.tflite_artifact(model_file, retrained, _cache(model_file))
     assert tflite_sha != first_sha
     assert make_classifier_fn(path, tflite_sha)(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 3)
 
@@ -111,7 +126,7 @@ def test_a_conversion_by_another_tensorflow_is_stale(converted, tmp_path):
     assert tflite.cached_conversion(str(folder), sha) is None
 
 
-def test_unwritable_models_folder_falls_back_to_keras(tmp_path, monkeypatch, caplog):
+def test_unwritable_cache_falls_back_to_keras(tmp_path, monkeypatch, caplog):
     model_file, sha = _save_small_classifier(tmp_path, 4)
 
     def refuse(src, dst):
@@ -119,23 +134,24 @@ def test_unwritable_models_folder_falls_back_to_keras(tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(tflite.os, "replace", refuse)  # what a read-only volume does to the rename
     with caplog.at_level("WARNING"):
-        assert tflite.tflite_artifact(model_file, sha) is None
+        assert tflite.tflite_artifact(model_file, sha, _cache(model_file)) is None
     assert "scoring with the Keras artifact" in caplog.text
-    assert sorted(os.listdir(tmp_path)) == ["model.h5", "model.json"]  # no temporary file left behind
+    assert sorted(os.listdir(os.path.dirname(model_file))) == ["model.h5", "model.json"]
+    assert os.listdir(tflite.conversion_folder(_cache(model_file), sha)) == []  # no temporary file left behind
 
 
 def test_a_tampered_conversion_is_converted_again(tmp_path):
     model_file, sha = _save_small_classifier(tmp_path, 4)
-    path, tflite_sha = tflite.tflite_artifact(model_file, sha)
+    path, tflite_sha = tflite.tflite_artifact(model_file, sha, _cache(model_file))
     with open(path, "r+b") as handle:  # bit rot in the cached conversion
         handle.seek(100)
         byte = handle.read(1)[0]
         handle.seek(100)
         handle.write(bytes([byte ^ 0xFF]))
-    assert tflite.cached_conversion(str(tmp_path), sha) is None
-    again, again_sha = tflite.tflite_artifact(model_file, sha)
+    assert tflite.cached_conversion(tflite.conversion_folder(_cache(model_file), sha), sha) is None
+    again, again_sha = tflite.tflite_artifact(model_file, sha, _cache(model_file))
     assert again_sha == tflite.file_sha256(again)
-    assert tflite.cached_conversion(str(tmp_path), sha) == (again, again_sha)
+    assert tflite.cached_conversion(tflite.conversion_folder(_cache(model_file), sha), sha) == (again, again_sha)
 
 
 def test_worker_refuses_a_conversion_whose_hash_changed(converted, tmp_path):
@@ -150,8 +166,8 @@ def test_disagreeing_conversion_is_refused_with_the_keras_fallback(tmp_path, mon
     model_file, sha = _save_small_classifier(tmp_path, 4)
     monkeypatch.setattr(tflite, "PARITY_TOLERANCE", -1.0)  # no difference, however small, passes
     with pytest.raises(ArtifactError, match="score.runtime=keras"):
-        tflite.tflite_artifact(model_file, sha)
-    assert tflite.cached_conversion(str(tmp_path), sha) is None
+        tflite.tflite_artifact(model_file, sha, _cache(model_file))
+    assert tflite.cached_conversion(tflite.conversion_folder(_cache(model_file), sha), sha) is None
 
 
 def test_corrupted_keras_artifact_is_refused_before_converting(tmp_path):
@@ -159,4 +175,4 @@ def test_corrupted_keras_artifact_is_refused_before_converting(tmp_path):
     with open(model_file, "ab") as handle:
         handle.write(b"junk")
     with pytest.raises(ArtifactError, match="SHA-256"):
-        tflite.tflite_artifact(model_file, sha)
+        tflite.tflite_artifact(model_file, sha, _cache(model_file))
