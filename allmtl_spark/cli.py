@@ -40,7 +40,7 @@ def spark_from_args(args: argparse.Namespace, cfg: AppConfig):
     from allmtl_spark.runtime import check_runtime
     from allmtl_spark.session import get_spark
 
-    spark = get_spark(cfg.spark, master=getattr(args, "master", None))
+    spark = get_spark(cfg.spark, master=getattr(args, "master", None), warehouse_dir=lakehouse_from(cfg).warehouse)
     check_runtime(getattr(args, "command", ""), cfg.runtime.check, spark.version)
     return spark
 

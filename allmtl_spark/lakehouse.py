@@ -82,6 +82,11 @@ class Lakehouse:
         return self.cache_root or f"{self.root}/_cache"
 
     @property
+    def warehouse(self) -> str:
+        """Spark's ``spark.sql.warehouse.dir`` for sessions the jobs start: in the cache, never the current folder."""
+        return f"{self.cache}/spark-warehouse"
+
+    @property
     def managed(self) -> bool:
         """True when tables are addressed by name in a catalog, False for path-based tables."""
         return self.catalog is not None and self.schema is not None

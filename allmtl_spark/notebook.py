@@ -138,7 +138,7 @@ def session(cfg: AppConfig):
     """The Spark session: Databricks' own (the active one), or a local one built from ``cfg.spark``."""
     from allmtl_spark.session import get_spark
 
-    return get_spark(cfg.spark)
+    return get_spark(cfg.spark, warehouse_dir=lakehouse(cfg).warehouse)
 
 
 def lakehouse(cfg: AppConfig):

@@ -69,12 +69,15 @@ def arrow_records_per_batch(cfg: SparkConfig, row_bytes: int = LARGEST_ROW_BYTES
     return max(1, min(cfg.arrow_max_records_per_batch, by_bytes))
 
 
-def get_spark(cfg: SparkConfig, master: str | None = None) -> SparkSession:
+def get_spark(cfg: SparkConfig, master: str | None = None, warehouse_dir: str | None = None) -> SparkSession:
     """Return the active Spark session or build one with Delta configured.
 
     Args:
         cfg: the ``spark`` config section.
         master: overrides both spark-submit's and the config's master (the CLI ``--master``).
+        warehouse_dir: ``spark.sql.warehouse.dir`` of a new session unless ``cfg.extra_conf`` sets it
+            (the jobs pass a folder in the lakehouse's cache: Spark otherwise makes ``./spark-warehouse``
+            in whatever folder the command runs from).
 
     Returns:
         A SparkSession whose catalog is Delta's and whose Arrow batches are bounded.
@@ -92,7 +95,7 @@ def get_spark(cfg: SparkConfig, master: str | None = None) -> SparkSession:
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         if chosen_master:
             builder = builder.master(chosen_master)
-        for key, value in _static_conf(cfg).items():
+        for key, value in _static_conf(cfg, warehouse_dir).items():
             builder = builder.config(key, value)
         active = builder.getOrCreate()
         active.sparkContext.setLogLevel("ERROR")
@@ -101,7 +104,7 @@ def get_spark(cfg: SparkConfig, master: str | None = None) -> SparkSession:
     return active
 
 
-def _static_conf(cfg: SparkConfig) -> dict[str, str]:
+def _static_conf(cfg: SparkConfig, warehouse_dir: str | None = None) -> dict[str, str]:
     conf = {
         "spark.sql.extensions": DELTA_EXTENSION,
         "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
@@ -119,6 +122,8 @@ def _static_conf(cfg: SparkConfig) -> dict[str, str]:
         jars = delta_jar_paths(cfg)
         if jars:
             conf["spark.jars"] = ",".join(jars)
+    if warehouse_dir:
+        conf["spark.sql.warehouse.dir"] = warehouse_dir
     conf.update(cfg.extra_conf)
     return conf
 

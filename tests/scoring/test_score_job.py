@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -123,19 +124,23 @@ def test_undecodable_slide_becomes_a_reject_and_the_rest_are_scored(spark, scori
     assert again.pending == 0  # the reject is not retried for the same version
 
 
-def test_keras_and_tflite_runtimes_give_the_same_scores(spark, scoring_lake):
-    cfg, lake, models = scoring_lake
+def test_keras_and_tflite_runtimes_give_the_same_scores(spark, scoring_lake, tmp_path):
+    cfg, shared_lake, models = scoring_lake
     by_runtime = {}
     for runtime in ("tflite", "keras"):
+        # a configured cache per runtime (lakehouse.cache_path): conversions are keyed by the artifact's hash,
+        # so the copies of one artifact share one in the lakehouse's own cache
+        lake = replace(shared_lake, cache_root=str(tmp_path / runtime))
         record = copy_model(spark, lake, models["stage3"], f"tiny-{runtime}-stage3-fab4", keep_conversions=False)
         summary = run_score(spark, _with_model(cfg, record.model_id, runtime=runtime), lake, report=False)
         assert summary.scored == SLIDES
-        # the tflite run converted this version, the keras run converted nothing; either way each
-        # worker has loaded the two files the plan names (counted by path and hash: a worker that
+        # the tflite run converted this version into the cache, the keras run converted nothing; either way
+        # each worker has loaded the two files the plan names (counted by path and hash: a worker that
         # loaded the other runtime's files would count 0 or 1 here)
         assert (
             cached_conversion(conversion_folder(lake.cache, record.artifact_sha256), record.artifact_sha256) is not None
         ) == (runtime == "tflite")
+        assert sorted(os.listdir(record.artifact_path)) == ["model.h5", "model.json"]  # nothing beside the artifact
         assert set(summary.loads_per_worker.values()) == {2}
         rows = read_table(spark, lake, tables.SLIDE_SCORES).where(f"model_version = '{record.model_id}'").collect()
         by_runtime[runtime] = {r["content_sha256"]: r for r in rows}
