@@ -13,6 +13,8 @@
 # readable by the cron user only; it is the place for ALLMTL_PATIENT_KEY), e.g.
 #   ALLMTL_CONFIG=conf/demo.yaml
 #   ALLMTL_LAKEHOUSE=/srv/allmtl/lakehouse
+#   ALLMTL_SCORE_MODEL=demo-mtl-stage3-fab4-mtl-inceptionv3   (required: the pinned model version, a
+#     model_id of `models` or models:/<name>@<alias>; never `latest`, which drifts to every new model)
 #   SPARK_MASTER=local[4]
 #   ALLMTL_PATIENT_KEY=...
 # ALLMTL_DRY_RUN=1 prints the command instead of running it.
@@ -39,13 +41,22 @@ if ! flock --nonblock 9; then
   exit 75
 fi
 
+case "${ALLMTL_SCORE_MODEL:-}" in
+  ""|latest)
+    echo "allmtl score_archive: set ALLMTL_SCORE_MODEL (in $ENV_FILE) to the model version the nightly job" \
+         "scores with (a model_id, or models:/<name>@<alias>); 'latest' would change models unannounced" >&2
+    exit 2
+    ;;
+esac
+
 cd "$REPO"   # relative paths of the config (lakehouse, data) are relative to the repo
+model_args=(--set "score.model=$ALLMTL_SCORE_MODEL")
 case "$MASTER" in
   spark://*)
-    cmd=("$REPO/deploy/spark-submit/standalone.sh" score_archive "$@")
+    cmd=("$REPO/deploy/spark-submit/standalone.sh" score_archive "${model_args[@]}" "$@")
     ;;
   yarn)
-    cmd=("$REPO/deploy/spark-submit/yarn.sh" score_archive "$@")
+    cmd=("$REPO/deploy/spark-submit/yarn.sh" score_archive "${model_args[@]}" "$@")
     ;;
   local*)
     # shellcheck source=deploy/spark-submit/common.sh
@@ -66,6 +77,7 @@ case "$MASTER" in
          --config "$config"
          --set spark.master=null
          "${lakehouse_args[@]}"
+         "${model_args[@]}"
          "$@")
     ;;
   *)

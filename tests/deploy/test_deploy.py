@@ -473,6 +473,8 @@ def test_spark_application_runs_an_image_job_with_valid_arguments(name, spec):
         f"local://{IMAGE_ROOT}jars/delta-storage-{version}.jar",
     ], name
     assert spec["image"].split("/")[-1].split(":")[0] == "allmtl-spark-cpu", f"{name}: the CPU image"
+    if job_file.name == "score_archive.py":  # a nightly job pins its model version
+        assert cfg.score.model not in ("latest", ""), f"{name}: score.model must pin a model version"
 
 
 def test_scheduled_application_runs_the_same_spec_nightly_without_overlap():
@@ -850,7 +852,9 @@ def test_cron_wrapper_skips_while_a_previous_run_holds_the_lock(tmp_path):
 
 def test_cron_wrapper_submits_the_scoring_job_locally_with_delta(tmp_path, fake_jars):
     env_file = tmp_path / "score.env"
-    env_file.write_text(f"ALLMTL_LAKEHOUSE={tmp_path}/lakehouse\nSPARK_MASTER=local[4]\n")
+    env_file.write_text(
+        f"ALLMTL_LAKEHOUSE={tmp_path}/lakehouse\nSPARK_MASTER=local[4]\nALLMTL_SCORE_MODEL=nightly-7-stage3-fab4-mtl\n"
+    )
     result = run_script(
         DEPLOY / "cron" / "score_archive.sh",
         "--set",
@@ -871,6 +875,25 @@ def test_cron_wrapper_submits_the_scoring_job_locally_with_delta(tmp_path, fake_
     namespace = parse_cli(entry_command(job_file), arguments, "score_archive.sh")
     cfg = load_invocation(namespace, Path(namespace.config), "score_archive.sh")
     assert cfg.lakehouse.path == f"{tmp_path}/lakehouse" and cfg.spark.shuffle_partitions == 2
+    assert cfg.score.model == "nightly-7-stage3-fab4-mtl"
+
+
+@pytest.mark.parametrize("model", [None, "latest"])
+def test_cron_wrapper_refuses_to_score_without_a_pinned_model(tmp_path, model):
+    env_file = tmp_path / "score.env"
+    env_file.write_text("" if model is None else f"ALLMTL_SCORE_MODEL={model}\n")
+    result = run_script(
+        DEPLOY / "cron" / "score_archive.sh",
+        timeout=30,
+        env={
+            "ALLMTL_LOCK_FILE": str(tmp_path / "lock"),
+            "ALLMTL_LOG_DIR": str(tmp_path / "logs"),
+            "ALLMTL_ENV_FILE": str(env_file),
+            "ALLMTL_DRY_RUN": "1",
+            "ALLMTL_SCORE_MODEL": "",
+        },
+    )
+    assert result.returncode == 2 and "set ALLMTL_SCORE_MODEL" in result.stderr and result.stdout == ""
 
 
 # ---------------------------------------------------------------------------------------------
