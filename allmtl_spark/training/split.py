@@ -21,7 +21,9 @@ def split_id(keys: list[str], settings: dict) -> str:
     return f"split-{digest[:12]}"
 
 
-def assign_folds(groups: np.ndarray, labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+def assign_folds(
+    groups: np.ndarray, labels: np.ndarray, n_folds: int, seed: int, set_by: str = "the fold count"
+) -> np.ndarray:
     """Fold number (0..n_folds-1) per item, grouped by ``groups`` and stratified by ``labels``.
 
     Args:
@@ -29,13 +31,17 @@ def assign_folds(groups: np.ndarray, labels: np.ndarray, n_folds: int, seed: int
         labels: (n,) class label per item.
         n_folds: number of folds; more than the number of groups is an error.
         seed: shuffling seed.
+        set_by: the setting that decided ``n_folds``, named in the error.
 
     Returns:
         (n,) int array of fold numbers.
     """
     n_groups = len(set(groups))
     if n_groups < n_folds:
-        raise ValueError(f"{n_groups} groups cannot make {n_folds} folds; lower the fold count or add data")
+        raise ValueError(
+            f"{n_groups} groups (patients, or slides without one) cannot make {n_folds} folds; "
+            f"change {set_by} or add data"
+        )
     folds = np.full(len(groups), -1, dtype=int)
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for fold, (_, held) in enumerate(splitter.split(np.zeros(len(groups)), labels, groups)):
@@ -51,12 +57,21 @@ def train_val_test(frame: pd.DataFrame, test_fraction: float, val_fraction: floa
     """
     parts = pd.Series("train", index=frame.index)
     test_folds = assign_folds(
-        frame["group"].to_numpy(), frame["label"].to_numpy(), max(2, round(1 / test_fraction)), seed
+        frame["group"].to_numpy(),
+        frame["label"].to_numpy(),
+        max(2, round(1 / test_fraction)),
+        seed,
+        f"train.split.test_fraction ({test_fraction})",
     )
     parts[test_folds == 0] = "test"
     rest = frame[parts == "train"]
     val_folds = assign_folds(
-        rest["group"].to_numpy(), rest["label"].to_numpy(), max(2, round((1 - test_fraction) / val_fraction)), seed + 1
+        rest["group"].to_numpy(),
+        rest["label"].to_numpy(),
+        max(2, round((1 - test_fraction) / val_fraction)),
+        seed + 1,
+        f"train.split.val_fraction ({val_fraction}; the validation part is cut from the {len(set(rest['group']))} "
+        "groups left after the test part)",
     )
     parts.loc[rest.index[val_folds == 0]] = "val"
     return parts
@@ -73,11 +88,15 @@ def fold_parts(frame: pd.DataFrame, n_folds: int, fold: int, val_fraction: float
     part, a grouped stratified slice of the others is validation, the rest is training."""
     if not 0 <= fold < n_folds:
         raise ValueError(f"fold {fold} is outside 0..{n_folds - 1}")
-    folds = assign_folds(frame["group"].to_numpy(), frame["label"].to_numpy(), n_folds, seed)
+    folds = assign_folds(frame["group"].to_numpy(), frame["label"].to_numpy(), n_folds, seed, "evaluate.folds")
     parts = pd.Series(np.where(folds == fold, "test", "train"), index=frame.index)
     rest = frame[parts == "train"]
     val_folds = assign_folds(
-        rest["group"].to_numpy(), rest["label"].to_numpy(), max(2, round((1 - 1 / n_folds) / val_fraction)), seed + 1
+        rest["group"].to_numpy(),
+        rest["label"].to_numpy(),
+        max(2, round((1 - 1 / n_folds) / val_fraction)),
+        seed + 1,
+        f"train.split.val_fraction ({val_fraction})",
     )
     parts.loc[rest.index[val_folds == 0]] = "val"
     return parts

@@ -29,6 +29,7 @@ def tiny_config(root, extra: list[str] | None = None):
             f"synth.output={root}/data",
             "synth.n_slides=16",
             "synth.n_cells=24",
+            "synth.slides_per_patient=1",  # 16 patients: stage 2 keeps only training-side patients' cells
             "synth.slide_width=320",
             "synth.slide_height=240",
             "synth.workers=1",

@@ -44,7 +44,7 @@ def test_folds_grouped_and_deterministic():
 
 def test_too_few_groups_is_a_clear_error():
     frame = _frame(n_groups=3)
-    with pytest.raises(ValueError, match="3 groups cannot make 5 folds"):
+    with pytest.raises(ValueError, match=r"3 groups \(patients, or slides without one\) cannot make 5 folds; change "):
         assign_folds(frame["group"].to_numpy(), frame["label"].to_numpy(), 5, seed=0)
 
 
