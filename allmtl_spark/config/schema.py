@@ -173,12 +173,22 @@ class PrivacyConfig:
     The key comes from the environment variable ``patient_key_env``; ``patient_key`` is for
     demos on synthetic data only. Without either, ingest refuses to run unless
     ``allow_demo_key`` is true (synthetic data), in which case a fixed public key is used and
-    a warning says so.
+    a warning says so. With ``pseudonymise_names`` the same key makes the pseudonyms of file names.
     """
 
     patient_key_env: str = "ALLMTL_PATIENT_KEY"
     patient_key: str | None = None
     allow_demo_key: bool = False
+    # File and folder names can hold identifiers (ward3_patient1_smear1.jpg): with true, slide and cell ids
+    # and the stored paths are keyed hashes of the names (docs/privacy.md). null: true for plain folders and
+    # manifests (free-text names) except manifests hashed with the public demo key (synthetic data); ALL-IDB
+    # layouts' names (ImNNN_L) hold no identifier.
+    pseudonymise_names: bool | None = None
+    pseudonym_prefix_chars: int = 0  # keep this many leading characters of a name readable before its hash
+    pseudonym_keep_extension: bool = False  # stored paths end with the file's extension (.jpg)
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.pseudonym_prefix_chars <= 32, "pseudonym_prefix_chars", "must be in [0, 32]")
 
 
 @dataclass(frozen=True)

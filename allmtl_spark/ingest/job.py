@@ -20,7 +20,8 @@ from allmtl_spark import tables
 from allmtl_spark.config.schema import IngestConfig, PrivacyConfig
 from allmtl_spark.ingest.pixel_size import make_pixel_size_udf
 from allmtl_spark.ingest.privacy import patient_key
-from allmtl_spark.ingest.sources import Item, items_for_source, items_frame
+from allmtl_spark.ingest.pseudonyms import pseudonymise_items, pseudonymise_source
+from allmtl_spark.ingest.sources import Item, items_for_source, items_frame, source_root
 from allmtl_spark.ingest.udfs import make_validate_udf
 from allmtl_spark.ingest.validate import ImageLimits
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
@@ -106,9 +107,12 @@ def run_ingest(
     lake.check_writable()
     run_id = run_id or uuid.uuid4().hex[:12]
     key = patient_key(privacy)
-    items: list[Item] = [
-        item for source in cfg.sources for item in items_for_source(spark, source, key, cfg.default_pixel_size_um)
-    ]
+    items: list[Item] = []
+    for source in cfg.sources:
+        listed = items_for_source(spark, source, key, cfg.default_pixel_size_um)
+        if pseudonymise_source(privacy, key, source.kind):
+            pseudonymise_items(listed, source_root(spark, source), key, privacy)
+        items += listed
     log.info("ingest %s: %d input files from %d source(s)", run_id, len(items), len(cfg.sources))
     checked = _validate(spark, items, cfg).persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -130,9 +134,10 @@ def _validate(spark: SparkSession, items: list[Item], cfg: IngestConfig) -> Data
         "item_path string, table string, source_kind string, site string, item_id string, length long, "
         "label_binary int, label_fab string, patient_hash string, xyc_path string, mask_path string, "
         "pre_reason string, pre_detail string, given_pixel_size_um double, default_pixel_size_um double, "
-        "source_slide_id string, crop_x int, crop_y int"
+        "source_slide_id string, crop_x int, crop_y int, stored_path string"
     )
     items_df = spark.createDataFrame(frame.astype(object).where(frame.notna(), None), schema)
+    items_df = items_df.withColumn("stored_path", F.coalesce("stored_path", "item_path"))
     limits = ImageLimits(cfg.max_file_bytes, cfg.max_pixels, cfg.min_side_px)
     readable = [i for i in items if i.pre_reason is None and i.length <= cfg.max_file_bytes]
     wanted = sorted({p for i in readable for p in (i.item_path, i.xyc_path, i.mask_path) if p})
@@ -193,14 +198,14 @@ def _write(spark: SparkSession, lake: Lakehouse, checked: DataFrame, run_id: str
     accepted = good.join(conflicts.select("item_path", "table"), ["item_path", "table"], "left_anti")
     rejected = (
         checked.where(F.col("reason").isNotNull())
-        .select("item_path", F.col("v.sha256").alias("sha256"), "reason", "detail")
-        .unionByName(conflicts.select("item_path", "sha256", "reason", "detail"))
+        .select("stored_path", F.col("v.sha256").alias("sha256"), "reason", "detail")
+        .unionByName(conflicts.select("stored_path", "sha256", "reason", "detail"))
     )
     summary = IngestSummary(run_id=run_id, lakehouse=lake.root, files_seen=0)
     for name, table in IMAGE_TABLES.items():
         rows = _table_rows(accepted.where(F.col("table") == name), name, run_id, now)
         summary.inserted[name] = merge_new_rows(spark, lake, table, rows, *_duplicate_path_update())
-    reject_frame = reject_rows(rejected, stage="ingest", run_id=run_id, version=None)
+    reject_frame = reject_rows(rejected, stage="ingest", run_id=run_id, version=None, path_col="stored_path")
     summary.inserted["rejects"] = merge_new_rows(spark, lake, tables.REJECTS, reject_frame)
     summary.rejects_this_run = dict(Counter(r["reason"] for r in rejected.select("reason").collect()))
     for row in accepted.select("table", "item_id", "px").collect():
@@ -220,7 +225,7 @@ def _conflicting(spark: SparkSession, lake: Lakehouse, good: DataFrame) -> DataF
     label = F.concat_ws(
         "/", F.coalesce(F.col("label_binary").cast("string"), F.lit("?")), F.coalesce(F.col("label_fab"), F.lit("?"))
     )
-    batch = good.select("item_path", "table", F.col("v.sha256").alias("sha256"), label.alias("labels"))
+    batch = good.select("item_path", "stored_path", "table", F.col("v.sha256").alias("sha256"), label.alias("labels"))
     existing = None
     for name, table in IMAGE_TABLES.items():
         rows = read_table(spark, lake, table).select(
@@ -239,6 +244,7 @@ def _conflicting(spark: SparkSession, lake: Lakehouse, good: DataFrame) -> DataF
         .where(F.col("n_labels") > 1)
         .select(
             "item_path",
+            "stored_path",
             "table",
             "sha256",
             F.lit("conflicting_labels").alias("reason"),
@@ -252,6 +258,7 @@ def _conflicting(spark: SparkSession, lake: Lakehouse, good: DataFrame) -> DataF
         .where(F.col("labels") != F.col("stored_labels"))
         .select(
             "item_path",
+            "stored_path",
             "table",
             "sha256",
             F.lit("conflicting_labels").alias("reason"),
@@ -267,7 +274,7 @@ def _conflicting(spark: SparkSession, lake: Lakehouse, good: DataFrame) -> DataF
 
 def _table_rows(accepted: DataFrame, name: str, run_id: str, now) -> DataFrame:
     """One row per content hash: the first path is ``source_path``, the others ``duplicate_paths``."""
-    paths = F.array_sort(F.collect_set("item_path"))
+    paths = F.array_sort(F.collect_set("stored_path"))
     # Copies of one file from several sources: a given pixel size wins over an estimate over a default.
     rank = F.when(F.col("px.pixel_size_source") == "given", 0).when(F.col("px.pixel_size_source") == "estimated", 1)
     pixel = F.min(F.struct(rank.otherwise(2).alias("rank"), F.col("px.pixel_size_um").alias("um"), "px"))

@@ -52,6 +52,7 @@ class Item:
     source_slide_id: str | None = None  # cells: the slide the crop was cut from (manifest)
     crop_x: int | None = None  # cells: top-left pixel of the crop in that slide (manifest)
     crop_y: int | None = None
+    stored_path: str | None = None  # what the tables keep (a pseudonym: privacy.pseudonymise_names); None: item_path
 
 
 ITEM_COLUMNS = list(Item.__dataclass_fields__)
@@ -63,6 +64,12 @@ def qualify(spark: SparkSession, path: str) -> tuple[str, bool]:
     hpath = jvm.org.apache.hadoop.fs.Path(path)
     fs = hpath.getFileSystem(spark._jsc.hadoopConfiguration())  # noqa: SLF001
     return str(fs.makeQualified(hpath).toString()), bool(fs.exists(hpath))
+
+
+def source_root(spark: SparkSession, source: SourceConfig) -> str:
+    """The qualified folder of a source: its folder, or a manifest's folder (its paths are relative to it)."""
+    root = qualify(spark, source.path)[0]
+    return posixpath.dirname(root) if source.kind == "manifest" else root.rstrip("/")
 
 
 def list_files(spark: SparkSession, folder: str) -> dict[str, int]:

@@ -13,6 +13,7 @@ from allmtl_spark.errors import SourceError
 from allmtl_spark.ingest.folder import list_entries, patient_of, slide_id_of
 from allmtl_spark.ingest.job import run_ingest
 from allmtl_spark.ingest.privacy import hash_patient_id
+from allmtl_spark.ingest.pseudonyms import name_pseudonym
 from allmtl_spark.lakehouse import read_table
 from tests.ingest.malformed import _encode, good_jpeg
 
@@ -83,20 +84,27 @@ def test_a_plain_folder_is_ingested_with_ids_patients_labels_and_rejects(spark, 
 
     summary = run_ingest(spark, IngestConfig(sources=(source,)), PRIVACY, lake)
 
-    slides = {r["slide_id"]: r for r in read_table(spark, lake, tables.SLIDES).collect()}
-    assert sorted(slides) == [
+    # privacy.pseudonymise_names is null (the default): a plain folder's names are stored as keyed hashes
+    key = b"test-key"
+    names = [
         "day2/ward3_patient2_smear1",
         "day2/ward4_patient9_smear1",
         "ward3_patient1_smear1",
         "ward3_patient1_smear2",
     ]
+    stored = read_table(spark, lake, tables.SLIDES).collect()
+    by_pseudonym = {r["slide_id"]: r for r in stored}
+    assert sorted(by_pseudonym) == sorted(name_pseudonym(n, key) for n in names)
+    slides = {n: by_pseudonym[name_pseudonym(n, key)] for n in names}
+    assert {r["source_path"] for r in stored} == {f"file:{folder}/{name_pseudonym(n, key)}" for n in [*files][:4]}
+    shown = [str(v) for r in stored for k, v in r.asDict().items() if k not in ("site", "content")]  # site: configured
+    assert not any("patient" in v or "smear" in v for v in shown)
     assert {r["source_kind"] for r in slides.values()} == {"folder"} and {r["site"] for r in slides.values()} == {
         "ward3"
     }
     assert (slides["ward3_patient1_smear1"]["label_fab"], slides["ward3_patient1_smear1"]["label_binary"]) == ("L1", 1)
     assert slides["day2/ward3_patient2_smear1"]["label_binary"] == 0
     assert slides["ward3_patient1_smear2"]["label_binary"] is None
-    key = b"test-key"
     assert slides["ward3_patient1_smear1"]["patient_hash"] == hash_patient_id("ward3_patient1", key)
     assert slides["ward3_patient1_smear2"]["patient_hash"] == slides["ward3_patient1_smear1"]["patient_hash"]
     assert slides["day2/ward4_patient9_smear1"]["patient_hash"] == hash_patient_id("ward4_patient9", key)
@@ -105,7 +113,7 @@ def test_a_plain_folder_is_ingested_with_ids_patients_labels_and_rejects(spark, 
     rejects = [
         (r["source_path"].rsplit("/", 1)[-1], r["reason"]) for r in read_table(spark, lake, tables.REJECTS).collect()
     ]
-    assert rejects == [("broken_smear.jpg", "not_an_image")]
+    assert rejects == [(name_pseudonym("broken_smear.jpg", key), "not_an_image")]
     assert summary.files_seen == 5  # the five images; notes.txt is not an input
 
 

@@ -15,7 +15,7 @@ from allmtl_spark.lakehouse import Lakehouse, read_table, table_version
 from tests.ingest.malformed import good_jpeg, malformed_files
 
 pytestmark = pytest.mark.spark
-PRIVACY = PrivacyConfig(patient_key="test-key")
+PRIVACY = PrivacyConfig(patient_key="test-key", pseudonymise_names=False)  # names checked as given (test_pseudonyms)
 
 
 def _write(folder: Path, files: dict[str, bytes]) -> None:

@@ -15,7 +15,7 @@ from tests.ingest.malformed import good_jpeg
 from tests.transforms.conftest import drawn_smear
 
 pytestmark = pytest.mark.spark
-PRIVACY = PrivacyConfig(patient_key="test-key")
+PRIVACY = PrivacyConfig(patient_key="test-key", pseudonymise_names=False)  # names checked as given (test_pseudonyms)
 
 
 def _png(image) -> bytes:

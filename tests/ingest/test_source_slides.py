@@ -82,7 +82,8 @@ def test_ingest_links_allidb2_crops_and_manifest_cells_to_their_slides(spark, la
             SourceConfig(kind="manifest", path=str(manifest / "manifest.csv")),
         )
     )
-    summary = run_ingest(spark, cfg, PrivacyConfig(patient_key="k"), lake)
+    names_as_given = PrivacyConfig(patient_key="k", pseudonymise_names=False)  # ids checked as given
+    summary = run_ingest(spark, cfg, names_as_given, lake)
     assert summary.linked == {"given": 1, "given_scored": 1, "given_mismatch": 0, "matched": 2, "unmatched": 1}
     cells = {r["cell_id"]: r for r in read_table(spark, lake, tables.CELLS).collect()}
     slide_hash = {r["slide_id"]: r["content_sha256"] for r in read_table(spark, lake, tables.SLIDES).collect()}
@@ -97,5 +98,5 @@ def test_ingest_links_allidb2_crops_and_manifest_cells_to_their_slides(spark, la
     assert cells["C1"]["source_slide_sha256"] == slide_hash["Im001_1"]
     assert cells["Im101_1"]["source_match_score"] > 0.95 and cells["C1"]["source_match_score"] > 0.95
     assert cells["Im103_0"]["source_match_score"] < 0.9  # searched, below the threshold: stays unlinked
-    again = run_ingest(spark, cfg, PrivacyConfig(patient_key="k"), lake)  # nothing left to link
+    again = run_ingest(spark, cfg, names_as_given, lake)  # nothing left to link
     assert not any(again.linked.values())
