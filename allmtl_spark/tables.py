@@ -506,6 +506,7 @@ SCORE_AGGREGATES = Table(
             _f("ci_high", DoubleType()),
             _f("n", LongType()),
             _f("computed_at", TimestampType(), False),
+            _f("undefined_reason", StringType()),
         ]
     ),
     merge_keys=("scoring_run_id", "model_version", "scope", "scope_value", "metric", "class_name"),
@@ -516,7 +517,10 @@ SCORE_AGGREGATES = Table(
         "scope_value": "the run id, the date, the site, or the previous model version compared against",
         "metric": "count | accuracy | precision | recall | f1 | auc | confusion | mcnemar_p | auc_difference ...",
         "class_name": "class (normal, L1, ...), `true/predicted` for confusion cells, '' for overall values",
-        "ci_low": "bootstrap confidence interval (score.confidence) where one applies",
+        "ci_low": "bootstrap confidence interval (score.confidence) where one applies; exact binomial for a one-class "
+        "normal-vs-leukemia rate",
+        "undefined_reason": "why value is null: the metric does not exist here (e.g. every labelled slide is normal: "
+        "no sensitivity, no AUC); null when it does",
     },
 )
 

@@ -11,17 +11,22 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 
 from allmtl_spark import tables
 from allmtl_spark.config.schema import ScoreConfig
 from allmtl_spark.metrics.classification import compute_bootstrap_ci, compute_classification_metrics
 from allmtl_spark.metrics.stats import compute_auc_difference_test, compute_mcnemar
 
-COLUMNS = ["scope", "scope_value", "metric", "class_name", "value", "ci_low", "ci_high", "n"]
+COLUMNS = ["scope", "scope_value", "metric", "class_name", "value", "ci_low", "ci_high", "n", "undefined_reason"]
+BINARY_CLASSES = ("normal", "leukemia")
 
 
-def _row(scope, scope_value, metric, class_name="", value=None, ci=(None, None), n=None) -> dict:
+def _row(scope, scope_value, metric, class_name="", value=None, ci=(None, None), n=None, undefined=None) -> dict:
+    """One aggregate row; ``undefined`` (why the value does not exist) empties the value and its interval."""
     clean = None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+    if undefined is not None:
+        clean, ci = None, (None, None)
     return {
         "scope": scope,
         "scope_value": str(scope_value),
@@ -31,7 +36,37 @@ def _row(scope, scope_value, metric, class_name="", value=None, ci=(None, None),
         "ci_low": ci[0],
         "ci_high": ci[1],
         "n": None if n is None else int(n),
+        "undefined_reason": undefined,
     }
+
+
+def undefined_reasons(support: int, predicted: int, negatives: int, auc: float) -> dict[str, str]:
+    """Why a class's one-vs-rest metrics do not exist (a ratio over zero slides), by metric; {} when all do.
+
+    Args:
+        support: labelled slides of the class; predicted: slides called the class; negatives: labelled
+            slides of the other classes; auc: the class's AUC (NaN when undefined).
+    """
+    reasons = {}
+    if predicted == 0:
+        reasons["precision"] = "no slide was called this class"
+    if support == 0:
+        reasons["recall"] = "no labelled slide of this class"
+    if negatives == 0:
+        reasons["specificity"] = "every labelled slide is of this class"
+    if "precision" in reasons or "recall" in reasons:
+        reasons["f1"] = reasons.get("recall") or reasons["precision"]
+    if auc is None or math.isnan(auc):
+        reasons["auc"] = reasons.get("recall") or reasons.get("specificity") or "needs slides of this class and others"
+    return reasons
+
+
+def compute_proportion_ci(successes: int, n: int, confidence: float) -> tuple[float | None, float | None]:
+    """Exact (Clopper-Pearson) interval of a proportion (``scipy.stats.binomtest``); (None, None) for n = 0."""
+    if n == 0:
+        return None, None
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="exact")
+    return float(ci.low), float(ci.high)
 
 
 def count_rows(frame: pd.DataFrame, run_id: str, class_names: list[str]) -> list[dict]:
@@ -86,17 +121,29 @@ def _stage_rows(frame: pd.DataFrame, class_names: list[str], cfg: ScoreConfig) -
     def ci(name):
         return (cis[name].ci_low, cis[name].ci_high) if name in cis else (None, None)
 
+    macro_auc = report.roc.macro.auc if report.roc else None
     rows = [
         _row("labelled", "all", "accuracy", "", report.accuracy, ci("accuracy"), n),
         _row("labelled", "all", "macro_f1", "", report.macro.f1, ci("macro_f1"), n),
-        _row("labelled", "all", "macro_auc", "", report.roc.macro.auc if report.roc else None, ci("auc"), n),
+        _row(
+            "labelled",
+            "all",
+            "macro_auc",
+            "",
+            macro_auc,
+            ci("auc"),
+            n,
+            undefined=None if macro_auc is not None and not math.isnan(macro_auc) else "no class has a defined AUC",
+        ),
     ]
-    for name, values in report.per_class().items():
+    counts = report.confusion.counts
+    for i, (name, values) in enumerate(report.per_class().items()):
+        support = values["support"]
+        reasons = undefined_reasons(support, int(counts[:, i].sum()), n - support, values["auc"])
         rows += [
-            _row("labelled", "all", metric, name, values[metric], n=values["support"])
+            _row("labelled", "all", metric, name, values[metric], n=support, undefined=reasons.get(metric))
             for metric in ("precision", "recall", "specificity", "f1", "auc")
         ]
-    counts = report.confusion.counts
     rows += [
         _row("labelled", "all", "confusion", f"{t}/{p}", counts[i, j], n=n)
         for i, t in enumerate(class_names)
@@ -106,18 +153,55 @@ def _stage_rows(frame: pd.DataFrame, class_names: list[str], cfg: ScoreConfig) -
 
 
 def _binary_rows(frame: pd.DataFrame, cfg: ScoreConfig) -> list[dict]:
-    """Normal vs leukemia from ``p_leukemia`` (the marginal of the 4-class output)."""
+    """Normal vs leukemia from ``p_leukemia`` (called leukemia at >= 0.5), whenever slides carry a binary label.
+
+    Both classes present: accuracy and AUC with bootstrap intervals, sensitivity and specificity. One class
+    only (an archive of normal smears): accuracy and that class's rate (specificity for normal slides,
+    sensitivity for leukemic ones) with exact binomial intervals; the other rate and the AUC are undefined and
+    their rows say why. Always: the 2x2 counts (``binary_confusion``, ``true/called``).
+    """
     labelled = frame[frame["label_binary"].isin([0, 1])]
-    if labelled["label_binary"].nunique() < 2:
+    if labelled.empty:
         return []
     y = labelled["label_binary"].to_numpy(int)
     p = labelled["p_leukemia"].to_numpy(float)
-    report = compute_classification_metrics(y, p, ["normal", "leukemia"])
+    called = (p >= 0.5).astype(int)
+    n, n_leukemia = len(y), int(y.sum())
+    rows = [
+        _row("labelled", "all", "binary_confusion", f"{t}/{c}", int(((y == i) & (called == j)).sum()), n=n)
+        for i, t in enumerate(BINARY_CLASSES)
+        for j, c in enumerate(BINARY_CLASSES)
+    ]
+    if 0 < n_leukemia < n:
+        return rows + _two_class_rows(y, p, cfg)
+    present = "leukemia" if n_leukemia else "normal"
+    one_class = f"every labelled slide is {present} ({n})"
+    correct = int((called == y).sum())
+    rate = ("sensitivity", "specificity") if n_leukemia else ("specificity", "sensitivity")
+    return rows + [
+        _row(
+            "labelled", "all", "binary_accuracy", "", correct / n, compute_proportion_ci(correct, n, cfg.confidence), n
+        ),
+        _row("labelled", "all", "binary_auc", "", n=n, undefined=f"{one_class}: an AUC needs both classes"),
+        _row("labelled", "all", rate[0], "leukemia", correct / n, compute_proportion_ci(correct, n, cfg.confidence), n),
+        _row(
+            "labelled",
+            "all",
+            rate[1],
+            "leukemia",
+            n=0,
+            undefined=f"{one_class}: no {BINARY_CLASSES[n_leukemia == 0]} slide",
+        ),
+    ]
+
+
+def _two_class_rows(y: np.ndarray, p: np.ndarray, cfg: ScoreConfig) -> list[dict]:
+    report = compute_classification_metrics(y, p, list(BINARY_CLASSES))
     cis = (
         compute_bootstrap_ci(
             y,
             p,
-            class_names=["normal", "leukemia"],
+            class_names=list(BINARY_CLASSES),
             n_resamples=cfg.bootstrap_resamples,
             confidence=cfg.confidence,
             seed=cfg.seed,
@@ -125,7 +209,7 @@ def _binary_rows(frame: pd.DataFrame, cfg: ScoreConfig) -> list[dict]:
         if cfg.bootstrap_resamples
         else {}
     )
-    n = len(labelled)
+    n = len(y)
     return [
         _row(
             "labelled",
@@ -219,21 +303,29 @@ def write_aggregates(spark, lake, cfg: ScoreConfig, classifier, run_id: str) -> 
 
 
 def summary_lines(table: pd.DataFrame) -> list[str]:
-    """Printable lines for the headline aggregates."""
+    """Printable lines for the headline aggregates; an undefined one says why."""
     lines = []
     wanted = [
-        ("accuracy", "4-class accuracy"),
-        ("macro_auc", "macro AUC"),
-        ("binary_accuracy", "normal vs leukemia accuracy"),
-        ("binary_auc", "normal vs leukemia AUC"),
-        ("mcnemar_p", "McNemar p vs previous version"),
-        ("auc_difference", "AUC difference vs previous version"),
+        ("accuracy", "", "4-class accuracy"),
+        ("macro_auc", "", "macro AUC"),
+        ("binary_accuracy", "", "normal vs leukemia accuracy"),
+        ("binary_auc", "", "normal vs leukemia AUC"),
+        ("sensitivity", "leukemia", "sensitivity (leukemia called leukemia)"),
+        ("specificity", "leukemia", "specificity (normal called normal)"),
+        ("mcnemar_p", "", "McNemar p vs previous version"),
+        ("auc_difference", "", "AUC difference vs previous version"),
     ]
-    for metric, label in wanted:
-        hit = table[(table["metric"] == metric) & (table["class_name"] == "")]
-        if hit.empty or hit.iloc[0]["value"] is None or pd.isna(hit.iloc[0]["value"]):
+    reasons = table["undefined_reason"] if "undefined_reason" in table else pd.Series(None, index=table.index)
+    for metric, class_name, label in wanted:
+        hit = table[(table["metric"] == metric) & (table["class_name"] == class_name)]
+        if hit.empty:
             continue
-        row = hit.iloc[0]
+        row, reason = hit.iloc[0], reasons[hit.index[0]]
+        if isinstance(reason, str) and reason:
+            lines.append(f"{label}: undefined ({reason})")
+            continue
+        if row["value"] is None or pd.isna(row["value"]):
+            continue
         ci = "" if row["ci_low"] is None or pd.isna(row["ci_low"]) else f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
         lines.append(f"{label}: {row['value']:.3f}{ci} (n={row['n']}, labelled slides)")
     return lines

@@ -3,7 +3,13 @@ import pandas as pd
 import pytest
 
 from allmtl_spark.config.schema import ScoreConfig
-from allmtl_spark.scoring.aggregates import comparison_rows, count_rows, labelled_rows, previous_version
+from allmtl_spark.scoring.aggregates import (
+    comparison_rows,
+    count_rows,
+    labelled_rows,
+    previous_version,
+    summary_lines,
+)
 
 pytestmark = pytest.mark.unit
 CLASSES = ["normal", "L1", "L2", "L3"]
@@ -76,6 +82,35 @@ def test_binary_labels_alone_still_give_normal_vs_leukemia_metrics():
     assert binary["n"] == 6 and binary["ci_low"] <= binary["value"] <= binary["ci_high"]
     sensitivity = rows[rows["metric"] == "sensitivity"].iloc[0]
     assert sensitivity["value"] == pytest.approx(2 / 3)
+
+
+def test_an_all_normal_archive_gives_specificity_and_says_why_the_rest_is_undefined():
+    # the archive of the issue: every slide normal, most called leukemia; "specificity 0" for class normal
+    # (it has no negatives) and no normal-vs-leukemia view at all were wrong
+    predicted = ["L1", "L3", "normal", "L3", "L1", "normal", "L2", "normal"]
+    frame = _frame(predicted, ["normal"] * 8)
+    rows = pd.DataFrame(labelled_rows(frame, CLASSES, ScoreConfig(bootstrap_resamples=50)))
+    get = rows.set_index(["metric", "class_name"])
+    specificity = get.loc[("specificity", "leukemia")]
+    assert specificity["value"] == pytest.approx(3 / 8) and specificity["n"] == 8
+    assert 0 < specificity["ci_low"] < 3 / 8 < specificity["ci_high"] < 1  # exact binomial interval
+    assert get.loc[("binary_accuracy", "")]["value"] == pytest.approx(3 / 8)
+    for metric, class_name in (("sensitivity", "leukemia"), ("binary_auc", ""), ("specificity", "normal")):
+        row = get.loc[(metric, class_name)]
+        assert pd.isna(row["value"]) and pd.isna(row["ci_low"]), metric
+        assert "every labelled slide" in row["undefined_reason"], metric
+    assert get.loc[("recall", "L1")]["undefined_reason"] == "no labelled slide of this class"
+    assert pd.isna(get.loc[("recall", "normal")]["undefined_reason"])  # defined: 3 of 8 normals called normal
+    assert get.loc[("binary_confusion", "normal/leukemia")]["value"] == 5
+    assert get.loc[("binary_confusion", "normal/normal")]["value"] == 3
+
+
+def test_summary_lines_say_why_a_headline_is_undefined():
+    frame = _frame(["L1", "normal", "normal"], ["normal"] * 3)
+    table = pd.DataFrame(labelled_rows(frame, CLASSES, ScoreConfig(bootstrap_resamples=20)))
+    lines = summary_lines(table)
+    assert any(line.startswith("specificity (normal called normal): 0.667 [") for line in lines)
+    assert "normal vs leukemia AUC: undefined (every labelled slide is normal (3): an AUC needs both classes)" in lines
 
 
 def test_comparison_with_previous_version():
