@@ -373,8 +373,13 @@ def _add_optional_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from allmtl_spark.metrics.cli import unrecognized_hint
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # say to use commas when a list option's values were space separated
+        parser.error(unrecognized_hint(argv, extras))
     # Our INFO lines only: py4j logs harmless reconnects at INFO on the root logger, petastorm and
     # TensorFlow are chatty. --verbose opens everything.
     logging.basicConfig(

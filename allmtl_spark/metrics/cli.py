@@ -102,10 +102,11 @@ def _add_metrics_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--confusion", action="store_true", help="the file is a confusion matrix with class header")
     parser.add_argument(
         "--classes",
-        nargs="+",
+        type=comma_list,
         default=None,
-        metavar="NAME",
-        help="class names in index order (space or comma separated)",
+        metavar="A,B,...",
+        help="class names in index order, comma separated (e.g. normal,L1,L2,L3); "
+        "with --confusion they name a matrix without a header row",
     )
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N", help="add percentile CIs from N resamples")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
@@ -190,8 +191,34 @@ def _read_column(path: Path, column: str) -> np.ndarray:
     return np.array(values)
 
 
+# Options taking several values (one comma-separated argument each), with an example for error messages.
+LIST_OPTIONS = ("--classes",)
+LIST_EXAMPLES = {"--classes": "--classes normal,L1,L2,L3"}
+
+
+def comma_list(text: str) -> list[str]:
+    """argparse type of an option with several values: one argument, comma separated (``a,b,c``).
+
+    One argument, never ``nargs="+"``, so the option cannot swallow the positionals after it.
+    """
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def unrecognized_hint(argv: Sequence[str], extras: Sequence[str]) -> str:
+    """The ``unrecognized arguments`` message, saying to use commas when a list option was space separated."""
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    listed = [option for option in LIST_OPTIONS if option in argv]
+    if listed:
+        example = LIST_EXAMPLES[listed[0]]
+        message += f"; {listed[0]} takes one value: separate several names with commas (e.g. {example})"
+    return message
+
+
 def _class_list(classes: Sequence[str] | None) -> list[str] | None:
-    """``--classes a b`` and ``--classes a,b`` both give ``["a", "b"]``."""
+    """``--classes a,b`` (and a list ``["a", "b"]`` from Python) gives ``["a", "b"]``."""
     if classes is None:
         return None
     return [name.strip() for item in classes for name in item.split(",") if name.strip()]
@@ -516,7 +543,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``stats`` command alone: ``python -m allmtl_spark.metrics.cli stats compare a.txt b.txt``."""
     parser = argparse.ArgumentParser(prog="allmtl")
     add_stats_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        parser.error(unrecognized_hint(argv, extras))
     return args.func(args)
 
 

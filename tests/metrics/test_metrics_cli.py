@@ -188,7 +188,7 @@ def test_metrics_from_confusion_matrix(tmp_path, capsys):
         ("y_true,score_a,score_b\na,0.2,0.8\nc,0.3,0.7\n", [], ":3: y_true 'c' is not one of the classes"),
         ("y_true,score_a,score_b\na,0.2\n", [], ":2: has 2 fields, the header has 3"),
         ("label,score_a,score_b\na,0.2,0.8\n", [], ":1: no 'y_true' column"),
-        ("y_true,score_a,score_b\na,0.2,0.8\nb,0.3,0.7\n", ["--classes", "x", "y"], "do not match"),
+        ("y_true,score_a,score_b\na,0.2,0.8\nb,0.3,0.7\n", ["--classes", "x,y"], "do not match"),
         ("a,b\n1,2\n3,-4\n", ["--confusion"], ":3: counts must be whole numbers"),
         ("a,b\n1,2\n", ["--confusion"], "needs a header row"),
     ],
@@ -199,6 +199,22 @@ def test_metrics_bad_files_exit_2_with_file_and_line(tmp_path, capsys, content, 
     code, out, err = run(["stats", "metrics", str(path), *extra], capsys)
     assert code == 2 and out == ""
     assert str(path) in err and expected in err
+
+
+def test_classes_before_the_file_never_swallow_it(tmp_path, capsys):
+    """``--classes a,b,c FILE`` reads FILE; the space-separated form fails saying to use commas."""
+    from allmtl_spark.cli import main
+
+    path = tmp_path / "labels.csv"
+    path.write_text("y_true,y_pred\nnormal,normal\nL1,L2\nL2,L2\n")
+    assert main(["stats", "metrics", "--classes", "normal,L1,L2,L3", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["class_names"] == NAMES and data["n_samples"] == 3
+    with pytest.raises(SystemExit) as exc:
+        main(["stats", "metrics", "--classes", "normal", "L1", "L2", "L3", str(path)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "--classes takes one value: separate several names with commas" in err and "normal,L1,L2,L3" in err
 
 
 def test_stats_requires_a_subcommand(capsys):
