@@ -13,6 +13,7 @@ File formats:
   Labels are class names or class indices ``0..k-1``.
 - ``metrics --confusion MATRIX.csv``: a header row of the k class names, then k rows of k counts
   (rows true class, columns predicted); a leading column of row names (as pandas writes) is allowed.
+  Without a header row (k rows of k counts only), ``--classes A,B,...`` names the k classes.
 """
 
 from __future__ import annotations
@@ -99,7 +100,11 @@ def _add_metrics_parser(commands: argparse._SubParsersAction) -> None:
         description="All classification metrics of a predictions CSV (or of a confusion matrix with --confusion).",
     )
     parser.add_argument("predictions", metavar="PREDICTIONS.csv", type=Path, help="y_true + score_<class> columns")
-    parser.add_argument("--confusion", action="store_true", help="the file is a confusion matrix with class header")
+    parser.add_argument(
+        "--confusion",
+        action="store_true",
+        help="the file is a confusion matrix (a header row of class names, or --classes)",
+    )
     parser.add_argument(
         "--classes",
         type=comma_list,
@@ -306,13 +311,17 @@ def read_confusion(path: Path, classes: Sequence[str] | None = None) -> tuple[np
 
     Args:
         path: a header row of k class names, then k rows of k counts (rows true class). The rows may
-            start with their class name, in header order, with an empty or any corner cell.
+            start with their class name, in header order, with an empty or any corner cell. Without a
+            header (k rows of k counts), ``classes`` must name the k classes.
         classes: class names overriding the header's (same count).
 
     Returns:
         ``((k, k) int64 counts, k class names)``.
     """
     rows = _read_rows(path)
+    override = _class_list(classes)
+    if len(rows) >= 2 and len(rows) == len(rows[0][1]) and all(_is_number(cell) for cell in rows[0][1]):
+        return _read_headerless_confusion(path, rows, override)
     if len(rows) < 3:
         raise InputFileError(path, "needs a header row of class names and at least 2 rows of counts")
     (header_line, header), body = rows[0], rows[1:]
@@ -323,10 +332,22 @@ def read_confusion(path: Path, classes: Sequence[str] | None = None) -> tuple[np
             path, f"has {len(names)} classes in the header but {len(body)} rows of counts", header_line
         )
     counts = [_confusion_row(path, line, row, names, i, labelled) for i, (line, row) in enumerate(body)]
-    override = _class_list(classes)
     if override is not None and len(override) != len(names):
         raise InputFileError(path, f"--classes gives {len(override)} names but the matrix has {len(names)} classes")
     return np.array(counts, dtype=np.int64), override or names
+
+
+def _read_headerless_confusion(path: Path, rows, names: list[str] | None) -> tuple[np.ndarray, list[str]]:
+    """k rows of k counts and no header: ``--classes`` names the classes, in row order."""
+    k = len(rows)
+    if names is None:
+        raise InputFileError(
+            path, f"has {k} rows of {k} counts and no header row of class names: name them with --classes A,B,..."
+        )
+    if len(names) != k:
+        raise InputFileError(path, f"--classes gives {len(names)} names {names} but the matrix has {k} classes")
+    counts = [_confusion_row(path, line, row, names, i, labelled=False) for i, (line, row) in enumerate(rows)]
+    return np.array(counts, dtype=np.int64), names
 
 
 def _is_number(text: str) -> bool:

@@ -181,6 +181,20 @@ def test_metrics_from_confusion_matrix(tmp_path, capsys):
     assert code == 0 and json.loads(out)["accuracy"] == pytest.approx(25 / 30)
 
 
+def test_headerless_confusion_matrix_takes_its_names_from_classes(tmp_path, capsys):
+    path = tmp_path / "matrix.csv"
+    path.write_text("10,2\n3,15\n")
+    code, out, _ = run(["stats", "metrics", "--confusion", "--classes", "normal,ALL", str(path), "--json"], capsys)
+    assert code == 0
+    data = json.loads(out)
+    assert data["class_names"] == ["normal", "ALL"] and data["accuracy"] == pytest.approx(25 / 30)
+    assert data["per_class"]["ALL"]["recall"] == pytest.approx(15 / 18)
+    code, _, err = run(["stats", "metrics", "--confusion", "--classes", "a,b,c", str(path)], capsys)
+    assert code == 2 and "--classes gives 3 names" in err and "the matrix has 2 classes" in err
+    code, _, err = run(["stats", "metrics", "--confusion", str(path)], capsys)
+    assert code == 2 and "no header row of class names: name them with --classes" in err
+
+
 @pytest.mark.parametrize(
     ("content", "extra", "expected"),
     [
