@@ -32,7 +32,7 @@ LARGEST_ROW_BYTES = 2592 * 1944 * 3
 
 
 def quiet_third_party_warnings() -> None:
-    """Silence the FutureWarnings petastorm and pyarrow print by the hundred (see STACK.md)."""
+    """Silence the FutureWarnings petastorm and pyarrow print by the hundred (docs/stack.md)."""
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

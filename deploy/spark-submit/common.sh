@@ -25,7 +25,7 @@ ALLMTL_DRY_RUN=${ALLMTL_DRY_RUN:-0}
 allmtl_log() { echo "allmtl: $*" >&2; }
 allmtl_die() { allmtl_log "$1"; exit "${2:-2}"; }
 
-# allmtl_job_file JOB: the absolute path of jobs/JOB.py, or exit 2 naming the jobs there are.
+# allmtl_job_file JOB: the absolute path of jobs/<JOB>.py, or exit 2 naming the jobs there are.
 allmtl_job_file() {
   local job=${1%.py} file
   file="$ALLMTL_REPO/jobs/${job##*/}.py"
@@ -96,7 +96,7 @@ allmtl_pyenv_archive() {
 }
 
 # allmtl_build_pyenv OUT.tar.gz: a fresh venv (Python 3.11, as `make setup`) with the pinned stack
-# (not our package: that travels in the code zip), horovod built with STACK.md's recipe (pip's
+# (not our package: that travels in the code zip), horovod built with docs/stack.md's recipe (pip's
 # wheel cache makes it seconds after the first build), checked against the constraints, packed
 # with venv-pack.
 allmtl_build_pyenv() {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-BACKGROUND = (193, 194, 189)  # grey-green (METHOD.md, measured on real smears)
+BACKGROUND = (193, 194, 189)  # grey-green, as measured on real smears (docs/synthetic-data.md)
 RED_CELL = (186, 169, 175)  # pink
 NUCLEUS = (133, 96, 213)  # purple-blue
 

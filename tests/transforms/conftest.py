@@ -1,4 +1,4 @@
-"""Tiny synthetic smears for the transform tests (colours measured on real smears, see METHOD.md)."""
+"""Tiny synthetic smears for the transform tests (colours measured on real smears, docs/synthetic-data.md)."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def test_paper_roi_rejects_bad_parameters(kwargs):
 
 
 def test_paper_roi_finds_nothing_on_a_smear_with_real_colours(smear):
-    # The limitation METHOD.md reports: after the offsets every pixel of such a smear is brighter than 98.
+    # The limitation docs/method.md describes: after the offsets every pixel of such a smear is brighter than 98.
     image, _ = smear()
     assert not roi.paper_roi_mask(image).any()
 

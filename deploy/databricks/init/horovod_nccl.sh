@@ -5,7 +5,7 @@
 # Why: the models are tf.keras = Keras 2 models (TF 2.15.1 is the last such TensorFlow; horovod's
 # Keras layer breaks on Keras 3). A runtime whose TensorFlow differs gets TF 2.15.1, and then
 # horovod must be rebuilt, because its TensorFlow ops are compiled against one TensorFlow ABI.
-# The build is STACK.md's recipe (Gloo, no MPI, no PyTorch/MXNet) plus HOROVOD_GPU_OPERATIONS=NCCL
+# The build is docs/stack.md's recipe (Gloo, no MPI, no PyTorch/MXNet) plus HOROVOD_GPU_OPERATIONS=NCCL
 # on GPU nodes. About 10 minutes per node when it builds (all nodes build in parallel).
 #
 # Idempotent: every step checks first and does nothing when the node already has what it needs
