@@ -320,6 +320,9 @@ EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="allmtl", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print the package version and the pinned stack as installed"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (func, help_text, needs_spark) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
@@ -328,6 +331,19 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=func)
     _add_optional_commands(sub)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """``allmtl --version``: computed when asked (it reads package metadata), then exit 0."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from allmtl_spark.runtime import version_text
+
+        print(version_text())
+        parser.exit()
 
 
 def add_common_arguments(cmd: argparse.ArgumentParser, needs_spark: bool) -> None:

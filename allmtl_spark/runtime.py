@@ -154,3 +154,49 @@ def check_runtime(job: str, mode: str = "error", spark_version: str | None = Non
         raise RuntimeMismatch(text)
     log.warning("%s", text)
     return problems
+
+
+# ---------------------------------------------------------------- allmtl --version
+
+# The pinned stack as pyproject.toml (and deploy/lock/horovod.txt for horovod) declares it:
+# (shown name, distributions that provide it, version specifier). tests/test_runtime.py keeps them equal.
+PINNED_STACK = (
+    ("Python", (), ">=3.10,<3.12"),
+    ("Spark", ("pyspark",), ">=3.5.3,<3.6"),
+    ("Delta", ("delta-spark",), ">=3.3,<3.4"),
+    ("TensorFlow", TENSORFLOW_DISTRIBUTIONS, "==2.15.1"),
+    ("horovod", ("horovod",), "==0.28.1"),
+    ("Petastorm", ("petastorm",), "==0.13.1"),
+    ("MLflow", ("mlflow-skinny", "mlflow"), ">=2.10,<3"),
+)
+
+
+def compute_stack_lines(installed: dict[str, str | None]) -> list[str]:
+    """One aligned line per pinned component: installed version, pin, and a mark where they differ.
+
+    Args:
+        installed: shown name (``PINNED_STACK``'s first field) -> installed version, None when missing.
+    """
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    lines = []
+    for name, _, pin in PINNED_STACK:
+        version = installed.get(name)
+        try:
+            fits = version is not None and Version(version) in SpecifierSet(pin)
+        except InvalidVersion:
+            fits = False
+        mark = "" if fits else ("  <- not installed" if version is None else "  <- differs from the pin")
+        lines.append(f"  {name:<11} {version or '-':<10} pinned {pin}{mark}".rstrip())
+    return lines
+
+
+def version_text() -> str:
+    """What ``allmtl --version`` prints: the package version and the pinned stack as installed here."""
+    installed = {name: _installed(*dists) for name, dists, _ in PINNED_STACK if dists}
+    installed["Python"] = ".".join(map(str, sys.version_info[:3]))
+    if installed["Spark"] is None:  # a platform's own Spark (Databricks) may carry no package metadata
+        installed["Spark"] = detect().spark
+    package = _installed("allmtl-spark") or "(not installed as a package)"
+    return "\n".join([f"allmtl {package}", "stack (installed, pinned):", *compute_stack_lines(installed)])

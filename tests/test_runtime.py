@@ -68,3 +68,47 @@ def test_a_job_on_an_unsupported_runtime_stops_before_any_work(spark, tmp_path, 
     assert code == EXIT_UNUSABLE
     assert "15.4.x-cpu-ml-scala2.12" in capsys.readouterr().err
     assert not lakehouse.exists(), "nothing was read or written"
+
+
+def test_version_prints_the_package_and_each_pinned_part_of_the_stack(capsys):
+    from allmtl_spark.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    assert out.startswith("allmtl 0.") or out.startswith("allmtl (not installed")
+    for name in ("Python", "Spark", "Delta", "TensorFlow", "horovod", "Petastorm", "MLflow"):
+        assert f"  {name} " in out
+    assert "differs from the pin" not in out and "not installed" not in out.split("\n", 1)[1]  # this venv fits
+
+
+def test_version_marks_what_differs_from_the_pins():
+    from allmtl_spark.runtime import compute_stack_lines
+
+    lines = compute_stack_lines({"Python": "3.11.7", "Spark": "3.5.7", "TensorFlow": "2.16.1", "MLflow": "2.22.5"})
+    marked = {line.split()[0]: line for line in lines}
+    assert marked["TensorFlow"].endswith("<- differs from the pin") and "pinned ==2.15.1" in marked["TensorFlow"]
+    assert marked["horovod"].endswith("<- not installed")
+    assert "<-" not in marked["Spark"] + marked["Python"] + marked["MLflow"]
+
+
+def test_the_pins_shown_are_those_pyproject_and_the_horovod_lock_declare():
+    import re
+    from pathlib import Path
+
+    import tomllib
+
+    from allmtl_spark.runtime import PINNED_STACK
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    declared = {"python": project["requires-python"]}
+    for requirement in project["dependencies"] + sum(project["optional-dependencies"].values(), []):
+        match = re.match(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?\s*(.*)", requirement)
+        declared.setdefault(match.group(1).lower(), match.group(2).replace(" ", ""))
+    horovod = re.search(r"^horovod(==[0-9.]+)", (root / "deploy/lock/horovod.txt").read_text(), re.M).group(1)
+    declared["horovod"] = horovod
+    declared["tensorflow"] = declared["tensorflow-cpu"]
+    for name, dists, pin in PINNED_STACK:
+        assert declared[(dists[0] if dists else "python").lower()] == pin, name
