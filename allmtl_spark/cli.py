@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from allmtl_spark.config import AppConfig, ConfigError, load_config, to_dict
+from allmtl_spark.progress import spark_progress
 
 DEFAULT_CONFIG = "conf/demo.yaml"
 EXIT_BAD_CONFIG = 2
@@ -89,7 +90,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     cfg = load_from_args(args)
     spark = spark_from_args(args, cfg)
-    summary = run_ingest(spark, cfg.ingest, cfg.privacy, lakehouse_from(cfg), run_id=args.run_id)
+    with spark_progress(spark, "ingest", cfg.spark.progress_interval_s):
+        summary = run_ingest(spark, cfg.ingest, cfg.privacy, lakehouse_from(cfg), run_id=args.run_id)
     print(summary.format())
     return 0
 
@@ -150,7 +152,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     cfg = load_from_args(args)
     spark = spark_from_args(args, cfg)
     lake = lakehouse_from(cfg)
-    summary = run_segment(spark, cfg.segment, cfg.roi, lake, run_id=args.run_id)
+    with spark_progress(spark, "segment", cfg.spark.progress_interval_s):
+        summary = run_segment(spark, cfg.segment, cfg.roi, lake, run_id=args.run_id)
     print(summary.format())
     if summary.segmented:
         path = f"{lake.reports}/segmentation_example.png"
@@ -199,7 +202,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     run_id = args.run_id or f"score-{uuid.uuid4().hex[:10]}"
     params = {f"score.{k}": v for k, v in to_dict(cfg.score).items()}
     with tracking.mlflow_run(lake.mlflow_uri, f"score {run_id}", params, {"scoring_run_id": run_id}) as run:
-        summary = run_score(spark, cfg, lake, run_id=run_id, report=not args.no_report)
+        with spark_progress(spark, "score", cfg.spark.progress_interval_s):
+            summary = run_score(spark, cfg, lake, run_id=run_id, report=not args.no_report)
         if run is not None:
             from allmtl_spark import tables
             from allmtl_spark.lakehouse import table_version

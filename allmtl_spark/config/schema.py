@@ -66,9 +66,12 @@ class SparkConfig:
     # about a second each time a job opens a table (measured: listing pending slides 4.9 s -> 2.2 s).
     delta_snapshot_partitions: int | None = None  # null: Delta's default (50)
     extra_conf: dict[str, str] = field(default_factory=dict)
+    # segment, score and ingest print a line (tasks done/total, rate, ETA) per running stage this often; 0: off.
+    progress_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         _require(self.shuffle_partitions >= 1, "shuffle_partitions", "must be >= 1")
+        _require(self.progress_interval_s >= 0, "progress_interval_s", "must be >= 0 seconds (0 turns progress off)")
         _require(self.arrow_max_records_per_batch >= 1, "arrow_max_records_per_batch", "must be >= 1")
         _require(self.arrow_max_bytes_per_batch >= 1 << 20, "arrow_max_bytes_per_batch", "must be >= 1 MiB")
         _require(
