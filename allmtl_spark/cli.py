@@ -54,11 +54,9 @@ def lakehouse_from(cfg: AppConfig):
 
 def tracked_lakehouse(cfg: AppConfig):
     """The lakehouse of a job that tracks to MLflow, after connecting to the store (fails fast when required)."""
-    from allmtl_spark import tracking
+    from allmtl_spark import tracked
 
-    lake = lakehouse_from(cfg)
-    tracking.configure(tracking.settings(lake.mlflow_uri, cfg.tracking, cfg.registry))
-    return lake
+    return tracked.lakehouse(cfg)
 
 
 # ---------------------------------------------------------------- commands
@@ -97,28 +95,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from allmtl_spark import tracking
-    from allmtl_spark.training.job import run_train
+    from allmtl_spark import tracked
 
     cfg = load_from_args(args)
     spark = spark_from_args(args, cfg)
-    lake = tracked_lakehouse(cfg)
-    run_id = args.run_id or f"mtl-{uuid.uuid4().hex[:8]}"
-    with tracking.mlflow_run(lake.mlflow_uri, f"train {run_id}", to_dict(cfg.train), {"run_id": run_id}) as run:
-        summary = run_train(spark, cfg.train, lake, run_id=run_id)  # each stage: a run nested in this one
-        if run is not None:
-            tracking.log_artifact(summary.curves_path)
-    print(summary.format())
-    publish_models(spark, cfg, lake, [r.record for r in summary.results])
+    tracked.train(spark, cfg, tracked_lakehouse(cfg), run_id=args.run_id)  # prints its summary, then publishes
     return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from allmtl_spark.training.tune import run_tune
+    from allmtl_spark import tracked
 
     cfg = load_from_args(args)
     spark = spark_from_args(args, cfg)
-    summary = run_tune(spark, cfg.train, cfg.tune, lakehouse_from(cfg), tune_id=args.run_id)
+    summary = tracked.tune(spark, cfg, tracked_lakehouse(cfg), tune_id=args.run_id)
     print(summary.format())
     return 0
 
@@ -138,12 +128,9 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
 
 def publish_models(spark, cfg: AppConfig, lake, records) -> None:
     """Log a training run's models as MLflow pyfunc models (and registry versions); print where they are."""
-    from allmtl_spark import mlflow_models
+    from allmtl_spark import tracked
 
-    published = mlflow_models.publish_models(spark, cfg, lake, records)
-    logged = [r for r in published if r.mlflow_model_uri]
-    if logged:
-        print(f"MLflow: {len(logged)} model(s) in experiment {cfg.tracking.experiment!r} of {lake.mlflow_uri}")
+    tracked.publish(spark, cfg, lake, records)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:

@@ -142,9 +142,10 @@ def session(cfg: AppConfig):
 
 
 def lakehouse(cfg: AppConfig):
-    from allmtl_spark.lakehouse import Lakehouse
+    """The lakehouse, after connecting to MLflow as the jobs do (``tracking.experiment``; a required store stops)."""
+    from allmtl_spark import tracked
 
-    return Lakehouse.from_config(cfg.lakehouse)
+    return tracked.lakehouse(cfg)
 
 
 # ----------------------------------------------------------------------------------- display

@@ -3,15 +3,16 @@
 # MAGIC # Train the multistage transfer-learning models
 # MAGIC
 # MAGIC The same call as `allmtl train` (and `jobs/train_mtl.py`): stage 2 on the single cells, then stage 3 on the
-# MAGIC slides, with Horovod on the cluster's workers; every model is registered in `models` (and MLflow).
+# MAGIC slides, with Horovod on the cluster's workers; every model is registered in `models`, logged as an MLflow
+# MAGIC model in the run of its stage (nested in one run `train <run id>` of `tracking.experiment`) and, with
+# MAGIC `registry.name`, registered in the MLflow model registry.
 # MAGIC A run id that already exists resumes that run: finished stages are skipped.
 # MAGIC
 # MAGIC `overrides`: `key=value` lines, e.g. `train.stage3.epochs=3`, `train.num_proc=4`, `lakehouse.path=/Volumes/...`.
 
 # COMMAND ----------
 
-from allmtl_spark import notebook, tables
-from allmtl_spark.training.job import run_train
+from allmtl_spark import notebook, tables, tracked
 
 # COMMAND ----------
 
@@ -28,8 +29,7 @@ lake = notebook.lakehouse(cfg)
 
 # COMMAND ----------
 
-summary = run_train(spark, cfg.train, lake, run_id=w.get("run_id").strip() or None)
-print(summary.format())
+summary = tracked.train(spark, cfg, lake, run_id=w.get("run_id").strip() or None)  # prints its summary
 
 # COMMAND ----------
 

@@ -6,7 +6,8 @@
 # MAGIC yet is scored exactly once into `slide_scores`; counts and metrics go to `score_aggregates`, the HTML report
 # MAGIC to `<lakehouse>/_reports/score/<run id>/` (see `04_reports`).
 # MAGIC
-# MAGIC `model`: a model id, a training run id, or `latest` (with `score.task` / `score.approach`).
+# MAGIC `model`: a model id, a training run id, `latest` (with `score.task` / `score.approach`), or a registered MLflow
+# MAGIC model `models:/<name>@<alias>` (e.g. `models:/main.allmtl.allmtl_fab4_mtl@champion` on Databricks).
 
 # COMMAND ----------
 
@@ -18,7 +19,7 @@ from allmtl_spark.scoring.job import run_score
 w = notebook.widgets()
 w.text("config", "conf/demo.yaml", "Config file")
 w.text("overrides", "", "Overrides (key=value per line)")
-w.text("model", "latest", "Model (id, training run id or latest)")
+w.text("model", "latest", "Model (id, training run id, latest or models:/<name>@<alias>)")
 w.text("run_id", "", "Scoring run id (empty: a new one)")
 w.dropdown("report", "true", ["true", "false"], "Write the HTML report")
 
