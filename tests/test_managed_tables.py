@@ -65,3 +65,84 @@ def test_ingest_segment_register_and_score_by_table_name(spark, managed_lake, tm
     assert resolve_model(spark, lake, "latest", task="fab4", stage="stage3").model_id == models["stage3"].model_id
     assert read_table(spark, lake, tables.SLIDE_SCORES).count() + sum(scored.rejects.values()) == SLIDES
     assert not [p.name for p in Path(lake.root).iterdir() if p.name in names], "no table folder under lakehouse.path"
+
+
+@pytest.mark.slow
+def test_every_job_runs_by_table_name_through_the_cli(spark, managed_lake, tmp_path, capsys):
+    """synth -> ingest -> train-segmenter -> segment -> train -> tune -> evaluate -> score -> mlflow, tables by name.
+
+    In this process (the session catalog lives in the session): ``main`` as ``allmtl <command>``, tiny
+    sizes, tracking required (a failed log call fails the job), models registered and scored by alias.
+    """
+    import mlflow
+
+    from allmtl_spark.cli import main
+    from tests.training.conftest import TINY_TRAIN
+
+    lake = managed_lake
+    data = tmp_path / "data"
+    sets = [
+        f"lakehouse.path={lake.root}",
+        f"lakehouse.catalog={lake.catalog}",
+        f"lakehouse.schema={lake.schema}",
+        "spark.master=local[2]",
+        "tracking.experiment=managed-jobs",
+        "tracking.required=true",
+        "registry.name=allmtl",
+        f"synth.output={data}",
+        "synth.n_slides=24",
+        "synth.slides_per_patient=1",  # enough patients for stage 2's own split after stage 3's
+        "synth.n_cells=36",
+        "synth.slide_width=320",
+        "synth.slide_height=240",
+        "synth.workers=1",
+        f"ingest.sources=[{{kind: manifest, path: {data}/manifest.csv}}]",
+        "segmenter.epochs=1",
+        "segmenter.tile_size=64",
+        "segmenter.tiles_per_slide=2",
+        "segmenter.depth=2",
+        "segmenter.base_filters=4",
+        "segment.mask_source=roi",  # a one-epoch U-Net may find no cell; the ROI keeps the training data
+        *TINY_TRAIN,
+        "train.num_proc=1",
+        "train.approaches=[mtl]",
+        "tune.learning_rates=[0.001]",
+        "evaluate.bootstrap_resamples=50",
+        "score.task=binary",
+        "score.source=null",
+        "score.model=models:/allmtl_binary_mtl@champion",
+        "score.report_sample=1",
+        "score.gradcam_slides=1",
+    ]
+    flags = [arg for item in sets for arg in ("--set", item)]
+    commands = [
+        ["synth"],
+        ["ingest"],
+        ["train-segmenter", "--run-id", "seg"],
+        ["segment"],
+        ["train", "--run-id", "tr"],
+        ["tune", "--run-id", "tu"],
+        ["evaluate", "--eval-id", "ev"],
+        ["score", "--run-id", "sc"],
+        ["mlflow"],
+    ]
+    for command in commands:
+        assert main([command[0], "--config", "conf/demo.yaml", *flags, *command[1:]]) == 0, command
+    out = capsys.readouterr().out
+
+    names = {r["tableName"] for r in spark.sql(f"SHOW TABLES IN spark_catalog.{lake.schema}").collect()}
+    for table in tables.ALL_TABLES:
+        if table.name in names:
+            kind = spark.sql(f"DESCRIBE TABLE EXTENDED {lake.path(table)}").where("col_name = 'Type'").first()
+            assert kind["data_type"] == "MANAGED", table.name
+    written = {"slides", "cells", "segmented_slides", "models", "splits", "predictions", "evaluation_runs"}
+    assert written | {"slide_scores", "score_aggregates"} <= names
+    assert not [p.name for p in Path(lake.root).iterdir() if p.name in names], "no table folder under lakehouse.path"
+    purposes = {r["purpose"] for r in read_table(spark, lake, tables.MODELS).select("purpose").collect()}
+    assert {"train", "tune", "evaluate"} <= purposes
+    scores = read_table(spark, lake, tables.SLIDE_SCORES).where("scoring_run_id = 'sc'").count()
+    assert scores > 0
+    client = mlflow.MlflowClient(lake.mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("managed-jobs").experiment_id])
+    assert {"train tr", "tune tu", "evaluate ev", "score sc"} <= {r.info.run_name for r in runs}
+    assert "models:/allmtl_binary_mtl" in out and "@champion" in out  # allmtl mlflow lists the registered scorer

@@ -27,6 +27,7 @@ TIMEOUT = 1800  # seconds per process; a shared 2-core machine can be slow
 DATA = [
     "synth.n_slides=16",
     "synth.n_cells=24",
+    "synth.slides_per_patient=1",  # enough patients for stage 2 after stage 3's split
     "synth.slide_width=320",
     "synth.slide_height=240",
     "synth.workers=1",
