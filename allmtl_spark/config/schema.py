@@ -802,6 +802,9 @@ class ScoreConfig:
     confidence: float = 0.95
     report_sample: int = 6  # slides shown with masks and probabilities in the HTML report
     gradcam_slides: int = 3
+    report_page_size: int = 100  # rows per page of the report's list of every slide
+    report_thumbnails: int = 24  # slides of the run shown as thumbnails (a fixed sample)
+    report_thumbnail_px: int = 160  # thumbnail width
     seed: int = 5
 
     def __post_init__(self) -> None:
@@ -814,6 +817,9 @@ class ScoreConfig:
         _require(0.5 < self.confidence < 1, "confidence", "must be in (0.5, 1)")
         _require(self.bootstrap_resamples >= 0, "bootstrap_resamples", "must be >= 0")
         _require(self.report_sample >= 0 and self.gradcam_slides >= 0, "report_sample/gradcam_slides", "must be >= 0")
+        _require(self.report_page_size >= 1, "report_page_size", "must be >= 1")
+        _require(self.report_thumbnails >= 0, "report_thumbnails", "must be >= 0")
+        _require(16 <= self.report_thumbnail_px <= 1024, "report_thumbnail_px", "must be in [16, 1024]")
         _require(self.seed >= 0, "seed", "must be >= 0")
 
 

@@ -52,6 +52,7 @@ def write_run_report(spark, lake, cfg, plan, run_id: str) -> str:
         sections.append(
             Section("Comparison with the previous model version", tables=[("Paired comparison", _tidy(comparison))])
         )
+    sections.append(_slide_list(spark, lake, cfg, plan, run_id))
     samples = _sample_figures(spark, lake, cfg, plan, run_id, folder)
     sections.append(
         Section(
@@ -73,7 +74,28 @@ def write_run_report(spark, lake, cfg, plan, run_id: str) -> str:
 
 
 def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[["scope_value", "metric", "class_name", "value", "ci_low", "ci_high", "n"]].reset_index(drop=True)
+    """The rows to read: an undefined value shows ``undefined`` and why (never 0 or a blank)."""
+    out = frame[["scope_value", "metric", "class_name", "value", "ci_low", "ci_high", "n"]].reset_index(drop=True)
+    reasons = _reasons(frame).reset_index(drop=True)
+    if reasons.any():
+        out = out.astype(object)
+        out.loc[reasons != "", "value"] = "undefined"
+        out["why undefined"] = reasons
+    return out
+
+
+def _reasons(frame: pd.DataFrame) -> pd.Series:
+    """``undefined_reason`` as text, '' where the value exists (or the table predates the column)."""
+    if "undefined_reason" not in frame:
+        return pd.Series("", index=frame.index)
+    return frame["undefined_reason"].map(lambda r: r if isinstance(r, str) else "")
+
+
+def _shown_value(frame: pd.DataFrame) -> pd.Series:
+    """A value for a pivoted table: 3 decimals, or ``undefined: <reason>``."""
+    reasons = _reasons(frame)
+    values = frame["value"].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.3f}")
+    return values.where(reasons == "", "undefined: " + reasons)
 
 
 def _count_tables(aggregates: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -96,31 +118,50 @@ def _count_tables(aggregates: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
+BINARY_METRICS = ("binary_accuracy", "binary_auc")
+PER_CLASS_METRICS = ("precision", "recall", "specificity", "f1", "auc")
+
+
 def _metric_tables(aggregates: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Overall, normal vs leukemia, per class, confusion matrices; undefined values say why."""
     labelled = aggregates[aggregates["scope"] == "labelled"]
     if labelled.empty:
         return [("No labelled slides among the scored ones", pd.DataFrame())]
-    overall = labelled[(labelled["class_name"] == "") | (labelled["metric"].isin(["sensitivity", "specificity"]))]
-    per_class = labelled[
-        (labelled["class_name"] != "")
-        & (labelled["metric"] != "confusion")
-        & ~labelled["metric"].isin(["sensitivity", "specificity"])
-    ]
-    confusion = labelled[labelled["metric"] == "confusion"].copy()
-    out = [("Overall (with bootstrap CIs)", _tidy(overall))]
-    if not per_class.empty:
-        out.append(
-            ("Per class", per_class.pivot_table(index="class_name", columns="metric", values="value").reset_index())
-        )
-    if not confusion.empty:
-        confusion[["true", "predicted"]] = confusion["class_name"].str.split("/", expand=True)
+    metric, class_name = labelled["metric"], labelled["class_name"]
+    binary = metric.isin(BINARY_METRICS) | (metric.isin(["sensitivity", "specificity"]) & (class_name == "leukemia"))
+    overall = labelled[(class_name == "") & ~binary & (metric != "binary_confusion")]
+    per_class = labelled[(class_name != "") & metric.isin(PER_CLASS_METRICS) & ~binary]
+    out = []
+    if not overall.empty:
+        out.append(("Overall (with bootstrap CIs)", _tidy(overall)))
+    if binary.any():
         out.append(
             (
-                "Confusion matrix (rows: true, columns: predicted)",
-                confusion.pivot_table(index="true", columns="predicted", values="value").reset_index(),
+                "Normal vs leukemia (P(leukemia) >= 0.5 called leukemia; exact binomial CIs when one class only)",
+                _tidy(labelled[binary]),
             )
         )
+    out += _confusion(
+        labelled[metric == "binary_confusion"], "Normal vs leukemia: slides (rows: true, columns: called)"
+    )
+    if not per_class.empty:
+        shown = per_class.assign(shown=_shown_value(per_class))
+        out.append(
+            (
+                "Per class",
+                shown.pivot_table(index="class_name", columns="metric", values="shown", aggfunc="first").reset_index(),
+            )
+        )
+    out += _confusion(labelled[metric == "confusion"], "Confusion matrix (rows: true, columns: predicted)")
     return out
+
+
+def _confusion(cells: pd.DataFrame, caption: str) -> list[tuple[str, pd.DataFrame]]:
+    if cells.empty:
+        return []
+    cells = cells.copy()
+    cells[["true", "predicted"]] = cells["class_name"].str.split("/", expand=True)
+    return [(caption, cells.pivot_table(index="true", columns="predicted", values="value").reset_index())]
 
 
 def _count_figure(aggregates: pd.DataFrame, folder: str) -> str:
@@ -136,20 +177,50 @@ def _count_figure(aggregates: pd.DataFrame, folder: str) -> str:
     return path
 
 
-def _sample_figures(spark, lake, cfg, plan, run_id: str, folder: str):
-    """(sample figures, Grad-CAM figures) for a few slides of this run."""
-    scores = read_table(spark, lake, tables.SLIDE_SCORES).where(
+def _run_scores(spark, lake, plan, run_id: str):
+    return read_table(spark, lake, tables.SLIDE_SCORES).where(
         (F.col("scoring_run_id") == run_id) & (F.col("model_version") == plan.classifier.model_id)
     )
-    chosen = (
-        scores.orderBy(F.sha2(F.concat_ws("|", "content_sha256", F.lit(cfg.score.seed)), 256))
-        .limit(cfg.score.report_sample)
-        .select("content_sha256")
-        .collect()
+
+
+def _sample_keys(scores, seed: int, n: int) -> list[str]:
+    """``n`` slides of the run (content hashes), the same ones for the same seed."""
+    order = F.sha2(F.concat_ws("|", "content_sha256", F.lit(seed)), 256)
+    return [r[0] for r in scores.orderBy(order).limit(n).select("content_sha256").collect()] if n else []
+
+
+def _slide_list(spark, lake, cfg, plan, run_id: str) -> Section:
+    """Every slide of the run (sortable, paged) and thumbnails of ``score.report_thumbnails`` of them."""
+    from allmtl_spark.scoring.results import slide_frame
+    from allmtl_spark.scoring.slide_list import slide_list_html, thumbnail_uri, thumbnails_html
+
+    scores = _run_scores(spark, lake, plan, run_id)
+    frame = slide_frame(spark, lake, scores, list(plan.classifier.class_names)).toPandas()
+    keys = _sample_keys(scores, cfg.score.seed, cfg.score.report_thumbnails)
+    thumbs = []
+    sample = read_table(spark, lake, tables.SLIDES).where(F.col("content_sha256").isin(keys))
+    for row in sample.select("slide_id", "content").orderBy("slide_id").toLocalIterator():  # one image at a time
+        uri = thumbnail_uri(row["content"], cfg.score.report_thumbnail_px)
+        if uri:
+            thumbs.append((f"thumb-{len(thumbs)}", row["slide_id"], uri))
+    called = dict(zip(frame["slide_id"], frame["predicted_class"], strict=False))
+    figures = [(anchor, f"{slide_id} -> {called.get(slide_id, '?')}", uri) for anchor, slide_id, uri in thumbs]
+    text = (
+        f"<p>{len(frame)} slide(s) scored by model <code>{plan.classifier.model_id}</code> in this run. Names are "
+        "the stored slide ids (pseudonyms of the file names with privacy.pseudonymise_names); flags are the "
+        "reasons to look at a slide. Thumbnails: a fixed sample of "
+        f"{len(figures)} slide(s) (score.report_thumbnails).</p>"
+        + slide_list_html(frame, cfg.score.report_page_size, {slide_id: anchor for anchor, slide_id, _ in thumbs})
+        + thumbnails_html(figures)
     )
-    if not chosen:
+    return Section("Every slide of this run", text)
+
+
+def _sample_figures(spark, lake, cfg, plan, run_id: str, folder: str):
+    """(sample figures, Grad-CAM figures) for a few slides of this run."""
+    keys = _sample_keys(_run_scores(spark, lake, plan, run_id), cfg.score.seed, cfg.score.report_sample)
+    if not keys:
         return [], []
-    keys = [r[0] for r in chosen]
     slides = (
         read_table(spark, lake, tables.SLIDES)
         .where(F.col("content_sha256").isin(keys))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -56,6 +58,11 @@ def test_every_slide_scored_once_models_loaded_once_per_worker_rerun_writes_noth
     assert sum(1 for _ in first.loads_per_worker) <= 2
     html = Path(first.report_path).read_text()
     assert "data:image/png;base64" in html and "Grad-CAM" in html
+    # every slide of the run is listed (sortable, paged), a sample has thumbnails linked from its row
+    listed = json.loads(re.search(r'id="slides-data">(.*?)</script>', html, re.S).group(1))
+    assert sorted(row[0] for row in listed["rows"]) == sorted(r["slide_id"] for r in scored)
+    thumbs = min(SLIDES, cfg.score.report_thumbnails)
+    assert html.count('<figure id="thumb-') == thumbs and sum(row[-1] is not None for row in listed["rows"]) == thumbs
     aggregates = read_table(spark, lake, tables.SCORE_AGGREGATES).where(f"scoring_run_id = '{first.run_id}'")
     counts = {r["class_name"]: r["value"] for r in aggregates.where("scope = 'run' AND metric = 'count'").collect()}
     assert sum(counts.values()) == SLIDES
