@@ -12,7 +12,6 @@ import glob
 import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -32,11 +31,10 @@ LARGEST_ROW_BYTES = 2592 * 1944 * 3
 
 
 def quiet_third_party_warnings() -> None:
-    """Silence the FutureWarnings petastorm and pyarrow print by the hundred (docs/stack.md)."""
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
+    """Filter out the library warnings a user cannot act on, one message each (``allmtl_spark.quiet``)."""
+    from allmtl_spark import quiet
+
+    quiet.install()
 
 
 def launched_by_spark_submit() -> bool:

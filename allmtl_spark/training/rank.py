@@ -79,8 +79,10 @@ def train_rank(job: RankJob) -> dict:
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
+    from allmtl_spark import quiet
     from allmtl_spark.networks.freezing import set_trainable
 
+    quiet.install()  # a rank is a fresh process: petastorm's and Keras' notices would print again
     hvd.init()
     # One seed for every rank and stage: the backbone's initial weights are the same draw for the
     # stage-2 model and the classical stage-3 model (equal starting weights; rank 0's are broadcast).
@@ -106,8 +108,7 @@ def train_rank(job: RankJob) -> dict:
         shard_count=hvd.size(),
         num_epochs=None,
         workers_count=1,
-        seed=job.seed,
-        shard_seed=job.seed,
+        seed=job.seed,  # also the shard seed (petastorm deprecated shard_seed, which only repeated it)
     ) as train:
         train = _prepare(train, job, binary, shuffle=True)
         for policy, start, end in _phases(job):
@@ -128,7 +129,7 @@ def train_rank(job: RankJob) -> dict:
                 epochs=end,
                 initial_epoch=max(start, initial_epoch),
                 callbacks=_callbacks(job, hvd, manager, epoch_var) + ([best] if best else []),
-                verbose=2 if hvd.rank() == 0 else 0,
+                verbose=0,  # rank 0's EpochLine prints the one line per epoch
             )
             for key, values in fitted.history.items():
                 history.setdefault(key, []).extend(float(v) for v in values)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import pytest
@@ -15,7 +16,7 @@ from allmtl_spark.training.stages import plan_stages
 pytestmark = pytest.mark.spark
 
 
-def test_two_ranks_train_on_their_shards_and_end_with_identical_weights(spark, train_lake):
+def test_two_ranks_train_on_their_shards_and_end_with_identical_weights(spark, train_lake, caplog):
     from horovod.spark import run as horovod_run
 
     cfg, lake, _ = train_lake
@@ -29,7 +30,10 @@ def test_two_ranks_train_on_their_shards_and_end_with_identical_weights(spark, t
         job = training._rank_job(
             cfg.train, plan, "hvdtest", lake, data, {}, n_train, n_val, os.path.join(lake.models, "hvdtest"), examples
         )
-        results = horovod_run(training.train_rank, args=(job,), num_proc=2, use_gloo=True, verbose=0)
+        out, err = io.StringIO(), io.StringIO()  # the ranks' output, forwarded by horovod
+        results = horovod_run(
+            training.train_rank, args=(job,), num_proc=2, use_gloo=True, verbose=0, stdout=out, stderr=err
+        )
     finally:
         data.close()
     assert sorted(r["rank"] for r in results) == [0, 1]
@@ -39,6 +43,14 @@ def test_two_ranks_train_on_their_shards_and_end_with_identical_weights(spark, t
     assert root["kept_epoch"]["monitor"] == "val_loss" and 1 <= root["kept_epoch"]["epoch"] <= job.epochs
     assert root["ranks"] == 2 and root["history"]["loss"]
     assert root["sha256"] == file_sha256(os.path.join(lake.models, "hvdtest", "model.h5"))
+    # One line per epoch (EpochLine's, not Keras' as well); no library notice a user cannot act on.
+    output = out.getvalue() + err.getvalue()
+    for epoch in range(1, job.epochs + 1):
+        assert output.count(f"[{job.stage_key}] epoch {epoch}/{job.epochs} ") == 1, output[-3000:]
+    for noise in ("Epoch 1/", " - loss: ", "median size", "Converting floating-point", "Logging error", "HDF5 file"):
+        assert noise not in output, (noise, output[-3000:])
+    assert "FutureWarning: pyarrow" not in output, output[-3000:]
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("petastorm")]  # the driver's converter
 
 
 def test_split_keeps_groups_on_one_side_and_is_recorded(spark, train_lake):
