@@ -120,7 +120,11 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
     cfg = load_from_args(args)
     spark = spark_from_args(args, cfg)
     lake = tracked_lakehouse(cfg)
-    summary = run_train_segmenter(spark, cfg.segmenter, cfg.roi, lake, run_id=args.run_id)
+    from allmtl_spark.transforms.scale import PixelSizePolicy
+
+    summary = run_train_segmenter(
+        spark, cfg.segmenter, cfg.roi, lake, run_id=args.run_id, policy=PixelSizePolicy.from_ingest(cfg.ingest)
+    )
     print(summary.format())
     publish_models(spark, cfg, lake, [resolve_model(spark, lake, summary.model_id)])
     return 0
@@ -139,8 +143,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
     cfg = load_from_args(args)
     spark = spark_from_args(args, cfg)
     lake = lakehouse_from(cfg)
+    from allmtl_spark.transforms.scale import PixelSizePolicy
+
+    policy = PixelSizePolicy.from_ingest(cfg.ingest)
     with spark_progress(spark, "segment", cfg.spark.progress_interval_s):
-        summary = run_segment(spark, cfg.segment, cfg.roi, lake, run_id=args.run_id)
+        summary = run_segment(spark, cfg.segment, cfg.roi, lake, run_id=args.run_id, policy=policy)
     print(summary.format())
     if summary.segmented:
         path = f"{lake.reports}/segmentation_example.png"

@@ -148,7 +148,9 @@ def _predict_segmenter(model: AllmtlModel, rgb: np.ndarray) -> dict:
     from allmtl_spark.scoring.pipeline import segment_image
 
     unet = model._loaded()[0]
-    segmentation = segment_image(rgb, unet, model.plan.roi, model.plan.segment, model.plan.scale)
+    plan = model.plan
+    pixel = plan.pixel_policy.resolve(rgb, None)
+    segmentation = segment_image(rgb, unet, plan.roi, plan.segment, pixel.pixel_size_um, plan.working_pixel_size_um)
     ok, png = cv2.imencode(".png", segmentation.mask)
     return {"white_cell_count": len(segmentation.cells), "mask_png": png.tobytes() if ok else None, "error": None}
 
@@ -182,7 +184,8 @@ def spec_of(plan, kind: str) -> tuple[dict, dict[str, str]]:
         "models": refs,
         "segmenter_version": plan.segmenter_version,
         "segmenter_sha256": plan.segmenter_sha256,
-        "scale": plan.scale,
+        "working_pixel_size_um": plan.working_pixel_size_um,
+        "pixel_policy": asdict(plan.pixel_policy),
         "roi": to_dict(plan.roi),
         "segment": to_dict(plan.segment),
         "blast_threshold": plan.blast_threshold,
@@ -198,6 +201,7 @@ def plan_from_spec(spec: dict, artifacts: dict[str, str]):
     from allmtl_spark.config.schema import RoiConfig, SegmentConfig
     from allmtl_spark.scoring.job import ModelRef, ScorePlan
     from allmtl_spark.training.examples import ViewSpec
+    from allmtl_spark.transforms.scale import PixelSizePolicy
 
     def model_file(name: str) -> str:
         """The model file of artifact ``name``: a folder holding it (and its model.json)."""
@@ -216,13 +220,23 @@ def plan_from_spec(spec: dict, artifacts: dict[str, str]):
         segmenter_version=spec["segmenter_version"],
         segmenter_file=model_file("segmenter") if "segmenter" in artifacts else None,
         segmenter_sha256=spec["segmenter_sha256"] if "segmenter" in artifacts else None,
-        scale=float(spec["scale"]),
+        working_pixel_size_um=_working_pixel_size(spec),
         roi=build(RoiConfig, spec["roi"], "roi"),
         segment=build(SegmentConfig, spec["segment"], "segment"),
         blast_threshold=float(spec["blast_threshold"]),
         tf_threads=int(spec["tf_threads"]),
         classifier_batch=int(spec["classifier_batch"]),
+        pixel_policy=PixelSizePolicy(**spec["pixel_policy"]) if "pixel_policy" in spec else PixelSizePolicy(),
     )
+
+
+def _working_pixel_size(spec: dict) -> float:
+    """The segmenter's working pixel size of a spec; specs of an earlier release hold ``scale`` (of ALL-IDB1's)."""
+    from allmtl_spark import units
+
+    if "working_pixel_size_um" in spec:
+        return float(spec["working_pixel_size_um"])
+    return units.ALLIDB1_PIXEL_SIZE_UM / float(spec["scale"])
 
 
 # ----------------------------------------------------------------------------- signatures and examples

@@ -193,6 +193,10 @@ SEGMENTED_SLIDES = Table(
             _f("roi_dice_vs_truth", DoubleType()),
             _f("run_id", StringType(), False),
             _f("segmented_at", TimestampType(), False),
+            # nullable: added after the first release
+            _f("pixel_size_um", DoubleType()),
+            _f("pixel_size_source", StringType()),
+            _f("working_pixel_size_um", DoubleType()),
         ]
     ),
     merge_keys=("content_sha256", "segmenter_version"),
@@ -202,18 +206,23 @@ SEGMENTED_SLIDES = Table(
         "segmenter_version": "model_id of the U-Net in `models` (or `roi-<method>` when mask_source is roi)",
         "mask_source": "unet | roi: what produced the white-cell mask",
         "roi_method": "adaptive | paper: the threshold ROI computed beside the U-Net",
-        "scale": "stored image size / original slide size (segment.working_scale)",
+        "scale": "stored image size / original slide size (slide pixel size / working pixel size)",
         "width": "stored image width (original width x scale)",
         "isolated": "PNG: the slide with everything outside the white cells set to black",
         "mask": "PNG: the post-processed white-cell mask (0/255)",
         "cell_count": "number of white cells found (rows in `slide_cells`)",
         "blast_truth_count": "number of .xyc blast centroids, null without .xyc",
-        "detect_tp": "found cells matched one-to-one to a .xyc centroid within segment.match_radius_px",
+        "detect_tp": "found cells matched one-to-one to a .xyc centroid within segment.match_radius_um",
         "detect_fp": "found cells matching no .xyc centroid (.xyc lists blasts only, so normal white cells count)",
         "truth_cell_count": "white cells (connected regions) in the ground-truth mask; null without one",
-        "truth_cells_found": "of those, matched one-to-one to a found cell within segment.match_radius_px",
-        "dice_vs_truth": "Dice of the mask against the ground-truth mask (original size), when the slide has one",
+        "truth_cells_found": "of those, matched one-to-one to a found cell within segment.match_radius_um",
+        "dice_vs_truth": "Dice of the mask against the ground-truth mask (both at the working pixel size), when the "
+        "slide has one",
         "roi_dice_vs_truth": "Dice of the threshold ROI (holes filled, specks dropped) against the ground-truth mask",
+        "pixel_size_um": "the slide's micrometres per pixel as segmented; null for rows of an earlier release",
+        "pixel_size_source": "given | estimated | default: from the slides row, or estimated here for slides "
+        "ingested without one",
+        "working_pixel_size_um": "micrometres per pixel of the stored images and the cell crops (the segmenter's)",
     },
 )
 
@@ -236,6 +245,11 @@ SLIDE_CELLS = Table(
             _f("matches_blast", BooleanType()),
             _f("run_id", StringType(), False),
             _f("segmented_at", TimestampType(), False),
+            # nullable: added after the first release
+            _f("area_um2", DoubleType()),
+            _f("pixel_size_um", DoubleType()),
+            _f("pixel_size_source", StringType()),
+            _f("crop_pixel_size_um", DoubleType()),
         ]
     ),
     merge_keys=("content_sha256", "segmenter_version", "cell_index"),
@@ -244,8 +258,13 @@ SLIDE_CELLS = Table(
         "bbox_x": "bounding box in original slide pixels (x, y, w, h)",
         "centroid_x": "centroid in original slide pixels",
         "area_px": "cell area in original slide pixels",
-        "crop": "PNG: segment.crop_size square crop centred on the cell, outside the cell black",
+        "crop": "PNG: segment.crop_size_um square crop (odd pixel side at crop_pixel_size_um) centred on the cell, "
+        "outside the cell black",
         "matches_blast": "matched to a .xyc blast centroid; null when the slide has no .xyc",
+        "area_um2": "cell area in square micrometres; null for rows of an earlier release",
+        "pixel_size_um": "the slide's micrometres per pixel (as in segmented_slides)",
+        "pixel_size_source": "given | estimated | default (as in segmented_slides)",
+        "crop_pixel_size_um": "micrometres per pixel of the crop: the segmenter's working pixel size",
     },
 )
 

@@ -65,14 +65,18 @@ def _plain(index: int, files: list[str], plan, threads: int, queue) -> None:
     inputs, cells = [], []
     for path in files:
         try:
+            image = decode_rgb(Path(path).read_bytes())
+            # the red-cell estimate, as ingest made it for the Spark side (a few tens of ms)
+            pixel = plan.pixel_policy.resolve(image, None)
             _, _, slide_input, cell_inputs = model_inputs(
-                decode_rgb(Path(path).read_bytes()),
+                image,
                 unet,
                 plan.classifier.view,
                 cell_view,
                 plan.roi,
                 plan.segment,
-                plan.scale,
+                pixel.pixel_size_um,
+                plan.working_pixel_size_um,
             )
         except ValueError:  # no white cell: the Spark job rejects it too
             continue

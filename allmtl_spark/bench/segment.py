@@ -96,16 +96,18 @@ class BenchResult:
 _POOL_STATE: dict = {}
 
 
-def _pool_init(model_file: str, sha256: str, tf_threads: int, roi_cfg, cfg, scale: float) -> None:
+def _pool_init(model_file: str, sha256: str, tf_threads: int, roi_cfg, cfg, working_pixel_size_um: float) -> None:
     import cv2
 
     from allmtl_spark.segmentation.predict import make_predict_fn
 
     cv2.setNumThreads(1)
-    _POOL_STATE.update(predict=make_predict_fn(model_file, sha256, tf_threads), roi=roi_cfg, cfg=cfg, scale=scale)
+    _POOL_STATE.update(
+        predict=make_predict_fn(model_file, sha256, tf_threads), roi=roi_cfg, cfg=cfg, working=working_pixel_size_um
+    )
 
 
-def _pool_segment(paths: tuple[str, str | None, str | None]) -> tuple[int, int, int, float]:
+def _pool_segment(paths: tuple[str, str | None, str | None, float]) -> tuple[int, int, int, float]:
     """Segment one slide file exactly as a Spark worker does.
 
     Returns:
@@ -115,9 +117,9 @@ def _pool_segment(paths: tuple[str, str | None, str | None]) -> tuple[int, int, 
 
     import numpy as np
 
-    from allmtl_spark.segmentation.pipeline import decode_mask, decode_rgb, downscale, encode_png, segment_slide
+    from allmtl_spark.segmentation.pipeline import decode_mask, decode_rgb, encode_png, segment_slide, to_working
 
-    image_path, xyc_path, mask_path = paths
+    image_path, xyc_path, mask_path, pixel_size_um = paths
     image = decode_rgb(Path(image_path).read_bytes())
     truth = decode_mask(Path(mask_path).read_bytes()) if mask_path else None
     blast_xy = None
@@ -125,13 +127,14 @@ def _pool_segment(paths: tuple[str, str | None, str | None]) -> tuple[int, int, 
         text = Path(xyc_path).read_text().split()
         blast_xy = np.asarray([float(v) for v in text]).reshape(-1, 2)
     state = _POOL_STATE
-    small = downscale(image, state["scale"])
+    small = to_working(image, pixel_size_um, state["working"])
     result = segment_slide(
         image,
         state["predict"](small),
         state["roi"],
         state["cfg"],
-        state["scale"],
+        pixel_size_um,
+        state["working"],
         truth_mask=truth,
         blast_xy=blast_xy,
         working_image=small,
@@ -143,19 +146,21 @@ def _pool_segment(paths: tuple[str, str | None, str | None]) -> tuple[int, int, 
 
 
 def run_pool(
-    files: list[tuple[str, str | None, str | None]],
+    files: list[tuple[str, str | None, str | None, float]],
     workers: int,
     model_file: str,
     sha256: str,
     roi_cfg,
     cfg,
-    scale: float,
+    working_pixel_size_um: float,
 ) -> tuple[float, int, int, float]:
     """Segment ``files`` in a fresh ``spawn`` pool; returns (seconds, cells, peak worker RSS bytes, worker CPU s)."""
     start = time.perf_counter()
     context = multiprocessing.get_context("spawn")
     with context.Pool(
-        workers, initializer=_pool_init, initargs=(model_file, sha256, cfg.tf_threads, roi_cfg, cfg, scale)
+        workers,
+        initializer=_pool_init,
+        initargs=(model_file, sha256, cfg.tf_threads, roi_cfg, cfg, working_pixel_size_um),
     ) as pool:
         results = pool.map(_pool_segment, files, chunksize=1)
     seconds = time.perf_counter() - start
@@ -170,9 +175,10 @@ def run_pool(
 
 def run_bench_segment(spark, app_cfg, slides: int, workers: int, workdir: str, progress=print) -> BenchResult:
     """Generate, ingest and segment ``slides`` full-size slides both ways (see the module docstring)."""
+    from allmtl_spark import tables
     from allmtl_spark.config.schema import IngestConfig, LakehouseConfig, PrivacyConfig, SourceConfig
     from allmtl_spark.ingest.job import run_ingest
-    from allmtl_spark.lakehouse import Lakehouse
+    from allmtl_spark.lakehouse import Lakehouse, read_table
     from allmtl_spark.registry import resolve_model, verify_artifact
     from allmtl_spark.segmentation.job import resolve_segmenter, run_segment
     from allmtl_spark.synth.dataset import SLIDE_DIRS, write_dataset
@@ -200,14 +206,21 @@ def run_bench_segment(spark, app_cfg, slides: int, workers: int, workdir: str, p
     run_ingest(spark, ingest, PrivacyConfig(allow_demo_key=True), bench_lake)
 
     seg = resolve_segmenter(spark, main_lake, cfg, app_cfg.roi, record)
+    # The pool gets each slide's pixel size as ingest stored it, as the Spark job does.
+    pixel = {
+        r["slide_id"]: r["pixel_size_um"]
+        for r in read_table(spark, bench_lake, tables.SLIDES).select("slide_id", "pixel_size_um").collect()
+    }
     files = []
     for image in sorted((data / SLIDE_DIRS["image"]).glob("*.jpg")):
         xyc, mask = data / SLIDE_DIRS["xyc"] / f"{image.stem}.xyc", data / SLIDE_DIRS["mask"] / f"{image.stem}.png"
-        files.append((str(image), str(xyc) if xyc.is_file() else None, str(mask) if mask.is_file() else None))
+        files.append(
+            (str(image), str(xyc) if xyc.is_file() else None, str(mask) if mask.is_file() else None, pixel[image.stem])
+        )
 
     progress(f"(a) pool of {workers} processes ...")
     pool_seconds, pool_cells, pool_rss, pool_cpu = run_pool(
-        files, workers, record.model_file, record.artifact_sha256, app_cfg.roi, cfg, seg.scale
+        files, workers, record.model_file, record.artifact_sha256, app_cfg.roi, cfg, seg.pixel_size_um
     )
     progress(f"(b) Spark job on {spark.sparkContext.master} ...")
     summary = run_segment(spark, cfg, app_cfg.roi, bench_lake, record=record)

@@ -459,8 +459,11 @@ class RoiConfig:
 class SegmenterConfig:
     """Training of the Residual U-Net white-cell segmenter (``allmtl train-segmenter``)."""
 
-    working_scale: float = 0.5  # slides are resized by this factor before the U-Net (and in `segment`)
-    tile_size: int = 128
+    # The U-Net's working resolution, micrometres per pixel: every slide is resampled to it from its own
+    # pixel size (slides.pixel_size_um) before training and before segmenting, so one model serves every
+    # magnification. 0.31 is half ALL-IDB1's nominal resolution: a red cell is about 25 px across.
+    pixel_size_um: float = 2 * units.ALLIDB1_PIXEL_SIZE_UM
+    tile_size: int = 128  # training tile side, pixels at pixel_size_um
     tiles_per_slide: int = 8  # random training tiles per training slide and epoch
     foreground_tile_fraction: float = 0.8  # share of those tiles centred on a white-cell pixel
     augment: bool = True  # random flips, 90-degree rotations and channel gains of the training tiles
@@ -477,8 +480,13 @@ class SegmenterConfig:
     label_source: Literal["auto", "truth", "roi"] = "auto"  # auto: ground-truth masks if present, else ROI
     seed: int = 13
 
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "working_scale": "pixel_size_um (micrometres per pixel the U-Net works at; each slide is resampled to it "
+        "from its own pixel size)",
+    }
+
     def __post_init__(self) -> None:
-        _require(0 < self.working_scale <= 1, "working_scale", "must be in (0, 1]")
+        _pixel_size(self.pixel_size_um, "pixel_size_um")
         _require(self.tile_size % (2**self.depth) == 0, "tile_size", f"must be divisible by 2**depth = {2**self.depth}")
         _require(1 <= self.depth <= 6, "depth", "must be in 1..6")
         _require(self.epochs >= 1 and self.batch_size >= 1, "epochs/batch_size", "must be >= 1")
@@ -493,39 +501,50 @@ class SegmenterConfig:
 
 @dataclass(frozen=True)
 class SegmentConfig:
-    """The segmentation job (``allmtl segment``): masks, post-processing, crops, detection check."""
+    """The segmentation job (``allmtl segment``): masks, post-processing, crops, detection check.
+
+    Every size is physical (micrometres), turned into pixels at the working pixel size.
+    """
 
     segmenter: str = "latest"  # model_id / run id in `models`, or latest
     mask_source: Literal["unet", "roi"] = "unet"
-    working_scale: float | None = None  # null: the U-Net's training scale (model.json); 0.5 with mask_source roi
+    # Working resolution, um per pixel; null: the U-Net's (model.json), 0.31 with mask_source roi.
+    pixel_size_um: float | None = None
     mask_threshold: float = 0.5
-    min_cell_area_px: int = 400  # in original slide pixels
-    max_cell_area_px: int | None = None  # larger regions (smudges, clumps) are dropped; null keeps all
+    min_cell_area_um2: float = 20.0  # smaller regions are specks or platelets (2-3 um); a small lymphocyte is ~40
+    max_cell_area_um2: float | None = None  # larger regions (smudges, clumps) are dropped; null keeps all
     split_touching: bool = True
-    watershed_min_distance: int = 10  # original pixels; peaks closer than this are one cell
+    watershed_min_distance_um: float = 3.0  # centres closer than this are one cell (about half a small lymphocyte)
     watershed_seed_fraction: float = 0.7  # seed disc radius / the cell's inscribed radius
     blue_threshold: float = 8.0  # isolation keeps pixels with blue - red above this (after white balance)
-    crop_size: int = 257
-    match_radius_px: float = 40.0  # a found cell matches a .xyc centroid within this distance
-    max_decoded_pixels: int = 12_000_000  # guard: larger slides are rejected, not decoded
+    crop_size_um: float = units.ALLIDB2_CROP_SIZE_UM  # side of a cell crop: ALL-IDB2's 257 px at ALL-IDB1's scale
+    match_radius_um: float = 6.0  # a found cell matches a .xyc centroid within this distance
+    max_decoded_pixels: int = 12_000_000  # guard: larger slides (decoded or at the working size) are rejected
     slides_per_partition: int = 2
     tf_threads: int = 1  # TensorFlow intra-op threads per Python worker (Spark runs one worker per core)
 
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "working_scale": "pixel_size_um (micrometres per pixel; null: the segmenter's)",
+        "min_cell_area_px": "min_cell_area_um2 (square micrometres)",
+        "max_cell_area_px": "max_cell_area_um2 (square micrometres)",
+        "watershed_min_distance": "watershed_min_distance_um (micrometres)",
+        "crop_size": "crop_size_um (micrometres; crops are cut at the working pixel size)",
+        "match_radius_px": "match_radius_um (micrometres)",
+    }
+
     def __post_init__(self) -> None:
+        _pixel_size(self.pixel_size_um, "pixel_size_um")
         _require(0 < self.mask_threshold < 1, "mask_threshold", "must be in (0, 1)")
+        _require(self.min_cell_area_um2 >= 0, "min_cell_area_um2", "must be >= 0")
         _require(
-            self.working_scale is None or 0 < self.working_scale <= 1, "working_scale", "must be null or in (0, 1]"
+            self.max_cell_area_um2 is None or self.max_cell_area_um2 > self.min_cell_area_um2,
+            "max_cell_area_um2",
+            "must be null or above min_cell_area_um2",
         )
-        _require(self.min_cell_area_px >= 0, "min_cell_area_px", "must be >= 0")
-        _require(
-            self.max_cell_area_px is None or self.max_cell_area_px > self.min_cell_area_px,
-            "max_cell_area_px",
-            "must be null or above min_cell_area_px",
-        )
-        _require(self.watershed_min_distance >= 1, "watershed_min_distance", "must be >= 1")
+        _require(self.watershed_min_distance_um > 0, "watershed_min_distance_um", "must be > 0")
         _require(0 < self.watershed_seed_fraction <= 1, "watershed_seed_fraction", "must be in (0, 1]")
-        _require(self.crop_size >= 32, "crop_size", "must be >= 32")
-        _require(self.match_radius_px > 0, "match_radius_px", "must be > 0")
+        _require(self.crop_size_um >= 5, "crop_size_um", "must be >= 5 (micrometres)")
+        _require(self.match_radius_um > 0, "match_radius_um", "must be > 0")
         _require(self.max_decoded_pixels > 0, "max_decoded_pixels", "must be > 0")
         _require(self.slides_per_partition >= 1, "slides_per_partition", "must be >= 1")
         _require(self.tf_threads >= 0, "tf_threads", "must be >= 0 (0: TensorFlow's default)")

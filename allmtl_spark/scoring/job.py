@@ -50,6 +50,7 @@ from allmtl_spark.rejects import reject_rows
 from allmtl_spark.scoring.pipeline import SlideScore
 from allmtl_spark.session import assert_on_driver
 from allmtl_spark.training.examples import ViewSpec
+from allmtl_spark.transforms.scale import PixelSizePolicy
 
 log = logging.getLogger(__name__)
 STAGE = "score"
@@ -134,13 +135,14 @@ class ScorePlan:
     segmenter_version: str
     segmenter_file: str | None
     segmenter_sha256: str | None
-    scale: float
+    working_pixel_size_um: float
     roi: RoiConfig
     segment: SegmentConfig
     blast_threshold: float
     tf_threads: int
     classifier_batch: int
     disagreement: tuple[int, float] = (1, 50.0)  # score.disagreement_min_blasts, score.disagreement_max_blast_pct
+    pixel_policy: PixelSizePolicy = PixelSizePolicy()  # slides whose row records no pixel size
 
     @classmethod
     def build(cls, classifier: ModelRef, cell_model: ModelRef | None, seg, cfg: AppConfig, cache_dir: str) -> ScorePlan:
@@ -158,13 +160,14 @@ class ScorePlan:
             seg.version,
             record.model_file if record else None,
             record.artifact_sha256 if record else None,
-            seg.scale,
+            seg.pixel_size_um,
             cfg.roi,
             cfg.segment,
             cfg.score.blast_threshold,
             cfg.score.tf_threads,
             cfg.score.classifier_batch,
             (cfg.score.disagreement_min_blasts, cfg.score.disagreement_max_blast_pct),
+            PixelSizePolicy.from_ingest(cfg.ingest),
         )
 
     @property
@@ -196,11 +199,19 @@ class ScorePlan:
         )
         return (unet, *self.classifier_fns(freeze_after_load=freeze_after_load))
 
-    def score(self, image_rgb: np.ndarray, models: tuple) -> SlideScore:
+    def score(
+        self,
+        image_rgb: np.ndarray,
+        models: tuple,
+        pixel_size_um: float | None = None,
+        pixel_size_source: str | None = None,
+    ) -> SlideScore:
         """One decoded slide (HxWx3 uint8 RGB) through segmentation, isolation and the classifiers.
 
         The one scoring path: the job's workers (``score_one``) and the MLflow slide scorer
-        (``mlflow_models``) both run it, with ``models`` from :meth:`models`.
+        (``mlflow_models``) both run it, with ``models`` from :meth:`models`. The slide is resampled
+        from ``pixel_size_um`` (its row's; None: estimated from its red cells, else the default, by
+        ``pixel_policy``) to the segmenter's working pixel size.
 
         Raises:
             ValueError: no white cell was found (nothing to classify).
@@ -208,6 +219,7 @@ class ScorePlan:
         from allmtl_spark.scoring.pipeline import score_slide
 
         unet, classify, classify_cells = models
+        pixel = self.pixel_policy.resolve(image_rgb, pixel_size_um, pixel_size_source)
         return score_slide(
             image_rgb,
             unet,
@@ -218,7 +230,8 @@ class ScorePlan:
             self.cell_model.view if self.cell_model else None,
             self.roi,
             self.segment,
-            self.scale,
+            pixel.pixel_size_um,
+            self.working_pixel_size_um,
             self.blast_threshold,
         )
 
@@ -309,7 +322,7 @@ def score_one(slide, plan: ScorePlan, models: Callable[[], tuple]) -> dict:
         return _row("reject", **base, reason="decode_error", detail=f"the slide cannot be decoded: {err}")
     loaded = models()  # outside the per-slide guard: a bad model fails the job
     try:
-        result = plan.score(image, loaded)
+        result = plan.score(image, loaded, slide.pixel_size_um, slide.pixel_size_source)
     except MemoryError:
         return _row(
             "reject",
@@ -491,6 +504,8 @@ def input_slides(
         "width",
         "height",
         F.when(within, F.col("content")).alias("content"),
+        "pixel_size_um",
+        "pixel_size_source",
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from allmtl_spark.config.schema import RoiConfig, SegmentConfig
-from allmtl_spark.segmentation.pipeline import SlideSegmentation, downscale, segment_slide
+from allmtl_spark.segmentation.pipeline import SlideSegmentation, segment_slide, to_working
 from allmtl_spark.training.examples import ViewSpec, view_from_images
 
 
@@ -92,16 +92,17 @@ def score_slide(
     cell_view: ViewSpec | None,
     roi_cfg: RoiConfig,
     seg_cfg: SegmentConfig,
-    scale: float,
+    pixel_size_um: float,
+    working_pixel_size_um: float,
     blast_threshold: float,
 ) -> SlideScore:
-    """Score one decoded slide (HxWx3 uint8 RGB, original size).
+    """Score one decoded slide (HxWx3 uint8 RGB, original size, ``pixel_size_um`` micrometres per pixel).
 
     Raises:
         ValueError: no white cell was found (nothing to classify).
     """
     segmentation, crops, slide_input, cell_inputs = model_inputs(
-        image_rgb, unet, view, cell_view, roi_cfg, seg_cfg, scale
+        image_rgb, unet, view, cell_view, roi_cfg, seg_cfg, pixel_size_um, working_pixel_size_um
     )
     probabilities = classify(slide_input[None])[0]
     blasts = None
@@ -116,12 +117,19 @@ def segment_image(
     unet: Callable[[np.ndarray], np.ndarray] | None,
     roi_cfg: RoiConfig,
     seg_cfg: SegmentConfig,
-    scale: float,
+    pixel_size_um: float,
+    working_pixel_size_um: float,
 ) -> SlideSegmentation:
-    """Segment one slide (HxWx3 uint8 RGB, original size) at ``scale``: the U-Net's mask, or the ROI's without one."""
-    small = downscale(image_rgb, scale)
+    """Segment one slide (HxWx3 uint8 RGB, original size, ``pixel_size_um`` micrometres per pixel).
+
+    The slide is resampled to ``working_pixel_size_um`` (the segmenter's); the U-Net's mask is used, or
+    the ROI's without one.
+    """
+    small = to_working(image_rgb, pixel_size_um, working_pixel_size_um)
     probability = unet(small) if unet is not None else None
-    return segment_slide(image_rgb, probability, roi_cfg, seg_cfg, scale, working_image=small)
+    return segment_slide(
+        image_rgb, probability, roi_cfg, seg_cfg, pixel_size_um, working_pixel_size_um, working_image=small
+    )
 
 
 def model_inputs(
@@ -131,7 +139,8 @@ def model_inputs(
     cell_view: ViewSpec | None,
     roi_cfg: RoiConfig,
     seg_cfg: SegmentConfig,
-    scale: float,
+    pixel_size_um: float,
+    working_pixel_size_um: float,
 ) -> tuple[SlideSegmentation, list[np.ndarray], np.ndarray, np.ndarray | None]:
     """Segment one slide and build what the classifiers see: (segmentation, crops, slide input, cell inputs).
 
@@ -140,7 +149,7 @@ def model_inputs(
     Raises:
         ValueError: no white cell was found (nothing to classify).
     """
-    segmentation = segment_image(image_rgb, unet, roi_cfg, seg_cfg, scale)
+    segmentation = segment_image(image_rgb, unet, roi_cfg, seg_cfg, pixel_size_um, working_pixel_size_um)
     if not segmentation.cells:
         raise ValueError("no white cell found on the slide")
     crops = cells_largest_first(segmentation)

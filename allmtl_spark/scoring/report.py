@@ -224,7 +224,9 @@ def _sample_figures(spark, lake, cfg, plan, run_id: str, folder: str):
     slides = (
         read_table(spark, lake, tables.SLIDES)
         .where(F.col("content_sha256").isin(keys))
-        .select("content_sha256", "slide_id", "content", "label_fab", "label_binary")
+        .select(
+            "content_sha256", "slide_id", "content", "label_fab", "label_binary", "pixel_size_um", "pixel_size_source"
+        )
         .collect()
     )
     return _render_samples(slides, cfg, plan, folder)
@@ -249,6 +251,7 @@ def _render_samples(slides, cfg, plan, folder: str):
     for index, slide in enumerate(sorted(slides, key=lambda s: s["slide_id"])):
         image = decode_rgb(slide["content"])
         try:
+            pixel = plan.pixel_policy.resolve(image, slide["pixel_size_um"], slide["pixel_size_source"])
             result = score_slide(
                 image,
                 unet,
@@ -259,7 +262,8 @@ def _render_samples(slides, cfg, plan, folder: str):
                 None,
                 plan.roi,
                 plan.segment,
-                plan.scale,
+                pixel.pixel_size_um,
+                plan.working_pixel_size_um,
                 plan.blast_threshold,
             )
         except ValueError:

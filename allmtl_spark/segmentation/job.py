@@ -1,7 +1,8 @@
 """``allmtl segment``: slides not yet segmented by this segmenter -> segmented_slides, slide_cells, rejects.
 
 One ``mapInPandas`` pass does the work on the Python workers: per slide it checks the size before
-decoding, decodes, downscales, runs the U-Net (loaded once per worker by ``make_predict_fn``) and the
+decoding, decodes, finds its pixel size (stored at ingest; estimated for older rows), resamples it to
+the segmenter's working pixel size, runs the U-Net (loaded once per worker by ``make_predict_fn``) and the
 pure pipeline, and emits rows of four kinds in one DataFrame (``row_kind``): ``slide``, ``cell``,
 ``reject`` and, once per task, ``stats`` (worker pid, the worker's model loads so far, its peak RSS).
 A slide that fails becomes a ``reject`` row; the rest of its batch goes on. The driver persists that
@@ -36,26 +37,30 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from allmtl_spark import tables
+from allmtl_spark import tables, units
 from allmtl_spark.config.schema import RoiConfig, SegmentConfig
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
 from allmtl_spark.partitioning import spread_over_tasks
 from allmtl_spark.registry import ModelRecord, resolve_model, verify_artifact
 from allmtl_spark.rejects import reject_rows
 from allmtl_spark.segmentation.pipeline import (
-    ROI_ONLY_SCALE,
     SlideSegmentation,
     decode_mask,
     decode_rgb,
-    downscale,
     encode_png,
     segment_slide,
+    to_working,
+    working_shape,
 )
 from allmtl_spark.session import assert_on_driver
+from allmtl_spark.transforms.resample import resize_by
+from allmtl_spark.transforms.scale import PixelSizePolicy
 
 log = logging.getLogger(__name__)
 
 STAGE = "segment"
+# Working pixel size with mask_source roi when segment.pixel_size_um is null: a U-Net's default.
+ROI_ONLY_PIXEL_SIZE_UM = 2 * units.ALLIDB1_PIXEL_SIZE_UM
 
 SEGMENT_ROWS = StructType(
     [
@@ -79,6 +84,10 @@ SEGMENT_ROWS = StructType(
             ("truth_cells_found", IntegerType()),
             ("dice_vs_truth", DoubleType()),
             ("roi_dice_vs_truth", DoubleType()),
+            ("scale", DoubleType()),
+            ("pixel_size_um", DoubleType()),  # slide and cell rows: the slide's own
+            ("pixel_size_source", StringType()),
+            ("working_pixel_size_um", DoubleType()),
             # cell rows (original slide pixels)
             ("cell_index", IntegerType()),
             ("bbox_x", IntegerType()),
@@ -88,6 +97,7 @@ SEGMENT_ROWS = StructType(
             ("centroid_x", DoubleType()),
             ("centroid_y", DoubleType()),
             ("area_px", IntegerType()),
+            ("area_um2", DoubleType()),
             ("crop", BinaryType()),
             ("matches_blast", BooleanType()),
             # reject rows
@@ -115,6 +125,8 @@ INPUT_COLUMNS = StructType(
         StructField("content", BinaryType()),
         StructField("truth_mask", BinaryType()),
         StructField("blast_xy", ArrayType(IntegerType())),  # x0, y0, x1, y1, ...; null without .xyc
+        StructField("pixel_size_um", DoubleType()),  # null for slides ingested before pixel sizes were kept
+        StructField("pixel_size_source", StringType()),
     ]
 )
 
@@ -126,7 +138,7 @@ class SegmentSummary:
     run_id: str
     segmenter_version: str
     mask_source: str
-    scale: float
+    pixel_size_um: float  # the working pixel size
     pending: int = 0
     segmented: int = 0
     cells: int = 0
@@ -141,6 +153,8 @@ class SegmentSummary:
     truth_fn: int = 0
     dice: list[float] = field(default_factory=list)
     roi_dice: list[float] = field(default_factory=list)
+    pixel_sizes: dict[str, int] = field(default_factory=dict)  # slides per pixel_size_source
+    defaulted: list[str] = field(default_factory=list)  # slides at a default pixel size
     loads_per_worker: dict[int, int] = field(default_factory=dict)
     tasks: int = 0
     peak_rss_bytes: int = 0
@@ -182,7 +196,7 @@ class SegmentSummary:
     def format(self) -> str:
         lines = [
             f"segment run {self.run_id}: segmenter {self.segmenter_version} ({self.mask_source} mask, "
-            f"working scale {self.scale})"
+            f"working pixel size {self.pixel_size_um:g} um)"
         ]
         if not self.pending:
             lines.append("  nothing to do: every slide is already segmented (or rejected) by this segmenter")
@@ -194,6 +208,16 @@ class SegmentSummary:
             f"  time: {self.seconds:.1f} s in all, {self.segment_seconds:.1f} s segmenting ({rate:.2f} slides/s)",
             "  new rows: " + ", ".join(f"{k} {v}" for k, v in self.inserted.items()),
         ]
+        if self.pixel_sizes:
+            lines.append("  slides' pixel size: " + ", ".join(f"{k} {v}" for k, v in sorted(self.pixel_sizes.items())))
+        if self.defaulted:
+            shown = ", ".join(self.defaulted[:5]) + (
+                f" and {len(self.defaulted) - 5} more" if len(self.defaulted) > 5 else ""
+            )
+            lines.append(
+                f"  {len(self.defaulted)} slide(s) segmented at a default pixel size (not given, red-cell estimate "
+                f"not confident): {shown}; give pixel_size_um in the manifest or ingest.sources[].pixel_size_um"
+            )
         if self.rejects:
             lines.append("  rejects by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(self.rejects.items())))
         if self.slides_with_xyc:
@@ -244,8 +268,15 @@ def _reject(slide, reason: str, detail: str) -> list[dict]:
     ]
 
 
-def _result_rows(slide, result: SlideSegmentation, has_xyc: bool) -> list[dict]:
-    base = {"content_sha256": slide.content_sha256, "slide_id": slide.slide_id, "source_path": slide.source_path}
+def _result_rows(slide, result: SlideSegmentation, has_xyc: bool, pixel_source: str) -> list[dict]:
+    base = {
+        "content_sha256": slide.content_sha256,
+        "slide_id": slide.slide_id,
+        "source_path": slide.source_path,
+        "pixel_size_um": result.pixel_size_um,
+        "pixel_size_source": pixel_source,
+        "working_pixel_size_um": result.working_pixel_size_um,
+    }
     blast, truth = result.blast_match, result.truth_match
     rows = [
         _row(
@@ -264,6 +295,7 @@ def _result_rows(slide, result: SlideSegmentation, has_xyc: bool) -> list[dict]:
             truth_cells_found=truth.tp if truth else None,
             dice_vs_truth=result.dice_vs_truth,
             roi_dice_vs_truth=result.roi_dice_vs_truth,
+            scale=result.scale,
         )
     ]
     for cell in result.cells:
@@ -280,6 +312,7 @@ def _result_rows(slide, result: SlideSegmentation, has_xyc: bool) -> list[dict]:
                 centroid_x=float(cell.centroid[0]),
                 centroid_y=float(cell.centroid[1]),
                 area_px=cell.area,
+                area_um2=cell.area_um2,
                 crop=encode_png(cell.crop),
                 matches_blast=cell.matches_blast if has_xyc else None,
             )
@@ -292,7 +325,8 @@ def segment_one(
     predict: Callable[[], Callable[[np.ndarray], np.ndarray]] | None,
     roi_cfg: RoiConfig,
     cfg: SegmentConfig,
-    scale: float,
+    working_pixel_size_um: float,
+    policy: PixelSizePolicy = PixelSizePolicy(),
 ) -> list[dict]:
     """Rows for one input slide (an object with the ``INPUT_COLUMNS`` attributes).
 
@@ -301,7 +335,8 @@ def segment_one(
         predict: returns the U-Net predict function (called only when a slide needs it); None for ROI masks.
         roi_cfg: the ``roi`` section.
         cfg: the ``segment`` section.
-        scale: the working scale.
+        working_pixel_size_um: the segmenter's micrometres per pixel.
+        policy: the pixel size of a slide whose row has none (ingested before pixel sizes were kept).
 
     Returns:
         One ``slide`` row plus one ``cell`` row per cell, or a single ``reject`` row.
@@ -323,16 +358,36 @@ def segment_one(
     # Outside the per-slide guard: an unusable model (missing, hash mismatch) fails the job, it is no slide's fault.
     unet = predict() if cfg.mask_source == "unet" else None
     try:
+        pixel = policy.resolve(image, slide.pixel_size_um, slide.pixel_size_source)
+    except ValueError as err:
+        return _reject(slide, "segment_error", f"unusable pixel size: {err}")
+    w, h = working_shape(image.shape[1], image.shape[0], pixel.pixel_size_um, working_pixel_size_um)
+    if w * h > cfg.max_decoded_pixels:
+        return _reject(
+            slide,
+            "too_large_for_worker",
+            f"at the working pixel size {working_pixel_size_um:g} um this {pixel.pixel_size_um:g} um/px slide would be "
+            f"{w}x{h} = {w * h} pixels, above segment.max_decoded_pixels={cfg.max_decoded_pixels}",
+        )
+    try:
         truth = None
         if slide.truth_mask is not None:
             truth = decode_mask(slide.truth_mask)
             if truth.shape != image.shape[:2]:
                 truth = None  # ingest checks sizes; a mismatch here means no usable truth
         blast_xy = np.asarray(slide.blast_xy, np.float64).reshape(-1, 2) if slide.blast_xy is not None else None
-        small = downscale(image, scale)
+        small = to_working(image, pixel.pixel_size_um, working_pixel_size_um)
         probability = unet(small) if unet is not None else None
         result = segment_slide(
-            image, probability, roi_cfg, cfg, scale, truth_mask=truth, blast_xy=blast_xy, working_image=small
+            image,
+            probability,
+            roi_cfg,
+            cfg,
+            pixel.pixel_size_um,
+            working_pixel_size_um,
+            truth_mask=truth,
+            blast_xy=blast_xy,
+            working_image=small,
         )
         del image, small, probability
     except MemoryError:
@@ -350,13 +405,19 @@ def segment_one(
             slide,
             "empty_mask",
             f"no white cell found: the {source} mask holds no region of at least "
-            f"segment.min_cell_area_px={cfg.min_cell_area_px} pixels",
+            f"segment.min_cell_area_um2={cfg.min_cell_area_um2:g} um2 (slide at {pixel.pixel_size_um:g} um/px, "
+            f"{pixel.source})",
         )
-    return _result_rows(slide, result, has_xyc=blast_xy is not None)
+    return _result_rows(slide, result, has_xyc=blast_xy is not None, pixel_source=pixel.source)
 
 
 def make_segment_fn(
-    roi_cfg: RoiConfig, cfg: SegmentConfig, scale: float, model_file: str | None = None, sha256: str | None = None
+    roi_cfg: RoiConfig,
+    cfg: SegmentConfig,
+    working_pixel_size_um: float,
+    model_file: str | None = None,
+    sha256: str | None = None,
+    policy: PixelSizePolicy = PixelSizePolicy(),
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """The ``mapInPandas`` function: input batches of ``INPUT_COLUMNS`` -> frames of ``SEGMENT_ROWS``.
 
@@ -385,7 +446,14 @@ def make_segment_fn(
         before = resource.getrusage(resource.RUSAGE_SELF)
         for batch in batches:
             for slide in batch.itertuples(index=False):
-                rows = segment_one(slide, predict if cfg.mask_source == "unet" else None, roi_cfg, cfg, scale)
+                rows = segment_one(
+                    slide,
+                    predict if cfg.mask_source == "unet" else None,
+                    roi_cfg,
+                    cfg,
+                    working_pixel_size_um,
+                    policy,
+                )
                 done += 1
                 yield pd.DataFrame(rows, columns=_COLUMNS, dtype=object)
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -414,11 +482,11 @@ def make_segment_fn(
 
 @dataclass(frozen=True)
 class Segmenter:
-    """What segments: the version string, the mask source, the working scale and the model (if any)."""
+    """What segments: the version string, the mask source, the working pixel size and the model (if any)."""
 
     version: str
     mask_source: str
-    scale: float
+    pixel_size_um: float
     record: ModelRecord | None = None
 
 
@@ -427,18 +495,38 @@ def resolve_segmenter(
 ) -> Segmenter:
     """The segmenter of this run; a U-Net artifact is hash-checked here, on the driver, before any task starts."""
     if cfg.mask_source == "roi":
-        return Segmenter(f"roi-{roi_cfg.method}", "roi", cfg.working_scale or ROI_ONLY_SCALE)
+        return Segmenter(f"roi-{roi_cfg.method}", "roi", cfg.pixel_size_um or ROI_ONLY_PIXEL_SIZE_UM)
     record = record or resolve_model(spark, lake, cfg.segmenter, task="segmentation", stage="segmenter")
     verify_artifact(record)
-    trained_scale = float(record.spec().get("working_scale", cfg.working_scale or 1.0))
-    if cfg.working_scale and abs(cfg.working_scale - trained_scale) > 1e-9:
+    trained = trained_pixel_size(record.spec())
+    if cfg.pixel_size_um and abs(cfg.pixel_size_um - trained) > 1e-9:
         log.warning(
-            "segment.working_scale=%s differs from the scale %s that %s was trained at",
-            cfg.working_scale,
-            trained_scale,
+            "segment.pixel_size_um=%s differs from the %s um/px that %s was trained at",
+            cfg.pixel_size_um,
+            trained,
             record.model_id,
         )
-    return Segmenter(record.model_id, "unet", cfg.working_scale or trained_scale, record)
+    return Segmenter(record.model_id, "unet", cfg.pixel_size_um or trained, record)
+
+
+def trained_pixel_size(spec: dict) -> float:
+    """The working pixel size a segmenter was trained at (``model.json``).
+
+    Segmenters of earlier releases recorded a ``working_scale`` of slides of unknown pixel size; they
+    count as trained on ALL-IDB1-scale slides (0.155 um/px times 1 / working_scale), with a warning.
+    """
+    if spec.get("pixel_size_um"):
+        return float(spec["pixel_size_um"])
+    scale = float(spec.get("working_scale", 0.5))
+    assumed = units.ALLIDB1_PIXEL_SIZE_UM / scale
+    log.warning(
+        "segmenter %s records no pixel size (an earlier release): assuming %.3g um/px (working scale %s of "
+        "ALL-IDB1-scale slides); retrain it with allmtl train-segmenter",
+        spec.get("model_id", "?"),
+        assumed,
+        scale,
+    )
+    return assumed
 
 
 def pending_keys(spark: SparkSession, lake: Lakehouse, version: str) -> list[str]:
@@ -474,6 +562,8 @@ def pending_slides(spark: SparkSession, lake: Lakehouse, keys: list[str], cfg: S
         F.when(within, F.col("content")).alias("content"),  # too-large slides are not even shipped
         "truth_mask",
         F.when(F.col("has_xyc"), F.flatten(points)).cast(ArrayType(IntegerType())).alias("blast_xy"),
+        "pixel_size_um",
+        "pixel_size_source",
     )
 
 
@@ -484,6 +574,7 @@ def run_segment(
     lake: Lakehouse,
     run_id: str | None = None,
     record: ModelRecord | None = None,
+    policy: PixelSizePolicy = PixelSizePolicy(),
 ) -> SegmentSummary:
     """Segment every pending slide and write the three tables.
 
@@ -494,6 +585,7 @@ def run_segment(
         lake: the lakehouse.
         run_id: recorded on every row; a new one by default.
         record: the segmenter to use; None resolves ``cfg.segmenter`` in ``models``.
+        policy: the pixel size of slides whose row records none (``PixelSizePolicy.from_ingest``).
 
     Returns:
         The :class:`SegmentSummary` of this run.
@@ -506,7 +598,9 @@ def run_segment(
     lake.check_writable()
     run_id = run_id or uuid.uuid4().hex[:12]
     seg = resolve_segmenter(spark, lake, cfg, roi_cfg, record)
-    summary = SegmentSummary(run_id=run_id, segmenter_version=seg.version, mask_source=seg.mask_source, scale=seg.scale)
+    summary = SegmentSummary(
+        run_id=run_id, segmenter_version=seg.version, mask_source=seg.mask_source, pixel_size_um=seg.pixel_size_um
+    )
     keys = pending_keys(spark, lake, seg.version)
     summary.pending = len(keys)
     summary.planning_seconds = time.perf_counter() - start
@@ -516,9 +610,10 @@ def run_segment(
     segment_fn = make_segment_fn(
         roi_cfg,
         cfg,
-        seg.scale,
+        seg.pixel_size_um,
         seg.record.model_file if seg.record else None,
         seg.record.artifact_sha256 if seg.record else None,
+        policy,
     )
     rows = pending_slides(spark, lake, keys, cfg).mapInPandas(segment_fn, SEGMENT_ROWS)
     rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
@@ -539,7 +634,9 @@ def _write(
     """Cells, then rejects, then slides: a ``segmented_slides`` row is the marker that a slide is complete."""
     now = F.current_timestamp()
     stamp = [F.lit(seg.version).alias("segmenter_version"), F.lit(run_id).alias("run_id"), now.alias("segmented_at")]
-    cells = rows.where(F.col("row_kind") == "cell").select("*", *stamp)
+    cells = rows.where(F.col("row_kind") == "cell").select(
+        "*", *stamp, F.col("working_pixel_size_um").alias("crop_pixel_size_um")
+    )
     summary.inserted[tables.SLIDE_CELLS.name] = merge_new_rows(spark, lake, tables.SLIDE_CELLS, cells)
     rejects = reject_rows(
         rows.where(F.col("row_kind") == "reject"),
@@ -555,7 +652,6 @@ def _write(
         *stamp,
         F.lit(seg.mask_source).alias("mask_source"),
         F.lit(_roi_method(seg)).alias("roi_method"),
-        F.lit(float(seg.scale)).alias("scale"),
     )
     summary.inserted[tables.SEGMENTED_SLIDES.name] = merge_new_rows(spark, lake, tables.SEGMENTED_SLIDES, slides)
 
@@ -587,6 +683,8 @@ def _summarise(rows: DataFrame, summary: SegmentSummary) -> None:
             "seconds",
             "cpu_seconds",
             "slides_done",
+            "slide_id",
+            "pixel_size_source",
         )
         .collect()
     )
@@ -594,6 +692,10 @@ def _summarise(rows: DataFrame, summary: SegmentSummary) -> None:
     for row in small:
         if row["row_kind"] == "slide":
             summary.segmented += 1
+            source = row["pixel_size_source"]
+            summary.pixel_sizes[source] = summary.pixel_sizes.get(source, 0) + 1
+            if source == "default":
+                summary.defaulted.append(row["slide_id"])
             summary.cells += row["cell_count"]
             if row["detect_tp"] is not None:
                 summary.slides_with_xyc += 1
@@ -650,7 +752,7 @@ def write_example_figure(spark: SparkSession, lake: Lakehouse, version: str, pat
         .select("crop")
         .collect()
     ]
-    image = downscale(decode_rgb(bytes(slide["content"])), float(seg["scale"]))
+    image = resize_by(decode_rgb(bytes(slide["content"])), float(seg["scale"]))
     title = f"{seg['slide_id']}: {seg['cell_count']} white cells, segmenter {version}" + (
         f", Dice vs truth {seg['dice_vs_truth']:.3f}" if seg["dice_vs_truth"] is not None else ""
     )

@@ -1,13 +1,16 @@
 """The slide segmentation pipeline as pure functions: numpy and OpenCV only, no Spark, pandas or TensorFlow.
 
-One slide goes through: downscale to the working scale; the threshold ROI there; the white-cell mask
-(U-Net probability above a threshold, or the ROI), brought back to the original size; post-processing
-(fill holes, drop specks, split touching cells by watershed); the blue-channel isolation on a black
-backdrop; one record and one centred crop per cell; and, where annotations exist, the detection match
-against the ``.xyc`` blast centroids and the overlap with the ground-truth mask.
+One slide goes through: resampling from its own pixel size to the working pixel size (the segmenter's
+canonical resolution, micrometres per pixel, so one model serves every magnification); the threshold
+ROI there; the white-cell mask (U-Net probability above a threshold, or the ROI); post-processing with
+physical sizes (fill holes, drop specks and slivers, split touching cells by watershed); the
+blue-channel isolation on a black backdrop; one record and one centred crop per cell; and, where
+annotations exist, the detection match against the ``.xyc`` blast centroids and the overlap with the
+ground-truth mask.
 
-Images are HxWx3 uint8 RGB, masks HxW uint8 0/255, probabilities HxW float32 in [0, 1]. Every cell
-coordinate and area is in ORIGINAL slide pixels; the stored slide images are at the working scale.
+Images are HxWx3 uint8 RGB, masks HxW uint8 0/255, probabilities HxW float32 in [0, 1]. All the work,
+the stored slide images and the crops are at the working pixel size; cell positions are reported in
+ORIGINAL slide pixels (as annotations are), areas in square micrometres and original pixels.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from allmtl_spark import units
 from allmtl_spark.config.schema import RoiConfig, SegmentConfig
 from allmtl_spark.transforms.color import check_rgb, to_mask, white_balance
 from allmtl_spark.transforms.isolate import blue_channel_mask
@@ -33,22 +37,23 @@ from allmtl_spark.transforms.masks import (
     remove_small_objects,
     split_touching,
 )
+from allmtl_spark.transforms.resample import mask_by, odd_size_px, resize_by, to_new_grid, to_old_grid
 from allmtl_spark.transforms.roi import roi_mask
-
-ROI_ONLY_SCALE = 0.5  # working scale when the mask comes from the ROI and no model sets one
 
 
 @dataclass(frozen=True)
 class SlideCell:
-    """One white cell found on a slide, in original slide pixels.
+    """One white cell found on a slide.
 
     Attributes:
-        index: 0-based, in raster order of the cell's first pixel.
-        bbox: ``(x, y, w, h)``.
-        centroid: ``(x, y)``.
-        area: pixels.
-        crop: ``crop_size x crop_size x 3`` uint8 RGB, centred on the cell, black outside its
-            blue-isolated pixels (and where the crop leaves the slide).
+        index: 0-based, in raster order of the cell's first pixel at the working pixel size.
+        bbox: ``(x, y, w, h)`` in original slide pixels.
+        centroid: ``(x, y)`` in original slide pixels.
+        area: original slide pixels.
+        area_um2: square micrometres.
+        crop: ``n x n x 3`` uint8 RGB at the working pixel size (``n``: ``segment.crop_size_um`` in
+            pixels, odd), centred on the cell, black outside its blue-isolated pixels (and where the
+            crop leaves the slide).
         matches_blast: matched to a ``.xyc`` blast centroid; None when the slide has no ``.xyc``.
     """
 
@@ -56,6 +61,7 @@ class SlideCell:
     bbox: tuple[int, int, int, int]
     centroid: tuple[float, float]
     area: int
+    area_um2: float
     crop: np.ndarray
     matches_blast: bool | None
 
@@ -65,17 +71,21 @@ class SlideSegmentation:
     """What the pipeline found on one slide.
 
     Attributes:
-        scale: working scale (stored image size / original size).
-        mask: working-scale HxW uint8 0/255: the post-processed white-cell mask.
-        isolated: working-scale HxWx3 uint8 RGB: blue-isolated white cells on black.
+        scale: stored image size / original size (``original pixel size / working pixel size``).
+        pixel_size_um: the slide's own micrometres per pixel.
+        working_pixel_size_um: micrometres per pixel of ``mask``, ``isolated`` and the crops.
+        mask: working-size HxW uint8 0/255: the post-processed white-cell mask.
+        isolated: working-size HxWx3 uint8 RGB: blue-isolated white cells on black.
         cells: one :class:`SlideCell` per cell.
         blast_match: found cells vs the ``.xyc`` blast centroids; None without ``.xyc``.
         truth_match: found cells vs the components of the ground-truth mask; None without one.
-        dice_vs_truth: Dice of the full-size post-processed mask vs the ground truth; None without one.
+        dice_vs_truth: Dice of the post-processed mask vs the ground truth (at the working size); None without one.
         roi_dice_vs_truth: the same for the threshold ROI, after the same hole filling and speck removal.
     """
 
     scale: float
+    pixel_size_um: float
+    working_pixel_size_um: float
     mask: np.ndarray
     isolated: np.ndarray
     cells: tuple[SlideCell, ...]
@@ -118,20 +128,15 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
-def working_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    """``(w, h)`` of a ``width x height`` image resized by ``scale`` (each side at least 1 pixel)."""
-    if not 0 < scale <= 1:
-        raise ValueError(f"scale must be in (0, 1], got {scale}")
-    return max(1, round(width * scale)), max(1, round(height * scale))
+def to_working(image: np.ndarray, pixel_size_um: float, working_pixel_size_um: float) -> np.ndarray:
+    """A slide (HxWx3 uint8 RGB, or an HxW map) brought from its pixel size to the working pixel size."""
+    return resize_by(image, units.resample_factor(pixel_size_um, working_pixel_size_um))
 
 
-def downscale(image_rgb: np.ndarray, scale: float) -> np.ndarray:
-    """Resize an HxWx3 uint8 RGB slide by ``scale`` with area averaging (the U-Net's input)."""
-    check_rgb(image_rgb)
-    size = working_size(image_rgb.shape[1], image_rgb.shape[0], scale)
-    if size == (image_rgb.shape[1], image_rgb.shape[0]):
-        return image_rgb
-    return cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA)
+def working_shape(width: int, height: int, pixel_size_um: float, working_pixel_size_um: float) -> tuple[int, int]:
+    """``(w, h)`` of a ``width x height`` slide at the working pixel size (what ``to_working`` returns)."""
+    factor = units.resample_factor(pixel_size_um, working_pixel_size_um)
+    return max(1, round(width * factor)), max(1, round(height * factor))
 
 
 def unet_input(image_rgb: np.ndarray, normalize: str = "grey_world") -> np.ndarray:
@@ -146,24 +151,6 @@ def unet_input(image_rgb: np.ndarray, normalize: str = "grey_world") -> np.ndarr
     return white_balance(image_rgb, normalize)
 
 
-def upscale_to(values: np.ndarray, shape: tuple[int, ...], threshold: float) -> np.ndarray:
-    """Bilinearly resize an HxW map (probability or 0/255 mask) to ``shape[:2]`` and threshold it.
-
-    Args:
-        values: HxW float probabilities or uint8 mask.
-        shape: the target image shape; its first two entries are used.
-        threshold: keep values ``> threshold`` (0.5 for probabilities, 127 for 0/255 masks).
-
-    Returns:
-        HxW uint8 mask 0/255 of ``shape[:2]``; edges land between the working-scale pixels.
-    """
-    height, width = shape[:2]
-    values = values.astype(np.float32, copy=False)
-    if values.shape != (height, width):
-        values = cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
-    return to_mask(values > threshold)
-
-
 def compute_roi(image_rgb: np.ndarray, cfg: RoiConfig) -> np.ndarray:
     """The configured threshold ROI (``paper`` or ``adaptive``) of an HxWx3 uint8 RGB image; HxW uint8 0/255."""
     if cfg.method == "paper":
@@ -172,26 +159,29 @@ def compute_roi(image_rgb: np.ndarray, cfg: RoiConfig) -> np.ndarray:
     return roi_mask(image_rgb, "adaptive", channel=cfg.channel, normalize=normalize)
 
 
-def cell_labels(mask: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
+def cell_labels(mask: np.ndarray, cfg: SegmentConfig, pixel_size_um: float) -> np.ndarray:
     """Post-process a white-cell mask into labelled cells: fill holes, drop specks, split touching cells.
 
     Args:
-        mask: HxW mask in original slide pixels, non-zero = white cell.
-        cfg: the ``segment`` section (areas and watershed distance in original pixels).
+        mask: HxW mask, non-zero = white cell.
+        cfg: the ``segment`` section (physical sizes).
+        pixel_size_um: micrometres per pixel of ``mask``.
 
     Returns:
         HxW int32 label image, 0 = background, 1..n = cells in raster order; cells smaller than
-        ``min_cell_area_px`` (after splitting) or larger than ``max_cell_area_px`` are removed.
+        ``min_cell_area_um2`` (after splitting) or larger than ``max_cell_area_um2`` are removed.
     """
-    cleaned = remove_small_objects(fill_holes(mask), cfg.min_cell_area_px)
+    min_area = units.um2_to_px2(cfg.min_cell_area_um2, pixel_size_um)
+    cleaned = remove_small_objects(fill_holes(mask), int(np.ceil(min_area)))
     if cfg.split_touching:
-        labels = split_touching(cleaned, cfg.watershed_min_distance, seed_fraction=cfg.watershed_seed_fraction)
+        distance = max(1, int(round(units.um_to_px(cfg.watershed_min_distance_um, pixel_size_um))))
+        labels = split_touching(cleaned, distance, seed_fraction=cfg.watershed_seed_fraction)
     else:
         labels = label_components(cleaned)
     areas = np.bincount(labels.ravel())
-    keep = areas >= cfg.min_cell_area_px
-    if cfg.max_cell_area_px is not None:
-        keep &= areas <= cfg.max_cell_area_px
+    keep = areas >= min_area
+    if cfg.max_cell_area_um2 is not None:
+        keep &= areas <= units.um2_to_px2(cfg.max_cell_area_um2, pixel_size_um)
     keep[0] = False
     if keep[1:].all():
         return labels
@@ -205,7 +195,8 @@ def segment_slide(
     probability: np.ndarray | None,
     roi_cfg: RoiConfig,
     cfg: SegmentConfig,
-    scale: float,
+    pixel_size_um: float,
+    working_pixel_size_um: float,
     truth_mask: np.ndarray | None = None,
     blast_xy: Sequence[Sequence[float]] | np.ndarray | None = None,
     working_image: np.ndarray | None = None,
@@ -214,21 +205,23 @@ def segment_slide(
 
     Args:
         image_rgb: the decoded slide, HxWx3 uint8 RGB, original size.
-        probability: U-Net "white cell" probabilities at the working scale, float32 ``(h, w)`` with
-            ``(w, h) = working_size(W, H, scale)``; required when ``cfg.mask_source`` is ``unet``,
-            ignored for ``roi``.
+        probability: U-Net "white cell" probabilities at the working pixel size, float32 ``(h, w)`` with
+            ``(w, h) = working_shape(W, H, pixel_size_um, working_pixel_size_um)``; required when
+            ``cfg.mask_source`` is ``unet``, ignored for ``roi``.
         roi_cfg: the ``roi`` section (the threshold method).
         cfg: the ``segment`` section.
-        scale: the working scale, in (0, 1].
+        pixel_size_um: the slide's micrometres per pixel.
+        working_pixel_size_um: the segmenter's micrometres per pixel.
         truth_mask: ground-truth white-cell mask, HxW 0/255 at the original size, or None.
         blast_xy: ``.xyc`` blast centroids ``(n, 2)`` (x, y) in original pixels, or None without ``.xyc``.
-        working_image: ``downscale(image_rgb, scale)`` if the caller already has it.
+        working_image: ``to_working(image_rgb, ...)`` if the caller already has it.
 
     Returns:
         A :class:`SlideSegmentation`; ``cells`` is empty when no white cell was found.
     """
     check_rgb(image_rgb)
-    small = working_image if working_image is not None else downscale(image_rgb, scale)
+    factor = units.resample_factor(pixel_size_um, working_pixel_size_um)
+    small = working_image if working_image is not None else to_working(image_rgb, pixel_size_um, working_pixel_size_um)
     roi_small = compute_roi(small, roi_cfg)
     if cfg.mask_source == "unet":
         if probability is None or probability.shape != small.shape[:2]:
@@ -236,44 +229,60 @@ def segment_slide(
                 f"probability must be an HxW map of the working size {small.shape[:2]}, "
                 f"got {getattr(probability, 'shape', None)}"
             )
-        mask = upscale_to(probability, image_rgb.shape, cfg.mask_threshold)
+        mask = to_mask(probability > cfg.mask_threshold)
     else:
-        mask = upscale_to(roi_small, image_rgb.shape, 127)
-    labels = cell_labels(mask, cfg)
+        mask = roi_small
+    labels = cell_labels(mask, cfg, working_pixel_size_um)
     cells_mask = to_mask(labels > 0)
     normalize = None if roi_cfg.normalize == "none" else roi_cfg.normalize
-    blue = blue_channel_mask(image_rgb, cells_mask, threshold=cfg.blue_threshold, normalize=normalize)
-    isolated = np.where(blue[..., None] > 0, image_rgb, np.uint8(0))
+    blue = blue_channel_mask(small, cells_mask, threshold=cfg.blue_threshold, normalize=normalize)
+    isolated = np.where(blue[..., None] > 0, small, np.uint8(0))
     records = cell_records(labels)
-    centroids = [r.centroid for r in records]
+    centroids = np.array([r.centroid for r in records], np.float64).reshape(-1, 2)
+    radius = units.um_to_px(cfg.match_radius_um, working_pixel_size_um)
 
     blast_match = None
     if blast_xy is not None:
-        blast_match = match_detections(centroids, np.asarray(blast_xy, np.float64).reshape(-1, 2), cfg.match_radius_px)
+        truth_xy = to_new_grid(np.asarray(blast_xy, np.float64).reshape(-1, 2), factor)
+        blast_match = match_detections(centroids, truth_xy, radius)
+    crop_size = odd_size_px(cfg.crop_size_um, working_pixel_size_um)
+    original = to_old_grid(centroids, factor)
+    area_um2 = units.px2_to_um2(1.0, working_pixel_size_um)
     cells = []
     for i, record in enumerate(records):
-        crop = crop_cell(isolated, record.centroid, cfg.crop_size)
-        crop[crop_cell(labels, record.centroid, cfg.crop_size, 0) != record.label] = 0
+        crop = crop_cell(isolated, record.centroid, crop_size)
+        crop[crop_cell(labels, record.centroid, crop_size, 0) != record.label] = 0
         matched = blast_match.found_matched[i] if blast_match is not None else None
+        x, y, w, h = record.bbox
+        x0, y0 = np.floor(to_old_grid(np.array([[x - 0.5, y - 0.5]]), factor)[0] + 0.5).astype(int)
+        x1, y1 = np.ceil(to_old_grid(np.array([[x + w - 0.5, y + h - 0.5]]), factor)[0] + 0.5).astype(int)
         cells.append(
             SlideCell(
-                index=i, bbox=record.bbox, centroid=record.centroid, area=record.area, crop=crop, matches_blast=matched
+                index=i,
+                bbox=(int(max(x0, 0)), int(max(y0, 0)), int(x1 - max(x0, 0)), int(y1 - max(y0, 0))),
+                centroid=(float(original[i, 0]), float(original[i, 1])),
+                area=int(round(record.area / factor**2)),
+                area_um2=float(record.area * area_um2),
+                crop=crop,
+                matches_blast=matched,
             )
         )
 
     truth_match = dice_truth = roi_dice = None
     if truth_mask is not None:
-        truth_centroids = [r.centroid for r in cell_records(label_components(truth_mask))]
-        truth_match = match_detections(centroids, truth_centroids, cfg.match_radius_px)
-        dice_truth = dice(cells_mask, truth_mask)
-        roi_full = remove_small_objects(fill_holes(upscale_to(roi_small, image_rgb.shape, 127)), cfg.min_cell_area_px)
-        roi_dice = dice(roi_full, truth_mask)
+        truth = mask_by(truth_mask, factor) if truth_mask.shape != small.shape[:2] else truth_mask
+        truth_centroids = [r.centroid for r in cell_records(label_components(truth))]
+        truth_match = match_detections(centroids, truth_centroids, radius)
+        dice_truth = dice(cells_mask, truth)
+        min_area = int(np.ceil(units.um2_to_px2(cfg.min_cell_area_um2, working_pixel_size_um)))
+        roi_dice = dice(remove_small_objects(fill_holes(roi_small), min_area), truth)
 
-    size = (small.shape[1], small.shape[0])
     return SlideSegmentation(
-        scale=scale,
-        mask=to_mask(cv2.resize(cells_mask, size, interpolation=cv2.INTER_AREA) > 127),
-        isolated=cv2.resize(isolated, size, interpolation=cv2.INTER_AREA),
+        scale=factor,
+        pixel_size_um=float(pixel_size_um),
+        working_pixel_size_um=float(working_pixel_size_um),
+        mask=cells_mask,
+        isolated=isolated,
         cells=tuple(cells),
         blast_match=blast_match,
         truth_match=truth_match,
@@ -294,19 +303,18 @@ class OverlapScores:
 def compute_overlap_scores(
     probability: np.ndarray, roi_small: np.ndarray, truth_mask: np.ndarray, threshold: float = 0.5
 ) -> OverlapScores:
-    """Dice and IoU at the ORIGINAL size of a working-scale probability map, and the ROI's Dice.
+    """Dice and IoU of a probability map's mask and the ROI's Dice against the truth, all at one size.
 
     Args:
-        probability: HxW float32 U-Net probabilities at the working scale.
-        roi_small: HxW uint8 0/255 threshold ROI at the working scale.
-        truth_mask: HxW 0/255 ground-truth mask at the original size.
+        probability: HxW float32 U-Net probabilities at the working pixel size.
+        roi_small: HxW uint8 0/255 threshold ROI at the working pixel size.
+        truth_mask: HxW 0/255 ground-truth mask at the working pixel size.
         threshold: probability threshold.
 
     Returns:
         :class:`OverlapScores` (raw masks: no post-processing on either side).
     """
-    predicted = upscale_to(probability, truth_mask.shape, threshold)
-    roi = upscale_to(roi_small, truth_mask.shape, 127)
+    predicted = to_mask(probability > threshold)
     return OverlapScores(
-        dice=dice(predicted, truth_mask), iou=iou(predicted, truth_mask), roi_dice=dice(roi, truth_mask)
+        dice=dice(predicted, truth_mask), iou=iou(predicted, truth_mask), roi_dice=dice(roi_small, truth_mask)
     )

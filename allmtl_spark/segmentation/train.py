@@ -1,11 +1,11 @@
 """``allmtl train-segmenter``: train the Residual U-Net on slides from the lakehouse, hold some out, register it.
 
 The driver streams up to ``max_slides`` slides out of ``slides`` (``toLocalIterator``: one slide in
-memory at a time, kept only at the working scale), labels each with its ground-truth mask or, without
-one, the threshold ROI (weak labels), splits them by slide, and fits on random tiles of the training
-slides. The held-out slides are then segmented whole, the mask brought back to the original size, and
-scored against the truth next to the threshold method. The model is saved with ``registry.save_artifact``
-and registered in ``models``.
+memory at a time, resampled from its own pixel size to the working pixel size and kept only there),
+labels each with its ground-truth mask or, without one, the threshold ROI (weak labels), splits them
+by slide, and fits on random tiles of the training slides. The held-out slides are then segmented
+whole at the working pixel size and scored against the truth next to the threshold method. The model
+is saved with ``registry.save_artifact`` and registered in ``models``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import cv2
 import numpy as np
 
+from allmtl_spark import units
 from allmtl_spark.config.schema import RoiConfig, SegmenterConfig
 from allmtl_spark.ids import check_run_id
 from allmtl_spark.segmentation.pipeline import (
@@ -29,9 +31,11 @@ from allmtl_spark.segmentation.pipeline import (
     compute_roi,
     decode_mask,
     decode_rgb,
-    downscale,
+    to_working,
     unet_input,
 )
+from allmtl_spark.transforms.resample import mask_by
+from allmtl_spark.transforms.scale import PixelSize, PixelSizePolicy
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +49,12 @@ class LabelledSlide:
     Attributes:
         slide_id: the slide's id.
         content_sha256: its key in ``slides``.
-        image: HxWx3 uint8 RGB at the working scale.
-        label: HxW uint8 0/1 at the working scale (truth, or the ROI for weak labels).
+        image: HxWx3 uint8 RGB at the working pixel size.
+        label: HxW uint8 0/1 at the working pixel size (truth, or the ROI for weak labels).
         label_kind: ``truth`` or ``roi``.
-        roi: HxW uint8 0/255, the threshold ROI at the working scale.
-        truth_full: HxW uint8 0/255 ground truth at the ORIGINAL size (held-out slides only), or None.
+        roi: HxW uint8 0/255, the threshold ROI at the working pixel size.
+        truth: HxW uint8 0/255 ground truth at the working pixel size (held-out slides only), or None.
+        pixel_size_source: where the slide's pixel size came from (given, estimated, default).
     """
 
     slide_id: str
@@ -58,7 +63,8 @@ class LabelledSlide:
     label: np.ndarray
     label_kind: str
     roi: np.ndarray
-    truth_full: np.ndarray | None = None
+    truth: np.ndarray | None = None
+    pixel_size_source: str = "given"
 
 
 @dataclass
@@ -83,7 +89,7 @@ class SegmenterSummary:
             f"segmenter {self.model_id} (run {self.run_id}) in {self.seconds:.0f} s",
             f"  labels: {self.label_source} ({labels})",
             f"  slides: {self.train_slides} train, {self.holdout_slides} held out",
-            f"  held-out slides, original resolution, against the {self.evaluated_against} masks:",
+            f"  held-out slides, at the working pixel size, against the {self.evaluated_against} masks:",
             f"    U-Net     Dice {m.get('dice', float('nan')):.4f}  IoU {m.get('iou', float('nan')):.4f}",
             f"    threshold Dice {m.get('roi_dice', float('nan')):.4f}  (roi method, same slides)",
             f"  artifact: {self.artifact_path}",
@@ -140,7 +146,7 @@ def sample_tiles(
     """Random ``tile x tile`` training tiles: a share centred on a foreground pixel, the rest anywhere.
 
     Args:
-        images: HxWx3 uint8 RGB working-scale slides (each at least ``tile`` on both sides).
+        images: HxWx3 uint8 RGB working-size slides (each at least ``tile`` on both sides).
         labels: matching HxW 0/1 masks.
         n: number of tiles.
         tile: side in pixels.
@@ -197,30 +203,40 @@ def prepare_slide(
     sha: str,
     content: bytes,
     truth: bytes | None,
-    scale: float,
+    pixel: PixelSize | Callable[[np.ndarray], PixelSize],
+    working_pixel_size_um: float,
     roi_cfg: RoiConfig,
     use_truth: bool,
-    keep_full_truth: bool,
+    keep_truth: bool,
 ) -> LabelledSlide:
-    """Decode, downscale and label one slide (ground truth when ``use_truth`` and present, else the ROI)."""
-    import cv2
+    """Decode, resample to the working pixel size and label one slide (ground truth when ``use_truth`` and
+    present, else the ROI).
 
+    Args:
+        pixel: the slide's pixel size, or a function of the decoded image that finds it.
+        working_pixel_size_um: the U-Net's micrometres per pixel.
+        keep_truth: keep the working-size truth mask (held-out slides are scored against it).
+    """
     image = decode_rgb(content)
-    small = downscale(image, scale)
+    if callable(pixel):
+        pixel = pixel(image)
+    factor = units.resample_factor(pixel.pixel_size_um, working_pixel_size_um)
+    small = to_working(image, pixel.pixel_size_um, working_pixel_size_um)
     roi = compute_roi(small, roi_cfg)
-    truth_full = decode_mask(truth) if truth is not None else None
-    if truth_full is not None and truth_full.shape != image.shape[:2]:
+    truth_mask = decode_mask(truth) if truth is not None else None
+    if truth_mask is not None and truth_mask.shape != image.shape[:2]:
         log.warning(
-            "slide %s: truth mask %s does not match the image %s; ignored", slide_id, truth_full.shape, image.shape[:2]
+            "slide %s: truth mask %s does not match the image %s; ignored", slide_id, truth_mask.shape, image.shape[:2]
         )
-        truth_full = None
-    if use_truth and truth_full is not None:
-        size = (small.shape[1], small.shape[0])
-        label = (cv2.resize(truth_full, size, interpolation=cv2.INTER_AREA) > 127).astype(np.uint8)
-        kind = "truth"
+        truth_mask = None
+    truth_small = mask_by(truth_mask, factor) if truth_mask is not None else None
+    if truth_small is not None and truth_small.shape != small.shape[:2]:
+        truth_small = cv2.resize(truth_small, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
+    if use_truth and truth_small is not None:
+        label, kind = (truth_small > 0).astype(np.uint8), "truth"
     else:
         label, kind = (roi > 0).astype(np.uint8), "roi"
-    return LabelledSlide(slide_id, sha, small, label, kind, roi, truth_full if keep_full_truth else None)
+    return LabelledSlide(slide_id, sha, small, label, kind, roi, truth_small if keep_truth else None, pixel.source)
 
 
 # ----------------------------------------------------------------------------- training (TensorFlow)
@@ -322,12 +338,12 @@ def recalibrate_batchnorm(model, images: list[np.ndarray], builder: dict) -> Non
 def evaluate_holdout(predict: Callable[[np.ndarray], np.ndarray], holdout: list[LabelledSlide]) -> dict[str, float]:
     """Mean Dice / IoU of the U-Net and Dice of the threshold ROI on whole held-out slides.
 
-    Scored at the ORIGINAL resolution against ``truth_full`` where a slide has it, else against its
-    ROI weak label brought to the original size (then the ROI's own Dice is about 1 by construction;
-    the caller reports which it was). Neither mask is post-processed.
+    Scored at the working pixel size against ``truth`` where a slide has it, else against its ROI weak
+    label (then the ROI's own Dice is about 1 by construction; the caller reports which it was).
+    Neither mask is post-processed.
 
     Args:
-        predict: working-scale HxWx3 RGB -> HxW float32 probabilities.
+        predict: working-size HxWx3 RGB -> HxW float32 probabilities.
         holdout: the held-out slides.
 
     Returns:
@@ -336,7 +352,7 @@ def evaluate_holdout(predict: Callable[[np.ndarray], np.ndarray], holdout: list[
     scores = []
     for slide in holdout:
         probability = predict(slide.image)
-        truth = slide.truth_full if slide.truth_full is not None else slide.label * np.uint8(255)
+        truth = slide.truth if slide.truth is not None else slide.label * np.uint8(255)
         scores.append(compute_overlap_scores(probability, slide.roi, truth))
     return {
         "dice": float(np.mean([s.dice for s in scores])),
@@ -391,6 +407,7 @@ def run_train_segmenter(
     lake,
     run_id: str | None = None,
     progress: Callable[[str], object] = print,
+    policy: PixelSizePolicy = PixelSizePolicy(),
 ) -> SegmenterSummary:
     """Train, evaluate, save and register a segmenter from the ``slides`` table.
 
@@ -401,6 +418,7 @@ def run_train_segmenter(
         lake: the lakehouse.
         run_id: recorded on the model; a new one by default. The model id is ``seg-<run_id>``.
         progress: called with one-line progress messages.
+        policy: the pixel size of slides whose row records none (``PixelSizePolicy.from_ingest``).
 
     Returns:
         The :class:`SegmenterSummary` (also in ``models.metrics`` and ``model.json``).
@@ -455,25 +473,28 @@ def run_train_segmenter(
     train: list[LabelledSlide] = []
     holdout: list[LabelledSlide] = []
     rows = slides.where(F.col("content_sha256").isin(candidates)).select(
-        "slide_id", "content_sha256", "content", "truth_mask"
+        "slide_id", "content_sha256", "content", "truth_mask", "pixel_size_um", "pixel_size_source"
     )
     for row in rows.toLocalIterator(prefetchPartitions=True):
         sha = row["content_sha256"]
+        stored, source = row["pixel_size_um"], row["pixel_size_source"]
         slide = prepare_slide(
             row["slide_id"],
             sha,
             bytes(row["content"]),
             bytes(row["truth_mask"]) if row["truth_mask"] is not None else None,
-            cfg.working_scale,
+            lambda image, stored=stored, source=source: policy.resolve(image, stored, source),
+            cfg.pixel_size_um,
             roi_cfg,
             use_truth=label_source != "roi",
-            keep_full_truth=sha in held,
+            keep_truth=sha in held,
         )
         (holdout if sha in held else train).append(slide)
     label_counts = dict(Counter(s.label_kind for s in train + holdout))
+    sources = dict(Counter(s.pixel_size_source for s in train + holdout))
     progress(
-        f"  [{time.perf_counter() - start:.0f} s] decoded at working scale {cfg.working_scale}: labels "
-        f"{label_counts}; fitting {cfg.epochs} epochs of {cfg.tiles_per_slide * len(train)} tiles "
+        f"  [{time.perf_counter() - start:.0f} s] resampled to {cfg.pixel_size_um:g} um/px (slides' pixel sizes: "
+        f"{sources}); labels {label_counts}; fitting {cfg.epochs} epochs of {cfg.tiles_per_slide * len(train)} tiles "
         f"({cfg.tile_size} px)"
     )
 
@@ -483,14 +504,13 @@ def run_train_segmenter(
     builder = builder_kwargs(cfg)
     predict = whole_slide_predictor(fully_convolutional(model, {"builder": builder}), cfg.input_normalize)
     progress(
-        f"  [{time.perf_counter() - start:.0f} s] fitted in {fit_seconds:.0f} s; scoring {len(holdout)} "
-        "held-out slides at the original resolution"
+        f"  [{time.perf_counter() - start:.0f} s] fitted in {fit_seconds:.0f} s; scoring {len(holdout)} held-out slides"
     )
     metrics = evaluate_holdout(predict, sorted(holdout, key=lambda s: s.content_sha256))
     evaluated_against = (
         "ground-truth"
-        if all(s.truth_full is not None for s in holdout)
-        else ("ROI weak-label" if not any(s.truth_full is not None for s in holdout) else "ground-truth / ROI")
+        if all(s.truth is not None for s in holdout)
+        else ("ROI weak-label" if not any(s.truth is not None for s in holdout) else "ground-truth / ROI")
     )
     metrics.update(
         {
@@ -509,7 +529,7 @@ def run_train_segmenter(
         "model_id": model_id,
         "kind": "segmenter",
         "builder": builder,
-        "working_scale": cfg.working_scale,
+        "pixel_size_um": cfg.pixel_size_um,
         "input_normalize": cfg.input_normalize,
         "class_names": CLASS_NAMES,
         "label_source": label_source,

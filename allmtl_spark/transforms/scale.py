@@ -358,3 +358,24 @@ def resolve_pixel_size(
     if estimate.pixel_size_um is not None and estimate.confidence >= min_confidence:
         return PixelSize(estimate.pixel_size_um, "estimated", estimate.confidence, estimate.pixel_size_um)
     return PixelSize(units.check_pixel_size(default_um), "default", estimate.confidence, estimate.pixel_size_um)
+
+
+@dataclass(frozen=True)
+class PixelSizePolicy:
+    """How a job finds a slide's pixel size: the stored one, else (rows ingested before pixel sizes were
+    recorded) the red-cell estimate when confident, else the default (``ingest`` section's keys)."""
+
+    default_um: float = units.ALLIDB1_PIXEL_SIZE_UM
+    min_confidence: float = 0.5
+
+    @classmethod
+    def from_ingest(cls, ingest) -> PixelSizePolicy:
+        """The policy of an ``IngestConfig`` (``default_pixel_size_um``, ``pixel_size_min_confidence``)."""
+        return cls(ingest.default_pixel_size_um, ingest.pixel_size_min_confidence)
+
+    def resolve(self, image_rgb: np.ndarray, stored_um: float | None, stored_source: str | None = None) -> PixelSize:
+        """The pixel size of a decoded slide whose table row holds ``stored_um`` (None: not recorded)."""
+        if stored_um is not None and not (isinstance(stored_um, float) and math.isnan(stored_um)):
+            source = stored_source if stored_source in units.PIXEL_SIZE_SOURCES else "given"
+            return PixelSize(units.check_pixel_size(stored_um), source)
+        return resolve_pixel_size(image_rgb, None, self.default_um, self.min_confidence)

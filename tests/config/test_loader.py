@@ -212,3 +212,21 @@ def _minus_one(hint) -> str:
 def test_counts_are_validated_when_loaded(override):
     with pytest.raises(ConfigError, match=override.split("=")[0].split(".")[1]):
         load_config("conf/demo.yaml", [override])
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("segment.min_cell_area_px=400", "segment.min_cell_area_um2"),
+        ("segment.watershed_min_distance=10", "segment.watershed_min_distance_um"),
+        ("segment.crop_size=257", "segment.crop_size_um"),
+        ("segment.match_radius_px=40", "segment.match_radius_um"),
+        ("segment.working_scale=0.5", "segment.pixel_size_um"),
+        ("segmenter.working_scale=0.5", "segmenter.pixel_size_um"),
+    ],
+)
+def test_a_removed_pixel_key_names_its_physical_replacement(old, new):
+    from allmtl_spark.config import load_config
+
+    with pytest.raises(ConfigError, match=f"{old.split('=')[0]} was removed: use {new}"):
+        load_config(None, [old])

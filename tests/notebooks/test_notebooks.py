@@ -32,7 +32,7 @@ DATA = [
     "synth.slide_height=240",
     "synth.workers=1",
     "segment.mask_source=roi",
-    "segment.crop_size=96",
+    "segment.crop_size_um=30",
     "spark.driver_memory=3g",
 ]
 TRAIN = [

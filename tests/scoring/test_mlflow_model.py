@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from allmtl_spark import tables, tracking
+from allmtl_spark import tables, tracking, units
 from allmtl_spark.config import load_config
 from allmtl_spark.config.schema import TrackingConfig
 from allmtl_spark.lakehouse import read_table
@@ -126,6 +126,7 @@ def test_cell_models_and_segmenters_are_logged_and_registered_too(spark, publish
     from allmtl_spark.scoring.pipeline import segment_image
     from allmtl_spark.segmentation.pipeline import decode_rgb
     from allmtl_spark.segmentation.predict import make_predict_fn
+    from allmtl_spark.transforms.scale import PixelSizePolicy
 
     cfg, lake, _ = published
     builder = {"input_size": 32, "channels": 3, "depth": 2, "base_filters": 2}
@@ -157,7 +158,9 @@ def test_cell_models_and_segmenters_are_logged_and_registered_too(spark, publish
     out = mlflow.pyfunc.load_model(seg_stored.registered_model_uri).predict(pd.DataFrame({"image": [slide]}))
     rgb = decode_rgb(slide)
     unet = make_predict_fn(segmenter.model_file, segmenter.artifact_sha256)
-    direct = segment_image(rgb, unet, cfg.roi, replace(cfg.segment, mask_source="unet"), 0.5)
+    pixel = PixelSizePolicy.from_ingest(cfg.ingest).resolve(rgb, None)  # an image alone: estimated or the default
+    working = units.ALLIDB1_PIXEL_SIZE_UM / 0.5  # a segmenter of an earlier release: working_scale of ALL-IDB1's
+    direct = segment_image(rgb, unet, cfg.roi, replace(cfg.segment, mask_source="unet"), pixel.pixel_size_um, working)
     assert out["error"][0] is None and out["white_cell_count"][0] == len(direct.cells)
     cell = mlflow.pyfunc.load_model(cell_stored.registered_model_uri).predict(
         pd.DataFrame({"image": [example_image("cell_classifier")]})

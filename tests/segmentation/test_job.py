@@ -21,7 +21,7 @@ WIDTH, HEIGHT = 320, 240
 GOOD = ("Im001_1", "Im002_0", "Im003_1", "Im004_1", "Im005_0")
 
 
-def _slide_row(slide_id, content, width, height, truth=None, blasts=None):
+def _slide_row(slide_id, content, width, height, truth=None, blasts=None, pixel_size_um=0.155):
     return {
         "slide_id": slide_id,
         "content_sha256": hashlib.sha256(content).hexdigest(),
@@ -43,6 +43,9 @@ def _slide_row(slide_id, content, width, height, truth=None, blasts=None):
         "ingested_at": datetime(2026, 1, 1),
         "blast_centroids": [{"x": x, "y": y} for x, y in blasts] if blasts is not None else None,
         "has_xyc": blasts is not None,
+        "pixel_size_um": pixel_size_um,
+        "pixel_size_source": "given" if pixel_size_um else None,
+        "pixel_size_confidence": None,
     }
 
 
@@ -64,7 +67,9 @@ def slide_lake(spark, tmp_path_factory):
         )
         ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(drawn.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         blasts = [(round(c.cx), round(c.cy)) for c in drawn.blasts]
-        rows.append(_slide_row(slide_id, jpeg.tobytes(), WIDTH, HEIGHT, encode_png(drawn.mask), blasts))
+        # Im005_0 has no pixel size, as a row ingested by an earlier release: the job estimates it.
+        pixel = None if slide_id == "Im005_0" else 0.155
+        rows.append(_slide_row(slide_id, jpeg.tobytes(), WIDTH, HEIGHT, encode_png(drawn.mask), blasts, pixel))
     rows.append(_slide_row("Im006_1", b"\xff\xd8\xff garbage, not a JPEG", WIDTH, HEIGHT, blasts=[(10, 10)]))
     rows.append(_slide_row("Im007_0", b"\xff\xd8\xff too large to decode", 5000, 4000))  # 20 M pixels
     merge_new_rows(spark, lake, tables.SLIDES, spark.createDataFrame(rows, tables.SLIDES.schema))
@@ -76,7 +81,7 @@ def _versions(spark, lake):
 
 
 def test_segment_writes_slides_cells_and_rejects_and_a_rerun_adds_nothing(spark, slide_lake):
-    cfg = SegmentConfig(mask_source="roi", crop_size=65, slides_per_partition=2)
+    cfg = SegmentConfig(mask_source="roi", crop_size_um=20.15, slides_per_partition=2)
 
     summary = run_segment(spark, cfg, RoiConfig(), slide_lake, run_id="r1")
 
@@ -84,6 +89,13 @@ def test_segment_writes_slides_cells_and_rejects_and_a_rerun_adds_nothing(spark,
     assert set(segmented) == set(GOOD) and {r["segmenter_version"] for r in segmented.values()} == {"roi-adaptive"}
     first = segmented["Im001_1"]
     assert (first["width"], first["height"], first["scale"]) == (WIDTH // 2, HEIGHT // 2, 0.5)
+    assert (first["pixel_size_um"], first["pixel_size_source"], first["working_pixel_size_um"]) == (
+        0.155,
+        "given",
+        0.31,
+    )
+    assert segmented["Im005_0"]["pixel_size_source"] in ("estimated", "default")  # no stored pixel size
+    assert summary.pixel_sizes["given"] == 4 and "pixel size" in summary.format()
     assert decode_mask(bytes(first["mask"])).shape == (HEIGHT // 2, WIDTH // 2)
     assert decode_rgb(bytes(first["isolated"])).shape == (HEIGHT // 2, WIDTH // 2, 3)
     assert all(r["dice_vs_truth"] > 0.8 and r["truth_cells_found"] == r["truth_cell_count"] for r in segmented.values())
@@ -91,9 +103,11 @@ def test_segment_writes_slides_cells_and_rejects_and_a_rerun_adds_nothing(spark,
     cells = read_table(spark, slide_lake, tables.SLIDE_CELLS).collect()
     assert len(cells) == sum(r["cell_count"] for r in segmented.values()) == summary.cells > 0
     for cell in cells:
-        assert decode_rgb(bytes(cell["crop"])).shape == (65, 65, 3)
+        assert decode_rgb(bytes(cell["crop"])).shape == (65, 65, 3) and cell["crop_pixel_size_um"] == 0.31
         assert 0 <= cell["centroid_x"] < WIDTH and 0 <= cell["centroid_y"] < HEIGHT  # original pixels
-        assert cell["bbox_x"] + cell["bbox_w"] <= WIDTH and cell["area_px"] >= cfg.min_cell_area_px
+        assert cell["bbox_x"] + cell["bbox_w"] <= WIDTH and cell["area_um2"] >= cfg.min_cell_area_um2
+        if cell["pixel_size_source"] == "given":
+            assert cell["area_px"] == pytest.approx(cell["area_um2"] / 0.155**2, rel=0.01)
     assert summary.blast_recall == 1.0  # every .xyc blast found (the tests' slides are clean)
 
     rejects = {r["source_path"].rsplit("/", 1)[1]: r for r in read_table(spark, slide_lake, tables.REJECTS).collect()}
@@ -136,7 +150,7 @@ def test_unet_is_loaded_once_per_python_worker_not_per_batch_or_task(spark, slid
             config_json="{}",
         ),
     )
-    cfg = SegmentConfig(segmenter="seg-tiny", mask_source="unet", crop_size=65, slides_per_partition=2)
+    cfg = SegmentConfig(segmenter="seg-tiny", mask_source="unet", crop_size_um=20.15, slides_per_partition=2)
     key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     previous = spark.conf.get(key)
     spark.conf.set(key, "1")  # one slide per Arrow batch: each task sees two batches

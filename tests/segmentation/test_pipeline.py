@@ -16,38 +16,42 @@ from tests.segmentation.conftest import downscaled_probability, make_slide
 pytestmark = pytest.mark.unit
 
 ROI = RoiConfig()
+# The drawn slides are 0.155 um per pixel; the pipeline works at 0.31 (half the size).
+PX, WORK = 0.155, 0.31
 UNET = SegmentConfig(
-    mask_source="unet", min_cell_area_px=200, watershed_min_distance=6, crop_size=65, match_radius_px=10
+    mask_source="unet", min_cell_area_um2=4.8, watershed_min_distance_um=0.93, crop_size_um=10.2, match_radius_um=1.55
 )
 
 
-def test_geometry_is_reported_in_original_pixels():
+def test_geometry_is_reported_in_original_pixels_and_micrometres():
     image, truth = make_slide()
-    result = pipeline.segment_slide(image, downscaled_probability(truth, 0.5), ROI, UNET, 0.5, truth_mask=truth)
-    assert result.mask.shape == (120, 160) and result.isolated.shape == (120, 160, 3)  # stored at working scale
+    result = pipeline.segment_slide(image, downscaled_probability(truth, 0.5), ROI, UNET, PX, WORK, truth_mask=truth)
+    assert result.mask.shape == (120, 160) and result.isolated.shape == (120, 160, 3)  # stored at working size
+    assert result.scale == 0.5 and result.working_pixel_size_um == WORK
     assert len(result.cells) == 2
     (a, b) = result.cells
     assert a.centroid == pytest.approx((80, 70), abs=1.0) and b.centroid == pytest.approx((220, 150), abs=1.0)
-    assert a.area == pytest.approx(np.pi * 22**2, rel=0.06) and b.area == pytest.approx(np.pi * 26**2, rel=0.06)
+    assert a.area == pytest.approx(np.pi * 22**2, rel=0.08) and b.area == pytest.approx(np.pi * 26**2, rel=0.08)
+    assert a.area_um2 == pytest.approx(np.pi * (22 * PX) ** 2, rel=0.08)
     assert a.bbox[0] == pytest.approx(80 - 22, abs=2) and a.bbox[2] == pytest.approx(45, abs=3)
     assert result.dice_vs_truth > 0.97 and result.truth_match.tp == 2 and result.truth_match.fp == 0
 
 
 def test_crops_are_centred_isolated_and_padded():
     image, truth = make_slide(cells=((20, 20, 15), (200, 120, 18)))  # first cell close to the corner
-    result = pipeline.segment_slide(image, downscaled_probability(truth, 0.5), ROI, UNET, 0.5)
+    result = pipeline.segment_slide(image, downscaled_probability(truth, 0.5), ROI, UNET, PX, WORK)
     corner = result.cells[0].crop
-    assert corner.shape == (65, 65, 3) and corner.dtype == np.uint8
-    assert tuple(corner[32, 32]) != (0, 0, 0)  # the cell sits at the centre
-    assert not corner[:10, :10].any()  # outside the slide: padded black
-    assert not corner[32, 32 + 20 :].any()  # right of the cell: background set to black
+    assert corner.shape == (33, 33, 3) and corner.dtype == np.uint8  # 10.2 um at 0.31 um/px, odd
+    assert tuple(corner[16, 16]) != (0, 0, 0)  # the cell sits at the centre
+    assert not corner[:5, :5].any()  # outside the slide: padded black
+    assert not corner[16, 16 + 10 :].any()  # right of the cell: background set to black
     assert result.blast_match is None and result.cells[0].matches_blast is None  # no .xyc given
 
 
 def test_blast_matches_and_touching_cells_split():
     image, truth = make_slide(cells=((100, 120, 24), (140, 120, 24), (260, 60, 20)))  # two overlapping
     result = pipeline.segment_slide(
-        image, downscaled_probability(truth, 0.5), ROI, UNET, 0.5, blast_xy=[(100, 120), (300, 200)]
+        image, downscaled_probability(truth, 0.5), ROI, UNET, PX, WORK, blast_xy=[(100, 120), (300, 200)]
     )
     assert len(result.cells) == 3  # the overlapping pair split in two
     xs = sorted(round(c.centroid[0]) for c in result.cells)
@@ -59,33 +63,36 @@ def test_blast_matches_and_touching_cells_split():
 
 def test_roi_mask_source_finds_the_stained_cells_without_a_model():
     image, truth = make_slide()
-    cfg = SegmentConfig(mask_source="roi", min_cell_area_px=200, crop_size=65)
-    result = pipeline.segment_slide(image, None, ROI, cfg, 0.5, truth_mask=truth)
+    cfg = SegmentConfig(mask_source="roi", min_cell_area_um2=4.8, crop_size_um=10.2)
+    result = pipeline.segment_slide(image, None, ROI, cfg, PX, WORK, truth_mask=truth)
     assert len(result.cells) == 2 and result.dice_vs_truth > 0.9 and result.roi_dice_vs_truth > 0.9
 
 
 def test_specks_are_dropped_and_an_empty_mask_gives_no_cells():
-    image, truth = make_slide(cells=((80, 70, 22), (250, 40, 6)))  # the second (area ~113 px) is a speck
-    result = pipeline.segment_slide(image, downscaled_probability(truth, 0.5), ROI, UNET, 0.5)
+    image, truth = make_slide(cells=((80, 70, 22), (250, 40, 6)))  # the second (2.7 um2) is a speck
+    result = pipeline.segment_slide(image, downscaled_probability(truth, 0.5), ROI, UNET, PX, WORK)
     assert [round(c.centroid[0]) for c in result.cells] == [80]
-    empty = pipeline.segment_slide(image, np.zeros((120, 160), np.float32), ROI, UNET, 0.5)
+    empty = pipeline.segment_slide(image, np.zeros((120, 160), np.float32), ROI, UNET, PX, WORK)
     assert empty.cells == () and not empty.mask.any() and not empty.isolated.any()
 
 
 def test_probability_of_the_wrong_size_is_refused():
     image, _ = make_slide()
     with pytest.raises(ValueError, match="working size"):
-        pipeline.segment_slide(image, np.zeros((240, 320), np.float32), ROI, UNET, 0.5)
+        pipeline.segment_slide(image, np.zeros((240, 320), np.float32), ROI, UNET, PX, WORK)
     with pytest.raises(ValueError, match="working size"):
-        pipeline.segment_slide(image, None, ROI, UNET, 0.5)
+        pipeline.segment_slide(image, None, ROI, UNET, PX, WORK)
 
 
-def test_overlap_scores_compare_at_the_original_size():
+def test_overlap_scores_compare_at_the_working_size():
     _, truth = make_slide()
     probability = downscaled_probability(truth, 0.5)
-    perfect = pipeline.compute_overlap_scores(probability, np.zeros((120, 160), np.uint8), truth)
-    assert perfect.dice > 0.97 and perfect.iou > 0.94 and perfect.roi_dice == 0.0
-    shifted = pipeline.compute_overlap_scores(np.roll(probability, 8, axis=1), np.zeros((120, 160), np.uint8), truth)
+    small_truth = (probability > 0.5).astype(np.uint8) * 255
+    perfect = pipeline.compute_overlap_scores(probability, np.zeros((120, 160), np.uint8), small_truth)
+    assert perfect.dice == 1.0 and perfect.iou == 1.0 and perfect.roi_dice == 0.0
+    shifted = pipeline.compute_overlap_scores(
+        np.roll(probability, 4, axis=1), np.zeros((120, 160), np.uint8), small_truth
+    )
     assert shifted.dice < 0.8
 
 
@@ -99,11 +106,33 @@ def test_png_round_trip_keeps_rgb_order_and_garbage_does_not_decode():
         pipeline.decode_rgb(b"not an image at all")
 
 
-def test_working_size_and_downscale():
-    assert pipeline.working_size(2592, 1944, 0.5) == (1296, 972)
-    assert pipeline.downscale(np.zeros((240, 320, 3), np.uint8), 0.25).shape == (60, 80, 3)
-    with pytest.raises(ValueError):
-        pipeline.working_size(10, 10, 0.0)
+def test_working_size_follows_the_pixel_sizes_both_ways():
+    assert pipeline.working_shape(2592, 1944, 0.155, 0.31) == (1296, 972)
+    assert pipeline.to_working(np.zeros((240, 320, 3), np.uint8), 0.0775, 0.31).shape == (60, 80, 3)
+    assert pipeline.to_working(np.zeros((240, 320, 3), np.uint8), 0.62, 0.31).shape == (480, 640, 3)
+    with pytest.raises(ValueError, match="micrometres-per-pixel"):
+        pipeline.working_shape(10, 10, 0.0, 0.31)
+
+
+@pytest.mark.parametrize("magnification", [0.5, 2.0])
+def test_one_slide_at_two_magnifications_gives_the_same_cells_in_micrometres(magnification):
+    """The same field photographed at another magnification: same cells, same crops, positions scaled."""
+    image, truth = make_slide(size=(480, 640), cells=((160, 140, 44), (440, 300, 52)), red=((320, 120, 28),))
+    size = (round(640 * magnification), round(480 * magnification))
+    other = cv2.resize(image, size, interpolation=cv2.INTER_AREA if magnification < 1 else cv2.INTER_LINEAR)
+    other_truth = cv2.resize(truth, size, interpolation=cv2.INTER_NEAREST)
+    base_px = 0.1
+    results = []
+    for img, tru, px in ((image, truth, base_px), (other, other_truth, base_px / magnification)):
+        factor = px / WORK
+        probability = downscaled_probability(tru, factor)
+        results.append(pipeline.segment_slide(img, probability, ROI, UNET, px, WORK, truth_mask=tru))
+    a, b = results
+    assert a.mask.shape == b.mask.shape and len(a.cells) == len(b.cells) == 2
+    for ca, cb in zip(a.cells, b.cells, strict=True):
+        assert cb.area_um2 == pytest.approx(ca.area_um2, rel=0.05)
+        assert np.asarray(cb.centroid) == pytest.approx(np.asarray(ca.centroid) * magnification, abs=2.5)
+        assert cb.crop.shape == ca.crop.shape
 
 
 def test_pipeline_imports_no_tensorflow_spark_or_pandas():

@@ -66,7 +66,7 @@ def test_pad_to_multiple_pads_bottom_right_and_reports_the_size():
 
 
 def test_make_predict_fn_loads_once_and_predicts_any_size(tile_model, tmp_path):
-    sha = save_artifact(tile_model, str(tmp_path / "seg"), {"builder": BUILDER, "working_scale": 0.5})
+    sha = save_artifact(tile_model, str(tmp_path / "seg"), {"builder": BUILDER, "pixel_size_um": 0.31})
     model_file = str(tmp_path / "seg" / "model.h5")
     predict = make_predict_fn(model_file, sha)
     assert make_predict_fn(model_file, sha) is predict  # cached: the second call loads nothing

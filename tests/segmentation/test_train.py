@@ -47,17 +47,21 @@ def test_tiles_follow_the_foreground_fraction_and_keep_image_and_label_aligned()
 
 
 @pytest.mark.unit
-def test_prepare_slide_labels_with_truth_or_roi_at_the_working_scale():
+def test_prepare_slide_labels_with_truth_or_roi_at_the_working_pixel_size():
     from allmtl_spark.config.schema import RoiConfig
     from allmtl_spark.segmentation.pipeline import encode_png
+    from allmtl_spark.transforms.scale import PixelSize
 
     image, truth = make_slide()
     content, mask = encode_png(image), encode_png(truth)
-    by_truth = train.prepare_slide("s", "h", content, mask, 0.5, RoiConfig(), use_truth=True, keep_full_truth=True)
+    given = PixelSize(0.155, "given")
+    by_truth = train.prepare_slide("s", "h", content, mask, given, 0.31, RoiConfig(), use_truth=True, keep_truth=True)
     assert by_truth.image.shape == (120, 160, 3) and by_truth.label_kind == "truth"
-    assert by_truth.truth_full.shape == (240, 320)
-    weak = train.prepare_slide("s", "h", content, None, 0.5, RoiConfig(), use_truth=True, keep_full_truth=False)
-    assert weak.label_kind == "roi" and weak.truth_full is None
+    assert by_truth.truth.shape == (120, 160) and by_truth.pixel_size_source == "given"
+    weak = train.prepare_slide("s", "h", content, None, given, 0.31, RoiConfig(), use_truth=True, keep_truth=False)
+    assert weak.label_kind == "roi" and weak.truth is None
+    coarse = train.prepare_slide("s", "h", content, mask, PixelSize(0.62, "given"), 0.31, RoiConfig(), True, False)
+    assert coarse.image.shape == (480, 640, 3) and coarse.label.shape == (480, 640)  # a coarser slide grows
     agree = (weak.label == by_truth.label).mean()
     assert agree > 0.97  # the ROI finds these clean cells too
 
@@ -65,7 +69,7 @@ def test_prepare_slide_labels_with_truth_or_roi_at_the_working_scale():
 @pytest.mark.slow
 def test_short_training_lowers_the_loss_and_segments_a_held_out_slide():
     from allmtl_spark.config.schema import RoiConfig
-    from allmtl_spark.segmentation.pipeline import compute_roi, downscale
+    from allmtl_spark.segmentation.pipeline import compute_roi, to_working
     from allmtl_spark.segmentation.predict import fully_convolutional, whole_slide_predictor
 
     slides = []
@@ -73,10 +77,12 @@ def test_short_training_lowers_the_loss_and_segments_a_held_out_slide():
         rng = np.random.default_rng(seed)
         cells = [(int(rng.integers(40, 280)), int(rng.integers(40, 200)), int(rng.integers(16, 26))) for _ in range(3)]
         image, truth = make_slide(cells=cells, seed=seed)
-        small = downscale(image, 0.5)
-        label = (downscale(np.repeat(truth[..., None], 3, axis=2), 0.5)[..., 0] > 127).astype(np.uint8)
+        small = to_working(image, 0.155, 0.31)
+        label = (to_working(truth, 0.155, 0.31) > 127).astype(np.uint8)
         slides.append(
-            train.LabelledSlide(f"s{seed}", f"h{seed}", small, label, "truth", compute_roi(small, RoiConfig()), truth)
+            train.LabelledSlide(
+                f"s{seed}", f"h{seed}", small, label, "truth", compute_roi(small, RoiConfig()), label * np.uint8(255)
+            )
         )
     cfg = SegmenterConfig(
         tile_size=64, tiles_per_slide=8, depth=2, base_filters=8, epochs=8, batch_size=8, learning_rate=0.003, seed=0
