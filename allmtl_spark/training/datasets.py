@@ -20,6 +20,7 @@ from pyspark.sql.functions import pandas_udf
 from allmtl_spark import tables
 from allmtl_spark.config.schema import AugmentConfig, SplitConfig
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
+from allmtl_spark.segmentation.crops import resampled_crops
 from allmtl_spark.training.augment import AugmentParams, copies_per_item
 from allmtl_spark.training.examples import TASK_CLASSES, ViewSpec, example_image
 from allmtl_spark.training.split import fold_parts, split_id, train_val_test
@@ -45,9 +46,12 @@ class ExampleSet:
         return {name: i for i, name in enumerate(self.class_names)}
 
 
-def cell_examples(spark: SparkSession, lake: Lakehouse, task: str = "cell_binary") -> DataFrame:
+def cell_examples(
+    spark: SparkSession, lake: Lakehouse, task: str = "cell_binary", pixel_size_um: float | None = None
+) -> DataFrame:
     """Single-cell crops from ``cells`` (stage 2): blast / normal (ALL-IDB2's labels), or their FAB
-    class when the manifest gives one (``cell_fab4``).
+    class when the manifest gives one (``cell_fab4``); resampled to ``pixel_size_um`` (the slide crops'
+    pixel size, ``segmentation.crops.crop_pixel_size``) when given.
 
     Besides the example columns, each row carries what ties the cell to stage 3's data: ``patient``
     (hash), ``source_slide`` (content hash of the slide it was cut from) and ``source_slide_id``.
@@ -69,7 +73,9 @@ def cell_examples(spark: SparkSession, lake: Lakehouse, task: str = "cell_binary
             F.concat(F.lit("cell:"), "cell_id"),
         ).alias("group"),
         label.alias("label"),
-        F.array("content").alias("sources"),
+        F.array(resampled_crops("content", "pixel_size_um", pixel_size_um) if pixel_size_um else "content").alias(
+            "sources"
+        ),
         F.col("patient_hash").alias("patient"),
         F.col("source_slide_sha256").alias("source_slide"),
         "source_slide_id",

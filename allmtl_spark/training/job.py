@@ -28,6 +28,7 @@ from allmtl_spark.config.schema import TrainConfig
 from allmtl_spark.ids import check_run_id
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table, table_version
 from allmtl_spark.registry import ModelRecord, load_verified_model, record_from_row, register_model
+from allmtl_spark.segmentation.crops import crop_pixel_size
 from allmtl_spark.session import assert_on_driver
 from allmtl_spark.training.datasets import (
     ExampleSet,
@@ -304,7 +305,7 @@ class _DataCache:
             grid = cfg.montage_grid if cfg.slide_view == "montage" else 1
             self.sets[task] = split_examples(
                 spark,
-                cell_examples(spark, lake, task),
+                cell_examples(spark, lake, task, crop_pixel_size(spark, lake, self.segmenter)),  # stage 3's scale
                 task,
                 "cells",
                 ViewSpec("cell", cfg.input_size, grid),
