@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "segment": "images/s of the segmentation pipeline: a plain 2-process pool vs the Spark job, and worker memory",
     "train": "images/s the Petastorm -> tf.data input side delivers vs what a training step consumes",
     "score": "slides/s of archive scoring: one plain process vs the Spark job, model loads, worker memory",
+    "scale": "ms per 2592x1944 slide of the red-cell pixel-size estimate, and its error on slides of known scale",
 }
 
 
