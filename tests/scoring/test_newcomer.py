@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -64,6 +65,11 @@ def test_copied_lakehouse_scores_a_plain_folder_and_nothing_outside_it_changes(s
     payload = json.loads(listed.stdout)
     assert payload["query"].startswith("scoring run mine-1")
     assert len(payload["slides"]) == 3 and {s["model_version"] for s in payload["slides"]} == {stage3}
+    # a plain folder's names are pseudonymised by default: what is printed and the report carry no ward or patient
+    assert all(re.fullmatch(r"[0-9a-f]{16}", s["slide_id"]) for s in payload["slides"])
+    report = (copy / "_reports" / "score" / "mine-1" / "index.html").read_text()
+    assert all(s["slide_id"] in report for s in payload["slides"])  # the report lists every slide
+    assert not any(name in text for name in ("ward", "patient") for text in (scored.stdout, listed.stdout, report))
 
     # the TFLite conversions were made in the copy, keyed by the artifact hashes; nothing else moved
     conversions = copy / "_cache" / "tflite"
