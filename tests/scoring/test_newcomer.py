@@ -15,7 +15,7 @@ import pytest
 
 from tests.scoring.conftest import cli, overrides
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # 10-20 min on a loaded 2-core machine
 
 REPO = Path(__file__).resolve().parents[2]
 
