@@ -87,6 +87,7 @@ demo: setup
 	  $(SUBMIT) jobs/score_archive.py --config $(CONF)
 	@echo "== 8/8 score again: nothing is new" && $(SUBMIT) jobs/score_archive.py --config $(CONF)
 	@echo "== MLflow: the runs, reports and models above" && $(BIN)/allmtl mlflow --config $(CONF)
+	@$(BIN)/allmtl summary --config $(CONF)
 
 # The cross-validated comparison (docs/evaluation.md): the demo's data, then `allmtl tune` on the
 # validation part of the training split, a training job with those choices, and 5 folds x 2 trials of

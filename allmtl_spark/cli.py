@@ -218,6 +218,15 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    from allmtl_spark.summary import collect_summary, format_summary
+
+    cfg = load_from_args(args)
+    spark = spark_from_args(args, cfg)
+    print(format_summary(collect_summary(spark, lakehouse_from(cfg))), flush=True)
+    return 0
+
+
 def cmd_mlflow(args: argparse.Namespace) -> int:
     from allmtl_spark import tracking
 
@@ -267,6 +276,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
         "list the per-slide scores of a scoring run (default: the newest) or model version, and per-site aggregates",
         False,
     ),
+    "summary": (
+        cmd_summary,
+        "what the jobs made: rows per table, newest models and figures, where the reports, models and runs are",
+        False,
+    ),
     "mlflow": (cmd_mlflow, "list the MLflow runs (and their reports) and the registered models", False),
     "docs": (cmd_docs, "regenerate docs/reference.md (tables and config keys) from the code", False),
     "tables": (cmd_tables, "print the table reference as Markdown", False),
@@ -307,7 +321,12 @@ def _synth_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--repeats", type=int, default=2, help="--check: repeats of the k-fold (default 2)")
 
 
+def _master_argument(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--master", help="Spark master; overrides spark.master")
+
+
 EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "summary": _master_argument,
     "synth": _synth_arguments,
     "evaluate": _evaluate_arguments,
     "score": _score_arguments,
