@@ -137,10 +137,3 @@ def test_ingest_stores_no_name_of_a_pseudonymised_manifest(spark, lake, tmp_path
 
     again = run_ingest(spark, cfg, privacy, lake)  # the same pseudonyms: nothing new
     assert again.inserted == {"slides": 0, "cells": 0, "rejects": 0}
-
-    # the control: with pseudonymise_names false the names are stored (what the setting removes)
-    plain = run_ingest(
-        spark, cfg, PrivacyConfig(patient_key="test-key", pseudonymise_names=False), lake, run_id="plain"
-    )
-    assert plain.inserted["rejects"] == 2
-    assert "patient1_broken" in _strings(read_table(spark, lake, tables.REJECTS).collect())
