@@ -448,7 +448,9 @@ class RoiConfig:
     offsets: tuple[int, int, int] = (88, 41, 20)  # added to R, G, B (paper)
     threshold: int = 98  # monochrome threshold (paper)
     channel: Literal["blue_minus_red", "saturation"] = "blue_minus_red"
-    normalize: Literal["grey_world", "percentile", "none"] = "grey_world"
+    # colour normalisation before the adaptive ROI and the isolation: white balance (grey_world, percentile)
+    # or stain normalisation to a reference smear (reinhard, macenko); transforms/stain.py
+    normalize: Literal["grey_world", "percentile", "reinhard", "macenko", "none"] = "grey_world"
 
     def __post_init__(self) -> None:
         _require(all(-255 <= o <= 255 for o in self.offsets), "offsets", "must each be in -255..255")
@@ -467,7 +469,8 @@ class SegmenterConfig:
     tiles_per_slide: int = 8  # random training tiles per training slide and epoch
     foreground_tile_fraction: float = 0.8  # share of those tiles centred on a white-cell pixel
     augment: bool = True  # random flips, 90-degree rotations and channel gains of the training tiles
-    input_normalize: Literal["grey_world", "percentile", "none"] = "grey_world"  # white balance before the U-Net
+    # colour normalisation of the U-Net's input, the same at training and at prediction (recorded in model.json)
+    input_normalize: Literal["grey_world", "percentile", "reinhard", "macenko", "none"] = "grey_world"
     depth: int = 3
     base_filters: int = 8
     upsampling: Literal["transpose", "nearest", "bilinear"] = "transpose"

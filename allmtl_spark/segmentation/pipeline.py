@@ -23,7 +23,7 @@ import numpy as np
 
 from allmtl_spark import units
 from allmtl_spark.config.schema import RoiConfig, SegmentConfig
-from allmtl_spark.transforms.color import check_rgb, to_mask, white_balance
+from allmtl_spark.transforms.color import check_rgb, to_mask
 from allmtl_spark.transforms.isolate import blue_channel_mask
 from allmtl_spark.transforms.masks import (
     MatchResult,
@@ -39,6 +39,7 @@ from allmtl_spark.transforms.masks import (
 )
 from allmtl_spark.transforms.resample import mask_by, odd_size_px, resize_by, to_new_grid, to_old_grid
 from allmtl_spark.transforms.roi import roi_mask
+from allmtl_spark.transforms.stain import normalize_colour
 
 
 @dataclass(frozen=True)
@@ -140,23 +141,31 @@ def working_shape(width: int, height: int, pixel_size_um: float, working_pixel_s
 
 
 def unet_input(image_rgb: np.ndarray, normalize: str = "grey_world") -> np.ndarray:
-    """The U-Net's view of a working-scale slide: white-balanced as at training time (HxWx3 uint8 RGB).
+    """The U-Net's view of a working-scale slide: colour-normalised as at training time (HxWx3 uint8 RGB).
 
-    Labs and cameras differ in colour cast; ``grey_world`` or ``percentile`` white balance (see
-    ``transforms.color.white_balance``) removes it, so a model trained on some casts works on others.
-    ``none`` passes the image through.
+    Labs and cameras differ in colour cast and stain; ``grey_world`` or ``percentile`` white balance
+    removes a cast, ``reinhard`` and ``macenko`` also the stain's strength and hue
+    (``transforms.stain.normalize_colour``), so a model trained on some labs' colours works on others.
+    ``none`` passes the image through. Training and prediction both call this with the model's
+    ``input_normalize`` (model.json).
     """
-    if normalize == "none":
-        return image_rgb
-    return white_balance(image_rgb, normalize)
+    return normalize_colour(image_rgb, normalize)
 
 
-def compute_roi(image_rgb: np.ndarray, cfg: RoiConfig) -> np.ndarray:
-    """The configured threshold ROI (``paper`` or ``adaptive``) of an HxWx3 uint8 RGB image; HxW uint8 0/255."""
+def roi_view(image_rgb: np.ndarray, cfg: RoiConfig) -> np.ndarray:
+    """The image as the adaptive ROI and the blue-channel isolation see it: ``roi.normalize`` applied."""
+    return normalize_colour(image_rgb, cfg.normalize)
+
+
+def compute_roi(image_rgb: np.ndarray, cfg: RoiConfig, normalized: np.ndarray | None = None) -> np.ndarray:
+    """The configured threshold ROI (``paper`` or ``adaptive``) of an HxWx3 uint8 RGB image; HxW uint8 0/255.
+
+    ``normalized`` is ``roi_view(image_rgb, cfg)`` if the caller already has it (the adaptive ROI uses it).
+    """
     if cfg.method == "paper":
         return roi_mask(image_rgb, "paper", offsets=cfg.offsets, threshold=cfg.threshold)
-    normalize = None if cfg.normalize == "none" else cfg.normalize
-    return roi_mask(image_rgb, "adaptive", channel=cfg.channel, normalize=normalize)
+    view = normalized if normalized is not None else roi_view(image_rgb, cfg)
+    return roi_mask(view, "adaptive", channel=cfg.channel, normalize=None)
 
 
 def cell_labels(mask: np.ndarray, cfg: SegmentConfig, pixel_size_um: float) -> np.ndarray:
@@ -222,7 +231,8 @@ def segment_slide(
     check_rgb(image_rgb)
     factor = units.resample_factor(pixel_size_um, working_pixel_size_um)
     small = working_image if working_image is not None else to_working(image_rgb, pixel_size_um, working_pixel_size_um)
-    roi_small = compute_roi(small, roi_cfg)
+    normalized = roi_view(small, roi_cfg)  # once per slide: the ROI and the isolation share it
+    roi_small = compute_roi(small, roi_cfg, normalized)
     if cfg.mask_source == "unet":
         if probability is None or probability.shape != small.shape[:2]:
             raise ValueError(
@@ -234,8 +244,7 @@ def segment_slide(
         mask = roi_small
     labels = cell_labels(mask, cfg, working_pixel_size_um)
     cells_mask = to_mask(labels > 0)
-    normalize = None if roi_cfg.normalize == "none" else roi_cfg.normalize
-    blue = blue_channel_mask(small, cells_mask, threshold=cfg.blue_threshold, normalize=normalize)
+    blue = blue_channel_mask(normalized, cells_mask, threshold=cfg.blue_threshold, normalize=None)
     isolated = np.where(blue[..., None] > 0, small, np.uint8(0))
     records = cell_records(labels)
     centroids = np.array([r.centroid for r in records], np.float64).reshape(-1, 2)

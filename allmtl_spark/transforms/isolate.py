@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from allmtl_spark.transforms.color import check_mask, check_rgb, otsu_split, stain_channel, to_mask, white_balance
+from allmtl_spark.transforms.color import check_mask, check_rgb, otsu_split, stain_channel, to_mask
 from allmtl_spark.transforms.roi import clean_mask
+from allmtl_spark.transforms.stain import normalize_colour
 
 BLUE_CHANNELS = ("blue_minus_red", "blue")
 
@@ -66,7 +67,8 @@ def blue_channel_mask(
             ``blue_minus_red`` means "blue clearly above red" after white balance: it keeps a pale
             blue cytoplasm as well as the nucleus. None: Otsu on the pixels inside ``cell_mask`` (it
             adapts, but on a mask without red-cell parts it may cut the cytoplasm away).
-        normalize: white balance of the whole image first: ``"grey_world"``, ``"percentile"`` or None.
+        normalize: colour normalisation of the whole image first: ``"grey_world"``, ``"percentile"``,
+            ``"reinhard"``, ``"macenko"`` (``transforms.stain.normalize_colour``) or None.
         percentile: background percentile for ``normalize="percentile"``.
         open_radius: opening radius, pixels, against isolated pixels; 0 skips it.
         close_holes: fill holes (vacuoles, pale nucleoli) inside the kept region.
@@ -77,7 +79,7 @@ def blue_channel_mask(
     """
     check_rgb(image_rgb)
     inside = check_mask(cell_mask, image_rgb.shape, "cell_mask")
-    balanced = white_balance(image_rgb, normalize, percentile) if normalize else image_rgb
+    balanced = normalize_colour(image_rgb, normalize, percentile) if normalize else image_rgb
     values = _blue_values(balanced, channel)
     if threshold is None:
         threshold, _ = otsu_split(values[inside])

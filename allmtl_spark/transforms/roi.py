@@ -16,8 +16,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from allmtl_spark.transforms.color import check_rgb, otsu_split, stain_channel, to_mask, white_balance
+from allmtl_spark.transforms.color import check_rgb, otsu_split, stain_channel, to_mask
 from allmtl_spark.transforms.masks import fill_holes, remove_small_objects
+from allmtl_spark.transforms.stain import normalize_colour
 
 PAPER_OFFSETS = (88, 41, 20)
 PAPER_THRESHOLD = 98
@@ -92,6 +93,7 @@ def adaptive_roi_mask(
     close_radius: int = 2,
     close_holes: bool = True,
     min_area: int = 0,
+    glass_percent: float | None = 10.0,
 ) -> np.ndarray:
     """Adaptive ROI: Otsu threshold on a stain channel, after an optional white balance.
 
@@ -99,10 +101,16 @@ def adaptive_roi_mask(
     red cells and grey-green background are the low end. Otsu picks the cut per image, so stain
     intensity and camera white balance do not need tuning.
 
+    Otsu runs on the pixels at or above the glass's channel level only (``glass_percent``): on a
+    dense red-cell field with few white cells, Otsu over every pixel splits red cells from glass and
+    takes the glass between the cells for white cells. The glass is the brightest ``glass_percent``
+    % of the pixels (white cells and red cells absorb light; the glass does not).
+
     Args:
         image_rgb: HxWx3 uint8 RGB.
         channel: ``"blue_minus_red"`` or ``"saturation"`` (see ``color.stain_channel``).
-        normalize: ``"grey_world"``, ``"percentile"`` (background to white) or None.
+        normalize: ``"grey_world"``, ``"percentile"`` (background to white), ``"reinhard"``, ``"macenko"``
+            (stain normalisation, ``transforms.stain``) or None.
         percentile: background percentile for ``normalize="percentile"``.
         blur_sigma: Gaussian sigma (pixels) on the channel before Otsu, against JPEG and sensor
             noise; 0 skips it.
@@ -112,19 +120,41 @@ def adaptive_roi_mask(
         close_radius: see :func:`clean_mask`.
         close_holes: see :func:`clean_mask`.
         min_area: see :func:`clean_mask`.
+        glass_percent: share of the brightest pixels taken as glass, in (0, 100); None: Otsu over every
+            pixel.
 
     Returns:
         HxW uint8 mask, 255 in the region, 0 outside.
     """
     check_rgb(image_rgb)
-    balanced = white_balance(image_rgb, normalize, percentile) if normalize else image_rgb
+    balanced = normalize_colour(image_rgb, normalize, percentile) if normalize else image_rgb
     values = stain_channel(balanced, channel)
     if blur_sigma > 0:
         values = np.rint(cv2.GaussianBlur(values.astype(np.float32), (0, 0), blur_sigma)).astype(np.int16)
-    threshold, separation = otsu_split(values)
+    if glass_percent is not None:
+        glass = glass_level(balanced, values, glass_percent)
+        threshold, separation = otsu_split(values[values >= glass])
+    else:
+        threshold, separation = otsu_split(values)
     if separation < min_separation:
         return np.zeros(values.shape, np.uint8)
     return clean_mask(to_mask(values > threshold), open_radius, close_radius, close_holes, min_area)
+
+
+def glass_level(image_rgb: np.ndarray, values: np.ndarray, glass_percent: float = 10.0) -> int:
+    """The median of ``values`` (HxW int) over the brightest ``glass_percent`` % of the image's pixels.
+
+    Args:
+        image_rgb: HxWx3 uint8 RGB.
+        values: HxW integer channel of the same image (for example ``color.stain_channel``).
+        glass_percent: in (0, 100).
+    """
+    if not 0.0 < glass_percent < 100.0:
+        raise ValueError(f"glass_percent must be in (0, 100), got {glass_percent}")
+    grey = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
+    counts = np.cumsum(np.bincount(grey.ravel(), minlength=256)[::-1])  # pixels at or above each level, 255 down
+    cut = 255 - int(np.searchsorted(counts, grey.size * glass_percent / 100.0))
+    return int(np.median(values[grey >= cut]))
 
 
 ROI_METHODS = {"adaptive": adaptive_roi_mask, "paper": paper_roi_mask}

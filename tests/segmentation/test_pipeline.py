@@ -68,6 +68,26 @@ def test_roi_mask_source_finds_the_stained_cells_without_a_model():
     assert len(result.cells) == 2 and result.dice_vs_truth > 0.9 and result.roi_dice_vs_truth > 0.9
 
 
+@pytest.mark.parametrize("normalize", ["reinhard", "macenko"])
+def test_roi_and_isolation_run_on_the_stain_normalised_slide(normalize):
+    image, truth = make_slide()
+    cfg = SegmentConfig(mask_source="roi", min_cell_area_um2=4.8, crop_size_um=10.2)
+    for power in (0.6, 1.8):  # another lab's stain: the same slide at 0.6x and 1.8x the optical density
+        other = np.clip(256 * ((image.astype(np.float64) + 1) / 256) ** power - 1, 0, 255).astype(np.uint8)
+        result = pipeline.segment_slide(other, None, RoiConfig(normalize=normalize), cfg, PX, WORK, truth_mask=truth)
+        assert len(result.cells) == 2 and result.dice_vs_truth > 0.9
+
+
+def test_unet_input_is_the_configured_normalisation():
+    from allmtl_spark.transforms import stain
+
+    image, _ = make_slide()
+    for method in ("grey_world", "reinhard", "macenko"):
+        assert np.array_equal(pipeline.unet_input(image, method), stain.normalize_colour(image, method))
+    assert pipeline.unet_input(image, "none") is image
+    assert not np.array_equal(pipeline.unet_input(image, "reinhard"), pipeline.unet_input(image, "macenko"))
+
+
 def test_specks_are_dropped_and_an_empty_mask_gives_no_cells():
     image, truth = make_slide(cells=((80, 70, 22), (250, 40, 6)))  # the second (2.7 um2) is a speck
     result = pipeline.segment_slide(image, downscaled_probability(truth, 0.5), ROI, UNET, PX, WORK)

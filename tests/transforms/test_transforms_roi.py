@@ -46,7 +46,7 @@ def test_paper_roi_finds_nothing_on_a_smear_with_real_colours(smear):
     "gains", [(1.0, 1.0, 1.0), (1.2, 0.95, 0.8), (0.8, 1.0, 1.25), (1.1, 0.85, 0.9), (0.6, 0.6, 0.6)]
 )
 @pytest.mark.parametrize("channel", ["blue_minus_red", "saturation"])
-@pytest.mark.parametrize("normalize", ["grey_world", "percentile"])
+@pytest.mark.parametrize("normalize", ["grey_world", "percentile", "reinhard", "macenko"])
 def test_adaptive_roi_finds_purple_cell_under_any_white_balance(smear, gains, channel, normalize):
     image, truth = smear(gains=gains)
     mask = roi.adaptive_roi_mask(image, channel=channel, normalize=normalize)
@@ -124,3 +124,34 @@ def test_otsu_split_matches_opencv_on_uint8_and_handles_signed_values():
     shifted, _ = color.otsu_split(values.astype(np.int16) - 200)  # same data, negative range
     assert shifted == threshold - 200
     assert color.otsu_split(np.full(10, 7)) == (7, 0.0)
+
+
+def _dense_red_cell_field():
+    """Packed pink red cells under a warm lamp, one purple white cell: (image, truth mask)."""
+    rng = np.random.default_rng(3)
+    image = np.empty((240, 320, 3), np.float64)
+    image[:] = (205, 196, 172)
+    truth = np.zeros((240, 320), np.uint8)
+    for y in range(8, 240, 22):
+        for x in range(8 + (y // 22 % 2) * 11, 320, 22):
+            cv2.circle(image, (x, y), 10, (205, 110, 150), -1)
+    cv2.circle(image, (160, 120), 14, (140, 105, 200), -1)
+    cv2.circle(truth, (160, 120), 14, 255, -1)
+    return np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8), truth
+
+
+@pytest.mark.parametrize("normalize", ["grey_world", "percentile"])
+def test_adaptive_roi_on_a_dense_red_cell_field_takes_the_white_cell_not_the_glass(normalize):
+    image, truth = _dense_red_cell_field()
+    assert masks.iou(roi.adaptive_roi_mask(image, normalize=normalize), truth) > 0.9
+    # Otsu over every pixel splits red cells from glass: the glass between them becomes "white cells".
+    assert masks.iou(roi.adaptive_roi_mask(image, normalize=normalize, glass_percent=None), truth) < 0.1
+
+
+def test_glass_level_is_the_channel_of_the_brightest_pixels():
+    image = np.full((10, 10, 3), 100, np.uint8)
+    image[:2] = 250  # the brightest 20 %
+    values = np.arange(100, dtype=np.int16).reshape(10, 10)
+    assert roi.glass_level(image, values, 10.0) == int(np.median(values[:2]))
+    with pytest.raises(ValueError, match="glass_percent"):
+        roi.glass_level(image, values, 0.0)
