@@ -138,7 +138,7 @@ def publish_models(spark, cfg: AppConfig, lake, records) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from allmtl_spark.segmentation.job import run_segment, write_example_figure
+    from allmtl_spark.segmentation.job import run_segment, write_example_figure, write_stain_figure
 
     cfg = load_from_args(args)
     spark = spark_from_args(args, cfg)
@@ -152,7 +152,48 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if summary.segmented:
         path = f"{lake.reports}/segmentation_example.png"
         print(f"example figure: {write_example_figure(spark, lake, summary.segmenter_version, path)}")
+        methods = ("grey_world", "reinhard", "macenko")
+        path = write_stain_figure(
+            spark, lake, summary.segmenter_version, f"{lake.reports}/stain_normalisation_example.png", methods
+        )
+        print(f"colour normalisation before/after: {path}")
     return 0
+
+
+def cmd_eval_detection(args: argparse.Namespace) -> int:
+    from allmtl_spark.segmentation.detection_job import run_eval_detection
+
+    cfg = load_from_args(args)
+    spark = spark_from_args(args, cfg)
+    lake = lakehouse_from(cfg)
+    figure = None if args.no_figure else (args.figure or f"{lake.reports}/detection/eval_detection.png")
+    report = run_eval_detection(
+        spark,
+        lake,
+        args.boxes,
+        args.segmenter,
+        args.segment_run,
+        figure_path=figure,
+        figure_slides=args.figure_slides,
+        site=args.site,
+    )
+    print(report.format())
+    return 0
+
+
+def _eval_detection_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--boxes",
+        required=True,
+        help="ground-truth boxes: a CSV slide_id,xmin,ymin,xmax,ymax,label (0-based pixels, max inclusive; "
+        "allmtl synth writes <output>/boxes.csv) or a folder of Pascal VOC .xml files",
+    )
+    cmd.add_argument("--segmenter", default="latest", help="segmenter version in segmented_slides (default: latest)")
+    cmd.add_argument("--segment-run", help="only this segment run's rows (default: every run of that segmenter)")
+    cmd.add_argument("--site", help="only slides of this ingest source's site (when slide ids repeat across sources)")
+    cmd.add_argument("--figure", help="figure path (default: <lakehouse>/_reports/detection/eval_detection.png)")
+    cmd.add_argument("--figure-slides", type=int, default=4, help="slides in the figure, most errors first (4)")
+    cmd.add_argument("--no-figure", action="store_true", help="print the figures only")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -265,6 +306,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     ),
     "train-segmenter": (cmd_train_segmenter, "train the Residual U-Net white-cell segmenter on the slides", True),
     "segment": (cmd_segment, "segment the slides' white cells into segmented_slides and slide_cells", True),
+    "eval-detection": (
+        cmd_eval_detection,
+        "score a segmenter's white cells against ground-truth boxes: recall, precision, one-per-cell precision",
+        True,
+    ),
     "evaluate": (
         cmd_evaluate,
         "repeated k-fold cross-validation of the trained approaches, tests and the HTML report",
@@ -331,6 +377,7 @@ EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "evaluate": _evaluate_arguments,
     "score": _score_arguments,
     "results": _results_arguments,
+    "eval-detection": _eval_detection_arguments,
 }
 
 

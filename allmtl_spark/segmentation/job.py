@@ -759,3 +759,47 @@ def write_example_figure(spark: SparkSession, lake: Lakehouse, version: str, pat
     return segmentation_figure(
         path, image, decode_mask(bytes(seg["mask"])), decode_rgb(bytes(seg["isolated"])), crops, title=title
     )
+
+
+def write_stain_figure(
+    spark: SparkSession, lake: Lakehouse, version: str, path: str, methods: tuple[str, ...], candidates: int = 24
+) -> str | None:
+    """Draw colour normalisation before/after on three slides of ``version`` whose colours differ most.
+
+    Among the first ``candidates`` segmented slides (by slide id), the first row is the slide whose mean
+    colour is farthest from their average, each next one the farthest from those already chosen.
+
+    Returns:
+        ``path``, or None when this segmenter has segmented nothing yet.
+    """
+    from allmtl_spark.segmentation.figures import stain_figure
+
+    keys = [
+        r["content_sha256"]
+        for r in read_table(spark, lake, tables.SEGMENTED_SLIDES)
+        .where(F.col("segmenter_version") == version)
+        .orderBy("slide_id")
+        .limit(candidates)
+        .select("content_sha256")
+        .collect()
+    ]
+    if not keys:
+        return None
+    rows = (
+        read_table(spark, lake, tables.SLIDES)
+        .where(F.col("content_sha256").isin(keys))
+        .select("slide_id", "content")
+        .orderBy("slide_id")
+        .collect()
+    )
+    images = []
+    for row in rows:
+        image = decode_rgb(bytes(row["content"]))
+        images.append((row["slide_id"], resize_by(image, min(1.0, 480 / max(image.shape[:2])))))
+    means = np.array([image.reshape(-1, 3).mean(axis=0) for _, image in images])
+    chosen = [int(np.argmax(np.linalg.norm(means - means.mean(axis=0), axis=1)))]
+    while len(chosen) < min(3, len(images)):
+        distance = np.min([np.linalg.norm(means - means[i], axis=1) for i in chosen], axis=0)
+        chosen.append(int(np.argmax(distance)))
+    title = "colour normalisation: original, then each method (roi.normalize / segmenter.input_normalize)"
+    return stain_figure(path, [images[i] for i in chosen], methods, title=title)
