@@ -1,10 +1,10 @@
 """Progress lines of long Spark jobs (segment, score, ingest), printed from the driver.
 
 A daemon thread asks Spark's status tracker, every ``spark.progress_interval_s`` seconds, which
-stages are running and how many of their tasks have finished, and prints one line per stage that
-has been running for at least one interval::
+stages are running and how many of their tasks have finished, and prints a line while a stage
+has been running for at least one interval, one line for all the stages the job started so far::
 
-    segment: stage 14: 37/120 tasks (31%), 1.2 tasks/s, ETA 1m09s, 31s so far
+    segment: 37/120 tasks (31%), 1 stage(s) running, 1.2 tasks/s, ETA 1m09s, 31s so far
 
 The tracker reads the driver's own bookkeeping (no extra Spark job, nothing on the executors),
 so the job runs at the same speed; short stages (table reads, counts) finish between two polls
@@ -39,21 +39,21 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def format_progress_line(label: str, stage: StageProgress, done_at_start: int, elapsed_s: float) -> str:
-    """One progress line: counts, percentage, rate since the stage was first seen, ETA, elapsed time.
+def format_progress_line(label: str, done: int, total: int, running: int, rate: float, elapsed_s: float) -> str:
+    """One progress line of a job's stages so far: counts, percentage, rate, ETA, elapsed time.
 
     Args:
         label: the job (``segment``, ``score``, ``ingest``).
-        stage: the stage now.
-        done_at_start: its finished tasks when first seen.
-        elapsed_s: seconds since it was first seen.
+        done: tasks finished in the stages started so far.
+        total: tasks of those stages.
+        running: stages running now.
+        rate: tasks finished per second since the first poll.
+        elapsed_s: seconds since the first poll that saw a stage.
     """
-    rate = (stage.done - done_at_start) / elapsed_s if elapsed_s > 0 else 0.0
-    left = stage.total - stage.done
-    eta = format_duration(left / rate) if rate > 0 else "-"
-    percent = 100 * stage.done / stage.total if stage.total else 0.0
+    eta = format_duration((total - done) / rate) if rate > 0 else "-"
+    percent = 100 * done / total if total else 0.0
     return (
-        f"{label}: stage {stage.stage_id}: {stage.done}/{stage.total} tasks ({percent:.0f}%), "
+        f"{label}: {done}/{total} tasks ({percent:.0f}%), {running} stage(s) running, "
         f"{rate:.2g} tasks/s, ETA {eta}, {format_duration(elapsed_s)} so far"
     )
 
@@ -96,16 +96,24 @@ def spark_progress(spark, label: str, interval_s: float, out: Callable[[str], ob
 
 
 def _poll(spark, label: str, interval_s: float, emit: Callable[[str], object], stop: threading.Event) -> None:
-    first_seen: dict[int, tuple[float, int]] = {}  # stage id -> (time, tasks done) when first seen
+    seen: dict[int, StageProgress] = {}  # every stage seen; a stage no longer running counts as done
+    first: tuple[float, int] | None = None  # (time, tasks done) at the first poll that saw a stage
+    previous: set[int] = set()
     while not stop.wait(interval_s):
         try:
             stages = running_stages(spark)
         except Exception:  # noqa: BLE001 - the session is stopping; progress must never fail the job
             return
-        now = time.monotonic()
-        for stage in stages:
-            if stage.stage_id not in first_seen:
-                first_seen[stage.stage_id] = (now, stage.done)
-                continue  # print stages that ran for a whole interval only
-            seen_at, done_at_start = first_seen[stage.stage_id]
-            emit(format_progress_line(label, stage, done_at_start, now - seen_at))
+        now, running = time.monotonic(), {stage.stage_id for stage in stages}
+        for stage_id, stage in seen.items():
+            if stage_id not in running:
+                seen[stage_id] = StageProgress(stage_id, stage.total, stage.total)
+        seen.update({stage.stage_id: stage for stage in stages})
+        done, total = sum(s.done for s in seen.values()), sum(s.total for s in seen.values())
+        if first is None and stages:
+            first = (now, done)
+        # Only stages that ran for a whole interval print (short reads and counts stay quiet).
+        if first is not None and running & previous:
+            rate = (done - first[1]) / (now - first[0]) if now > first[0] else 0.0
+            emit(format_progress_line(label, done, total, len(running), rate, now - first[0]))
+        previous = running

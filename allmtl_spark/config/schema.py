@@ -66,7 +66,7 @@ class SparkConfig:
     # about a second each time a job opens a table (measured: listing pending slides 4.9 s -> 2.2 s).
     delta_snapshot_partitions: int | None = None  # null: Delta's default (50)
     extra_conf: dict[str, str] = field(default_factory=dict)
-    # segment, score and ingest print a line (tasks done/total, rate, ETA) per running stage this often; 0: off.
+    # segment, score and ingest print a line (tasks done/total, rate, ETA) this often while stages run; 0: off.
     progress_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
