@@ -12,9 +12,9 @@ alike) removes most of that difference.
   concentration range; also changes hue, stain by stain.
 
 Both are short numpy/OpenCV implementations of the papers (OpenCV's L*a*b* conversion for Reinhard).
-torchstain's numpy backend is made for H&E: its Macenko keeps the pixels whose optical density is at
-least 0.15 in every channel, which on synthetic blood smears kept 9-97% of the white-cell pixels
-(nuclei hardly absorb blue), so the stains it finds depend on the lamp and the field.
+torchstain's numpy backend is made for H&E: its Macenko keeps only the pixels whose optical density is
+at least 0.15 in every channel, a rule that leaves out much of a blood smear's white cells (nuclei
+hardly absorb blue), so the stains it found would depend on the lamp and the field.
 The reference is a smear patch in the colours measured on real Wright-Giemsa smears (glass about RGB
 (193,194,189), red cells (186,169,175), white-cell nuclei (133,96,213)): :func:`reference_smear`. Its
 stain vectors are therefore the blood-smear stains (azure/methylene blue in nuclei, eosin in red
