@@ -50,12 +50,14 @@ class EpochLine(tf.keras.callbacks.Callback):
         super().__init__()
         self.stage_key, self.epochs, self.n_train = stage_key, epochs, n_train
         self.started = time.time()
+        self.seconds: list[float] = []  # wall time of every epoch this process ran (validation included)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.time() - self.started
+        self.seconds.append(seconds)
         fields = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if k != "lr")
         print(
             f"[{self.stage_key}] epoch {epoch + 1}/{self.epochs} {fields} "

@@ -119,8 +119,11 @@ def run_train(
     Returns:
         Per-stage models and validation/test metrics.
     """
+    from allmtl_spark.training.timing import PhaseTimer, format_phases
+
     assert_on_driver()
-    started = time.time()
+    timer = PhaseTimer()
+    started = timer.started
     run_id = check_run_id(run_id) if run_id else f"mtl-{uuid.uuid4().hex[:8]}"
     _check_slots(spark, cfg.num_proc)
     _configure_petastorm(spark, cfg, lake)
@@ -133,18 +136,24 @@ def run_train(
         print(f"[choices] {choices}", flush=True)
     data = _DataCache(spark, lake, cfg, segmenter, fold, score_test)
     results: dict[str, StageResult] = {}
+    timer.lap("tables + plan")
     try:
         data.prepare(plans)  # raises LeakageError before anything trains
+        timer.lap("split + check + record")
         for plan in plans:
             owner = stage2_from_run if (stage2_from_run and plan.stage == "stage2") else run_id
             results[plan.key] = _run_stage(spark, lake, cfg, plan, owner, data, results, versions, segmenter)
+            timer.lap(plan.key)
         colour = {}
         if score_test:
             for task in dict.fromkeys(p.task for p in plans if p.stage == "stage3"):
                 colour[task] = colour_baseline(spark, lake, data, task, colour_model_id(run_id, task), colour_bins)
+        timer.lap("colour baseline")
     finally:
         data.close()
     curves = _plot_curves(lake, run_id, results)
+    timer.lap("cleanup + curves")
+    print(f"[{run_id}] time: {format_phases(timer.phases, timer.total())}", flush=True)
     summary = TrainSummary(run_id, list(results.values()), curves, time.time() - started, colour)
     return summary
 
@@ -379,6 +388,9 @@ def _run_stage(
     versions: dict[str, int],
     segmenter: str,
 ) -> StageResult:
+    from allmtl_spark.training.timing import PhaseTimer, format_phases
+
+    timer = PhaseTimer()
     model_id = plan.model_id(run_id)
     existing = read_table(spark, lake, tables.MODELS).where(F.col("model_id") == model_id).collect()
     if existing:
@@ -389,6 +401,7 @@ def _run_stage(
     examples = data.example_set(plan.task)
     n_train = data.part(plan.task, "train").count()
     n_val = data.part(plan.task, "val").count()
+    timer.lap("lookup + make examples")
     rate, rate_from = stage_learning_rate(cfg, plan, pretrained=bool(plan.init_from) or cfg.weights != "none")
     effective = rate * (cfg.num_proc if cfg.scale_learning_rate_by_ranks else 1)
     print(
@@ -401,16 +414,20 @@ def _run_stage(
     )
     output_dir = os.path.join(lake.models, model_id)
     job = _rank_job(cfg, plan, run_id, lake, data, done, n_train, n_val, output_dir, examples)
-    started = time.time()
+    started = timer.lap("Petastorm conversion")
     from horovod.spark import run as horovod_run
 
     results = horovod_run(train_rank, args=(job,), num_proc=cfg.num_proc, use_gloo=True, verbose=0)
     root = next(r for r in results if r["rank"] == 0)
+    rank_phases = {"horovod launch": root["rank_started"] - started, **root["timings"]}
+    timer.lap("horovod return", parts=rank_phases)
     if len({r["weights_digest"] for r in results}) != 1:
         raise RuntimeError(f"[{plan.key}] Horovod ranks ended with different weights; refusing to register")
     if root["sha256"] != file_sha256(os.path.join(output_dir, "model.h5")):
         raise RuntimeError(f"{output_dir}/model.h5 changed after rank 0 wrote it")
+    timer.lap("verify artifact")
     metrics = _evaluate(spark, lake, data, plan, output_dir, root["sha256"], model_id)
+    timer.lap("score val/test + predictions")
     record = ModelRecord(
         model_id=model_id,
         run_id=run_id,
@@ -430,9 +447,13 @@ def _run_stage(
         purpose=model_purpose(data.fold, data.score_test),
     )
     record = _track(lake, record, plan, root["history"], segmenter)
+    timer.lap("MLflow")
     register_model(spark, lake, record)
+    timer.lap("register")
     if not cfg.keep_checkpoints:
         delete_checkpoints(job.checkpoint_dir)
+    timer.lap("cleanup")
+    print(f"[{plan.key}] time: {format_phases(timer.phases, timer.total())}", flush=True)
     seconds = time.time() - started
     kept = root["kept_epoch"]
     kept_text = f"epoch {kept['epoch']} (lowest {kept['monitor']})" if kept else "the last epoch"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,18 +76,23 @@ def seed_everything(seed: int, threads: int, deterministic: bool) -> None:
 
 
 def train_rank(job: RankJob) -> dict:
-    """Train one stage on this rank; rank 0 returns the history and the saved artifact's hash."""
+    """Train one stage on this rank; rank 0 returns the history, the saved artifact's hash and its timings."""
+    from allmtl_spark.training.timing import PhaseTimer
+
+    timer = PhaseTimer()
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
     from allmtl_spark import quiet
     from allmtl_spark.networks.freezing import set_trainable
+    from allmtl_spark.training.callbacks import EpochLine
 
     quiet.install()  # a rank is a fresh process: petastorm's and Keras' notices would print again
     hvd.init()
     # One seed for every rank and stage: the backbone's initial weights are the same draw for the
     # stage-2 model and the classical stage-3 model (equal starting weights; rank 0's are broadcast).
     seed_everything(job.seed, job.threads, job.deterministic)
+    timer.lap("rank imports")
     model = _build(job)
     init_digest = weights_digest(backbone_model(model))
     binary = len(job.class_names) == 2
@@ -95,6 +101,7 @@ def train_rank(job: RankJob) -> dict:
     manager, epoch_var = _checkpointing(job, model, hvd.rank() == 0)
     initial_epoch = int(epoch_var.numpy())
     best = _best_epoch(job, hvd.rank() == 0)
+    timer.lap("build model")
     history: dict[str, list[float]] = {}
     # Training: an endless stream whose row-group order is seeded. Validation: the whole validation part
     # read once into memory on every rank (its originals only: 75 px x 1,000 slides is 17 MB), then
@@ -102,6 +109,8 @@ def train_rank(job: RankJob) -> dict:
     # the kept epoch follows the model, not a shifting window of repeats. (Re-reading a finite
     # Petastorm stream each epoch stopped yielding after the second pass.)
     val_x, val_y = read_validation(job, binary)
+    timer.lap("read validation")
+    epoch_seconds: list[float] = []
     with job.train_converter.make_tf_dataset(
         batch_size=job.batch_size,
         cur_shard=hvd.rank(),
@@ -111,6 +120,7 @@ def train_rank(job: RankJob) -> dict:
         seed=job.seed,  # also the shard seed (petastorm deprecated shard_seed, which only repeated it)
     ) as train:
         train = _prepare(train, job, binary, shuffle=True)
+        timer.lap("open training reader")
         for policy, start, end in _phases(job):
             if initial_epoch >= end:
                 continue
@@ -121,6 +131,7 @@ def train_rank(job: RankJob) -> dict:
                 tf.keras.optimizers.legacy.Adam(job.learning_rate), compression=hvd.Compression.fp16
             )
             model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+            callbacks = _callbacks(job, hvd, manager, epoch_var) + ([best] if best else [])
             fitted = model.fit(
                 train,
                 steps_per_epoch=steps_per_epoch,
@@ -128,11 +139,14 @@ def train_rank(job: RankJob) -> dict:
                 validation_batch_size=job.batch_size,
                 epochs=end,
                 initial_epoch=max(start, initial_epoch),
-                callbacks=_callbacks(job, hvd, manager, epoch_var) + ([best] if best else []),
+                callbacks=callbacks,
                 verbose=0,  # rank 0's EpochLine prints the one line per epoch
             )
+            epoch_seconds += [s for c in callbacks if isinstance(c, EpochLine) for s in c.seconds]
             for key, values in fitted.history.items():
                 history.setdefault(key, []).extend(float(v) for v in values)
+        timer.lap("fit outside epochs (compile, callbacks)", parts=epoch_phases(epoch_seconds))
+    timer.lap("close training reader")
     kept = _keep_weights(model, best)
     digest = weights_digest(model)
     if hvd.rank() != 0:
@@ -140,6 +154,7 @@ def train_rank(job: RankJob) -> dict:
     from allmtl_spark.registry import save_artifact
 
     sha = save_artifact(model, job.output_dir, {**job.spec, "kept_epoch": kept, "init_digest": init_digest})
+    timer.lap("keep best + save")
     # history.json (written every epoch) also holds the epochs of an interrupted earlier attempt.
     full_history = load_history(job.checkpoint_dir) or history
     return {
@@ -151,7 +166,17 @@ def train_rank(job: RankJob) -> dict:
         "ranks": hvd.size(),
         "kept_epoch": kept,
         "init_digest": init_digest,
+        "timings": timer.phases,
+        "rank_started": timer.started,
+        "rank_ended": time.time(),
     }
+
+
+def epoch_phases(epoch_seconds: list[float]) -> dict[str, float]:
+    """The first epoch (graph tracing and reader warm-up included) apart from the others."""
+    if not epoch_seconds:
+        return {}
+    return {"first epoch": epoch_seconds[0], f"epochs 2-{len(epoch_seconds)}": sum(epoch_seconds[1:])}
 
 
 def weights_digest(model) -> str:
