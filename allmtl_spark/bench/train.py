@@ -77,7 +77,8 @@ def _input_rate(converter, size: int, batch: int, n: int) -> float:
         checkpoint_dir="",
         output_dir="",
         train_converter=None,
-        val_converter=None,
+        val_images=None,
+        val_labels=None,
     )
     with converter.make_tf_dataset(batch_size=batch, num_epochs=None, workers_count=1) as dataset:
         batches = iter(_prepare(dataset, job, binary=False, shuffle=True))

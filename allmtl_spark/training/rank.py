@@ -41,7 +41,8 @@ class RankJob:
     checkpoint_dir: str
     output_dir: str
     train_converter: Any
-    val_converter: Any
+    val_images: Any  # (n, size, size, 3) uint8: the validation part's originals, sent with the job
+    val_labels: Any  # (n,) class index
     threads: int = 1
     shuffle_buffer: int = 256
     seed: int = 0
@@ -104,11 +105,12 @@ def train_rank(job: RankJob) -> dict:
     timer.lap("build model")
     history: dict[str, list[float]] = {}
     # Training: an endless stream whose row-group order is seeded. Validation: the whole validation part
-    # read once into memory on every rank (its originals only: 75 px x 1,000 slides is 17 MB), then
-    # scored in full after every epoch, so every item counts exactly once per epoch on every rank and
-    # the kept epoch follows the model, not a shifting window of repeats. (Re-reading a finite
-    # Petastorm stream each epoch stopped yielding after the second pass.)
-    val_x, val_y = read_validation(job, binary)
+    # (its originals only: 75 px x 1,000 slides is 17 MB) comes with the job as arrays, the same ones
+    # the driver scores the kept model on, and is scored in full after every epoch, so every item
+    # counts exactly once per epoch on every rank and the kept epoch follows the model, not a shifting
+    # window of repeats. (Re-reading a finite Petastorm stream each epoch stopped yielding after the
+    # second pass; a Petastorm copy of the part only to read it back once cost a Spark write and a reader.)
+    val_x, val_y = validation_arrays(job, binary)
     timer.lap("read validation")
     epoch_seconds: list[float] = []
     with job.train_converter.make_tf_dataset(
@@ -296,17 +298,14 @@ def _prepare(dataset, job: RankJob, binary: bool, shuffle: bool):
     return dataset.batch(job.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def read_validation(job: RankJob, binary: bool):
-    """The whole validation part as (images float32, labels) arrays, read once in a fixed order."""
+def validation_arrays(job: RankJob, binary: bool):
+    """The whole validation part as (images float32 0..255, labels) arrays, in the job's order."""
     import numpy as np
 
-    with job.val_converter.make_tf_dataset(
-        batch_size=job.batch_size, num_epochs=1, workers_count=1, shuffle_row_groups=False
-    ) as val:
-        parts = [(x.numpy(), y.numpy()) for x, y in _prepare(val, job, binary, shuffle=False)]
-    if not parts:
+    if job.val_images is None or len(job.val_labels) == 0:
         raise ValueError(f"[{job.stage_key}] the validation part is empty; lower train.split.val_fraction's folds")
-    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+    labels = np.asarray(job.val_labels).astype(np.float32 if binary else np.int32)
+    return np.asarray(job.val_images, dtype=np.float32), labels
 
 
 def _checkpointing(job: RankJob, model, is_root: bool):

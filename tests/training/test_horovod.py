@@ -89,11 +89,10 @@ def test_a_rank_learns_an_easy_task_well_above_chance(spark, train_lake, tmp_pat
             image[y : y + 20, x : x + 20] = (230, 40, 40) if label else (40, 40, 230)
         return out, labels
 
-    frames = {}
-    for part, n in (("train", 192), ("val", 32)):
-        x, y = images(n)
-        rows = [(bytes(i.tobytes()), int(label)) for i, label in zip(x, y, strict=True)]
-        frames[part] = make_spark_converter(spark.createDataFrame(rows, "image binary, label int").repartition(2))
+    x, y = images(192)
+    rows = [(bytes(i.tobytes()), int(label)) for i, label in zip(x, y, strict=True)]
+    train = make_spark_converter(spark.createDataFrame(rows, "image binary, label int").repartition(2))
+    val_x, val_y = images(32)
     job = RankJob(
         stage_key="easy",
         backbone="InceptionV3",
@@ -115,16 +114,16 @@ def test_a_rank_learns_an_easy_task_well_above_chance(spark, train_lake, tmp_pat
         n_val=32,
         checkpoint_dir=str(tmp_path / "ckpt"),
         output_dir=str(tmp_path / "model"),
-        train_converter=frames["train"],
-        val_converter=frames["val"],
+        train_converter=train,
+        val_images=val_x,
+        val_labels=val_y,
         threads=2,
         batchnorm_momentum=0.9,
     )
     try:
         results = horovod_run(training.train_rank, args=(job,), num_proc=1, use_gloo=True, verbose=0)
     finally:
-        for converter in frames.values():
-            converter.delete()
+        train.delete()
     model = tf.keras.models.load_model(str(tmp_path / "model" / "model.h5"), compile=False)
     test_x, test_y = images(64)
     predicted = (model.predict(test_x.astype(np.float32), verbose=0)[:, 0] > 0.5).astype(int)
