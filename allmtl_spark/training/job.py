@@ -27,7 +27,7 @@ from allmtl_spark.config.loader import ConfigError, to_dict
 from allmtl_spark.config.schema import TrainConfig
 from allmtl_spark.ids import check_run_id
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table, table_version
-from allmtl_spark.registry import ModelRecord, load_verified_model, record_from_row, register_model
+from allmtl_spark.registry import ModelRecord, record_from_row, register_model
 from allmtl_spark.segmentation.crops import crop_pixel_size
 from allmtl_spark.session import assert_on_driver
 from allmtl_spark.training.datasets import (
@@ -41,7 +41,13 @@ from allmtl_spark.training.datasets import (
     to_numpy,
 )
 from allmtl_spark.training.examples import TASK_CLASSES, ViewSpec
-from allmtl_spark.training.rank import BEST_RECORD_FILE, HISTORY_FILE, RankJob, checkpoint_dir, train_rank
+from allmtl_spark.training.rank import (
+    BEST_RECORD_FILE,
+    HISTORY_FILE,
+    RankJob,
+    checkpoint_dir,
+    train_rank,
+)
 from allmtl_spark.training.split import check_stage_overlap, linked, stage2_allowed
 from allmtl_spark.training.stages import StagePlan, plan_stages
 
@@ -426,8 +432,8 @@ def _run_stage(
     if root["sha256"] != file_sha256(os.path.join(output_dir, "model.h5")):
         raise RuntimeError(f"{output_dir}/model.h5 changed after rank 0 wrote it")
     timer.lap("verify artifact")
-    metrics = _evaluate(spark, lake, data, plan, output_dir, root["sha256"], model_id)
-    timer.lap("score val/test + predictions")
+    metrics = _evaluate(spark, lake, data, plan, model_id, root["scores"])
+    timer.lap("metrics + predictions table")
     record = ModelRecord(
         model_id=model_id,
         run_id=run_id,
@@ -528,6 +534,7 @@ def _rank_job(
         train_converter=data.converter(plan.task, "train"),
         val_images=data.numpy(plan.task, "val").images,
         val_labels=data.numpy(plan.task, "val").labels,
+        test_images=data.numpy(plan.task, "test").images if data.score_test else None,
         threads=cfg.threads_per_rank,
         shuffle_buffer=cfg.shuffle_buffer,
         seed=cfg.seed,
@@ -580,28 +587,19 @@ def stage_learning_rate(cfg: TrainConfig, plan: StagePlan, pretrained: bool) -> 
     return schedule.learning_rate, f"train.{plan.stage}.learning_rate"
 
 
-def _evaluate(
-    spark, lake: Lakehouse, data: _DataCache, plan: StagePlan, output_dir: str, sha: str, model_id: str
-) -> dict[str, float]:
-    """Accuracy, AUC and macro F1 on the validation and held-out test parts; per-case rows to ``predictions``."""
-    probe = ModelRecord(
-        model_id=model_id,
-        run_id="",
-        kind="classifier",
-        stage=plan.stage,
-        task=plan.task,
-        class_names=list(plan.class_names),
-        artifact_path=output_dir,
-        artifact_sha256=sha,
-        config_json="{}",
-    )
-    model = load_verified_model(probe)
+def _evaluate(spark, lake: Lakehouse, data: _DataCache, plan: StagePlan, model_id: str, scores: dict) -> dict:
+    """Accuracy, AUC and macro F1 on the validation and held-out test parts; per-case rows to ``predictions``.
+
+    Args:
+        scores: part -> (n, k) class scores of the kept weights, as rank 0 computed them on the
+            arrays of ``data.numpy(task, part)`` (the job sent them in that order).
+    """
     parts = ("val", "test") if data.score_test else ("val",)
     outputs = {}
     for part in parts:
         arrays = data.numpy(plan.task, part)
         if len(arrays.labels):
-            outputs[part] = (arrays, predict_scores(model, arrays.images))
+            outputs[part] = (arrays, scores[part])
     return _score_parts(spark, lake, model_id, plan.class_names, outputs)
 
 
@@ -644,12 +642,6 @@ def _score_parts(spark, lake: Lakehouse, model_id: str, class_names, outputs: di
     if rows:
         merge_new_rows(spark, lake, tables.PREDICTIONS, spark.createDataFrame(rows, tables.PREDICTIONS.schema))
     return metrics
-
-
-def predict_scores(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Class probabilities (n, k) from a sigmoid (n, 1) or softmax (n, k) classifier."""
-    out = model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
-    return np.concatenate([1.0 - out, out], axis=1) if out.shape[1] == 1 else out
 
 
 def _track(lake: Lakehouse, record: ModelRecord, plan: StagePlan, history: dict, segmenter: str) -> ModelRecord:

@@ -53,6 +53,7 @@ class RankJob:
     scale_by_ranks: bool = True  # learning rate x ranks (see TrainConfig.scale_learning_rate_by_ranks)
     deterministic: bool = True  # TensorFlow op determinism: same seed, same weights (slower kernels on GPU)
     spec: dict = field(default_factory=dict)  # written into model.json
+    test_images: Any = None  # the test part's originals (uint8), scored by rank 0; None: never read
 
 
 def steps(n: int, batch_size: int, ranks: int) -> int:
@@ -157,6 +158,12 @@ def train_rank(job: RankJob) -> dict:
 
     sha = save_artifact(model, job.output_dir, {**job.spec, "kept_epoch": kept, "init_digest": init_digest})
     timer.lap("keep best + save")
+    # The kept weights, just saved, score the validation and test parts here: the model is built and
+    # traced already (loading model.h5 again in the driver cost a TensorFlow start and a model build).
+    scores = {"val": predict_scores(model, job.val_images)}
+    if job.test_images is not None and len(job.test_images):
+        scores["test"] = predict_scores(model, job.test_images)
+    timer.lap("score val/test")
     # history.json (written every epoch) also holds the epochs of an interrupted earlier attempt.
     full_history = load_history(job.checkpoint_dir) or history
     return {
@@ -168,10 +175,19 @@ def train_rank(job: RankJob) -> dict:
         "ranks": hvd.size(),
         "kept_epoch": kept,
         "init_digest": init_digest,
+        "scores": scores,
         "timings": timer.phases,
         "rank_started": timer.started,
         "rank_ended": time.time(),
     }
+
+
+def predict_scores(model, images, batch_size: int = 32):
+    """Class probabilities (n, k) from a sigmoid (n, 1) or softmax (n, k) classifier."""
+    import numpy as np
+
+    out = model.predict(np.asarray(images, dtype=np.float32), batch_size=batch_size, verbose=0)
+    return np.concatenate([1.0 - out, out], axis=1) if out.shape[1] == 1 else out
 
 
 def epoch_phases(epoch_seconds: list[float]) -> dict[str, float]:
