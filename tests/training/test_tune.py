@@ -40,7 +40,7 @@ class GridTrainer:
 
 
 def test_both_approaches_get_the_same_grid_and_choices_come_from_validation_only(tmp_path):
-    train = load_config("conf/demo-full.yaml").train  # both tasks
+    train = load_config("conf/demo-full.yaml", ["train.tasks=[binary, fab4]"]).train  # both tasks
     tune = TuneConfig(learning_rates=(0.0003, 0.001, 0.003))
     lake = Lakehouse.from_config(LakehouseConfig(path=str(tmp_path / "lake")))
     trainer = GridTrainer()
@@ -74,10 +74,15 @@ def test_training_refuses_rates_that_are_not_the_recorded_choices(tmp_path):
     path = tmp_path / "tune.json"
     path.write_text(json.dumps({"tune_id": "tu", "grid": [0.001], "metric": "val_loss", "choices": BEST}))
     rates = "{binary/mtl: 0.001, binary/classical: 0.003, fab4/mtl: 0.0003, fab4/classical: 0.001}"
-    cfg = load_config("conf/demo-full.yaml", [f"train.stage3_learning_rates={rates}", f"train.tuning_record={path}"])
+    both = "train.tasks=[binary, fab4]"
+    cfg = load_config(
+        "conf/demo-full.yaml", [both, f"train.stage3_learning_rates={rates}", f"train.tuning_record={path}"]
+    )
     cfg = cfg.train
     assert "validation slides only" in check_tuning_record(cfg, plan_stages(cfg))
-    bad = load_config("conf/demo-full.yaml", [f"train.tuning_record={path}", "train.stage3_learning_rates={mtl: 0.01}"])
+    bad = load_config(
+        "conf/demo-full.yaml", [both, f"train.tuning_record={path}", "train.stage3_learning_rates={mtl: 0.01}"]
+    )
     with pytest.raises(ConfigError, match=r"binary/mtl: config 0.01, tune 0.001"):
         check_tuning_record(bad.train, plan_stages(bad.train))
     with pytest.raises(ConfigError, match="stage3_learning_rates.*has key 'fab5/mtl'"):
