@@ -22,7 +22,7 @@ export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
 export TF_CPP_MIN_LOG_LEVEL := 1
 export ALLMTL_JARS_DIR := $(abspath $(JARS_DIR))
 
-.PHONY: setup demo demo-full test test-all lint bench clean-lakehouse lock
+.PHONY: setup demo demo-ood demo-full test test-all lint bench clean-lakehouse lock
 
 setup: $(VENV)/.stamp-horovod $(JARS_DIR)/.stamp-delta
 	@$(BIN)/python -m allmtl_spark.setup_check
@@ -88,8 +88,26 @@ demo: setup
 	    --set synth.n_slides=24 --set synth.n_cells=0 && \
 	  $(SUBMIT) jobs/score_archive.py --config $(CONF)
 	@echo "== 8/8 score again: nothing is new" && $(SUBMIT) jobs/score_archive.py --config $(CONF)
+	@echo "== out-of-distribution batch (other stain, magnification, focus; no smear): flagged for review?" && \
+	  $(MAKE) --no-print-directory demo-ood
 	@echo "== MLflow: the runs, reports and models above" && $(BIN)/allmtl mlflow --config $(CONF)
 	@$(BIN)/allmtl summary --config $(CONF)
+
+# When not to trust a score (docs/scoring.md): 6 slides each drawn outside the training ranges (stain,
+# pixel size, defocus) and 6 without a smear, scored as one folder (site ood); then the trust check:
+# AUROC of the OOD score against the archive's slides, flag rates and reasons, ECE before/after.
+OOD_ARCHIVE := data/archive_ood
+OOD_SYNTH = $(BIN)/allmtl synth --config $(CONF) --set synth.seed=2027 --set synth.n_slides=6 --set synth.n_cells=0
+demo-ood: setup
+	@rm -rf $(OOD_ARCHIVE)
+	@$(OOD_SYNTH) --set synth.output=$(OOD_ARCHIVE)/stain --set 'synth.stain.haem_strength=[2.2,2.8]' \
+	  --set 'synth.stain.eosin_strength=[0.1,0.25]' >/dev/null
+	@$(OOD_SYNTH) --set synth.output=$(OOD_ARCHIVE)/magnification --set 'synth.pixel_size_um=[0.45,0.6]' >/dev/null
+	@$(OOD_SYNTH) --set synth.output=$(OOD_ARCHIVE)/blur --set 'synth.optics.blur_sigma_um=[0.8,1.5]' >/dev/null
+	@$(OOD_SYNTH) --set synth.output=$(OOD_ARCHIVE)/blank --set synth.kind=blank >/dev/null
+	@rm -rf $(OOD_ARCHIVE)/*/ALL_IDB1/masks $(OOD_ARCHIVE)/*/ALL_IDB1/xyc $(OOD_ARCHIVE)/*/manifest.csv
+	$(SUBMIT) jobs/score_archive.py --config $(CONF) --set 'score.source={kind: folder, path: $(OOD_ARCHIVE), site: ood}'
+	$(BIN)/allmtl review --config $(CONF) --ood-site ood
 
 # The cross-validated comparison (docs/evaluation.md): the demo's data, then `allmtl tune` on the
 # validation part of the training split (2 rates), a training job with those choices, and 5 folds x 1 trial

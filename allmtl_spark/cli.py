@@ -268,6 +268,23 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from allmtl_spark.scoring.review import format_queue, review_queue
+
+    cfg = load_from_args(args)
+    spark = spark_from_args(args, cfg)
+    lake = lakehouse_from(cfg)
+    if args.ood_site:
+        from allmtl_spark.scoring.job import resolve_classifiers
+        from allmtl_spark.scoring.review import trust_check
+
+        version = args.model or resolve_classifiers(spark, lake, cfg)[0].model_id
+        print("\n".join(trust_check(spark, lake, version, args.ood_site)))
+        return 0
+    print(format_queue(review_queue(spark, lake, run_id=args.run, model_version=args.model), args.limit))
+    return 0
+
+
 def cmd_mlflow(args: argparse.Namespace) -> int:
     from allmtl_spark import tracking
 
@@ -327,6 +344,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
         "what the jobs made: rows per table, newest models and figures, where the reports, models and runs are",
         False,
     ),
+    "review": (
+        cmd_review,
+        "list the slides that need review (the review_queue view): reasons, calibrated probabilities, report",
+        False,
+    ),
     "mlflow": (cmd_mlflow, "list the MLflow runs (and their reports) and the registered models", False),
     "docs": (cmd_docs, "regenerate docs/reference.md (tables and config keys) from the code", False),
     "tables": (cmd_tables, "print the table reference as Markdown", False),
@@ -357,6 +379,21 @@ def _results_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--master", help="Spark master; overrides spark.master")
 
 
+def _review_arguments(cmd: argparse.ArgumentParser) -> None:
+    which = cmd.add_mutually_exclusive_group()
+    which.add_argument("--run", metavar="ID", help="only this scoring run's slides")
+    which.add_argument("--model", metavar="VERSION", help="only this model version's slides")
+    cmd.add_argument("--limit", type=int, default=50, help="slides shown (default 50)")
+    cmd.add_argument(
+        "--ood-site",
+        action="append",
+        metavar="SITE",
+        help="print the trust check instead: AUROC of ood_score for this site's slides (repeatable) against the "
+        "model's other scored slides, flag rates, reasons, ECE before/after calibration (default model: score.model)",
+    )
+    cmd.add_argument("--master", help="Spark master; overrides spark.master")
+
+
 def _synth_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "--check",
@@ -378,6 +415,7 @@ EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "score": _score_arguments,
     "results": _results_arguments,
     "eval-detection": _eval_detection_arguments,
+    "review": _review_arguments,
 }
 
 

@@ -61,6 +61,8 @@ class ModelRecord:
     mlflow_model_uri: str | None = None  # runs:/<run>/model: the pyfunc logged for it (mlflow_models)
     registered_model_uri: str | None = None  # models:/<name>/<version> in the MLflow registry
     purpose: str | None = None  # train | evaluate | tune (PURPOSES); null: registered before the column existed
+    temperature: float | None = None  # temperature scaling fitted on validation (trust.json); null: none fitted
+    trust_sha256: str | None = None  # SHA-256 of trust.json (temperature, out-of-distribution check); null: none
 
     @property
     def model_file(self) -> str:

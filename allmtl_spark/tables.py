@@ -293,6 +293,8 @@ MODELS = Table(
             _f("mlflow_model_uri", StringType()),
             _f("registered_model_uri", StringType()),
             _f("purpose", StringType()),
+            _f("temperature", DoubleType()),
+            _f("trust_sha256", StringType()),
         ]
     ),
     merge_keys=("model_id",),
@@ -318,6 +320,10 @@ MODELS = Table(
         "purpose": "why it was trained: train (`allmtl train`, `allmtl train-segmenter`: what `latest` chooses from) | "
         "evaluate (a cross-validation fold) | tune (a grid value of `allmtl tune`); null for models registered "
         "before this column existed",
+        "temperature": "temperature scaling fitted on the validation part of the model's split (scoring reports "
+        "softmax(log p / T)); null when none was fitted (no validation part, or registered before this column)",
+        "trust_sha256": "SHA-256 of trust.json in the artifact folder (temperature, ECE before/after, the "
+        "out-of-distribution statistics and threshold of a slide classifier); checked before scoring uses it",
     },
 )
 
@@ -482,6 +488,11 @@ SLIDE_SCORES = Table(
             _f("model_file_sha256", StringType()),
             _f("cell_model_file_sha256", StringType()),
             _f("slide_cell_disagreement", StringType()),
+            _f("calibrated_probabilities", ArrayType(DoubleType())),
+            _f("temperature", DoubleType()),
+            _f("ood_score", DoubleType()),
+            _f("needs_review", BooleanType()),
+            _f("review_reasons", ArrayType(StringType())),
         ]
     ),
     merge_keys=("content_sha256", "model_version"),
@@ -507,6 +518,16 @@ SLIDE_SCORES = Table(
         "`leukemia_without_blasts` (leukemia called, fewer than score.disagreement_min_blasts blast cells) | "
         "`normal_with_most_cells_blasts` (normal called, more than score.disagreement_max_blast_pct % of the white "
         "cells blasts); null when they agree, without a cell model, or for rows scored before this column existed",
+        "probabilities": "the classifier's raw output (uncalibrated)",
+        "calibrated_probabilities": "softmax(log probabilities / temperature): the model's temperature scaling "
+        "(fitted on its validation part); null when the model has none. `p_leukemia` and the calls use the raw ones",
+        "temperature": "the temperature applied (models.temperature); null when none",
+        "ood_score": "Mahalanobis distance of the slide's statistics (stain colour, contrast, sharpness, cell "
+        "fraction, white-cell count, pixel size) to the model's training slides; null when the model has no such check",
+        "needs_review": "true when any check failed (`review_reasons` not empty): kept out of the headline counts "
+        "of `score_aggregates`, listed by `allmtl review` (the review_queue view)",
+        "review_reasons": "failed checks: `out_of_distribution:<statistic contributing most>` (ood_score above "
+        "the model's validation threshold) | `slide_cell_disagreement:<code>`",
     },
 )
 

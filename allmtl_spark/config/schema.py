@@ -678,8 +678,15 @@ class TrainConfig:
     # Stage-2 cells with neither a patient nor a source slide cannot be checked against the stage-3
     # split: exclude (default) keeps them out of stage 2, include takes them (and says so in the check).
     stage2_unlinked_cells: Literal["exclude", "include"] = "exclude"
+    # When not to trust a score (docs/scoring.md): at registration each classifier gets a temperature
+    # fitted on its validation part, and each slide classifier an out-of-distribution check whose
+    # threshold lets this share of the validation slides pass. ECE uses calibration_bins bins.
+    ood_pass_fraction: float = 0.95
+    calibration_bins: int = 15
 
     def __post_init__(self) -> None:
+        _require(0 < self.ood_pass_fraction <= 1, "ood_pass_fraction", "must be in (0, 1], e.g. 0.95")
+        _require(self.calibration_bins >= 1, "calibration_bins", "must be >= 1")
         for name, values, allowed in (
             ("backbones", self.backbones, BACKBONES),
             ("tasks", self.tasks, TASKS),
@@ -814,6 +821,8 @@ class ScoreConfig:
     # leukemia has fewer blast cells than this, or one called normal has more than this % of blast cells.
     disagreement_min_blasts: int = 1
     disagreement_max_blast_pct: float = 50.0
+    # The run summary calls out a site when more than this share of its slides this run need review.
+    review_site_fraction: float = 0.5
     slides_per_partition: int = 2
     tf_threads: int = 1
     # classifiers in the workers: their TensorFlow Lite conversion (cached beside the artifact,
@@ -833,6 +842,7 @@ class ScoreConfig:
         _require(0 < self.blast_threshold < 1, "blast_threshold", "must be in (0, 1)")
         _require(self.disagreement_min_blasts >= 0, "disagreement_min_blasts", "must be >= 0 (0: never)")
         _require(0 <= self.disagreement_max_blast_pct <= 100, "disagreement_max_blast_pct", "must be in 0..100")
+        _require(0 <= self.review_site_fraction <= 1, "review_site_fraction", "must be in [0, 1]")
         _require(self.slides_per_partition >= 1, "slides_per_partition", "must be >= 1")
         _require(self.classifier_batch >= 1, "classifier_batch", "must be >= 1")
         _require(self.tf_threads >= 0, "tf_threads", "must be >= 0 (0: every core this process may use)")

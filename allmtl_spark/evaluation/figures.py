@@ -161,3 +161,36 @@ def plot_trial_comparison(panels: Mapping[str, pd.DataFrame], path: str, metric:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
+
+
+RELIABILITY_SIZE = (9.0, 4.0)  # two panels: 900 x 400 px
+
+
+def plot_reliability(panels: Mapping[str, object], path: str, title: str = "") -> str:
+    """Reliability diagrams side by side (``metrics.calibration.Reliability`` per panel title): accuracy per
+    confidence bin against the diagonal, bar width the bin, the ECE in the panel title."""
+    fig, axes = plt.subplots(1, len(panels), figsize=RELIABILITY_SIZE, squeeze=False)
+    for ax, (name, diagram) in zip(axes[0], panels.items(), strict=True):
+        edges = np.asarray(diagram.edges)
+        filled = np.asarray(diagram.count) > 0
+        ax.bar(
+            edges[:-1][filled],
+            np.asarray(diagram.accuracy)[filled],
+            width=np.diff(edges)[filled],
+            align="edge",
+            edgecolor="black",
+            color="tab:blue",
+            alpha=0.7,
+            label="accuracy",
+        )
+        ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="calibrated")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top-class probability)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{name}: ECE {diagram.ece:.3f}")
+        ax.legend(loc="upper left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -347,10 +347,11 @@ def gather_predictions(
         RuntimeError: a model has no test predictions, or one task's models disagree on the classes.
     """
     ids = sorted(runs["model_id"].unique())
+    table = read_table(spark, lake, tables.MODELS)
+    temperature = F.col("temperature") if "temperature" in table.columns else F.lit(None).cast("double")
     models = (
-        read_table(spark, lake, tables.MODELS)
-        .where(F.col("model_id").isin(ids))
-        .select("model_id", "task", "class_names")
+        table.where(F.col("model_id").isin(ids))
+        .select("model_id", "task", "class_names", temperature.alias("temperature"))
         .collect()
     )
     class_names: dict[str, tuple[str, ...]] = {}
@@ -371,6 +372,8 @@ def gather_predictions(
         raise RuntimeError(f"no test predictions for model(s) {', '.join(missing)} in {lake.path(tables.PREDICTIONS)}")
     keys = runs[["model_id", "trial", "fold", "backbone", "task", "approach"]]
     predictions = cases.merge(keys, on="model_id", validate="many_to_one")
+    temperatures = {m["model_id"]: m["temperature"] for m in models}
+    predictions["temperature"] = predictions["model_id"].map(temperatures).astype(float)  # NaN: none fitted
     predictions["scores"] = [list(map(float, s)) for s in predictions["scores"]]
     order = ["trial", "fold", "backbone", "task", "approach", "content_sha256"]
     return predictions.sort_values(order).reset_index(drop=True), class_names

@@ -343,6 +343,57 @@ def model_figures(results: EvaluationResults, folder: str) -> dict[str, list[tup
     return figures
 
 
+def calibration_figures(
+    results: EvaluationResults, folder: str, bins: int = 15
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Expected calibration error before and after temperature scaling, per task, backbone and approach.
+
+    Each fold model's test cases are scaled with that model's own temperature (fitted on its validation
+    part at registration); cases of models without one stay raw. Returns the table and the reliability figures.
+    """
+    from allmtl_spark.evaluation.figures import plot_reliability
+    from allmtl_spark.metrics.calibration import apply_temperature, compute_reliability
+
+    predictions = results.predictions
+    if "temperature" not in predictions or predictions["temperature"].isna().all():
+        return pd.DataFrame(), []
+    rows, figures = [], []
+    groups = _order(predictions[["task", "backbone", "approach"]].drop_duplicates())
+    for task, backbone, approach in groups[["task", "backbone", "approach"]].itertuples(index=False):
+        cases = predictions[
+            (predictions["task"] == task)
+            & (predictions["backbone"] == backbone)
+            & (predictions["approach"] == approach)
+        ]
+        raw = np.stack([np.asarray(s, dtype=float) for s in cases["scores"]])
+        calibrated = np.stack(
+            [
+                apply_temperature(row, t) if np.isfinite(t) else row
+                for row, t in zip(raw, cases["temperature"].to_numpy(float), strict=True)
+            ]
+        )
+        labels = cases["label"].to_numpy(int)
+        before, after = compute_reliability(labels, raw, bins), compute_reliability(labels, calibrated, bins)
+        temps = cases.drop_duplicates(["trial", "fold"])["temperature"]  # one model per trial and fold
+        rows.append(
+            {
+                "task": task,
+                "backbone": backbone,
+                "approach": approach,
+                "test cases": len(cases),
+                "models": len(temps),
+                "temperature (mean over models)": float(temps.mean()),
+                "ECE raw": before.ece,
+                "ECE calibrated": after.ece,
+            }
+        )
+        label = f"{backbone} {approach} {task}"
+        path = os.path.join(folder, f"reliability_{_slug(task, backbone, approach)}.png")
+        plot_reliability({"raw": before, "calibrated": after}, path, f"reliability: {label}")
+        figures.append((f"Reliability: {label} (test folds pooled, {len(cases)} cases, {bins} bins)", path))
+    return pd.DataFrame(rows), figures
+
+
 def trial_figure(results: EvaluationResults, folder: str, metric: str = "accuracy") -> tuple[str, str] | None:
     """The per-trial comparison plot of classical and multistage TL, one panel per backbone/task."""
     scores = per_trial_scores(results.metrics, metric)
@@ -468,7 +519,13 @@ tell.</p>
 
 
 def _sections(
-    results: EvaluationResults, t: Mapping[str, tuple[str, pd.DataFrame]], figures, trial_plot, curves, header: str
+    results: EvaluationResults,
+    t: Mapping[str, tuple[str, pd.DataFrame]],
+    figures,
+    trial_plot,
+    curves,
+    header: str,
+    calibration: tuple[pd.DataFrame, list[tuple[str, str]]] | None = None,
 ) -> list[Section]:
     sections = [
         Section(
@@ -503,6 +560,17 @@ def _sections(
             [trial_plot] if trial_plot else [],
         )
     )
+    if calibration is not None and not calibration[0].empty:
+        sections.append(
+            Section(
+                "Calibration: expected calibration error before and after temperature scaling",
+                "<p>Each fold model's temperature was fitted on the validation part of its training side (never its "
+                "test fold) by minimising the negative log-likelihood; the ECE bins the test cases by their top-class "
+                "probability and averages |accuracy - confidence|, weighted by the cases per bin.</p>",
+                [("ECE on the test folds, raw and calibrated", calibration[0])],
+                calibration[1],
+            )
+        )
     sections.append(Section("About the statistics: which test when", STATISTICS_HTML))
     if curves:
         sections.append(Section("Training curves", "", [], curves))
@@ -539,7 +607,10 @@ def write_report(
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     items = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in settings.items())
     header = f"<p>Generated {created}.</p><ul>{items}</ul>"
-    page = render_html(title, _sections(results, tables, figures, trial_plot, curves, header))
+    calibration = calibration_figures(results, figure_dir)
+    if not calibration[0].empty:
+        calibration[0].to_csv(os.path.join(folder, "tables", "calibration.csv"), index=False)
+    page = render_html(title, _sections(results, tables, figures, trial_plot, curves, header, calibration))
     path = os.path.join(folder, "index.html")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(page)

@@ -69,9 +69,22 @@ def compute_proportion_ci(successes: int, n: int, confidence: float) -> tuple[fl
     return float(ci.low), float(ci.high)
 
 
+def needs_review(frame: pd.DataFrame) -> pd.Series:
+    """Per row, whether the slide needs review (False for rows scored before the column existed)."""
+    if "needs_review" not in frame:
+        return pd.Series(False, index=frame.index)
+    return frame["needs_review"].fillna(False).astype(bool)
+
+
 def count_rows(frame: pd.DataFrame, run_id: str, class_names: list[str]) -> list[dict]:
-    """Slides per predicted stage for this run, per scoring day and per site (all runs of the model)."""
+    """Slides per predicted stage for this run, per scoring day and per site (all runs of the model).
+
+    The stage-wise counts (``count``, ``leukemia_count``) leave out slides that need review; those
+    are counted separately (``needs_review``, n = all scored slides of the scope) and per reason
+    (``review_reason``, class_name the reason).
+    """
     rows = []
+    flagged = needs_review(frame)
     scopes = (
         ("run", frame[frame["scoring_run_id"] == run_id].assign(key=run_id)),
         ("day", frame.assign(key=pd.to_datetime(frame["scored_at"]).dt.date.astype(str))),
@@ -79,9 +92,22 @@ def count_rows(frame: pd.DataFrame, run_id: str, class_names: list[str]) -> list
     )
     for scope, scoped in scopes:
         for key, group in scoped.groupby("key"):
-            counts = group["predicted_class"].value_counts()
-            rows += [_row(scope, key, "count", c, int(counts.get(c, 0)), n=len(group)) for c in class_names]
-            rows.append(_row(scope, key, "leukemia_count", "", int(group["predicted_leukemia"].sum()), n=len(group)))
+            review = flagged[group.index]
+            trusted = group[~review]
+            counts = trusted["predicted_class"].value_counts()
+            rows += [_row(scope, key, "count", c, int(counts.get(c, 0)), n=len(trusted)) for c in class_names]
+            rows.append(
+                _row(scope, key, "leukemia_count", "", int(trusted["predicted_leukemia"].sum()), n=len(trusted))
+            )
+            rows.append(_row(scope, key, "needs_review", "", int(review.sum()), n=len(group)))
+            if "review_reasons" in group:
+                reasons = pd.Series(
+                    [r for rs in group["review_reasons"][review] for r in (rs if rs is not None else [])]
+                )
+                rows += [
+                    _row(scope, key, "review_reason", r, int(v), n=len(group))
+                    for r, v in reasons.value_counts().items()
+                ]
     return rows
 
 
@@ -92,7 +118,77 @@ def labelled_rows(frame: pd.DataFrame, class_names: list[str], cfg: ScoreConfig)
     they carry a binary one: ALL-IDB1 names give only the latter, so a 4-class model scoring an
     ALL-IDB1 archive still reports how often it tells leukemia from normal.
     """
-    return _stage_rows(frame, class_names, cfg) + _binary_rows(frame, cfg)
+    return _stage_rows(frame, class_names, cfg) + _binary_rows(frame, cfg) + selective_rows(frame, class_names)
+
+
+COVERAGES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+
+
+def _shown(frame: pd.DataFrame) -> np.ndarray:
+    """(n, k) probabilities as reported: calibrated where a row has them, else raw."""
+    if "calibrated_probabilities" not in frame:
+        return np.stack(frame["probabilities"].to_numpy())
+    return np.stack(
+        [
+            np.asarray(c if c is not None else p, dtype=float)
+            for c, p in zip(frame["calibrated_probabilities"], frame["probabilities"], strict=True)
+        ]
+    )
+
+
+def selective_rows(frame: pd.DataFrame, class_names: list[str]) -> list[dict]:
+    """How accurate the model is on the slides it does not flag, and accuracy-vs-coverage by confidence.
+
+    For the stage-wise task (where slides carry the model's labels) and normal vs leukemia (binary
+    labels): ``<task>_accuracy_not_flagged`` (n = slides not needing review), ``<task>_coverage_not_flagged``
+    (share of labelled slides not flagged), and ``<task>_accuracy_at_coverage`` per coverage in
+    ``COVERAGES`` (class_name the coverage): the accuracy of the most confident slides (calibrated
+    top-class probability) when only that share is kept.
+    """
+    from allmtl_spark.metrics.calibration import compute_risk_coverage
+
+    rows = []
+    flagged = needs_review(frame)
+    truth = frame["label_fab"] if len(class_names) == 4 else frame["label_binary"].map({0: "normal", 1: "ALL"})
+    stage = frame[truth.isin(class_names)]
+    binary = frame[frame["label_binary"].isin([0, 1])]
+    for name, part in (("stage", stage), ("binary", binary)):
+        if part.empty:
+            continue
+        probs = _shown(part)
+        if name == "stage":
+            y = truth[part.index].map({c: i for i, c in enumerate(class_names)}).to_numpy(int)
+            correct, confidence = probs.argmax(axis=1) == y, probs.max(axis=1)
+        else:
+            p = 1.0 - probs[:, class_names.index("normal")]
+            correct = (p >= 0.5).astype(int) == part["label_binary"].to_numpy(int)
+            confidence = np.maximum(p, 1.0 - p)
+        keep = ~flagged[part.index].to_numpy()
+        n = len(part)
+        rows.append(_row("labelled", "all", f"{name}_coverage_not_flagged", "", keep.mean(), n=n))
+        rows.append(
+            _row(
+                "labelled",
+                "all",
+                f"{name}_accuracy_not_flagged",
+                "",
+                correct[keep].mean() if keep.any() else None,
+                n=int(keep.sum()),
+            )
+        )
+        curve = compute_risk_coverage(correct, confidence)
+        rows += [
+            _row(
+                "labelled",
+                "all",
+                f"{name}_accuracy_at_coverage",
+                f"{c:.1f}",
+                curve.accuracy_at(c),
+                n=math.ceil(c * n - 1e-9),
+            )
+            for c in COVERAGES
+        ]
+    return rows
 
 
 def _stage_rows(frame: pd.DataFrame, class_names: list[str], cfg: ScoreConfig) -> list[dict]:
@@ -310,6 +406,8 @@ def summary_lines(table: pd.DataFrame) -> list[str]:
         ("macro_auc", "", "macro AUC"),
         ("binary_accuracy", "", "normal vs leukemia accuracy"),
         ("binary_auc", "", "normal vs leukemia AUC"),
+        ("stage_accuracy_not_flagged", "", "stage-wise accuracy on the slides not needing review"),
+        ("binary_accuracy_not_flagged", "", "normal vs leukemia accuracy on the slides not needing review"),
         ("sensitivity", "leukemia", "sensitivity (leukemia called leukemia)"),
         ("specificity", "leukemia", "specificity (normal called normal)"),
         ("mcnemar_p", "", "McNemar p vs previous version"),

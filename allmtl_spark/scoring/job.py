@@ -79,6 +79,10 @@ SCORE_ROWS = StructType(
             ("slides_done", IntegerType()),
             ("seconds", DoubleType()),
             ("slide_cell_disagreement", StringType()),
+            ("calibrated_probabilities", ArrayType(DoubleType())),
+            ("ood_score", DoubleType()),
+            ("needs_review", BooleanType()),
+            ("review_reasons", ArrayType(StringType())),
         )
     ]
 )
@@ -97,6 +101,8 @@ class ModelRef:
     serving_file: str | None = None  # its TFLite conversion, which the workers load instead
     serving_sha256: str | None = None
     chosen: str = ""  # which rule chose it (``registry.ModelChoice.describe``), printed by the job
+    temperature: float | None = None  # temperature scaling fitted at registration (trust.json); None: none
+    ood: dict | None = None  # trust.OodModel as a dict (trust.json); None: no out-of-distribution check
 
     def serving(self) -> tuple[str, str]:
         """(file, SHA-256) of what scoring runs: the TFLite conversion if there is one, else the Keras artifact."""
@@ -143,6 +149,30 @@ class ScorePlan:
     classifier_batch: int
     disagreement: tuple[int, float] = (1, 50.0)  # score.disagreement_min_blasts, score.disagreement_max_blast_pct
     pixel_policy: PixelSizePolicy = PixelSizePolicy()  # slides whose row records no pixel size
+
+    def trust(self, result: SlideScore, pixel_size_um: float | None, disagreement: str | None) -> dict:
+        """Calibrated probabilities, ``ood_score``, ``needs_review`` and ``review_reasons`` of one scored slide."""
+        from allmtl_spark.metrics.calibration import apply_temperature
+        from allmtl_spark.trust import OodModel, ood_features, review_reasons
+
+        ref = self.classifier
+        calibrated = (
+            [float(p) for p in apply_temperature(result.probabilities, ref.temperature)]
+            if ref.temperature is not None
+            else None
+        )
+        score = threshold = furthest = None
+        if ref.ood is not None:
+            ood = OodModel.from_dict(ref.ood)
+            features = ood_features(result.view, result.white_cell_count, pixel_size_um)[None]
+            score, threshold, furthest = float(ood.score(features)[0]), ood.threshold, ood.furthest(features)[0]
+        reasons = review_reasons(score, threshold, furthest, disagreement)
+        return {
+            "calibrated_probabilities": calibrated,
+            "ood_score": score,
+            "needs_review": bool(reasons),
+            "review_reasons": reasons,
+        }
 
     @classmethod
     def build(cls, classifier: ModelRef, cell_model: ModelRef | None, seg, cfg: AppConfig, cache_dir: str) -> ScorePlan:
@@ -244,6 +274,8 @@ class ScoreSummary:
     scored: int = 0
     rejects: dict[str, int] = field(default_factory=dict)
     disagreements: dict[str, int] = field(default_factory=dict)  # slide_cell_disagreement -> slides this run
+    reviews: dict[str, int] = field(default_factory=dict)  # review reason -> slides this run
+    review_sites: dict[str, tuple[int, int]] = field(default_factory=dict)  # site -> (need review, scored)
     loads_per_worker: dict[int, int] = field(default_factory=dict)
     peak_rss_bytes: int = 0
     counts: dict[str, int] = field(default_factory=dict)
@@ -252,7 +284,29 @@ class ScoreSummary:
     ingest: str | None = None
     chosen: list[str] = field(default_factory=list)  # which models scored, and the rule that chose each
     scoring_seconds: float = 0.0  # the mapInPandas pass alone
+    review_site_fraction: float = 0.5  # score.review_site_fraction: a site above it is called out
     seconds: float = 0.0
+
+    @property
+    def flagged(self) -> int:
+        return sum(flagged for flagged, _ in self.review_sites.values())
+
+    def review_lines(self) -> list[str]:
+        """How many slides need review and why; every site with more than ``review_site_fraction`` flagged."""
+        if not self.scored:
+            return []
+        lines = [
+            f"  need review (out of the headline counts; allmtl review --run {self.run_id}): "
+            f"{self.flagged} of {self.scored} slide(s)"
+            + (": " + ", ".join(f"{k} {v}" for k, v in sorted(self.reviews.items())) if self.reviews else "")
+        ]
+        for site, (flagged, total) in sorted(self.review_sites.items()):
+            if total and flagged / total > self.review_site_fraction:
+                lines.append(
+                    f"  site {site}: {flagged} of {total} slides need review: its slides look unlike the "
+                    "model's training slides; do not use this run's calls for it without a look"
+                )
+        return lines
 
     def format(self) -> str:
         lines = [self.ingest] if self.ingest else []
@@ -270,12 +324,16 @@ class ScoreSummary:
         for reason, n in sorted(self.rejects.items()):
             lines.append(f"  rejected: {reason:<20} {n}")
         if self.counts:
-            lines.append("  predicted stage, this run: " + ", ".join(f"{k} {v}" for k, v in self.counts.items()))
+            lines.append(
+                "  predicted stage, this run (slides not needing review): "
+                + ", ".join(f"{k} {v}" for k, v in self.counts.items())
+            )
         if self.disagreements:
             lines.append(
                 "  slide and cell classifiers disagree (slide_cell_disagreement; look at these slides): "
                 + ", ".join(f"{k} {v}" for k, v in sorted(self.disagreements.items()))
             )
+        lines += self.review_lines()
         lines += [f"  {m}" for m in self.metrics]
         if self.loads_per_worker:
             loads = ", ".join(f"pid {pid}: {n}" for pid, n in sorted(self.loads_per_worker.items()))
@@ -335,6 +393,11 @@ def score_one(slide, plan: ScorePlan, models: Callable[[], tuple]) -> dict:
     from allmtl_spark.scoring.pipeline import slide_cell_disagreement
 
     leukemia = bool(result.p_leukemia >= 0.5)
+    disagreement = slide_cell_disagreement(
+        leukemia, result.white_cell_count, result.blast_cell_count, *plan.disagreement
+    )
+    size = getattr(slide, "pixel_size_um", None)
+    size = None if size is None or (isinstance(size, float) and np.isnan(size)) else float(size)
     return _row(
         "score",
         **base,
@@ -345,9 +408,8 @@ def score_one(slide, plan: ScorePlan, models: Callable[[], tuple]) -> dict:
         white_cell_count=result.white_cell_count,
         blast_cell_count=result.blast_cell_count,
         blast_cell_pct=result.blast_cell_pct,
-        slide_cell_disagreement=slide_cell_disagreement(
-            leukemia, result.white_cell_count, result.blast_cell_count, *plan.disagreement
-        ),
+        slide_cell_disagreement=disagreement,
+        **plan.trust(result, size, disagreement),
     )
 
 
@@ -397,11 +459,23 @@ def model_ref(record: ModelRecord, chosen: str = "") -> ModelRef:
     """Hash-check an artifact on the driver (a corrupted model is refused before any task starts)."""
     path = verify_artifact(record)
     spec = record.spec()
+    trust = {}
+    if record.trust_sha256:
+        from allmtl_spark.trust import read_trust
+
+        trust = read_trust(record.artifact_path, record.trust_sha256, f"model {record.model_id}")
     view = spec.get("view") or {"kind": "montage", "size": record.input_size, "grid": 2}
     if record.stage == "stage2":  # cells from slides are already isolated on black
         view = {**view, "kind": "cell", "isolate": False}
     return ModelRef(
-        record.model_id, path, record.artifact_sha256, tuple(record.class_names), ViewSpec(**view), chosen=chosen
+        record.model_id,
+        path,
+        record.artifact_sha256,
+        tuple(record.class_names),
+        ViewSpec(**view),
+        chosen=chosen,
+        temperature=trust.get("temperature"),
+        ood=trust.get("ood"),
     )
 
 
@@ -539,7 +613,13 @@ def run_score(
     chosen = [ref.chosen for ref in (classifier, cell_model) if ref] + [segmenter_choice(seg, segment)]
     for line in chosen:
         log.info("scoring run %s: %s", run_id, line)
-    summary = ScoreSummary(run_id=run_id, model_version=classifier.model_id, ingest=summary_ingest, chosen=chosen)
+    summary = ScoreSummary(
+        run_id=run_id,
+        model_version=classifier.model_id,
+        ingest=summary_ingest,
+        chosen=chosen,
+        review_site_fraction=cfg.score.review_site_fraction,
+    )
     keys = pending_keys(spark, lake, classifier.model_id, prefix)
     summary.pending = len(keys)
     if not keys:
@@ -606,6 +686,7 @@ def _write(spark: SparkSession, lake: Lakehouse, rows: DataFrame, plan: ScorePla
         F.lit(plan.classifier.runtime).alias("runtime"),
         F.lit(plan.classifier.serving()[1]).alias("model_file_sha256"),
         F.lit(plan.cell_model.serving()[1] if plan.cell_model else None).cast("string").alias("cell_model_file_sha256"),
+        F.lit(plan.classifier.temperature).cast("double").alias("temperature"),
     )
     merge_new_rows(spark, lake, tables.SLIDE_SCORES, scores)
     rejects = reject_rows(
@@ -621,23 +702,41 @@ def _write(spark: SparkSession, lake: Lakehouse, rows: DataFrame, plan: ScorePla
 
 def _summarise(rows: DataFrame, summary: ScoreSummary) -> None:
     small = rows.select(
-        "row_kind", "predicted_class", "reason", "pid", "model_loads", "max_rss_bytes", "slide_cell_disagreement"
+        "row_kind",
+        "predicted_class",
+        "reason",
+        "pid",
+        "model_loads",
+        "max_rss_bytes",
+        "slide_cell_disagreement",
+        "site",
+        "needs_review",
+        "review_reasons",
     ).collect()
+    sites: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     loads: dict[int, int] = defaultdict(int)
     counts: dict[str, int] = defaultdict(int)
     for row in small:
         if row["row_kind"] == "score":
             summary.scored += 1
-            counts[row["predicted_class"]] += 1
+            if not row["needs_review"]:  # the headline counts: slides whose score applies
+                counts[row["predicted_class"]] += 1
             if row["slide_cell_disagreement"]:
                 reason = row["slide_cell_disagreement"]
                 summary.disagreements[reason] = summary.disagreements.get(reason, 0) + 1
+            site = sites[row["site"] or "unknown"]
+            site[1] += 1
+            if row["needs_review"]:
+                site[0] += 1
+                for reason in row["review_reasons"] or []:
+                    summary.reviews[reason] = summary.reviews.get(reason, 0) + 1
         elif row["row_kind"] == "reject":
             summary.rejects[row["reason"]] = summary.rejects.get(row["reason"], 0) + 1
         else:
             loads[int(row["pid"])] = max(loads[int(row["pid"])], int(row["model_loads"]))
             summary.peak_rss_bytes = max(summary.peak_rss_bytes, int(row["max_rss_bytes"] or 0))
     summary.loads_per_worker = dict(loads)
+    summary.review_sites = {site: (flagged, total) for site, (flagged, total) in sites.items()}
     summary.counts = dict(sorted(counts.items()))
 
 

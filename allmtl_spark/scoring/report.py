@@ -46,6 +46,7 @@ def write_run_report(spark, lake, cfg, plan, run_id: str) -> str:
             figures=[("Slides per predicted stage in this run", _count_figure(aggregates, folder))],
         )
     ]
+    sections.append(_review_section(spark, lake, plan, run_id, aggregates))
     sections.append(Section("Metrics on labelled slides", tables=_metric_tables(aggregates)))
     comparison = aggregates[aggregates["scope"] == "comparison"]
     if not comparison.empty:
@@ -71,6 +72,47 @@ def write_run_report(spark, lake, cfg, plan, run_id: str) -> str:
     with open(path, "w") as handle:
         handle.write(render_html(f"Scoring run {run_id}", sections, subtitle))
     return path
+
+
+REVIEW_EXPLANATION = """<p>A slide needs review when its statistics (stain colour, contrast, sharpness, how much of
+the classifier's input is cells, white-cell count, pixel size) lie outside what the model was trained on
+(<code>out_of_distribution:&lt;the statistic contributing most&gt;</code>, threshold set on validation slides) or when
+the slide and cell classifiers disagree. These slides are left out of the counts above and counted here; their
+calls should not be used without a look (<code>allmtl review</code>). Probabilities are calibrated (temperature
+scaling fitted on validation slides) where the model has a temperature. The accuracy-vs-coverage table keeps the
+most confident labelled slides first.</p>"""
+
+
+def _review_section(spark, lake, plan, run_id: str, aggregates: pd.DataFrame, examples: int = 12) -> Section:
+    """Slides that need review: counts per scope and reason, examples of this run, accuracy vs coverage."""
+    from allmtl_spark.scoring.review import review_queue
+
+    out = []
+    review = aggregates[aggregates["metric"].isin(["needs_review", "review_reason"])]
+    if not review.empty:
+        out.append(("Slides needing review (n = slides scored)", _tidy(review)))
+    queue = review_queue(spark, lake, run_id=run_id, model_version=plan.classifier.model_id).limit(examples)
+    rows = [
+        {
+            "slide": r["slide_id"],
+            "site": r["site"],
+            "reasons": "; ".join(r["review_reasons"] or []),
+            "ood_score": None if r["ood_score"] is None else round(r["ood_score"], 2),
+            "probabilities": ", ".join(
+                f"{c} {p:.2f}" for c, p in zip(r["class_names"], r["probabilities_shown"], strict=True)
+            )
+            + ("" if r["calibrated"] else " (raw)"),
+        }
+        for r in queue.collect()
+    ]
+    if rows:
+        out.append((f"Examples from this run (at most {examples})", pd.DataFrame(rows)))
+    coverage = aggregates[
+        aggregates["metric"].str.endswith("_at_coverage") | aggregates["metric"].str.endswith("_not_flagged")
+    ]
+    if not coverage.empty:
+        out.append(("Accuracy on the slides not flagged, and accuracy vs coverage", _tidy(coverage)))
+    return Section("Slides that need review", REVIEW_EXPLANATION, tables=out)
 
 
 def _tidy(frame: pd.DataFrame) -> pd.DataFrame:

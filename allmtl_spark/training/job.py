@@ -432,8 +432,14 @@ def _run_stage(
     if root["sha256"] != file_sha256(os.path.join(output_dir, "model.h5")):
         raise RuntimeError(f"{output_dir}/model.h5 changed after rank 0 wrote it")
     timer.lap("verify artifact")
-    metrics = _evaluate(spark, lake, data, plan, model_id, root["scores"])
+    metrics, outputs = _evaluate(spark, lake, data, plan, model_id, root["scores"])
     timer.lap("metrics + predictions table")
+    from allmtl_spark.training.trust_fit import fit_trust
+
+    trust = fit_trust(spark, lake, cfg, data, plan, outputs, output_dir, segmenter)
+    metrics = {**metrics, **trust.metrics}
+    print(f"[{plan.key}] {trust.summary}", flush=True)
+    timer.lap("calibration + out-of-distribution fit")
     record = ModelRecord(
         model_id=model_id,
         run_id=run_id,
@@ -451,6 +457,8 @@ def _run_stage(
         input_tables=versions,
         split_id=examples.split_id,
         purpose=model_purpose(data.fold, data.score_test),
+        temperature=trust.temperature,
+        trust_sha256=trust.sha256,
     )
     record = _track(lake, record, plan, root["history"], segmenter)
     timer.lap("MLflow")
@@ -587,12 +595,17 @@ def stage_learning_rate(cfg: TrainConfig, plan: StagePlan, pretrained: bool) -> 
     return schedule.learning_rate, f"train.{plan.stage}.learning_rate"
 
 
-def _evaluate(spark, lake: Lakehouse, data: _DataCache, plan: StagePlan, model_id: str, scores: dict) -> dict:
+def _evaluate(
+    spark, lake: Lakehouse, data: _DataCache, plan: StagePlan, model_id: str, scores: dict
+) -> tuple[dict[str, float], dict]:
     """Accuracy, AUC and macro F1 on the validation and held-out test parts; per-case rows to ``predictions``.
 
     Args:
         scores: part -> (n, k) class scores of the kept weights, as rank 0 computed them on the
             arrays of ``data.numpy(task, part)`` (the job sent them in that order).
+
+    Returns:
+        The metrics, and per part (arrays, class scores) for the calibration fit (``trust_fit``).
     """
     parts = ("val", "test") if data.score_test else ("val",)
     outputs = {}
@@ -600,7 +613,7 @@ def _evaluate(spark, lake: Lakehouse, data: _DataCache, plan: StagePlan, model_i
         arrays = data.numpy(plan.task, part)
         if len(arrays.labels):
             outputs[part] = (arrays, scores[part])
-    return _score_parts(spark, lake, model_id, plan.class_names, outputs)
+    return _score_parts(spark, lake, model_id, plan.class_names, outputs), outputs
 
 
 def _score_parts(spark, lake: Lakehouse, model_id: str, class_names, outputs: dict) -> dict[str, float]:

@@ -110,3 +110,23 @@ def test_write_report_embeds_every_figure_and_table(results, tmp_path):
         assert len(pd.read_csv(tmp_path / "tables" / f"{stem}.csv")) == len(frame)
     for term in ("Nadeau-Bengio", "McNemar", "paired", "effect", "confidence interval"):
         assert term in page
+
+
+def test_calibration_section_shows_ece_before_and_after_each_models_temperature(results, tmp_path):
+    from dataclasses import replace
+
+    from allmtl_spark.metrics.calibration import apply_temperature, compute_ece
+
+    assert report.calibration_figures(results, str(tmp_path))[0].empty  # no temperatures: no section
+    predictions = results.predictions.copy()
+    predictions["temperature"] = 1.5 + 0.5 * (predictions["fold"] % 2)  # one temperature per fold model
+    table, figures = report.calibration_figures(replace(results, predictions=predictions), str(tmp_path), bins=10)
+    row = table[(table["task"] == "fab4") & (table["backbone"] == "Xception") & (table["approach"] == "mtl")].iloc[0]
+    cases = predictions[
+        (predictions["task"] == "fab4") & (predictions["backbone"] == "Xception") & (predictions["approach"] == "mtl")
+    ]
+    scaled = [apply_temperature(s, t) for s, t in zip(cases["scores"], cases["temperature"], strict=True)]
+    assert row["ECE calibrated"] == pytest.approx(compute_ece(cases["label"], scaled, bins=10))
+    assert row["ECE raw"] == pytest.approx(compute_ece(cases["label"], list(cases["scores"]), bins=10))
+    assert row["ECE raw"] != row["ECE calibrated"]
+    assert len(figures) == len(table) and all(os.path.getsize(path) > 0 for _, path in figures)

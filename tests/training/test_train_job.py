@@ -15,6 +15,7 @@ from allmtl_spark import tables
 from allmtl_spark.lakehouse import read_table
 from allmtl_spark.registry import file_sha256, record_from_row
 from allmtl_spark.training.job import run_train
+from allmtl_spark.trust import read_trust
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -38,6 +39,16 @@ def test_train_registers_every_stage_with_matching_hash_and_data_versions(spark,
         assert file_sha256(record.model_file) == record.artifact_sha256
         assert {"slides", "cells", "segmented_slides", "slide_cells"} <= set(record.input_tables)
         assert record.split_id and record.metrics["test_n"] > 0
+        # calibrated on the validation part only: the temperature in the table, model.json and trust.json
+        trust = read_trust(record.artifact_path, record.trust_sha256, record.model_id)
+        assert record.temperature > 0 and trust["temperature"] == record.temperature
+        assert record.spec()["calibration"]["temperature"] == record.temperature
+        assert trust["calibration"]["n_val"] == record.metrics["val_n"]
+        assert {"val_ece", "val_ece_calibrated", "test_ece", "test_ece_calibrated"} <= set(record.metrics)
+        # slide classifiers carry the out-of-distribution check, thresholded on validation
+        assert ("ood" in trust) == (record.stage == "stage3")
+        if record.stage == "stage3":
+            assert trust["ood"]["n_val"] == record.metrics["val_n"] and trust["ood"]["threshold"] > 0
     predictions = read_table(spark, lake, tables.PREDICTIONS).where("model_id LIKE 'e2e-%'")
     assert predictions.where("part = 'test'").count() > 0
     # Every split of the run passed the cross-stage check before training and says so in `splits`.
