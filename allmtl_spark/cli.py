@@ -65,7 +65,12 @@ def tracked_lakehouse(cfg: AppConfig):
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
-    print(yaml.safe_dump(to_dict(load_from_args(args)), sort_keys=False))
+    from allmtl_spark.config.schema import REDACTED
+
+    data = to_dict(load_from_args(args))
+    if data["privacy"]["patient_key"] is not None:  # a secret: say that one is set, never what it is
+        data["privacy"]["patient_key"] = REDACTED
+    print(yaml.safe_dump(data, sort_keys=False))
     return 0
 
 
@@ -506,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     logging.getLogger("allmtl_spark").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # py4j's DEBUG lines echo every call into the JVM, Spark property values included (secrets too)
+    logging.getLogger("py4j").setLevel(logging.INFO)
     return run_guarded(args.func, args)
 
 

@@ -28,6 +28,10 @@ DEFAULT_JARS_DIR = Path(__file__).resolve().parent.parent / ".cache" / "jars"
 # Largest image the pipelines pass through a pandas UDF in one row: an RGB ALL-IDB1 slide
 # decoded (2592 x 1944 x 3 bytes, about 15 MiB). The Arrow batch record limit is derived from it.
 LARGEST_ROW_BYTES = 2592 * 1944 * 3
+# Spark's default redaction pattern plus the patient key: Spark hides the values of matching
+# properties (and of properties whose value matches, such as a command line holding
+# privacy.patient_key=...) in its UI, event logs and REST API, e.g. spark.yarn.appMasterEnv.ALLMTL_PATIENT_KEY.
+REDACTION_REGEX = r"(?i)secret|password|token|access[.]?key|patient[._]?key"
 
 
 def quiet_third_party_warnings() -> None:
@@ -113,6 +117,7 @@ def _static_conf(cfg: SparkConfig, warehouse_dir: str | None = None) -> dict[str
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         # Python workers are reused across tasks: this is what lets a model load once per worker.
         "spark.python.worker.reuse": "true",
+        "spark.redaction.regex": REDACTION_REGEX,
     }
     if cfg.delta_packages:
         conf["spark.jars.packages"] = cfg.delta_packages

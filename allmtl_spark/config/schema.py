@@ -18,6 +18,7 @@ FAB_CLASSES = ("normal", "L1", "L2", "L3")
 BACKBONES = ("InceptionV3", "Xception", "InceptionResNetV2")
 TASKS = ("binary", "fab4")
 APPROACHES = ("mtl", "classical")
+REDACTED = "*** redacted ***"  # what `allmtl config` and reprs show instead of a secret
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -171,12 +172,13 @@ class RuntimeCheckConfig:
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """Patient identifiers are stored only as a keyed hash (HMAC-SHA256).
+    """Patient identifiers are stored only as a keyed hash (HMAC-SHA256); see ``docs/privacy.md``.
 
-    The key comes from the environment variable ``patient_key_env``; ``patient_key`` is for
-    demos on synthetic data only. Without either, ingest refuses to run unless
-    ``allow_demo_key`` is true (synthetic data), in which case a fixed public key is used and
-    a warning says so. With ``pseudonymise_names`` the same key makes the pseudonyms of file names.
+    The key comes from the environment variable ``patient_key_env``; ``patient_key`` (a key in the
+    config) is for demos and tests; ``allmtl config`` and reprs show it redacted. Without either,
+    ingest refuses to run unless ``allow_demo_key`` is true (synthetic data), in which case a fixed
+    public key is used and a warning says so. With ``pseudonymise_names`` the same key makes the
+    pseudonyms of file names.
     """
 
     patient_key_env: str = "ALLMTL_PATIENT_KEY"
@@ -191,7 +193,22 @@ class PrivacyConfig:
     pseudonym_keep_extension: bool = False  # stored paths end with the file's extension (.jpg)
 
     def __post_init__(self) -> None:
+        _require(bool(self.patient_key_env.strip()), "patient_key_env", "must name an environment variable")
+        _require(
+            self.patient_key is None or bool(self.patient_key.strip()),
+            "patient_key",
+            "is empty: set a secret, or null and the key in the environment variable patient_key_env",
+        )
         _require(0 <= self.pseudonym_prefix_chars <= 32, "pseudonym_prefix_chars", "must be in [0, 32]")
+
+    def __repr__(self) -> str:  # never print the key (tracebacks, logs)
+        key = None if self.patient_key is None else REDACTED
+        return (
+            f"PrivacyConfig(patient_key_env={self.patient_key_env!r}, patient_key={key!r}, "
+            f"allow_demo_key={self.allow_demo_key}, pseudonymise_names={self.pseudonymise_names}, "
+            f"pseudonym_prefix_chars={self.pseudonym_prefix_chars}, "
+            f"pseudonym_keep_extension={self.pseudonym_keep_extension})"
+        )
 
 
 @dataclass(frozen=True)

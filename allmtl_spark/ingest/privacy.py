@@ -25,9 +25,17 @@ def patient_key(cfg: PrivacyConfig) -> bytes:
     """The HMAC key: ``$<patient_key_env>``, else ``patient_key``, else the demo key if allowed.
 
     Raises:
-        ConfigError: when no key is configured and the demo key is not allowed.
+        ConfigError: when no key is configured and the demo key is not allowed, or the environment
+            variable is set but empty (it never falls back to the demo key).
     """
-    key = os.environ.get(cfg.patient_key_env) or cfg.patient_key
+    env = os.environ.get(cfg.patient_key_env)
+    if env is not None and not env.strip():
+        raise ConfigError(
+            f"privacy: ${cfg.patient_key_env} is set but empty; it does not fall back to the demo key. Set it to "
+            f"a secret (export {cfg.patient_key_env}=$(openssl rand -hex 32), kept for the lifetime of the "
+            "lakehouse; in deployments from a secret store: docs/privacy.md) or unset it"
+        )
+    key = env if env is not None else cfg.patient_key
     if key:
         return key.encode()
     if cfg.allow_demo_key:

@@ -11,7 +11,7 @@
 #
 # Settings come from the environment or from $ALLMTL_ENV_FILE (default /etc/allmtl/score.env,
 # readable by the cron user only; it is the place for ALLMTL_PATIENT_KEY), e.g.
-#   ALLMTL_CONFIG=conf/demo.yaml
+#   ALLMTL_CONFIG=conf/prod.yaml      (the default; the archive: --set score.source=... or in a config)
 #   ALLMTL_LAKEHOUSE=/srv/allmtl/lakehouse
 #   ALLMTL_SCORE_MODEL=demo-mtl-stage3-fab4-mtl-inceptionv3   (required: the pinned model version, a
 #     model_id of `models` or models:/<name>@<alias>; never `latest`, which drifts to every new model)

@@ -37,12 +37,37 @@ allmtl_job_file() {
   echo "$file"
 }
 
-# allmtl_config_file: the config to pass with --config (absolute), default conf/demo.yaml.
+# allmtl_config_file: the config to pass with --config (absolute), default conf/prod.yaml (no demo
+# defaults: no demo patient key, no synthetic sources).
 allmtl_config_file() {
-  local config=${ALLMTL_CONFIG:-conf/demo.yaml}
+  local config=${ALLMTL_CONFIG:-conf/prod.yaml}
   case "$config" in /*) ;; *) config="$ALLMTL_REPO/$config" ;; esac
   [ -f "$config" ] || allmtl_die "ALLMTL_CONFIG: $config does not exist"
   echo "$config"
+}
+
+# Spark's default redaction pattern plus the patient key (= REDACTION_REGEX in allmtl_spark/session.py):
+# Spark shows matching properties, and values matching it, as *********(redacted) in its UI and logs.
+ALLMTL_REDACTION_REGEX='(?i)secret|password|token|access[.]?key|patient[._]?key'
+
+# allmtl_secret_properties: when $ALLMTL_PATIENT_KEY is set, writes a properties file readable by this
+# user only (mode 600) holding spark-defaults.conf ($SPARK_CONF_DIR, else $SPARK_HOME/conf), the key as
+# spark.yarn.appMasterEnv.ALLMTL_PATIENT_KEY (the driver's environment in YARN cluster mode) and the
+# redaction pattern, and prints its path; prints nothing without a key. The key never goes on a command
+# line (ps and shell histories show those). An empty key stops with exit 2. The caller deletes the file.
+allmtl_secret_properties() {
+  [ -n "${ALLMTL_PATIENT_KEY+set}" ] || return 0
+  local key=$ALLMTL_PATIENT_KEY file defaults
+  [ -n "${key//[[:space:]]/}" ] ||
+    allmtl_die "ALLMTL_PATIENT_KEY is set but empty: set it to the lakehouse's secret key (docs/privacy.md) or unset it"
+  file=$( umask 077 && mktemp "${TMPDIR:-/tmp}/allmtl-secret.XXXXXX" )
+  defaults="${SPARK_CONF_DIR:-${SPARK_HOME:-/nonexistent}/conf}/spark-defaults.conf"
+  {
+    [ -f "$defaults" ] && cat "$defaults" && echo   # a --properties-file replaces spark-defaults.conf
+    printf 'spark.redaction.regex %s\n' "${ALLMTL_REDACTION_REGEX//\\/\\\\}"
+    printf 'spark.yarn.appMasterEnv.ALLMTL_PATIENT_KEY %s\n' "${key//\\/\\\\}"
+  } > "$file"
+  echo "$file"
 }
 
 # allmtl_delta_args: prints the spark-submit arguments that put Delta on the classpath, one a line.
@@ -143,11 +168,17 @@ allmtl_find_spark() {
   export ALLMTL_SPARK_SUBMIT
 }
 
-# allmtl_run CMD...: runs the command, or prints it (shell-quoted) when ALLMTL_DRY_RUN=1.
+# allmtl_run CMD...: runs the command in place of this shell, or prints it (shell-quoted) when
+# ALLMTL_DRY_RUN=1. With ALLMTL_RUN_CHILD=1 it runs as a child and returns its exit code (the caller
+# has cleaning up to do afterwards).
 allmtl_run() {
   if [ "$ALLMTL_DRY_RUN" = 1 ]; then
     printf '%q ' "$@"; printf '\n'
     return 0
+  fi
+  if [ "${ALLMTL_RUN_CHILD:-0}" = 1 ]; then
+    "$@"
+    return
   fi
   exec "$@"
 }

@@ -16,7 +16,7 @@
 #   SPARK_MASTER            spark://host:7077 (required)
 #   ALLMTL_LAKEHOUSE        lakehouse.path, the same path on every node: a shared mount (NFS) or an
 #                           object store URI the cluster's Hadoop libraries read (required)
-#   ALLMTL_CONFIG           config file (default conf/demo.yaml)
+#   ALLMTL_CONFIG           config file (default conf/prod.yaml)
 #   ALLMTL_PYENV_ARCHIVE    the executors' Python environment (default: packed once under .cache/)
 #   ALLMTL_JARS_DIR         folder with the Delta jars (default .cache/jars; else --packages)
 #   ALLMTL_DRIVER_MEMORY (4g) ALLMTL_EXECUTOR_MEMORY (6g) ALLMTL_EXECUTOR_CORES (2)

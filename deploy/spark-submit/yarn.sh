@@ -15,6 +15,13 @@
 # the executors, and the config file travels with --files (the job reads it from the container's
 # working directory).
 #
+# The patient key (jobs that ingest: ingest_slides, score_archive with score.source): export
+# ALLMTL_PATIENT_KEY from your secret store before running this. In cluster mode the driver does not
+# inherit this shell's environment: the key goes to it as spark.yarn.appMasterEnv.ALLMTL_PATIENT_KEY in
+# a properties file only you can read, deleted when spark-submit returns, never on the command line;
+# spark.redaction.regex hides it in Spark's UI and logs (docs/privacy.md). In client mode the driver
+# runs here and inherits the variable.
+#
 # The environment archive is about 1.5 GB: upload it once and point ALLMTL_PYENV_ARCHIVE at it,
 #   hdfs dfs -put .cache/spark-submit/allmtl-pyenv-<key>.tar.gz /apps/allmtl/
 #   export ALLMTL_PYENV_ARCHIVE=hdfs:///apps/allmtl/allmtl-pyenv-<key>.tar.gz
@@ -23,7 +30,8 @@
 # Environment:
 #   HADOOP_CONF_DIR / YARN_CONF_DIR   the cluster's client configuration (required by spark-submit)
 #   ALLMTL_LAKEHOUSE        lakehouse.path, e.g. hdfs:///data/allmtl/lakehouse (required)
-#   ALLMTL_CONFIG           config file (default conf/demo.yaml)
+#   ALLMTL_CONFIG           config file (default conf/prod.yaml)
+#   ALLMTL_PATIENT_KEY      the patient-id HMAC key (from a secret store; see above)
 #   ALLMTL_DEPLOY_MODE      cluster (default) | client (driver here, in the repo's .venv)
 #   ALLMTL_QUEUE            YARN queue (default: default)
 #   ALLMTL_PYENV_ARCHIVE    the Python environment archive, a local file or an hdfs:// URI
@@ -59,6 +67,12 @@ case "$mode" in
                --conf spark.yarn.appMasterEnv.PYSPARK_PYTHON=./environment/bin/python
                --files "$config")
     config_arg=$(basename "$config")
+    secret_file=$(allmtl_secret_properties)
+    if [ -n "$secret_file" ]; then
+      trap 'rm -f "$secret_file"' EXIT
+      mode_args+=(--properties-file "$secret_file")
+      ALLMTL_RUN_CHILD=1   # not exec: the file is deleted when spark-submit returns
+    fi
     ;;
   client)
     mode_args=(--conf "spark.pyspark.driver.python=$ALLMTL_REPO/.venv/bin/python")

@@ -803,7 +803,7 @@ def test_yarn_script_ships_the_config_in_cluster_mode_and_falls_back_to_packages
         ALLMTL_PYENV_ARCHIVE=str(fake_jars / "pyenv.tar.gz"),
     )
     assert option(client, "--deploy-mode") == ["client"] and not option(client, "--files")
-    assert job_arguments(client)[1][:2] == ["--config", str(REPO / "conf" / "demo.yaml")]
+    assert job_arguments(client)[1][:2] == ["--config", str(REPO / "conf" / "prod.yaml")]
 
 
 @pytest.mark.parametrize("script", ["standalone.sh", "yarn.sh"])
