@@ -156,3 +156,36 @@ def test_ambiguous_run_and_missing_model_name_the_candidates(spark, lake):
         resolve_model(spark, lake, "r1")
     with pytest.raises(ArtifactError, match=r"no model matches 'latest' \(task=cell_binary\).*train one first"):
         resolve_model(spark, lake, "latest", task="cell_binary")
+
+
+def test_scoring_without_any_stage2_model_uses_no_cell_model(spark, lake, tmp_path):
+    """A lakehouse trained without stage 2 (classical only) still scores: the cell model is absent, not an error."""
+    from allmtl_spark.config import load_config
+    from allmtl_spark.scoring.job import resolve_classifiers
+
+    from allmtl_spark.registry import file_sha256
+
+    folder = tmp_path / "classical-only"
+    folder.mkdir()
+    (folder / "model.h5").write_bytes(b"weights")
+    (folder / "model.json").write_text("{}")
+    slide = ModelRecord(
+        model_id="classical-only-stage3-binary",
+        run_id="classical-only",
+        kind="classifier",
+        stage="stage3",
+        task="binary",
+        class_names=["normal", "ALL"],
+        artifact_path=str(folder),
+        artifact_sha256=file_sha256(str(folder / "model.h5")),
+        config_json="{}",
+        approach="classical",
+        created_at=START,
+        purpose="train",
+    )
+    register_model(spark, lake, slide)
+    cfg = load_config(
+        "conf/demo.yaml", ["score.task=binary", "score.approach=classical", "score.cell_model=latest", "score.model=latest"]
+    )
+    classifier, cell = resolve_classifiers(spark, lake, cfg)
+    assert classifier.model_id == slide.model_id and cell is None

@@ -511,11 +511,18 @@ def resolve_classifiers(spark: SparkSession, lake: Lakehouse, cfg: AppConfig) ->
         except ArtifactError:
             if score.cell_model != "latest":
                 raise
-            cell = choose_model(spark, lake, "latest", stage="stage2")
-            cell = ModelChoice(
-                cell.record,
-                f"score.cell_model=latest: run {record.run_id} has no stage-2 model; " + cell.reason,
-            )
+            try:
+                cell = choose_model(spark, lake, "latest", stage="stage2")
+            except ArtifactError:
+                # No stage-2 model anywhere (e.g. a classical-only training run): slides are scored
+                # without blast counts rather than not at all.
+                log.warning("score.cell_model=latest: no stage-2 model in the lakehouse; scoring without a cell model")
+                cell = None
+            else:
+                cell = ModelChoice(
+                    cell.record,
+                    f"score.cell_model=latest: run {record.run_id} has no stage-2 model; " + cell.reason,
+                )
     return (
         model_ref(record, choice.describe("model")),
         model_ref(cell.record, cell.describe("cell model")) if cell else None,
