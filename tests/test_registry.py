@@ -161,9 +161,8 @@ def test_ambiguous_run_and_missing_model_name_the_candidates(spark, lake):
 def test_scoring_without_any_stage2_model_uses_no_cell_model(spark, lake, tmp_path):
     """A lakehouse trained without stage 2 (classical only) still scores: the cell model is absent, not an error."""
     from allmtl_spark.config import load_config
-    from allmtl_spark.scoring.job import resolve_classifiers
-
     from allmtl_spark.registry import file_sha256
+    from allmtl_spark.scoring.job import resolve_classifiers
 
     folder = tmp_path / "classical-only"
     folder.mkdir()
@@ -185,7 +184,8 @@ def test_scoring_without_any_stage2_model_uses_no_cell_model(spark, lake, tmp_pa
     )
     register_model(spark, lake, slide)
     cfg = load_config(
-        "conf/demo.yaml", ["score.task=binary", "score.approach=classical", "score.cell_model=latest", "score.model=latest"]
+        "conf/demo.yaml",
+        ["score.task=binary", "score.approach=classical", "score.cell_model=latest", "score.model=latest"],
     )
     classifier, cell = resolve_classifiers(spark, lake, cfg)
     assert classifier.model_id == slide.model_id and cell is None

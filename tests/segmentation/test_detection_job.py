@@ -108,7 +108,9 @@ def test_a_box_without_a_cell_is_a_miss_and_unknown_or_unread_slides_are_left_ou
 
 def test_site_picks_the_slides_when_ids_repeat(spark, segmented, tmp_path):
     _, lake, boxes_csv = segmented
-    assert run_eval_detection(spark, lake, str(boxes_csv), site="synthetic").scores.slides == 4  # the generator's manifest site
+    assert (
+        run_eval_detection(spark, lake, str(boxes_csv), site="synthetic").scores.slides == 4
+    )  # the generator's manifest site
     with pytest.raises(LakehouseError, match="slide ids match"):
         run_eval_detection(spark, lake, str(boxes_csv), site="elsewhere")
 
