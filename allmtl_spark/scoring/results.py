@@ -102,7 +102,11 @@ def select_results(
     if first is None:
         raise LakehouseError(f"nothing matches {description}; runs: {_known_runs(spark, lake)}")
     columns = set(scores.columns)
-    probability = next(c for c in PROBABILITY_COLUMNS if c in columns)
+    # Calibrated probabilities are shown where a row has them; name them only if some row does.
+    calibrated = "calibrated_probabilities" in columns and (
+        scores.where(F.col("calibrated_probabilities").isNotNull()).limit(1).count() > 0
+    )
+    probability = "calibrated_probabilities" if calibrated else "probabilities"
     notes = []
     if probability != "probabilities":
         notes.append(f"probabilities: {probability} where a row has them, else the uncalibrated ones")
