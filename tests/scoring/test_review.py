@@ -157,7 +157,8 @@ def test_scores_are_calibrated_flagged_and_queued(spark, scoring_lake):
     # the run's report has the section, with the flagged slides as examples
     html = Path(summary.report_path).read_text()
     assert "Slides that need review" in html
-    section = html.split("Slides that need review", 1)[1].split("Metrics on labelled slides", 1)[0]
+    # the last mention is the section's heading (the first is the page's table of contents)
+    section = html.rsplit("Slides that need review", 1)[1].split("Metrics on labelled slides", 1)[0]
     assert all(slide in section for slide in flagged) and "out_of_distribution:white_cell_count" in section
     listing = format_queue(review_queue(spark, lake, run_id=summary.run_id))
     assert (f"{len(flagged)} slide(s) need review" in listing) if flagged else ("no slide needs review" in listing)

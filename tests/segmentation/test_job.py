@@ -162,6 +162,9 @@ def test_unet_is_loaded_once_per_python_worker_not_per_batch_or_task(spark, slid
     assert summary.pending == 7 and summary.segmented + sum(summary.rejects.values()) == 7
     assert summary.tasks == 4  # 7 slides, 2 per partition
     assert sorted(summary.task_slides) == [1, 2, 2, 2]  # spread evenly: no task empty, none with 3
-    assert summary.loads_per_worker and set(summary.loads_per_worker.values()) == {1}
-    assert len(summary.loads_per_worker) < summary.tasks  # workers were reused across tasks, without reloading
+    # Every task runs two Arrow batches: a worker that loaded per batch (or per task it was reused for) shows 2+.
+    # Whether Spark reuses a worker across tasks depends on timing (a loaded machine starts fresh ones), so
+    # reuse itself is not asserted here; the count per worker is.
+    assert summary.loads_per_worker and max(summary.loads_per_worker.values()) == 1
+    assert sum(summary.loads_per_worker.values()) <= summary.tasks
     assert 0 < summary.peak_rss_bytes < 2.5 * 2**30
