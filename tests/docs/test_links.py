@@ -121,10 +121,9 @@ def test_the_checks_find_what_they_look_for():
     assert REPO_PATH.findall("see docs/missing.md, and conf/demo.yaml.") == ["docs/missing.md", "conf/demo.yaml"]
     assert REPO_PATH.findall("/tmp/x/conf/demo.yaml https://a.b/docs/x") == []
     assert NOT_A_PATH.search("jobs/<job>.py") and not NOT_A_PATH.search("jobs/train_mtl.py")
-    assert MD_NAME.findall("(see STACK.md) or docs/x.md") == ["STACK.md"]
+    assert MD_NAME.findall("(see NOTES.md) or docs/x.md") == ["NOTES.md"]
     assert MD_LINK.findall("![a](docs/img/x.png) [b](method.md#x) [c](https://x)") == [
         "docs/img/x.png",
         "method.md#x",
         "https://x",
     ]
-    assert OUTSIDE.search("`../shared/METHOD.md`")
