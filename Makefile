@@ -22,7 +22,7 @@ export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
 export TF_CPP_MIN_LOG_LEVEL := 1
 export ALLMTL_JARS_DIR := $(abspath $(JARS_DIR))
 
-.PHONY: setup demo demo-ood demo-full test test-all lint bench clean-lakehouse lock
+.PHONY: setup demo demo-ood demo-full detection-scales test test-all lint bench clean-lakehouse lock
 
 setup: $(VENV)/.stamp-horovod $(JARS_DIR)/.stamp-delta
 	@$(BIN)/python -m allmtl_spark.setup_check
@@ -129,6 +129,34 @@ demo-full: setup
 	  $(SUBMIT) jobs/train_mtl.py --config $(FULL_CONF) --run-id $(FULL_RUN)-mtl --set train.tuning_record=$(FULL_TUNE)
 	@echo "== 7/7 cross-validated comparison: 5 folds x 1 trial, colour-only baseline" && \
 	  $(SUBMIT) jobs/evaluate_mtl.py --config $(FULL_CONF) --eval-id $(FULL_RUN)-eval --set train.tuning_record=$(FULL_TUNE)
+
+# One segmenter for every magnification (docs/segmentation.md): the demo's U-Net trained on slides at ALL-IDB1's
+# 0.155 um/px only segments 12 slides at 0.5x (0.31 um/px, 640x480) and 12 at 2x (0.0775 um/px, 1280x960: the
+# same field as 640x480 at 0.155) that magnification; eval-detection prints recall and one-per-cell precision
+# against each set's boxes. A throwaway lakehouse and data folder, made afresh each run.
+SCALES_CONF := conf/detection-scales.yaml
+SCALES_SYNTH = $(BIN)/allmtl synth --config $(SCALES_CONF) --set synth.n_slides=12
+SCALES_TEST := ingest.sources=[{kind: manifest, path: data/scales/x0.5/manifest.csv, site: scales-x0.5}, \
+  {kind: manifest, path: data/scales/x2/manifest.csv, site: scales-x2}]
+detection-scales: setup
+	@rm -rf lakehouse-scales data/scales
+	@echo "== 1/6 synthetic slides: training set at 0.155 um/px, test sets at 0.31 (0.5x) and 0.0775 (2x)" && \
+	  $(BIN)/allmtl synth --config $(SCALES_CONF) && \
+	  $(SCALES_SYNTH) --set synth.output=data/scales/x0.5 --set synth.seed=152 --set synth.site=scales-x0.5 \
+	    --set "synth.pixel_size_um=[0.31,0.31]" && \
+	  $(SCALES_SYNTH) --set synth.output=data/scales/x2 --set synth.seed=153 --set synth.site=scales-x2 \
+	    --set "synth.pixel_size_um=[0.0775,0.0775]" --set synth.slide_width=1280 --set synth.slide_height=960
+	@echo "== 2/6 ingest the training set" && $(SUBMIT) jobs/ingest_slides.py --config $(SCALES_CONF)
+	@echo "== 3/6 train the U-Net on it (0.155 um/px only)" && \
+	  $(SUBMIT) jobs/train_segmenter.py --config $(SCALES_CONF) --run-id scales
+	@echo "== 4/6 ingest the test sets" && \
+	  $(SUBMIT) jobs/ingest_slides.py --config $(SCALES_CONF) --set "$(SCALES_TEST)"
+	@echo "== 5/6 segment every slide" && $(SUBMIT) jobs/segment_slides.py --config $(SCALES_CONF)
+	@echo "== 6/6 white cells against the boxes, at 0.5x and at 2x" && \
+	  $(BIN)/allmtl eval-detection --config $(SCALES_CONF) --boxes data/scales/x0.5/boxes.csv --site scales-x0.5 \
+	    --figure lakehouse-scales/_reports/detection/x0.5.png && \
+	  $(BIN)/allmtl eval-detection --config $(SCALES_CONF) --boxes data/scales/x2/boxes.csv --site scales-x2 \
+	    --figure lakehouse-scales/_reports/detection/x2.png
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -352,9 +352,12 @@ class SynthConfig(SmearParams):
     class_mix: dict[str, float] = field(default_factory=lambda: {"normal": 0.5, "L1": 1 / 6, "L2": 1 / 6, "L3": 1 / 6})
     slides_per_patient: int = 2
     workers: int = 2
+    # The manifest's site column: give each set its own when several go into one lakehouse (slide ids repeat).
+    site: str = "synthetic"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _require(bool(self.site.strip()), "site", "must not be empty")
         _require(self.n_slides >= 0 and self.n_cells >= 0, "n_slides/n_cells", "must be >= 0")
         _require(self.slide_width >= 128 and self.slide_height >= 128, "slide_width/slide_height", "must be >= 128")
         _require(

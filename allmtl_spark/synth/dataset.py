@@ -58,7 +58,6 @@ MANIFEST_COLUMNS = (
     "crop_y",
 )
 BOX_COLUMNS = ("slide_id", "xmin", "ymin", "xmax", "ymax", "label")
-SITE = "synthetic"
 SLIDE_DIRS = {"image": "ALL_IDB1/im", "xyc": "ALL_IDB1/xyc", "mask": "ALL_IDB1/masks"}
 CELL_DIRS = {"image": "ALL_IDB2/img", "mask": "ALL_IDB2/masks"}
 # Independent seed streams.
@@ -351,7 +350,6 @@ def _row(item_kind: str, stem: str, patient_id: str, label: str, pixel_size_um: 
         "label": label,
         "mask_path": f"{dirs['mask']}/{stem}.png",
         "xyc_path": f"{SLIDE_DIRS['xyc']}/{stem}.xyc" if item_kind == "slide" else "",
-        "site": SITE,
         "pixel_size_um": pixel_size_um,
         "source_slide_id": "",
         "crop_x": "",
@@ -545,7 +543,8 @@ def write_dataset(
         if pool:
             pool.close()
             pool.join()
-    _write_csv(root / "manifest.csv", MANIFEST_COLUMNS, slide_rows + cell_rows)
+    rows = [{**row, "site": cfg.site} for row in slide_rows + cell_rows]  # column order: MANIFEST_COLUMNS
+    _write_csv(root / "manifest.csv", MANIFEST_COLUMNS, rows)
     boxes = [b for w in written for b in w.boxes]
     _write_csv(root / "boxes.csv", BOX_COLUMNS, boxes)
     seconds = time.perf_counter() - start

@@ -310,3 +310,12 @@ def test_crops_follow_the_classes_the_slides_have_and_need_enough_cells(tmp_path
         SynthConfig(n_slides=0, n_cells=4)
     with pytest.raises(ConfigError, match=r"asks for 40 normal crops but the slides hold \d+ normal cells"):
         write_dataset(_cfg(n_slides=2, n_cells=40, class_mix={"normal": 1.0}), str(tmp_path), progress=None)
+
+
+def test_site_names_every_manifest_row_so_two_sets_can_share_a_lakehouse(tmp_path):
+    write_dataset(_cfg(n_slides=2, n_cells=1, site="scales-x2"), str(tmp_path), progress=None)
+    rows = _manifest(tmp_path)
+    assert {r["kind"] for r in rows} == {"slide", "cell"}
+    assert {r["site"] for r in rows} == {"scales-x2"}
+    with pytest.raises(ConfigError, match="site"):
+        _cfg(site=" ")
