@@ -498,15 +498,23 @@ def headline_table(
             rows.append(row | {"verdict": str(note)})
             continue
         r = nb.iloc[0]
+        spread = float(diff.std(ddof=1)) if diff.size >= 2 else math.nan
+        # With no spread (identical fold differences, e.g. both models at the majority class) the power
+        # formula gives 0, which would read as "this design detects everything": say so instead.
         detectable = (
-            compute_detectable_difference(float(diff.std(ddof=1)), diff.size, ratio[task], confidence=confidence)
-            if diff.size >= 2 and task in ratio
+            compute_detectable_difference(spread, diff.size, ratio[task], confidence=confidence)
+            if spread > 0 and task in ratio
             else math.nan
         )
         if r["ci_low"] > 0:
             verdict = "multistage ahead"
         elif r["ci_high"] < 0:
             verdict = "classical ahead"
+        elif spread == 0:
+            verdict = (
+                f"no difference shown (every fold's difference is {float(diff[0]):+.3f}: without spread this run "
+                "cannot say what difference the design would detect)"
+            )
         else:
             verdict = f"no difference shown (CI includes 0; differences below {detectable:.3f} are likely missed)"
         rows.append(

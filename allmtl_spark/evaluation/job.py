@@ -81,12 +81,16 @@ class EvaluationSummary:
             lines.append(
                 f"  {row.task} {row.backbone}: multistage - classical accuracy {row.mean_difference:+.3f} "
                 f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}], Nadeau-Bengio p = {row.p_value:.3g}, J = {row.n_pairs}; "
-                f"detectable with 80% power: {row.detectable_difference:.3f}; {row.verdict}"
+                f"detectable with 80% power: {_or_na(row.detectable_difference)}; {row.verdict}"
             )
         if self.results.headline.empty:
             lines.append("  multistage vs classical: not tested (needs both approaches and >= 2 folds)")
         lines.append(f"  HTML report: {self.report_path}")
         return "\n".join(lines)
+
+
+def _or_na(value: float) -> str:
+    return f"{value:.3f}" if math.isfinite(value) else "n/a"
 
 
 def trial_run_id(eval_id: str, trial: int) -> str:

@@ -191,3 +191,19 @@ def test_evaluate_predictions_bundles_everything():
     assert results.test_train_ratio == {"binary": 0.1, "fab4": 0.1}
     assert set(results.comparisons["metric"]) == {"accuracy", "macro_auc"}
     assert len(results.mcnemar) == len(results.auc_tests) == 2 * 2  # tasks x trials
+
+
+def test_headline_without_spread_does_not_claim_a_detectable_difference_of_zero():
+    # Both approaches predict the same (say the majority class) on every fold: every fold's difference is 0,
+    # so the power formula's 0 would read as "this design detects any difference".
+    truth = {"a": 1, "b": 0, "c": 1, "d": 0}
+    fold_of = {"a": 0, "b": 0, "c": 1, "d": 1}
+    rows = [_case(0, fold_of[k], approach, k, truth[k], 0) for k in truth for approach in ("mtl", "classical")]
+    metrics = agg.compute_metrics_table(pd.DataFrame(rows), CLASS_NAMES)
+    comparisons = agg.compare_approaches(metrics, ["accuracy"], {"binary": 1.0})
+
+    head = agg.headline_table(metrics, comparisons, {"binary": 1.0}, 0.95).iloc[0]
+
+    assert head["mean_difference"] == 0
+    assert np.isnan(head["detectable_difference"])
+    assert "without spread" in head["verdict"] and "below 0.000" not in head["verdict"]
