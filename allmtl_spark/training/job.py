@@ -616,6 +616,19 @@ def _evaluate(
     return _score_parts(spark, lake, model_id, plan.class_names, outputs), outputs
 
 
+def cross_entropy(labels: np.ndarray, scores: np.ndarray, n_classes: int) -> float:
+    """Mean cross-entropy of class scores (sklearn's ``log_loss``) without its "do not sum to one" warning.
+
+    Keras' float32 softmax rows, clipped away from 0, no longer sum to 1 exactly; they are renormalised
+    in float64 first (what ``log_loss`` did itself before scikit-learn 1.5).
+    """
+    from sklearn.metrics import log_loss
+
+    clipped = np.clip(np.asarray(scores, dtype=np.float64), 1e-7, 1.0)
+    clipped /= clipped.sum(axis=1, keepdims=True)
+    return float(log_loss(labels, clipped, labels=list(range(n_classes))))
+
+
 def _score_parts(spark, lake: Lakehouse, model_id: str, class_names, outputs: dict) -> dict[str, float]:
     """Metrics per part and the per-case ``predictions`` rows of one model.
 
@@ -625,8 +638,6 @@ def _score_parts(spark, lake: Lakehouse, model_id: str, class_names, outputs: di
     Returns:
         ``<part>_accuracy``, ``_macro_f1``, ``_auc``, ``_n``, ``_loss`` (cross-entropy) per part.
     """
-    from sklearn.metrics import log_loss
-
     from allmtl_spark.metrics.classification import compute_classification_metrics
 
     metrics, rows = {}, []
@@ -637,8 +648,7 @@ def _score_parts(spark, lake: Lakehouse, model_id: str, class_names, outputs: di
         metrics[f"{part}_macro_f1"] = float(report.macro.f1)
         metrics[f"{part}_auc"] = float(report.roc.macro.auc) if report.roc is not None else float("nan")
         metrics[f"{part}_n"] = float(len(arrays.labels))
-        clipped = np.clip(scores, 1e-7, 1.0)
-        metrics[f"{part}_loss"] = float(log_loss(arrays.labels, clipped, labels=list(range(len(class_names)))))
+        metrics[f"{part}_loss"] = cross_entropy(arrays.labels, scores, len(class_names))
         rows += [
             {
                 "model_id": model_id,
