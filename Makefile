@@ -72,13 +72,16 @@ SUBMIT = PYSPARK_PYTHON=$(abspath $(BIN)/python) PYSPARK_DRIVER_PYTHON=$(abspath
 	--driver-java-options "-Dlog4j2.configurationFile=$(abspath conf/log4j2.properties) -XX:TieredStopAtLevel=1"
 ARCHIVE := data/archive
 DEMO_RUN := demo
+SYNTH_BOXES = $(shell $(BIN)/python -c "from allmtl_spark.config import load_config; print(load_config('$(CONF)').synth.output)")/boxes.csv
 
 demo: setup
 	@echo "== 1/8 synthetic ALL-IDB data set" && $(BIN)/allmtl synth --config $(CONF)
 	@echo "== 2/8 ingest" && $(SUBMIT) jobs/ingest_slides.py --config $(CONF)
 	@echo "== 3/8 train the U-Net segmenter" && \
 	  $(SUBMIT) jobs/train_segmenter.py --config $(CONF) --run-id $(DEMO_RUN)
-	@echo "== 4/8 segment the slides" && $(SUBMIT) jobs/segment_slides.py --config $(CONF)
+	@echo "== 4/8 segment the slides (0.5x-2x ALL-IDB1's magnification); white cells vs the generator's boxes" && \
+	  $(SUBMIT) jobs/segment_slides.py --config $(CONF) && \
+	  $(BIN)/allmtl eval-detection --config $(CONF) --boxes $(SYNTH_BOXES)
 	@echo "== 5/8 multistage + classical transfer learning" && \
 	  $(SUBMIT) jobs/train_mtl.py --config $(CONF) --run-id $(DEMO_RUN)-mtl
 	@echo "== 6/8 cross-validated evaluation (2 folds x 1 trial, half the epochs: DEMO_EVAL_SET)" && \
