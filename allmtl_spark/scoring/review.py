@@ -97,6 +97,30 @@ def format_queue(frame: DataFrame, limit: int = 50) -> str:
     return "\n".join(lines)
 
 
+def separation_lines(is_out: list[bool], score: list[float], flagged: list[bool], scope: str) -> list[str]:
+    """AUROC of the OOD score and the flag rates, out vs in distribution (empty without both kinds).
+
+    Args:
+        is_out: per slide, whether it is out of distribution.
+        score: per slide, its OOD score (higher: more unusual).
+        flagged: per slide, whether it went to review.
+        scope: which slides these are, printed with the figures.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    n_out = sum(is_out)
+    n_in = len(is_out) - n_out
+    if not (n_in and n_out):
+        return []
+    flagged_in = sum(f for f, o in zip(flagged, is_out, strict=True) if not o)
+    flagged_out = sum(f for f, o in zip(flagged, is_out, strict=True) if o)
+    return [
+        f"  {scope}: AUROC of ood_score, out vs in distribution {roc_auc_score(is_out, score):.3f}; flagged for "
+        f"review in distribution {flagged_in}/{n_in} = {flagged_in / n_in:.3f}, "
+        f"out of distribution {flagged_out}/{n_out} = {flagged_out / n_out:.3f}"
+    ]
+
+
 def trust_check(spark: SparkSession, lake: Lakehouse, model_version: str, ood_sites: list[str]) -> list[str]:
     """Printable figures: does the review flag separate ``ood_sites``' slides from the model's other scored slides?
 
@@ -106,8 +130,6 @@ def trust_check(spark: SparkSession, lake: Lakehouse, model_version: str, ood_si
     counts as flagged with the highest score: it got no call. Also the model's ECE on its held-out
     test part before and after temperature scaling (``models.metrics``).
     """
-    from sklearn.metrics import roc_auc_score
-
     from allmtl_spark.registry import resolve_model
 
     slides = read_table(spark, lake, tables.SLIDES).select("content_sha256", F.col("site").alias("slide_site"))
@@ -134,12 +156,12 @@ def trust_check(spark: SparkSession, lake: Lakehouse, model_version: str, ood_si
         f"({int(rejected['slide_site'].isin(ood).sum())} of them and "
         f"{int((~rejected['slide_site'].isin(ood)).sum())} in-distribution ones rejected by the job: counted flagged)"
     )
-    if n_in and n_out:
-        lines.append(f"  AUROC of ood_score, out vs in distribution: {roc_auc_score(is_out, score):.3f}")
-        flagged_in = sum(f for f, o in zip(flagged, is_out, strict=True) if not o)
-        flagged_out = sum(f for f, o in zip(flagged, is_out, strict=True) if o)
-        lines.append(f"  flagged for review: in distribution {flagged_in}/{n_in} = {flagged_in / n_in:.3f}")
-        lines.append(f"  flagged for review: out of distribution {flagged_out}/{n_out} = {flagged_out / n_out:.3f}")
+    lines += separation_lines(is_out, score, flagged, "every slide, rejected ones flagged")
+    if len(rejected):
+        # The rejected slides (a blank slide has no white cell) are flagged for free: the same figures
+        # on the scored slides alone say what the OOD score and the review checks themselves do.
+        n_scored = len(scored)
+        lines += separation_lines(is_out[:n_scored], score[:n_scored], flagged[:n_scored], "scored slides only")
     reasons: dict[str, int] = {}
     for site, rs in zip(scored["site"], scored["review_reasons"], strict=True):
         for reason in rs if rs is not None else []:
