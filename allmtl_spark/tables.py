@@ -511,9 +511,10 @@ SLIDE_SCORES = Table(
         "runtime": "what ran the slide classifier: `tflite` (its TensorFlow Lite conversion) or `keras` (the h5); "
         "null for rows scored before this column existed",
         "model_file_sha256": "SHA-256 of the file the workers ran for the slide classifier: the h5 artifact "
-        "(`keras`) or its conversion `model-<sha12>.tflite` beside it (`tflite`)",
+        "(`keras`) or its conversion `model-<sha12>.tflite` in the lakehouse's TFLite cache "
+        "(`<lakehouse>/_cache/tflite/<artifact SHA-256>/`, `tflite`)",
         "cell_model_file_sha256": "the same for the cell model (its h5 or its conversion; the two runtimes can "
-        "differ when only one model's folder could take a conversion); null without it",
+        "differ when only one model could be converted); null without it",
         "slide_cell_disagreement": "the slide and cell classifiers contradict each other, a reason to look: "
         "`leukemia_without_blasts` (leukemia called, fewer than score.disagreement_min_blasts blast cells) | "
         "`normal_with_most_cells_blasts` (normal called, more than score.disagreement_max_blast_pct % of the white "
