@@ -66,7 +66,9 @@ def parse_label(text: str | None) -> Labels:
             return Labels(binary=0 if fab == "normal" else 1, fab=fab)
     if value.lower() in _BINARY_ALIASES:
         return Labels(binary=_BINARY_ALIASES[value.lower()], fab=None)
-    raise LabelError("bad_label", f"label {value!r} is not one of normal, L1, L2, L3, 0, 1, healthy, ALL")
+    allowed = ", ".join([*FAB_LABELS, *_BINARY_ALIASES])
+    empty = " (a manifest row needs a label: score unlabelled slides as a folder)" if not value else ""
+    raise LabelError("bad_label", f"label {value!r} is not one of {allowed} (any case){empty}")
 
 
 def parse_xyc(text: str) -> list[tuple[int, int]]:

@@ -29,6 +29,11 @@ def test_manifest_labels():
     assert (parse_label("ALL").binary, parse_label("ALL").fab) == (1, None)
     with pytest.raises(LabelError, match="not one of normal, L1, L2, L3"):
         parse_label("L4")
+    for alias in ("leukemia", "leukaemia", "blast", "healthy"):  # every accepted alias is named in the error
+        with pytest.raises(LabelError, match=alias):
+            parse_label("L4")
+    with pytest.raises(LabelError, match="score unlabelled slides as a folder"):
+        parse_label("")
 
 
 def test_xyc_parsing_and_bad_line_number():
