@@ -658,6 +658,10 @@ class TrainConfig:
     weights_cache_dir: str | None = None  # where downloaded weights are cached; null: ~/.keras
     slide_view: Literal["montage", "isolated"] = "montage"
     montage_grid: int = 2  # montage: grid x grid of the slide's largest isolated white cells
+    # Side of one cell's tile (a montage tile, a stage-2 cell) in micrometres: every cell is shown at one
+    # physical scale, so its size (blasts are larger than lymphocytes) reaches the classifier.
+    # null: each slide's largest cell is zoomed to fill its tile (sizes only relative within a slide).
+    cell_tile_um: float | None = None
     segmenter: str = "latest"  # which segmentation (segmented_slides / slide_cells) to train on
     num_proc: int = 2  # Horovod ranks (Spark tasks); one per GPU in production
     threads_per_rank: int = 1  # TensorFlow intra-op threads per rank (CPU)
@@ -716,6 +720,9 @@ class TrainConfig:
             _require(values and not bad, name, f"has {bad or 'nothing'}; allowed values: {', '.join(allowed)}")
         _require(self.input_size >= 75, "input_size", "must be >= 75 (the keras backbones need it)")
         _require(self.montage_grid >= 1, "montage_grid", "must be >= 1")
+        _require(
+            self.cell_tile_um is None or self.cell_tile_um > 0, "cell_tile_um", "must be null or > 0 (micrometres)"
+        )
         _require(self.num_proc >= 1 and self.threads_per_rank >= 1, "num_proc/threads_per_rank", "must be >= 1")
         _require(0 <= self.head_dropout < 1, "head_dropout", "must be in [0, 1)")
         _require(all(u >= 1 for u in self.head_dense_units), "head_dense_units", "must each be >= 1")

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from allmtl_spark.training.augment import AugmentParams, augment_image, copy_rng
-from allmtl_spark.training.views import cell_view, centre_on_black, decode_png, letterbox, montage, zoom_cells
+from allmtl_spark.training.views import cell_tiles, cell_view, centre_on_black, decode_png, letterbox, montage
 from allmtl_spark.transforms.isolate import isolate_cells
 from allmtl_spark.transforms.roi import adaptive_roi_mask
 
@@ -33,6 +33,9 @@ class ViewSpec:
     size: int
     grid: int = 2
     isolate: bool = True  # cells: keep only the central white cell, on black
+    # cell / montage: side of a cell's tile in the crops' pixels (train.cell_tile_um at the crops' pixel
+    # size), so every cell keeps its physical size; None: each slide's largest cell fills its tile.
+    tile_px: int | None = None
 
 
 def central_cell_mask(image: np.ndarray) -> np.ndarray:
@@ -76,13 +79,13 @@ def view_from_images(
         crop = images[0]
         if spec.isolate:
             crop = isolate_cells(crop, central_cell_mask(crop))
-        crop = zoom_cells([crop])[0]
+        crop = cell_tiles([crop], spec.tile_px)[0]
         # The cell gets the pixel size of one montage tile, centred on black: stage 2 then sees
         # cells at the scale stage 3 sees them (features learnt at another scale transfer poorly).
         out = centre_on_black(cell_view(crop, spec.size // spec.grid), spec.size)
         return augment_image(out, rng, params) if rng is not None else out
     if spec.kind == "montage":
-        tiles = zoom_cells(images[: spec.grid * spec.grid])
+        tiles = cell_tiles(images[: spec.grid * spec.grid], spec.tile_px)
         if rng is not None:
             tiles = [augment_image(t, rng, params) for t in tiles]
             tiles = [tiles[i] for i in rng.permutation(len(tiles))]

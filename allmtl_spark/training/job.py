@@ -264,6 +264,22 @@ def resolve_segmentation(spark: SparkSession, lake: Lakehouse, ref: str) -> str:
     return row["segmenter_version"]
 
 
+def cell_tile_px(tile_um: float | None, crop_um_per_px: float | None, segmenter: str) -> int | None:
+    """A cell tile's side in the crops' pixels for ``train.cell_tile_um`` (None: zoom to the largest cell).
+
+    Raises:
+        ConfigError: a tile size is set but the segmentation did not record its crops' pixel size.
+    """
+    if tile_um is None:
+        return None
+    if crop_um_per_px is None:
+        raise ConfigError(
+            f"train.cell_tile_um={tile_um} needs the crops' pixel size, which segmentation {segmenter!r} did not "
+            "record (an earlier release): run allmtl segment again, or set train.cell_tile_um=null"
+        )
+    return max(2, round(tile_um / crop_um_per_px))
+
+
 def _check_slots(spark: SparkSession, num_proc: int) -> None:
     slots = spark.sparkContext.defaultParallelism
     if num_proc > slots:
@@ -308,7 +324,9 @@ class _DataCache:
         slide_tasks = sorted({p.task for p in plans if p.stage == "stage3"}, key=list(TASK_CLASSES).index)
         cell_tasks = sorted({p.task for p in plans if p.stage == "stage2"})
         slides = slide_split(spark, lake, self.segmenter, cfg.split, self.fold)
-        spec = ViewSpec(cfg.slide_view, cfg.input_size, cfg.montage_grid)
+        crop_um_per_px = crop_pixel_size(spark, lake, self.segmenter)
+        tile_px = cell_tile_px(cfg.cell_tile_um, crop_um_per_px, self.segmenter)
+        spec = ViewSpec(cfg.slide_view, cfg.input_size, cfg.montage_grid, tile_px=tile_px)
         for task in slide_tasks:
             examples = slide_examples(spark, lake, task, self.segmenter, cfg.slide_view, cfg.montage_grid)
             self.sets[task] = split_examples(
@@ -320,10 +338,10 @@ class _DataCache:
             grid = cfg.montage_grid if cfg.slide_view == "montage" else 1
             self.sets[task] = split_examples(
                 spark,
-                cell_examples(spark, lake, task, crop_pixel_size(spark, lake, self.segmenter)),  # stage 3's scale
+                cell_examples(spark, lake, task, crop_um_per_px),  # stage 3's scale
                 task,
                 "cells",
-                ViewSpec("cell", cfg.input_size, grid),
+                ViewSpec("cell", cfg.input_size, grid, tile_px=tile_px),
                 cfg.split,
                 cfg.augment,
                 None,  # stage 2's own train/val/test split of the cells it may use

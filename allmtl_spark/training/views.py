@@ -65,12 +65,27 @@ def zoom_cells(crops: list[np.ndarray], margin: float = 1.1) -> list[np.ndarray]
     return [centre_square(c, side) for c in crops]
 
 
+def cell_tiles(crops: list[np.ndarray], side: int | None) -> list[np.ndarray]:
+    """The cells' tiles before resizing: a fixed ``side`` (pixels of the crops) or, None, :func:`zoom_cells`.
+
+    A fixed side shows every cell at one physical scale when the crops share one pixel size (the
+    segmenter's working resolution): a 15 um blast then fills twice the width of a 7.5 um lymphocyte
+    on every slide. :func:`zoom_cells` makes each slide's largest cell fill its tile, which keeps sizes
+    only relative to the other cells of the same slide.
+    """
+    if side is None:
+        return zoom_cells(crops)
+    if side < 2:
+        raise ValueError(f"a cell tile needs a side of at least 2 pixels, got {side}")
+    return [centre_square(c, side) for c in crops]
+
+
 def montage(crops: list[np.ndarray], grid: int, size: int) -> np.ndarray:
     """Tile up to ``grid * grid`` cell crops (row-major, in the given order) into one square image.
 
     Args:
         crops: square HxWx3 uint8 RGB crops (cells centred on black); extra crops are ignored,
-            missing ones leave black tiles. Zoom them first (``zoom_cells``) to fill the tiles.
+            missing ones leave black tiles. Cut them to their tiles first (``cell_tiles``).
         grid: tiles per side.
         size: output side in pixels.
 

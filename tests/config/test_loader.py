@@ -53,6 +53,12 @@ def test_post_init_validation_is_prefixed_with_the_section():
         load_config(None, ["synth.optics.jpeg_quality=[0, 90]"])
 
 
+def test_cell_tile_must_be_positive_micrometres():
+    assert load_config(None, ["train.cell_tile_um=24"]).train.cell_tile_um == 24
+    with pytest.raises(ConfigError, match=r"^train\.cell_tile_um must be null or > 0"):
+        load_config(None, ["train.cell_tile_um=0"])
+
+
 def test_removed_pixel_key_names_its_physical_replacement():
     with pytest.raises(ConfigError, match=r"^synth\.rbc_diameter_px was removed: use synth\.pixel_size_um"):
         load_config(None, ["synth.rbc_diameter_px=[40, 60]"])
