@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # Extra overrides for the demo's small cross-validation (conf/demo.yaml sizes it: 2 folds x 1 trial). It is a
 # smoke test of the protocol, so its folds train half the training job's epochs: a size chosen for time, not
 # tuned (docs/evaluation.md, "How long the demos take"). DEMO_EVAL_SET= runs the training job's epochs.
-DEMO_EVAL_SET ?= --set train.stage2.epochs=2 --set train.stage3.epochs=8
+DEMO_EVAL_SET ?= --set train.stage2.epochs=2 --set train.stage3.epochs=4
 
 export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
 # TensorFlow's C++ INFO lines (oneDNN, CPU features) repeat in every process; warnings still show.
@@ -135,12 +135,15 @@ demo-full: setup
 
 # One segmenter for every magnification (docs/segmentation.md): the demo's U-Net trained on slides at ALL-IDB1's
 # 0.155 um/px only segments 12 slides at 0.5x (0.31 um/px, 640x480) and 12 at 2x (0.0775 um/px, 1280x960: the
-# same field as 640x480 at 0.155) that magnification; eval-detection prints recall and one-per-cell precision
-# against each set's boxes. A throwaway lakehouse and data folder, made afresh each run.
+# same field as 640x480 at 0.155) that magnification, plus 12 at 0.5x with the training slides' white cells per
+# area (the generator draws white cells per slide: 4x for 4x the area); eval-detection prints recall and
+# one-per-cell precision against each set's boxes. A throwaway lakehouse and data folder, made afresh each run.
 SCALES_CONF := conf/detection-scales.yaml
 SCALES_SYNTH = $(BIN)/allmtl synth --config $(SCALES_CONF) --set synth.n_slides=12
+SCALES_SETS := x0.5 x2 x0.5-dense
 SCALES_TEST := ingest.sources=[{kind: manifest, path: data/scales/x0.5/manifest.csv, site: scales-x0.5}, \
-  {kind: manifest, path: data/scales/x2/manifest.csv, site: scales-x2}]
+  {kind: manifest, path: data/scales/x2/manifest.csv, site: scales-x2}, \
+  {kind: manifest, path: data/scales/x0.5-dense/manifest.csv, site: scales-x0.5-dense}]
 detection-scales: setup
 	@rm -rf lakehouse-scales data/scales
 	@echo "== 1/6 synthetic slides: training set at 0.155 um/px, test sets at 0.31 (0.5x) and 0.0775 (2x)" && \
@@ -148,18 +151,19 @@ detection-scales: setup
 	  $(SCALES_SYNTH) --set synth.output=data/scales/x0.5 --set synth.seed=152 --set synth.site=scales-x0.5 \
 	    --set "synth.pixel_size_um=[0.31,0.31]" && \
 	  $(SCALES_SYNTH) --set synth.output=data/scales/x2 --set synth.seed=153 --set synth.site=scales-x2 \
-	    --set "synth.pixel_size_um=[0.0775,0.0775]" --set synth.slide_width=1280 --set synth.slide_height=960
+	    --set "synth.pixel_size_um=[0.0775,0.0775]" --set synth.slide_width=1280 --set synth.slide_height=960 && \
+	  $(SCALES_SYNTH) --set synth.output=data/scales/x0.5-dense --set synth.seed=156 --set synth.site=scales-x0.5-dense \
+	    --set "synth.pixel_size_um=[0.31,0.31]" --set "synth.white_cells_per_slide=[12,28]" \
+	    --set "synth.other_white_cells_per_slide=[0,8]"
 	@echo "== 2/6 ingest the training set" && $(SUBMIT) jobs/ingest_slides.py --config $(SCALES_CONF)
 	@echo "== 3/6 train the U-Net on it (0.155 um/px only)" && \
 	  $(SUBMIT) jobs/train_segmenter.py --config $(SCALES_CONF) --run-id scales
 	@echo "== 4/6 ingest the test sets" && \
 	  $(SUBMIT) jobs/ingest_slides.py --config $(SCALES_CONF) --set "$(SCALES_TEST)"
 	@echo "== 5/6 segment every slide" && $(SUBMIT) jobs/segment_slides.py --config $(SCALES_CONF)
-	@echo "== 6/6 white cells against the boxes, at 0.5x and at 2x" && \
-	  $(BIN)/allmtl eval-detection --config $(SCALES_CONF) --boxes data/scales/x0.5/boxes.csv --site scales-x0.5 \
-	    --figure lakehouse-scales/_reports/detection/x0.5.png && \
-	  $(BIN)/allmtl eval-detection --config $(SCALES_CONF) --boxes data/scales/x2/boxes.csv --site scales-x2 \
-	    --figure lakehouse-scales/_reports/detection/x2.png
+	@echo "== 6/6 white cells against the boxes: 0.5x, 2x, 0.5x with the training slides' white cells per area" && \
+	  $(foreach s,$(SCALES_SETS),$(BIN)/allmtl eval-detection --config $(SCALES_CONF) --boxes data/scales/$(s)/boxes.csv \
+	    --site scales-$(s) --figure lakehouse-scales/_reports/detection/$(s).png &&) true
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
