@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # Extra overrides for the demo's small cross-validation (conf/demo.yaml sizes it: 2 folds x 1 trial). It is a
 # smoke test of the protocol, so its folds train half the training job's epochs: a size chosen for time, not
 # tuned (docs/evaluation.md, "How long the demos take"). DEMO_EVAL_SET= runs the training job's epochs.
-DEMO_EVAL_SET ?= --set train.stage2.epochs=2 --set train.stage3.epochs=4
+DEMO_EVAL_SET ?= --set train.stage2.epochs=2 --set train.stage3.epochs=8
 
 export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
 # TensorFlow's C++ INFO lines (oneDNN, CPU features) repeat in every process; warnings still show.
