@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 
 from allmtl_spark.config.schema import LakehouseConfig
 from allmtl_spark.errors import LakehouseError
+from allmtl_spark.syncpoints import sync_point
 from allmtl_spark.tables import Table
 
 log = logging.getLogger(__name__)
@@ -310,11 +311,37 @@ def merge_new_rows(
         update = f"WHEN MATCHED{condition} THEN UPDATE SET {assignments} "
     # SQL MERGE (not the Python builder) because it returns the commit's row counts.
     statement = f"MERGE INTO {lake.sql_ref(table)} t USING {view} s ON {on} {update}WHEN NOT MATCHED THEN INSERT *"
+    sync_point(f"merge:{table.name}")
     try:
         metrics = with_retries(lambda: spark.sql(statement).first(), f"merge into {table.name}")
     finally:
         spark.catalog.dropTempView(view)
+    sync_point(f"merged:{table.name}")
     return int(metrics["num_inserted_rows"]) if metrics else 0
+
+
+def delete_matched(spark: SparkSession, lake: Lakehouse, table: Table, keys: DataFrame, condition: str) -> int:
+    """Delete the rows of ``table`` that match a row of ``keys`` under the SQL ``condition`` (``t``, ``s``).
+
+    Nothing is committed when no row matches (checked first), so a rerun leaves the table version
+    unchanged; concurrent commits are retried like ``merge_new_rows``.
+
+    Returns:
+        The number of rows deleted.
+    """
+    if not table_exists(spark, lake, table) or keys.isEmpty():
+        return 0
+    target = read_table(spark, lake, table)
+    if target.alias("t").join(keys.alias("s"), F.expr(condition), "left_semi").isEmpty():
+        return 0
+    view = f"delete_keys_{uuid.uuid4().hex}"
+    keys.createOrReplaceTempView(view)
+    statement = f"MERGE INTO {lake.sql_ref(table)} t USING {view} s ON {condition} WHEN MATCHED THEN DELETE"
+    try:
+        metrics = with_retries(lambda: spark.sql(statement).first(), f"delete from {table.name}")
+    finally:
+        spark.catalog.dropTempView(view)
+    return int(metrics["num_deleted_rows"]) if metrics else 0
 
 
 def _pending_rows(spark, lake, table, source: DataFrame, update_condition: str | None) -> DataFrame:

@@ -75,13 +75,15 @@ class AllmtlModel(PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         """One output row per input row; a row that cannot be scored gets ``error`` and null values."""
+        from allmtl_spark.scoring.pipeline import NoWhiteCells
+
         kind = self.spec["kind"]
         rows = []
         for image, path in _inputs(model_input):
             try:
                 rgb = _decode(image, path, self.plan.segment.max_decoded_pixels)
                 rows.append(_PREDICT[kind](self, rgb))
-            except (ValueError, OSError) as err:
+            except (ValueError, OSError, NoWhiteCells) as err:
                 rows.append({"error": f"{type(err).__name__}: {err}"})
         return pd.DataFrame(rows, columns=[c.name for c in output_schema(kind).inputs]).replace({np.nan: None})
 

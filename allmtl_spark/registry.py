@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from urllib.parse import urlparse
 
 from allmtl_spark import tables
-from allmtl_spark.checksums import file_sha256, verify_sha256
+from allmtl_spark.checksums import file_sha256, load_keras, read_verified, verify_sha256
 from allmtl_spark.errors import ArtifactError
 
 MODEL_FILE = "model.h5"
@@ -63,14 +63,26 @@ class ModelRecord:
     purpose: str | None = None  # train | evaluate | tune (PURPOSES); null: registered before the column existed
     temperature: float | None = None  # temperature scaling fitted on validation (trust.json); null: none fitted
     trust_sha256: str | None = None  # SHA-256 of trust.json (temperature, out-of-distribution check); null: none
+    spec_sha256: str | None = None  # of model.json; register_model fills it
+    tflite_sha256: str | None = None  # of the TFLite conversion, once scoring made one
 
     @property
     def model_file(self) -> str:
         return os.path.join(self.artifact_path, MODEL_FILE)
 
+    @property
+    def spec_file(self) -> str:
+        return os.path.join(self.artifact_path, SPEC_FILE)
+
     def spec(self) -> dict:
-        """The ``model.json`` written beside the model."""
-        with open(os.path.join(self.artifact_path, SPEC_FILE)) as handle:
+        """The ``model.json`` written beside the model, checked against ``spec_sha256`` when one is recorded.
+
+        Raises:
+            ArtifactError: the file is missing or not what was registered.
+        """
+        if self.spec_sha256:
+            return json.loads(read_verified(self.spec_file, self.spec_sha256, f"model {self.model_id}: model.json"))
+        with open(self.spec_file) as handle:  # registered before model.json hashes were recorded
             return json.load(handle)
 
 
@@ -102,25 +114,39 @@ def verify_artifact(record: ModelRecord) -> str:
 
 
 def load_verified_model(record: ModelRecord):
-    """Load the Keras model of ``record`` after verifying its hash (compile=False: inference only)."""
-    import tensorflow as tf
-
-    path = verify_artifact(record)
-    from allmtl_spark.networks import losses  # noqa: F401 - registers the custom loss names
-
-    return tf.keras.models.load_model(path, compile=False)
+    """Load the Keras model of ``record`` from the bytes its hash was checked on (compile=False: inference only)."""
+    return load_keras(read_verified(record.model_file, record.artifact_sha256, f"model {record.model_id}:"))
 
 
 def register_model(spark, lake, record: ModelRecord) -> None:
-    """Insert ``record`` into ``tables.MODELS`` (idempotent on ``model_id``).
+    """Insert ``record`` into ``tables.MODELS`` (idempotent on ``model_id``), with model.json's hash.
 
     An artifact folder inside the lakehouse is stored relative to its root (``stored_path``).
     """
     from allmtl_spark.lakehouse import merge_new_rows
 
+    if record.spec_sha256 is None and os.path.isfile(record.spec_file):
+        record = replace(record, spec_sha256=file_sha256(record.spec_file))
     row = asdict(replace(record, artifact_path=stored_path(record.artifact_path, lake.root)))
     frame = spark.createDataFrame([row], tables.MODELS.schema)
     merge_new_rows(spark, lake, tables.MODELS, frame)
+
+
+def record_conversion(spark, lake, record: ModelRecord, tflite_sha256: str) -> None:
+    """Record (or replace) the hash of ``record``'s TensorFlow Lite conversion in ``tables.MODELS``."""
+    from allmtl_spark.lakehouse import merge_new_rows
+
+    row = asdict(
+        replace(record, artifact_path=stored_path(record.artifact_path, lake.root), tflite_sha256=tflite_sha256)
+    )
+    merge_new_rows(
+        spark,
+        lake,
+        tables.MODELS,
+        spark.createDataFrame([row], tables.MODELS.schema),
+        update_condition="t.tflite_sha256 IS NULL OR t.tflite_sha256 <> s.tflite_sha256",
+        update_set={"tflite_sha256": "s.tflite_sha256"},
+    )
 
 
 def stored_path(path: str, root: str) -> str:

@@ -1,9 +1,31 @@
-"""Rows for the ``rejects`` table, shared by every stage (ingest, segment, score)."""
+"""Rows for the ``rejects`` table, shared by every stage (ingest, segment, score).
+
+A reject is permanent (a property of the input: it cannot be decoded, has no white cells) or
+retryable (the cause may pass: a worker ran out of memory, a size limit of the config, a file that
+could not be read when it was listed). The next run of a stage tries its retryable rejects again
+and deletes their rows once the input succeeds; a permanent reject is not retried for the same
+version (delete its row to retry it).
+"""
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+# Reasons whose cause may pass, per stage. The segment stage does not retry its rejects yet.
+RETRYABLE_REASONS: dict[str, tuple[str, ...]] = {
+    "ingest": ("unreadable",),
+    "score": ("out_of_memory", "too_large_for_worker"),
+}
+
+
+def is_retryable(stage: str, reason: str) -> bool:
+    return reason in RETRYABLE_REASONS.get(stage, ())
+
+
+def retryable_column(stage: str) -> Column:
+    """Whether a ``rejects`` row of ``stage`` is retryable: its flag, else (older rows) its reason."""
+    return F.coalesce(F.col("retryable"), F.col("reason").isin(*RETRYABLE_REASONS.get(stage, ())))
 
 
 def reject_rows(
@@ -17,7 +39,8 @@ def reject_rows(
     """Shape ``frame`` (path, content hash, ``reason``, ``detail``) into ``tables.REJECTS`` rows.
 
     The ``reject_key`` hashes stage, path, content hash and version, so the same failure seen
-    again (a rerun, a retry) maps to the same row and the MERGE adds nothing.
+    again (a rerun, a retry) maps to the same row and the MERGE adds nothing. ``retryable``
+    follows from the stage and the reason (``RETRYABLE_REASONS``).
     """
     version_col = F.lit(version).cast("string")
     key = F.sha2(
@@ -40,4 +63,5 @@ def reject_rows(
         version_col.alias("version"),
         F.lit(run_id).alias("run_id"),
         F.current_timestamp().alias("rejected_at"),
+        F.col("reason").isin(*RETRYABLE_REASONS.get(stage, ())).alias("retryable"),
     )

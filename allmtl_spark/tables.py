@@ -155,6 +155,8 @@ REJECTS = Table(
             _f("version", StringType()),
             _f("run_id", StringType(), False),
             _f("rejected_at", TimestampType(), False),
+            # nullable: added after the first release (older rows read null: decided by their reason)
+            _f("retryable", BooleanType()),
         ]
     ),
     merge_keys=("reject_key",),
@@ -165,6 +167,9 @@ REJECTS = Table(
         "reason": "machine-readable reason code (see README, 'Reject reasons')",
         "detail": "human-readable explanation: what is wrong and where",
         "version": "segmenter or model version for the segment / score stages",
+        "retryable": "true: the cause may pass (out of memory, a size limit of the config, a file that could not be "
+        "read); the next run tries the input again and deletes this row once it succeeds. false: a property of the "
+        "input (undecodable, no white cells), not retried for the same version",
     },
 )
 
@@ -295,6 +300,8 @@ MODELS = Table(
             _f("purpose", StringType()),
             _f("temperature", DoubleType()),
             _f("trust_sha256", StringType()),
+            _f("spec_sha256", StringType()),
+            _f("tflite_sha256", StringType()),
         ]
     ),
     merge_keys=("model_id",),
@@ -324,6 +331,9 @@ MODELS = Table(
         "softmax(log p / T)); null when none was fitted (no validation part, or registered before this column)",
         "trust_sha256": "SHA-256 of trust.json in the artifact folder (temperature, ECE before/after, the "
         "out-of-distribution statistics and threshold of a slide classifier); checked before scoring uses it",
+        "spec_sha256": "SHA-256 of model.json (builder keywords, classes, view); checked before it is read",
+        "tflite_sha256": "SHA-256 of the model's TensorFlow Lite conversion (`model-<sha12>.tflite`), recorded by the "
+        "first scoring run that made it; a cached conversion with another hash is made again from the checked h5",
     },
 )
 

@@ -188,10 +188,7 @@ def write_trust(folder: str, content: dict) -> str:
 
 
 def read_trust(folder: str, sha256: str, what: str) -> dict:
-    """``folder/trust.json`` after checking its SHA-256 (``checksums.verify_sha256``: refuses a changed file)."""
-    from allmtl_spark.checksums import verify_sha256
+    """``folder/trust.json`` parsed from the bytes its SHA-256 was checked on (``checksums.read_verified``)."""
+    from allmtl_spark.checksums import read_verified
 
-    path = os.path.join(folder, TRUST_FILE)
-    verify_sha256(path, sha256, f"{what} trust")
-    with open(path) as handle:
-        return json.load(handle)
+    return json.loads(read_verified(os.path.join(folder, TRUST_FILE), sha256, f"{what} trust"))

@@ -189,3 +189,31 @@ def test_scoring_without_any_stage2_model_uses_no_cell_model(spark, lake, tmp_pa
     )
     classifier, cell = resolve_classifiers(spark, lake, cfg)
     assert classifier.model_id == slide.model_id and cell is None
+
+
+def test_model_json_is_hashed_at_registration_and_checked_when_read(spark, lake, tmp_path):
+    import hashlib
+    import json
+
+    folder = tmp_path / "m1"
+    folder.mkdir()
+    (folder / "model.json").write_text(json.dumps({"view": {"kind": "montage", "size": 96}}))
+    record = ModelRecord("m1", "r", "classifier", "stage3", "fab4", ["normal"], str(folder), "0" * 64, "{}")
+    register_model(spark, lake, record)
+    stored = resolve_model(spark, lake, "m1")
+    assert stored.spec_sha256 == hashlib.sha256((folder / "model.json").read_bytes()).hexdigest()
+    assert stored.spec()["view"]["size"] == 96
+    (folder / "model.json").write_text(json.dumps({"view": {"kind": "montage", "size": 64}}))  # edited since
+    with pytest.raises(ArtifactError, match=r"model m1: model\.json artifact .* corrupted or was replaced"):
+        stored.spec()
+
+
+def test_the_conversion_hash_is_recorded_and_replaced_not_duplicated(spark, lake):
+    from allmtl_spark.registry import record_conversion
+
+    record = _register(spark, lake, "r9", "stage3", "fab4", minutes=0)
+    record_conversion(spark, lake, record, "a" * 64)
+    assert resolve_model(spark, lake, record.model_id).tflite_sha256 == "a" * 64
+    record_conversion(spark, lake, record, "b" * 64)  # converted again (another TensorFlow)
+    rows = spark.read.format("delta").load(lake.path(tables.MODELS)).where(f"model_id = '{record.model_id}'")
+    assert [r["tflite_sha256"] for r in rows.collect()] == ["b" * 64]

@@ -53,7 +53,7 @@ def _plain(index: int, files: list[str], plan, threads: int, queue) -> None:
     import cv2
     import numpy as np
 
-    from allmtl_spark.scoring.pipeline import model_inputs
+    from allmtl_spark.scoring.pipeline import NoWhiteCells, model_inputs
     from allmtl_spark.segmentation import predict as shared
     from allmtl_spark.segmentation.pipeline import decode_rgb
 
@@ -78,7 +78,7 @@ def _plain(index: int, files: list[str], plan, threads: int, queue) -> None:
                 pixel.pixel_size_um,
                 plan.working_pixel_size_um,
             )
-        except ValueError:  # no white cell: the Spark job rejects it too
+        except NoWhiteCells:  # the Spark job rejects it too
             continue
         inputs.append(slide_input)
         if cell_inputs is not None:

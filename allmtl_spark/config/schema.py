@@ -858,6 +858,9 @@ class ScoreConfig:
     classifier_batch: int = 8  # cell crops per classifier call (TFLite pads the last batch to it)
     bootstrap_resamples: int = 500
     confidence: float = 0.95
+    # labelled slides (and slides both model versions scored) whose scores the metrics collect to the
+    # driver; above it a seeded sample of this many, so the driver's memory stays flat as slide_scores grows
+    metrics_max_slides: int = 20_000
     report_sample: int = 6  # slides shown with masks and probabilities in the HTML report
     gradcam_slides: int = 3
     report_page_size: int = 100  # rows per page of the report's list of every slide
@@ -880,6 +883,7 @@ class ScoreConfig:
         _require(self.report_thumbnails >= 0, "report_thumbnails", "must be >= 0")
         _require(16 <= self.report_thumbnail_px <= 1024, "report_thumbnail_px", "must be in [16, 1024]")
         _require(self.seed >= 0, "seed", "must be >= 0")
+        _require(self.metrics_max_slides >= 2, "metrics_max_slides", "must be >= 2")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """``score_aggregates``: stage-wise counts, labelled-slide metrics with CIs, model-version comparison.
 
-The math is pure pandas/numpy over the (small) score table collected to the driver, using the
-``metrics`` functions (scikit-learn / scipy / statsmodels underneath).
+Counts are Spark aggregations (``stage_counts``); the metrics are pure pandas/numpy functions of the
+labelled slides, at most ``score.metrics_max_slides`` of them collected to the driver
+(``compute_aggregates``), using the ``metrics`` functions (scikit-learn / scipy / statsmodels
+underneath). The driver's memory does not grow with ``slide_scores`` (``allmtl bench aggregates``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from scipy.stats import binomtest
 
 from allmtl_spark import tables
@@ -76,38 +80,69 @@ def needs_review(frame: pd.DataFrame) -> pd.Series:
     return frame["needs_review"].fillna(False).astype(bool)
 
 
-def count_rows(frame: pd.DataFrame, run_id: str, class_names: list[str]) -> list[dict]:
-    """Slides per predicted stage for this run, per scoring day and per site (all runs of the model).
+def stage_counts(scores: DataFrame, run_id: str) -> pd.DataFrame:
+    """Slides per predicted class and review flag, and flagged slides per review reason, in Spark.
 
-    The stage-wise counts (``count``, ``leukemia_count``) leave out slides that need review; those
-    are counted separately (``needs_review``, n = all scored slides of the scope) and per reason
-    (``review_reason``, class_name the reason).
+    Scopes: this run, each scoring day and each site (all runs of the version).
+
+    Args:
+        scores: ``slide_scores`` rows of one model version (a Spark DataFrame, any size).
+        run_id: the scoring run whose slides make the ``run`` scope.
+
+    Returns:
+        A small pandas frame ``scope, key, predicted_class, review, reason, n, leukemia``: rows with
+        no ``reason`` count slides per class and ``review`` flag (``leukemia`` of them called
+        leukemia); rows with a ``reason`` count the flagged slides giving that reason.
+    """
+    keys = F.array(
+        F.struct(F.lit("run").alias("scope"), F.when(F.col("scoring_run_id") == run_id, F.lit(run_id)).alias("key")),
+        F.struct(F.lit("day").alias("scope"), F.date_format("scored_at", "yyyy-MM-dd").alias("key")),
+        F.struct(F.lit("site").alias("scope"), F.coalesce(F.col("site"), F.lit("unknown")).alias("key")),
+    )
+    no_reasons = F.array().cast("array<string>")
+    review = F.coalesce(F.col("needs_review"), F.lit(False)) if "needs_review" in scores.columns else F.lit(False)
+    reasons = F.coalesce(F.col("review_reasons"), no_reasons) if "review_reasons" in scores.columns else no_reasons
+    keyed = scores.select(
+        F.explode(keys).alias("k"), "predicted_class", "predicted_leukemia", review.alias("review"), reasons.alias("rs")
+    ).where(F.col("k.key").isNotNull())
+    scope = [F.col("k.scope").alias("scope"), F.col("k.key").alias("key")]
+    classes = keyed.groupBy(*scope, "predicted_class", "review").agg(
+        F.count(F.lit(1)).alias("n"), F.sum(F.col("predicted_leukemia").cast("long")).alias("leukemia")
+    )
+    per_reason = (
+        keyed.where("review")
+        .select(*scope, F.explode("rs").alias("reason"))
+        .groupBy("scope", "key", "reason")
+        .agg(F.count(F.lit(1)).alias("n"))
+    )
+    return classes.unionByName(per_reason, allowMissingColumns=True).toPandas()
+
+
+def count_rows(counts: pd.DataFrame, class_names: list[str]) -> list[dict]:
+    """Aggregate rows from ``stage_counts``.
+
+    The stage-wise counts (``count`` per class, 0 where absent, and ``leukemia_count``) leave out
+    slides that need review; those are counted separately (``needs_review``, n = all scored slides
+    of the scope) and per reason (``review_reason``, class_name the reason).
     """
     rows = []
-    flagged = needs_review(frame)
-    scopes = (
-        ("run", frame[frame["scoring_run_id"] == run_id].assign(key=run_id)),
-        ("day", frame.assign(key=pd.to_datetime(frame["scored_at"]).dt.date.astype(str))),
-        ("site", frame.assign(key=frame["site"].fillna("unknown"))),
-    )
-    for scope, scoped in scopes:
-        for key, group in scoped.groupby("key"):
-            review = flagged[group.index]
-            trusted = group[~review]
-            counts = trusted["predicted_class"].value_counts()
-            rows += [_row(scope, key, "count", c, int(counts.get(c, 0)), n=len(trusted)) for c in class_names]
-            rows.append(
-                _row(scope, key, "leukemia_count", "", int(trusted["predicted_leukemia"].sum()), n=len(trusted))
-            )
-            rows.append(_row(scope, key, "needs_review", "", int(review.sum()), n=len(group)))
-            if "review_reasons" in group:
-                reasons = pd.Series(
-                    [r for rs in group["review_reasons"][review] for r in (rs if rs is not None else [])]
-                )
-                rows += [
-                    _row(scope, key, "review_reason", r, int(v), n=len(group))
-                    for r, v in reasons.value_counts().items()
-                ]
+    for scope in ("run", "day", "site"):
+        scoped = counts[counts["scope"] == scope]
+        for key, group in sorted(scoped.groupby("key"), key=lambda kv: kv[0]):
+            classes = group[group["reason"].isna()]
+            flagged = classes["review"].fillna(False).astype(bool)
+            trusted = classes[~flagged]
+            n = int(trusted["n"].sum())
+            per_class = trusted.groupby("predicted_class")["n"].sum().astype(int).to_dict()
+            rows += [_row(scope, key, "count", c, per_class.get(c, 0), n=n) for c in class_names]
+            rows.append(_row(scope, key, "leukemia_count", "", int(trusted["leukemia"].fillna(0).sum()), n=n))
+            n_all = int(classes["n"].sum())
+            rows.append(_row(scope, key, "needs_review", "", int(classes[flagged]["n"].sum()), n=n_all))
+            reasons = group[group["reason"].notna()].sort_values(["n", "reason"], ascending=[False, True])
+            rows += [
+                _row(scope, key, "review_reason", r, int(v), n=n_all)
+                for r, v in zip(reasons["reason"], reasons["n"], strict=True)
+            ]
     return rows
 
 
@@ -330,12 +365,14 @@ def _two_class_rows(y: np.ndarray, p: np.ndarray, cfg: ScoreConfig) -> list[dict
     ]
 
 
-def comparison_rows(
-    current: pd.DataFrame, previous: pd.DataFrame, previous_version: str, cfg: ScoreConfig
-) -> list[dict]:
-    """McNemar on per-slide correctness and a paired bootstrap test of the AUC difference (normal vs leukemia)."""
-    both = current.merge(previous, on="content_sha256", suffixes=("", "_prev"))
-    both = both[both["label_binary"].isin([0, 1])]
+def comparison_rows(pairs: pd.DataFrame, previous_version: str, cfg: ScoreConfig) -> list[dict]:
+    """McNemar on per-slide correctness and a paired bootstrap test of the AUC difference (normal vs leukemia).
+
+    Args:
+        pairs: one row per slide both versions scored: ``label_binary``, ``predicted_leukemia``,
+            ``p_leukemia`` and the previous version's ``predicted_leukemia_prev``, ``p_leukemia_prev``.
+    """
+    both = pairs[pairs["label_binary"].isin([0, 1])]
     if len(both) < 2 or both["label_binary"].nunique() < 2:
         return []
     y = both["label_binary"].to_numpy(int)
@@ -363,39 +400,97 @@ def comparison_rows(
     ]
 
 
-def previous_version(frame_all: pd.DataFrame, current_version: str, task: str) -> str | None:
-    """The most recent other model version of the same task that scored slides."""
-    others = frame_all[(frame_all["model_version"] != current_version) & (frame_all["task"] == task)]
-    if others.empty:
-        return None
-    return str(others.groupby("model_version")["scored_at"].min().sort_values().index[-1])
+def previous_version(all_scores: DataFrame, current_version: str, task: str) -> str | None:
+    """The most recent other model version of the same task that scored slides (by its first scoring), in Spark."""
+    first = (
+        all_scores.where((F.col("model_version") != current_version) & (F.col("task") == task))
+        .groupBy("model_version")
+        .agg(F.min("scored_at").alias("first"))
+        .orderBy(F.col("first").desc(), F.col("model_version").desc())
+        .first()
+    )
+    return None if first is None else str(first["model_version"])
 
 
-def write_aggregates(spark, lake, cfg: ScoreConfig, classifier, run_id: str) -> list[str]:
-    """Compute every aggregate of this run, MERGE them into ``score_aggregates``; return printable lines."""
-    from allmtl_spark.lakehouse import merge_new_rows
-    from allmtl_spark.scoring.job import scores_frame
+def _bounded(frame: DataFrame, cap: int, seed: int) -> tuple[DataFrame, int]:
+    """``frame`` if it has at most ``cap`` rows, else a seeded sample of ``cap`` of them; and its full count."""
+    total = frame.count()
+    if total <= cap:
+        return frame, total
+    order = F.sha2(F.concat_ws("|", F.col("content_sha256"), F.lit(str(seed))), 256)
+    return frame.orderBy(order).limit(cap), total
 
-    everything = scores_frame(spark, lake)
-    frame = everything[everything["model_version"] == classifier.model_id]
-    class_names = list(classifier.class_names)
-    rows = count_rows(frame, run_id, class_names) + labelled_rows(frame, class_names, cfg)
+
+def compute_aggregates(
+    spark, lake, cfg: ScoreConfig, model_version: str, class_names: list[str], run_id: str
+) -> pd.DataFrame:
+    """Every aggregate of one scoring run, as ``tables.SCORE_AGGREGATES`` rows (a small pandas frame).
+
+    Spark does the work that grows with the tables: the counts per run, day and site are Spark
+    aggregations over all the version's rows, and only the labelled slides of this version (and the
+    slides both it and the previous version scored) reach the driver, at most
+    ``cfg.metrics_max_slides`` of each (a seeded sample above that; the ``labelled_slides`` row says
+    how many there were and how many the metrics used). The metric math is the pure functions above.
+    """
+    from allmtl_spark.lakehouse import read_table
+
+    all_scores = read_table(spark, lake, tables.SLIDE_SCORES)
+    scores = all_scores.where(F.col("model_version") == model_version)
+    rows = count_rows(stage_counts(scores, run_id), class_names)
+    labels = read_table(spark, lake, tables.SLIDES).select("content_sha256", "label_binary", "label_fab")
+    known = scores.join(labels, "content_sha256").where(
+        F.col("label_binary").isin(0, 1) | F.col("label_fab").isin(*class_names)
+    )
+    sample, total = _bounded(known, cfg.metrics_max_slides, cfg.seed)
+    if total:
+        wanted = ["content_sha256", "probabilities", "p_leukemia", "label_binary", "label_fab"]
+        wanted += [c for c in ("calibrated_probabilities", "needs_review") if c in scores.columns]
+        labelled = _sorted_frame(sample.select(*wanted))
+        labelled["probabilities"] = labelled["probabilities"].apply(lambda p: np.asarray(p, dtype=float))
+        rows += labelled_rows(labelled, class_names, cfg)
+        rows.append(_row("labelled", "all", "labelled_slides", "", total, n=len(labelled)))
     task = "fab4" if len(class_names) == 4 else "binary"
-    previous = previous_version(everything, classifier.model_id, task)
+    previous = previous_version(all_scores, model_version, task)
     if previous:
-        rows += comparison_rows(frame, everything[everything["model_version"] == previous], previous, cfg)
+        prev = all_scores.where(F.col("model_version") == previous).select(
+            "content_sha256",
+            F.col("predicted_leukemia").alias("predicted_leukemia_prev"),
+            F.col("p_leukemia").alias("p_leukemia_prev"),
+        )
+        pairs = known.where(F.col("label_binary").isin(0, 1)).join(prev, "content_sha256")
+        sample, _ = _bounded(pairs, cfg.metrics_max_slides, cfg.seed)
+        rows += comparison_rows(
+            _sorted_frame(
+                sample.select(
+                    "content_sha256",
+                    "label_binary",
+                    "predicted_leukemia",
+                    "p_leukemia",
+                    "predicted_leukemia_prev",
+                    "p_leukemia_prev",
+                )
+            ),
+            previous,
+            cfg,
+        )
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     table = pd.DataFrame(rows, columns=COLUMNS).assign(
-        scoring_run_id=run_id, model_version=classifier.model_id, computed_at=now
+        scoring_run_id=run_id, model_version=model_version, computed_at=now
     )
-    table = table[[f.name for f in tables.SCORE_AGGREGATES.schema.fields]]
-    merge_new_rows(
-        spark,
-        lake,
-        tables.SCORE_AGGREGATES,
-        spark.createDataFrame(table.astype(object).where(table.notna(), None), tables.SCORE_AGGREGATES.schema),
-    )
-    return summary_lines(table)
+    return table[[f.name for f in tables.SCORE_AGGREGATES.schema.fields]]
+
+
+def _sorted_frame(frame: DataFrame) -> pd.DataFrame:
+    """``frame`` as pandas in content-hash order (the bootstrap resamples by position: same rows, same CIs)."""
+    return frame.toPandas().sort_values("content_sha256", kind="stable").reset_index(drop=True)
+
+
+def commit_aggregates(spark, lake, table: pd.DataFrame) -> int:
+    """MERGE ``compute_aggregates``' rows into ``score_aggregates``: this commit marks the run complete."""
+    from allmtl_spark.lakehouse import merge_new_rows
+
+    frame = spark.createDataFrame(table.astype(object).where(table.notna(), None), tables.SCORE_AGGREGATES.schema)
+    return merge_new_rows(spark, lake, tables.SCORE_AGGREGATES, frame)
 
 
 def summary_lines(table: pd.DataFrame) -> list[str]:

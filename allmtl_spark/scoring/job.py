@@ -43,12 +43,13 @@ from allmtl_spark import tables
 from allmtl_spark.config.schema import AppConfig, RoiConfig, SegmentConfig, SourceConfig
 from allmtl_spark.errors import ArtifactError
 from allmtl_spark.ids import check_run_id
-from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
+from allmtl_spark.lakehouse import Lakehouse, delete_matched, merge_new_rows, read_table
 from allmtl_spark.partitioning import spread_over_tasks
-from allmtl_spark.registry import ModelChoice, ModelRecord, choose_model, verify_artifact
-from allmtl_spark.rejects import reject_rows
+from allmtl_spark.registry import ModelChoice, ModelRecord, choose_model, resolve_model, verify_artifact
+from allmtl_spark.rejects import RETRYABLE_REASONS, reject_rows, retryable_column
 from allmtl_spark.scoring.pipeline import SlideScore
 from allmtl_spark.session import assert_on_driver
+from allmtl_spark.syncpoints import sync_point
 from allmtl_spark.training.examples import ViewSpec
 from allmtl_spark.transforms.scale import PixelSizePolicy
 
@@ -103,6 +104,7 @@ class ModelRef:
     chosen: str = ""  # which rule chose it (``registry.ModelChoice.describe``), printed by the job
     temperature: float | None = None  # temperature scaling fitted at registration (trust.json); None: none
     ood: dict | None = None  # trust.OodModel as a dict (trust.json); None: no out-of-distribution check
+    recorded_tflite_sha256: str | None = None  # the conversion's hash in `models`, if one was recorded
 
     def serving(self) -> tuple[str, str]:
         """(file, SHA-256) of what scoring runs: the TFLite conversion if there is one, else the Keras artifact."""
@@ -127,7 +129,7 @@ class ModelRef:
         if runtime == "tflite":
             from allmtl_spark.scoring.tflite import tflite_artifact
 
-            converted = tflite_artifact(self.model_file, self.sha256, cache_dir)
+            converted = tflite_artifact(self.model_file, self.sha256, cache_dir, self.recorded_tflite_sha256)
         serving_file, serving_sha256 = converted or (None, None)
         return replace(self, serving_file=serving_file, serving_sha256=serving_sha256)
 
@@ -244,7 +246,7 @@ class ScorePlan:
         ``pixel_policy``) to the segmenter's working pixel size.
 
         Raises:
-            ValueError: no white cell was found (nothing to classify).
+            NoWhiteCells: no white cell was found (nothing to classify).
         """
         from allmtl_spark.scoring.pipeline import score_slide
 
@@ -283,6 +285,7 @@ class ScoreSummary:
     report_path: str | None = None
     ingest: str | None = None
     chosen: list[str] = field(default_factory=list)  # which models scored, and the rule that chose each
+    completed: list[str] = field(default_factory=list)  # earlier runs whose aggregates (and report) this run wrote
     scoring_seconds: float = 0.0  # the mapInPandas pass alone
     review_site_fraction: float = 0.5  # score.review_site_fraction: a site above it is called out
     seconds: float = 0.0
@@ -311,10 +314,13 @@ class ScoreSummary:
     def format(self) -> str:
         lines = [self.ingest] if self.ingest else []
         lines += self.chosen
+        if self.completed:
+            lines.append(f"finished earlier run(s) that had no aggregates: {', '.join(self.completed)}")
         if self.pending == 0:
+            written = "aggregates of the earlier run(s) written" if self.completed else "nothing written"
             lines.append(
                 f"scoring run {self.run_id}: nothing new to score for model {self.model_version} "
-                f"({self.seconds:.0f}s); nothing written"
+                f"({self.seconds:.0f}s); {written}"
             )
             return "\n".join(lines)
         lines.append(
@@ -372,23 +378,27 @@ def score_one(slide, plan: ScorePlan, models: Callable[[], tuple]) -> dict:
             **base,
             reason="too_large_for_worker",
             detail=f"{slide.width}x{slide.height} exceeds segment.max_decoded_pixels="
-            f"{plan.segment.max_decoded_pixels}; not decoded",
+            f"{plan.segment.max_decoded_pixels}; not decoded (retried on the next run, e.g. with a higher limit)",
         )
     try:
         image = decode_rgb(slide.content)
     except (ValueError, TypeError) as err:
         return _row("reject", **base, reason="decode_error", detail=f"the slide cannot be decoded: {err}")
+    from allmtl_spark.scoring.pipeline import NoWhiteCells
+
     loaded = models()  # outside the per-slide guard: a bad model fails the job
+    # Only two outcomes become rejects; any other error fails the task, so Spark retries it and, if it
+    # keeps failing, the job stops with the error instead of skipping the slide for this version.
     try:
         result = plan.score(image, loaded, slide.pixel_size_um, slide.pixel_size_source)
-    except MemoryError:
+    except MemoryError:  # retryable: the next run tries the slide again
         return _row(
             "reject",
             **base,
             reason="out_of_memory",
-            detail=f"ran out of memory on a {slide.width}x{slide.height} slide",
+            detail=f"ran out of memory on a {slide.width}x{slide.height} slide (retried on the next run)",
         )
-    except ValueError as err:
+    except NoWhiteCells as err:  # permanent for this model version
         return _row("reject", **base, reason="no_white_cells", detail=f"{err}; nothing to classify")
     from allmtl_spark.scoring.pipeline import slide_cell_disagreement
 
@@ -428,6 +438,7 @@ def make_score_fn(plan: ScorePlan) -> Callable[[Iterator[pd.DataFrame]], Iterato
         from allmtl_spark.segmentation import predict as shared
 
         cv2.setNumThreads(1)  # one Spark task per core already
+        sync_point("score:task")  # inert unless a reliability test holds this task
         start, done = time.perf_counter(), 0
         for batch in batches:
             rows = [score_one(slide, plan, models) for slide in batch.itertuples(index=False)]
@@ -476,6 +487,7 @@ def model_ref(record: ModelRecord, chosen: str = "") -> ModelRef:
         chosen=chosen,
         temperature=trust.get("temperature"),
         ood=trust.get("ood"),
+        recorded_tflite_sha256=record.tflite_sha256,
     )
 
 
@@ -548,7 +560,10 @@ def bundled(uri: str) -> dict[str, str]:
 
 
 def pending_keys(spark: SparkSession, lake: Lakehouse, model_version: str, source_prefix: str | None) -> list[str]:
-    """Slides with no ``slide_scores`` row and no ``score`` reject for this model version."""
+    """Slides with no ``slide_scores`` row and no permanent ``score`` reject for this model version.
+
+    Retryable rejects (out of memory, over the decode limit) are pending again: every run retries them.
+    """
     slides = read_table(spark, lake, tables.SLIDES)
     if source_prefix:
         slides = slides.where(
@@ -557,7 +572,10 @@ def pending_keys(spark: SparkSession, lake: Lakehouse, model_version: str, sourc
         )
     scored = read_table(spark, lake, tables.SLIDE_SCORES).where(F.col("model_version") == model_version)
     failed = read_table(spark, lake, tables.REJECTS).where(
-        (F.col("stage") == STAGE) & (F.col("version") == model_version) & F.col("content_sha256").isNotNull()
+        (F.col("stage") == STAGE)
+        & (F.col("version") == model_version)
+        & F.col("content_sha256").isNotNull()
+        & ~retryable_column(STAGE)
     )
     pending = (
         slides.select("content_sha256")
@@ -629,29 +647,128 @@ def run_score(
     )
     keys = pending_keys(spark, lake, classifier.model_id, prefix)
     summary.pending = len(keys)
-    if not keys:
-        summary.seconds = time.perf_counter() - started
-        return summary
-    plan = ScorePlan.build(classifier, cell_model, seg, cfg, lake.cache)
-    rows = input_slides(spark, lake, keys, cfg.score.slides_per_partition, cfg.segment.max_decoded_pixels)
-    rows = rows.mapInPandas(make_score_fn(plan), SCORE_ROWS).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        scoring_started = time.perf_counter()
-        rows.count()  # scores once; the writes below read the persisted rows
-        summary.scoring_seconds = time.perf_counter() - scoring_started
-        _write(spark, lake, rows, plan, run_id)
-        _summarise(rows, summary)
-    finally:
-        rows.unpersist()
-    from allmtl_spark.scoring.aggregates import write_aggregates
+    plan = None
+    if keys:
+        plan = ScorePlan.build(classifier, cell_model, seg, cfg, lake.cache)
+        record_conversions(spark, lake, plan)
+        rows = input_slides(spark, lake, keys, cfg.score.slides_per_partition, cfg.segment.max_decoded_pixels)
+        rows = rows.mapInPandas(make_score_fn(plan), SCORE_ROWS).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            scoring_started = time.perf_counter()
+            rows.count()  # scores once; the writes below read the persisted rows
+            summary.scoring_seconds = time.perf_counter() - scoring_started
+            _write(spark, lake, rows, plan, run_id)
+            _summarise(rows, summary)
+        finally:
+            rows.unpersist()
+        if summary.scored:
+            summary.metrics, summary.report_path = finish_run(spark, lake, cfg, plan, run_id, report)
+    summary.completed = complete_earlier_runs(spark, lake, cfg, report, plan or (classifier, cell_model, seg), run_id)
+    summary.seconds = time.perf_counter() - started
+    return summary
 
-    summary.metrics = write_aggregates(spark, lake, cfg.score, classifier, run_id)
+
+def record_conversions(spark: SparkSession, lake: Lakehouse, plan: ScorePlan) -> None:
+    """Record in ``models`` the hash of each TFLite conversion the plan runs, where it is not recorded yet."""
+    from allmtl_spark.registry import record_conversion
+
+    for ref in (plan.classifier, plan.cell_model):
+        if ref is not None and ref.runtime == "tflite" and ref.serving_sha256 != ref.recorded_tflite_sha256:
+            record_conversion(spark, lake, resolve_model(spark, lake, ref.model_id), ref.serving_sha256)
+
+
+def finish_run(
+    spark: SparkSession, lake: Lakehouse, cfg: AppConfig, plan: ScorePlan, run_id: str, report: bool
+) -> tuple[list[str], str | None]:
+    """Aggregates and report of a run whose ``slide_scores`` are written: (printable lines, report path).
+
+    The report is written before the aggregates are committed, so committed aggregates mean a finished
+    run: a driver that dies before this commit leaves the run for the next run to finish.
+    """
+    from allmtl_spark.scoring.aggregates import commit_aggregates, compute_aggregates, summary_lines
+
+    table = compute_aggregates(
+        spark, lake, cfg.score, plan.classifier.model_id, list(plan.classifier.class_names), run_id
+    )
+    path = None
     if report:
         from allmtl_spark.scoring.report import write_run_report
 
-        summary.report_path = write_run_report(spark, lake, cfg, plan, run_id)
-    summary.seconds = time.perf_counter() - started
-    return summary
+        path = write_run_report(spark, lake, cfg, plan, run_id, table)
+    commit_aggregates(spark, lake, table)
+    return summary_lines(table), path
+
+
+def unfinished_runs(spark: SparkSession, lake: Lakehouse, exclude: str | None = None) -> list[tuple[str, str]]:
+    """(run id, model version) of every scoring run with ``slide_scores`` rows but no ``score_aggregates``."""
+    key = ["scoring_run_id", "model_version"]
+    scored = read_table(spark, lake, tables.SLIDE_SCORES).select(*key).distinct()
+    finished = read_table(spark, lake, tables.SCORE_AGGREGATES).select(*key).distinct()
+    missing = scored.join(finished, key, "left_anti").where(F.col("scoring_run_id") != F.lit(exclude or ""))
+    return sorted((r["scoring_run_id"], r["model_version"]) for r in missing.collect())
+
+
+def complete_earlier_runs(
+    spark: SparkSession, lake: Lakehouse, cfg: AppConfig, report: bool, current, run_id: str
+) -> list[str]:
+    """Finish every earlier run that wrote scores but not its aggregates (its driver died between commits).
+
+    Args:
+        current: this run's ``ScorePlan``, or (classifier, cell model, segmenter) when it scored
+            nothing; reused for earlier runs of the same versions.
+
+    Returns:
+        The ids of the runs finished here.
+    """
+    done = []
+    for earlier, version in unfinished_runs(spark, lake, exclude=run_id):
+        log.info("scoring run %s (model %s) has no aggregates: finishing it now", earlier, version)
+        try:
+            plan = _plan_for(spark, lake, cfg, current, earlier, version) if report else None
+        except ArtifactError as err:  # its model is gone: the aggregates need none, the report does
+            log.warning("no report for run %s: %s", earlier, err)
+            plan = None
+        if plan is None:
+            from allmtl_spark.scoring.aggregates import commit_aggregates, compute_aggregates
+
+            record = resolve_model(spark, lake, version)
+            commit_aggregates(
+                spark, lake, compute_aggregates(spark, lake, cfg.score, version, record.class_names, earlier)
+            )
+        else:
+            finish_run(spark, lake, cfg, plan, earlier, report)
+        done.append(earlier)
+    return done
+
+
+def _plan_for(spark: SparkSession, lake: Lakehouse, cfg: AppConfig, current, run_id: str, version: str) -> ScorePlan:
+    """The plan that scored ``run_id``'s rows (its classifier, cell model and segmenter versions), for its report."""
+    from allmtl_spark.segmentation.job import resolve_segmenter
+
+    row = (
+        read_table(spark, lake, tables.SLIDE_SCORES)
+        .where((F.col("scoring_run_id") == run_id) & (F.col("model_version") == version))
+        .select("segmenter_version", "cell_model_version")
+        .first()
+    )
+    if isinstance(current, ScorePlan):
+        classifier, cell_model, seg_version = current.classifier, current.cell_model, current.segmenter_version
+        same = (classifier.model_id, cell_model.model_id if cell_model else None, seg_version) == (
+            version,
+            row["cell_model_version"],
+            row["segmenter_version"],
+        )
+        if same:
+            return current
+    classifier = model_ref(resolve_model(spark, lake, version))
+    cell = model_ref(resolve_model(spark, lake, row["cell_model_version"])) if row["cell_model_version"] else None
+    segment = (
+        replace(cfg.segment, mask_source="roi")
+        if row["segmenter_version"].startswith("roi-")
+        else replace(cfg.segment, mask_source="unet", segmenter=row["segmenter_version"])
+    )
+    seg = resolve_segmenter(spark, lake, segment, cfg.roi)
+    return ScorePlan.build(classifier, cell, seg, cfg, lake.cache)
 
 
 def source_for_path(path: str, configured: SourceConfig | None = None) -> SourceConfig:
@@ -705,6 +822,16 @@ def _write(spark: SparkSession, lake: Lakehouse, rows: DataFrame, plan: ScorePla
         sha_col="content_sha256",
     )
     merge_new_rows(spark, lake, tables.REJECTS, rejects)
+    # slides that were retryable rejects of this version and are scored now: their rejects are resolved
+    scored = scores.select("content_sha256", "model_version").distinct()
+    delete_matched(
+        spark,
+        lake,
+        tables.REJECTS,
+        scored,
+        f"t.stage = '{STAGE}' AND t.version = s.model_version AND t.content_sha256 = s.content_sha256 "
+        f"AND coalesce(t.retryable, t.reason IN ({', '.join(repr(r) for r in RETRYABLE_REASONS[STAGE])}))",
+    )
 
 
 def _summarise(rows: DataFrame, summary: ScoreSummary) -> None:
@@ -745,14 +872,3 @@ def _summarise(rows: DataFrame, summary: ScoreSummary) -> None:
     summary.loads_per_worker = dict(loads)
     summary.review_sites = {site: (flagged, total) for site, (flagged, total) in sites.items()}
     summary.counts = dict(sorted(counts.items()))
-
-
-def scores_frame(spark: SparkSession, lake: Lakehouse, model_version: str | None = None) -> pd.DataFrame:
-    """``slide_scores`` (optionally one model version) joined with the slides' labels, as pandas (small columns)."""
-    scores = read_table(spark, lake, tables.SLIDE_SCORES)
-    if model_version:
-        scores = scores.where(F.col("model_version") == model_version)
-    labels = read_table(spark, lake, tables.SLIDES).select("content_sha256", "label_binary", "label_fab")
-    frame = scores.drop("source_path").join(labels, "content_sha256", "left").toPandas()
-    frame["probabilities"] = frame["probabilities"].apply(lambda p: np.asarray(p, dtype=float))
-    return frame

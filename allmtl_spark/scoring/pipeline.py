@@ -16,6 +16,14 @@ from allmtl_spark.segmentation.pipeline import SlideSegmentation, segment_slide,
 from allmtl_spark.training.examples import ViewSpec, view_from_images
 
 
+class NoWhiteCells(Exception):
+    """The segmenter found no white cell on a slide: there is nothing to classify.
+
+    A property of the slide and the segmenter, so scoring records it as a permanent reject. Its own
+    type (not a ``ValueError``) so that no other failure can be mistaken for it.
+    """
+
+
 @dataclass(frozen=True)
 class SlideScore:
     """What the models say about one slide."""
@@ -99,7 +107,7 @@ def score_slide(
     """Score one decoded slide (HxWx3 uint8 RGB, original size, ``pixel_size_um`` micrometres per pixel).
 
     Raises:
-        ValueError: no white cell was found (nothing to classify).
+        NoWhiteCells: no white cell was found (nothing to classify).
     """
     segmentation, crops, slide_input, cell_inputs = model_inputs(
         image_rgb, unet, view, cell_view, roi_cfg, seg_cfg, pixel_size_um, working_pixel_size_um
@@ -147,11 +155,11 @@ def model_inputs(
     The cell inputs are None without a ``cell_view``.
 
     Raises:
-        ValueError: no white cell was found (nothing to classify).
+        NoWhiteCells: no white cell was found (nothing to classify).
     """
     segmentation = segment_image(image_rgb, unet, roi_cfg, seg_cfg, pixel_size_um, working_pixel_size_um)
     if not segmentation.cells:
-        raise ValueError("no white cell found on the slide")
+        raise NoWhiteCells("no white cell found on the slide")
     crops = cells_largest_first(segmentation)
     sources = [segmentation.isolated] if view.kind == "isolated" else crops
     slide_input = view_from_images(sources, view, None, None)

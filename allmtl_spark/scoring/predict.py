@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from allmtl_spark.checksums import verify_sha256
+from allmtl_spark.checksums import load_keras, read_verified
 from allmtl_spark.segmentation import predict as shared
 
 Classify = Callable[[np.ndarray], np.ndarray]
@@ -65,11 +65,9 @@ def _as_probabilities(out: np.ndarray) -> np.ndarray:
 
 
 def _load(path: str, sha256: str, tf_threads: int, batch_size: int) -> Classify:
-    verify_sha256(path, sha256, "classifier")
-    import tensorflow as tf
-
+    data = read_verified(path, sha256, "classifier")  # loaded from these bytes, not from the path again
     shared.set_tf_threads(tf_threads)
-    return keras_predict(tf.keras.models.load_model(path, compile=False), batch_size)
+    return keras_predict(load_keras(data), batch_size)
 
 
 def keras_predict(model, batch_size: int) -> Classify:
@@ -93,12 +91,12 @@ def keras_predict(model, batch_size: int) -> Classify:
 
 
 def _load_tflite(path: str, sha256: str, tf_threads: int, batch_size: int) -> Classify:
-    verify_sha256(path, sha256, "classifier (TensorFlow Lite)")
+    data = read_verified(path, sha256, "classifier (TensorFlow Lite)")
     import tensorflow as tf
 
     # 0 means the runtime's default, which for TFLite is one thread: ask for the cores this process
     # may use instead, as TensorFlow would (a plain process, a notebook); Spark workers pass 1.
-    interpreter = tf.lite.Interpreter(model_path=path, num_threads=tf_threads or len(os.sched_getaffinity(0)))
+    interpreter = tf.lite.Interpreter(model_content=data, num_threads=tf_threads or len(os.sched_getaffinity(0)))
     return tflite_predict(interpreter, batch_size)
 
 

@@ -29,15 +29,20 @@ show which parts of the classifier's input (the montage of the slide's largest w
 the predicted class: red is strong.</p>"""
 
 
-def write_run_report(spark, lake, cfg, plan, run_id: str) -> str:
-    """Write ``<reports>/score/<run_id>/index.html`` and its figures; returns the HTML path."""
+def write_run_report(spark, lake, cfg, plan, run_id: str, aggregates: pd.DataFrame | None = None) -> str:
+    """Write ``<reports>/score/<run_id>/index.html`` and its figures; returns the HTML path.
+
+    Args:
+        aggregates: the run's ``score_aggregates`` rows; None reads them from the table.
+    """
     folder = os.path.join(lake.reports, "score", run_id)
     os.makedirs(folder, exist_ok=True)
-    aggregates = (
-        read_table(spark, lake, tables.SCORE_AGGREGATES)
-        .where((F.col("scoring_run_id") == run_id) & (F.col("model_version") == plan.classifier.model_id))
-        .toPandas()
-    )
+    if aggregates is None:
+        aggregates = (
+            read_table(spark, lake, tables.SCORE_AGGREGATES)
+            .where((F.col("scoring_run_id") == run_id) & (F.col("model_version") == plan.classifier.model_id))
+            .toPandas()
+        )
     sections = [
         Section(
             "Slides per predicted stage",
@@ -69,8 +74,10 @@ def write_run_report(spark, lake, cfg, plan, run_id: str) -> str:
         f"cell model <code>{plan.cell_model.model_id if plan.cell_model else 'none'}</code></p>"
     )
     path = os.path.join(folder, "index.html")
-    with open(path, "w") as handle:
+    partial = f"{path}.tmp-{os.getpid()}"  # a run finishing this report at the same time writes the same page
+    with open(partial, "w") as handle:
         handle.write(render_html(f"Scoring run {run_id}", sections, subtitle))
+    os.replace(partial, path)
     return path
 
 
@@ -275,11 +282,9 @@ def _sample_figures(spark, lake, cfg, plan, run_id: str, folder: str):
 
 
 def _render_samples(slides, cfg, plan, folder: str):
-    import tensorflow as tf
-
-    from allmtl_spark.checksums import verify_sha256
+    from allmtl_spark.checksums import load_keras, read_verified
     from allmtl_spark.scoring.gradcam import feature_layer, grad_cam, readable_panel
-    from allmtl_spark.scoring.pipeline import score_slide
+    from allmtl_spark.scoring.pipeline import NoWhiteCells, score_slide
     from allmtl_spark.scoring.predict import make_classifier_fn
     from allmtl_spark.segmentation.pipeline import decode_rgb
     from allmtl_spark.segmentation.predict import make_predict_fn
@@ -287,8 +292,8 @@ def _render_samples(slides, cfg, plan, folder: str):
     unet = make_predict_fn(plan.segmenter_file, plan.segmenter_sha256) if plan.segmenter_file else None
     # the runtime the job scored with, so the report shows the job's numbers
     classify = make_classifier_fn(*plan.classifier.serving(), plan.tf_threads, plan.classifier_batch)
-    verify_sha256(plan.classifier.model_file, plan.classifier.sha256, "classifier")
-    keras_model = tf.keras.models.load_model(plan.classifier.model_file, compile=False)  # Grad-CAM needs gradients
+    # Grad-CAM needs the Keras model's gradients
+    keras_model = load_keras(read_verified(plan.classifier.model_file, plan.classifier.sha256, "classifier"))
     samples, cams = [], []
     for index, slide in enumerate(sorted(slides, key=lambda s: s["slide_id"])):
         image = decode_rgb(slide["content"])
@@ -308,7 +313,7 @@ def _render_samples(slides, cfg, plan, folder: str):
                 plan.working_pixel_size_um,
                 plan.blast_threshold,
             )
-        except ValueError:
+        except NoWhiteCells:
             continue
         truth = slide["label_fab"] or {0: "normal", 1: "ALL"}.get(slide["label_binary"], "unknown")
         title = f"{slide['slide_id']} (true: {truth}) -> {result.predicted_class}"

@@ -26,7 +26,7 @@ import uuid
 
 import numpy as np
 
-from allmtl_spark.checksums import file_sha256, verify_sha256
+from allmtl_spark.checksums import file_sha256, load_keras, read_verified
 from allmtl_spark.errors import ArtifactError
 
 log = logging.getLogger(__name__)
@@ -42,13 +42,18 @@ def conversion_folder(cache_dir: str, sha256: str) -> str:
     return os.path.join(cache_dir, "tflite", sha256)
 
 
-def tflite_artifact(model_file: str, sha256: str, cache_dir: str) -> tuple[str, str] | None:
+def tflite_artifact(
+    model_file: str, sha256: str, cache_dir: str, recorded: str | None = None
+) -> tuple[str, str] | None:
     """The TFLite conversion of the Keras classifier ``model_file``: (path, SHA-256), converted if needed.
 
     Args:
         model_file, sha256: the Keras artifact and its SHA-256 from ``models``.
         cache_dir: the lakehouse's cache (``Lakehouse.cache``); the conversion lives in
             ``conversion_folder(cache_dir, sha256)``, nothing is written beside ``model_file``.
+        recorded: the conversion's hash ``models`` recorded (``tflite_sha256``), if any: a cached
+            conversion with another hash is not used but made again from the checked Keras bytes
+            (the caller records the new hash).
 
     Returns None when the conversion cannot be cached (a read-only cache folder): scoring then runs
     the Keras artifact, with a warning.
@@ -59,11 +64,19 @@ def tflite_artifact(model_file: str, sha256: str, cache_dir: str) -> tuple[str, 
     """
     folder = conversion_folder(cache_dir, sha256)
     cached = cached_conversion(folder, sha256)
+    if cached and recorded and cached[1] != recorded:
+        log.warning(
+            "%s has SHA-256 %s..., the models table recorded %s... for this model's conversion; converting again",
+            cached[0],
+            cached[1][:12],
+            recorded[:12],
+        )
+        cached = None
     if cached:
         return cached
-    verify_sha256(model_file, sha256, "classifier")
+    data = read_verified(model_file, sha256, "classifier")
     log.info("converting %s to TensorFlow Lite (once per model version) ...", model_file)
-    blob, max_difference = convert_checked(model_file)
+    blob, max_difference = convert_checked(data, model_file)
     tflite_sha = hashlib.sha256(blob).hexdigest()
     name = f"model-{tflite_sha[:12]}.tflite"
     spec = {
@@ -119,8 +132,12 @@ def _stamp() -> dict:
     return {"tensorflow": tf.__version__, "converter_version": CONVERTER_VERSION}
 
 
-def convert_checked(model_file: str) -> tuple[bytes, float]:
-    """Convert the Keras model in ``model_file`` (open batch size) and check it on probe images.
+def convert_checked(data: bytes, model_file: str = "the classifier") -> tuple[bytes, float]:
+    """Convert the Keras model in the HDF5 bytes ``data`` (open batch size) and check it on probe images.
+
+    Args:
+        data: the artifact's bytes, as ``read_verified`` checked them.
+        model_file: its path, for messages.
 
     Returns:
         (the TFLite flatbuffer, the largest probability difference on the probe images).
@@ -130,10 +147,9 @@ def convert_checked(model_file: str) -> tuple[bytes, float]:
     """
     import tensorflow as tf
 
-    from allmtl_spark.networks import losses  # noqa: F401 - registers the custom loss names
     from allmtl_spark.scoring.predict import batch_function, keras_predict, tflite_predict
 
-    model = tf.keras.models.load_model(model_file, compile=False)
+    model = load_keras(data)
     concrete = batch_function(model).get_concrete_function()
     blob = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model).convert()
     # both through the functions the workers run, so the check covers their batching too

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from allmtl_spark.checksums import verify_sha256
+from allmtl_spark.checksums import load_keras, read_verified
 from allmtl_spark.errors import ArtifactError
 
 SPEC_FILE = "model.json"  # as registry.SPEC_FILE; not imported, so this module stays free of pyspark
@@ -121,15 +121,11 @@ def set_tf_threads(tf_threads: int) -> None:
 
 
 def _load(path: str, sha256: str, tf_threads: int) -> Predict:
-    verify_sha256(path, sha256, "segmenter")
+    data = read_verified(path, sha256, "segmenter")  # loaded from these bytes, not from the path again
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
     set_tf_threads(tf_threads)
-    from allmtl_spark.networks import losses  # noqa: F401 - registers the custom loss names
-
     spec = _spec(path)
-    model = fully_convolutional(tf.keras.models.load_model(path, compile=False), spec)
+    model = fully_convolutional(load_keras(data), spec)
     return whole_slide_predictor(model, spec.get("input_normalize", "none"))
 
 

@@ -509,8 +509,10 @@ def _rank_job(
     output_dir: str,
     examples: ExampleSet,
 ) -> RankJob:
+    init_sha256 = None
     if plan.init_from:
         init_weights, load_head = done[plan.init_from].record.model_file, False
+        init_sha256 = done[plan.init_from].record.artifact_sha256
     else:
         init_weights = None if cfg.weights == "none" else cfg.weights
         load_head = False
@@ -571,6 +573,7 @@ def _rank_job(
         imagenet_base_url=cfg.imagenet_base_url,
         weights_cache_dir=cfg.weights_cache_dir,
         spec=spec,
+        init_weights_sha256=init_sha256,
     )
 
 

@@ -54,6 +54,7 @@ class RankJob:
     deterministic: bool = True  # TensorFlow op determinism: same seed, same weights (slower kernels on GPU)
     spec: dict = field(default_factory=dict)  # written into model.json
     test_images: Any = None  # the test part's originals (uint8), scored by rank 0; None: never read
+    init_weights_sha256: str | None = None  # a registered model's weights (stage 2 for MTL): checked before use
 
 
 def steps(n: int, batch_size: int, ranks: int) -> int:
@@ -266,21 +267,28 @@ def _keep_weights(model, best) -> dict | None:
 
 
 def _build(job: RankJob):
+    import contextlib
+
+    from allmtl_spark.checksums import verified_copy
     from allmtl_spark.networks.classifier import build_classifier
 
     outputs = 1 if len(job.class_names) == 2 else len(job.class_names)
-    model = build_classifier(
-        backbone=job.backbone,
-        input_size=job.input_size,
-        num_outputs=outputs,
-        head=job.head,
-        dense_units=job.dense_units,
-        dropout=job.dropout,
-        weights=job.init_weights,
-        load_head=job.load_head,
-        imagenet_base_url=job.imagenet_base_url,
-        cache_dir=job.weights_cache_dir,
-    )
+    with contextlib.ExitStack() as stack:
+        weights = job.init_weights
+        if job.init_weights_sha256:  # what loads is what the models table recorded, never a swapped file
+            weights = stack.enter_context(verified_copy(weights, job.init_weights_sha256, "initial weights"))
+        model = build_classifier(
+            backbone=job.backbone,
+            input_size=job.input_size,
+            num_outputs=outputs,
+            head=job.head,
+            dense_units=job.dense_units,
+            dropout=job.dropout,
+            weights=weights,
+            load_head=job.load_head,
+            imagenet_base_url=job.imagenet_base_url,
+            cache_dir=job.weights_cache_dir,
+        )
     if job.batchnorm_momentum is not None:
         set_batchnorm_momentum(model, job.batchnorm_momentum)
     return model

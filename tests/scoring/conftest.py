@@ -93,9 +93,10 @@ def copy_model(spark, lake, record, new_id: str, keep_conversions: bool = True):
     return copy
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def scoring_lake(spark, tmp_path_factory):
-    """(config, lake, models) over SLIDES ingested synthetic slides."""
+    """(config, lake, models) over SLIDES ingested synthetic slides; shared by every scoring test module
+    (each test scores its own copy of the models, a model version of its own)."""
     from allmtl_spark.ingest.job import run_ingest
     from allmtl_spark.lakehouse import Lakehouse
     from allmtl_spark.synth.dataset import write_dataset

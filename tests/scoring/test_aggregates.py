@@ -8,6 +8,7 @@ from allmtl_spark.scoring.aggregates import (
     count_rows,
     labelled_rows,
     previous_version,
+    stage_counts,
     summary_lines,
 )
 
@@ -42,7 +43,12 @@ def _frame(predicted, truth, run="r1", site="a", day="2026-11-01", version="v1",
     return pd.DataFrame(rows)
 
 
-def test_counts_per_run_day_and_site():
+def _spark_frame(spark, frame: pd.DataFrame):
+    return spark.createDataFrame(frame.assign(probabilities=frame["probabilities"].apply(list)))
+
+
+@pytest.mark.spark
+def test_counts_per_run_day_and_site(spark):
     frame = pd.concat(
         [
             _frame(["normal", "L1", "L1"], ["normal", "L1", "L2"]),
@@ -50,12 +56,14 @@ def test_counts_per_run_day_and_site():
         ],
         ignore_index=True,
     )
-    rows = pd.DataFrame(count_rows(frame, "r1", CLASSES))
+    rows = pd.DataFrame(count_rows(stage_counts(_spark_frame(spark, frame), "r1"), CLASSES))
     run = rows[(rows["scope"] == "run") & (rows["metric"] == "count")].set_index("class_name")["value"]
     assert run.to_dict() == {"normal": 1, "L1": 2, "L2": 0, "L3": 0}
     day = rows[(rows["scope"] == "day") & (rows["scope_value"] == "2026-10-31") & (rows["metric"] == "count")]
     assert day.set_index("class_name")["value"]["L3"] == 1
     assert set(rows[rows["scope"] == "site"]["scope_value"]) == {"a", "b"}
+    leukemia = rows[rows["metric"] == "leukemia_count"].set_index(["scope", "scope_value"])
+    assert leukemia.loc[("run", "r1"), "value"] == 2 and leukemia.loc[("run", "r1"), "n"] == 3
 
 
 def test_labelled_metrics_match_hand_counts():
@@ -113,15 +121,17 @@ def test_summary_lines_say_why_a_headline_is_undefined():
     assert "normal vs leukemia AUC: undefined (every labelled slide is normal (3): an AUC needs both classes)" in lines
 
 
-def test_comparison_with_previous_version():
+@pytest.mark.spark
+def test_comparison_with_previous_version(spark):
     truth = ["normal", "L1", "L2", "L3"] * 5
-    current = _frame(truth, truth, version="v2")
+    current = _frame(truth, truth, version="v2", day="2026-11-02")
     previous = _frame(["normal"] * 20, truth, version="v1", seed=1)
-    rows = pd.DataFrame(comparison_rows(current, previous, "v1", ScoreConfig(bootstrap_resamples=200)))
+    pairs = current.merge(previous, on="content_sha256", suffixes=("", "_prev"))
+    rows = pd.DataFrame(comparison_rows(pairs, "v1", ScoreConfig(bootstrap_resamples=200)))
     get = rows.set_index("metric")["value"]
     assert get["only_current_correct"] == 15 and get["only_previous_correct"] == 0
     assert get["mcnemar_p"] < 0.001
     assert get["auc_difference"] > 0
-    both = pd.concat([current, previous], ignore_index=True)
-    assert previous_version(both, "v2", "fab4") == "v1"
-    assert previous_version(current, "v2", "fab4") is None
+    both = pd.concat([current, previous, _frame(["L1"], ["L1"], version="v0", day="2026-10-01")], ignore_index=True)
+    assert previous_version(_spark_frame(spark, both), "v2", "fab4") == "v1"  # the newest other version
+    assert previous_version(_spark_frame(spark, current), "v2", "fab4") is None

@@ -16,15 +16,15 @@ from allmtl_spark import tables
 from allmtl_spark.lakehouse import read_table
 from allmtl_spark.metrics.calibration import apply_temperature
 from allmtl_spark.registry import register_model
-from allmtl_spark.scoring.aggregates import count_rows, selective_rows
+from allmtl_spark.scoring.aggregates import count_rows, selective_rows, stage_counts
 from allmtl_spark.scoring.job import run_score
 from allmtl_spark.scoring.review import format_queue, register_review_queue, review_queue
 from allmtl_spark.trust import OOD_FEATURES, OodModel, write_trust
 from tests.scoring.conftest import SLIDES, copy_model
 
 
-@pytest.mark.unit
-def test_flagged_slides_stay_out_of_the_headline_counts():
+@pytest.mark.spark
+def test_flagged_slides_stay_out_of_the_headline_counts(spark):
     frame = pd.DataFrame(
         {
             "scoring_run_id": ["r"] * 5,
@@ -36,7 +36,12 @@ def test_flagged_slides_stay_out_of_the_headline_counts():
             "review_reasons": [["out_of_distribution:sharpness"], [], [], ["out_of_distribution:pixel_size"], None],
         }
     )
-    rows = pd.DataFrame(count_rows(frame, "r", ["normal", "L1", "L2", "L3"]))
+    schema = (
+        "scoring_run_id string, scored_at timestamp, site string, predicted_class string, "
+        "predicted_leukemia boolean, needs_review boolean, review_reasons array<string>"
+    )
+    scores = spark.createDataFrame(frame.astype(object).where(frame.notna(), None), schema)
+    rows = pd.DataFrame(count_rows(stage_counts(scores, "r"), ["normal", "L1", "L2", "L3"]))
 
     def value(scope, key, metric, name=""):
         hit = rows[

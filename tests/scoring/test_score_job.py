@@ -151,6 +151,9 @@ def test_keras_and_tflite_runtimes_give_the_same_scores(spark, scoring_lake, tmp
             cached_conversion(conversion_folder(lake.cache, record.artifact_sha256), record.artifact_sha256) is not None
         ) == (runtime == "tflite")
         assert sorted(os.listdir(record.artifact_path)) == ["model.h5", "model.json"]  # nothing beside the artifact
+        stored = read_table(spark, lake, tables.MODELS).where(f"model_id = '{record.model_id}'").first()
+        converted = cached_conversion(conversion_folder(lake.cache, record.artifact_sha256), record.artifact_sha256)
+        assert stored["tflite_sha256"] == (converted[1] if runtime == "tflite" else None)  # recorded in `models`
         assert set(summary.loads_per_worker.values()) == {2}
         rows = read_table(spark, lake, tables.SLIDE_SCORES).where(f"model_version = '{record.model_id}'").collect()
         by_runtime[runtime] = {r["content_sha256"]: r for r in rows}
@@ -171,3 +174,130 @@ def test_keras_and_tflite_runtimes_give_the_same_scores(spark, scoring_lake, tmp
     for key, row in lite.items():
         assert row["probabilities"] == pytest.approx(keras[key]["probabilities"], abs=1e-3)
         assert row["white_cell_count"] == keras[key]["white_cell_count"]
+
+
+# ------------------------------------------------------------------ rejects: permanent, retryable, or a failed task
+
+
+def _keras(cfg, model_id: str):
+    return _with_model(cfg, model_id, runtime="keras")  # no TFLite conversion: the tflite tests cover it
+
+
+def _rejects(spark, lake, version: str) -> dict[str, str]:
+    rows = read_table(spark, lake, tables.REJECTS).where(f"stage = 'score' AND version = '{version}'").collect()
+    return {r["content_sha256"]: r["reason"] for r in rows}
+
+
+def test_only_no_white_cells_becomes_a_permanent_reject_other_errors_fail_the_task(spark, scoring_lake):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from allmtl_spark.scoring.job import ScorePlan, resolve_classifiers, score_one
+    from allmtl_spark.segmentation.job import resolve_segmenter
+
+    cfg, lake, models = scoring_lake
+    cfg = _keras(cfg, models["stage3"].model_id)
+    classifier, cell = resolve_classifiers(spark, lake, cfg)
+    plan = ScorePlan.build(classifier, cell, resolve_segmenter(spark, lake, cfg.segment, cfg.roi), cfg, lake.cache)
+    slide = read_table(spark, lake, tables.SLIDES).where("slide_id LIKE 'Im%'").first()  # a generated slide
+
+    def failing(error):
+        def classify(images):
+            raise error
+
+        return lambda: (None, classify, None)
+
+    assert score_one(slide, plan, failing(MemoryError()))["reason"] == "out_of_memory"
+    for bug in (ValueError("shapes (1, 64) and (75,) not aligned"), RuntimeError("bug"), KeyError("x")):
+        with pytest.raises(type(bug)):  # was stored as a permanent no_white_cells reject for a ValueError
+            score_one(slide, plan, failing(bug))
+    grey = io.BytesIO()
+    Image.fromarray(np.full((240, 320, 3), 200, np.uint8)).save(grey, format="JPEG")
+    blank = slide.asDict() | {"content": grey.getvalue()}
+    from types import SimpleNamespace
+
+    row = score_one(SimpleNamespace(**blank), plan, failing(AssertionError("never called")))
+    assert (row["row_kind"], row["reason"]) == ("reject", "no_white_cells")
+
+
+def test_a_bug_in_a_task_fails_the_job_instead_of_rejecting_its_slides(spark, scoring_lake):
+    import json
+    import shutil
+
+    from allmtl_spark.registry import register_model
+
+    cfg, lake, models = scoring_lake
+    record = models["stage3"]
+    folder = Path(lake.models) / "tiny-bug-stage3-fab4"
+    shutil.copytree(record.artifact_path, folder)
+    spec = json.loads((folder / "model.json").read_text())
+    # a view this release does not know (a newer release's model): every slide raises a ValueError, which
+    # was stored as a permanent no_white_cells reject for every slide, and the job exited 0
+    spec["view"]["kind"] = "tiles"
+    (folder / "model.json").write_text(json.dumps(spec))
+    bug = replace(record, model_id="tiny-bug-stage3-fab4", artifact_path=str(folder), spec_sha256=None)
+    register_model(spark, lake, bug)
+    with pytest.raises(Exception, match="ValueError: unknown view kind 'tiles'"):
+        run_score(spark, _keras(cfg, bug.model_id), lake, report=False)
+    assert _rows_per_slide(spark, lake, bug.model_id) == [] and _rejects(spark, lake, bug.model_id) == {}
+
+
+def test_retryable_rejects_are_scored_by_the_next_run_and_cleared_permanent_ones_stay(spark, scoring_lake):
+    from allmtl_spark.lakehouse import merge_new_rows
+    from allmtl_spark.rejects import reject_rows
+
+    cfg, lake, models = scoring_lake
+    record = copy_model(spark, lake, models["stage3"], "tiny-retry-stage3-fab4")
+    slides = read_table(spark, lake, tables.SLIDES)
+    first, second = slides.where("slide_id LIKE 'Im%'").orderBy("content_sha256").limit(2).collect()
+    earlier = spark.createDataFrame(
+        [
+            (first["source_path"], first["content_sha256"], "out_of_memory", "a busy worker"),
+            (second["source_path"], second["content_sha256"], "no_white_cells", "no white cell found"),
+        ],
+        "source_path string, content_sha256 string, reason string, detail string",
+    )
+    rows = reject_rows(earlier, "score", "an-earlier-run", record.model_id, "source_path", "content_sha256")
+    merge_new_rows(spark, lake, tables.REJECTS, rows)
+
+    summary = run_score(spark, _keras(cfg, record.model_id), lake, report=False)
+
+    assert summary.pending == slides.count() - 1  # every slide but the permanent reject: the out-of-memory one again
+    scored = {
+        r["content_sha256"]
+        for r in read_table(spark, lake, tables.SLIDE_SCORES).collect()
+        if r["model_version"] == record.model_id
+    }
+    assert first["content_sha256"] in scored and second["content_sha256"] not in scored
+    rejects = _rejects(spark, lake, record.model_id)  # (another test's undecodable slide may be among them)
+    assert rejects[second["content_sha256"]] == "no_white_cells" and first["content_sha256"] not in rejects
+
+
+# ------------------------------------------------------------------ a run that died between commits
+
+
+def test_the_next_run_finishes_a_run_that_died_before_its_aggregates(spark, scoring_lake):
+    from delta.tables import DeltaTable
+
+    cfg, lake, models = scoring_lake
+    record = copy_model(spark, lake, models["stage3"], "tiny-finish-stage3-fab4")
+    first = run_score(spark, _keras(cfg, record.model_id), lake, report=False)
+    # what a driver that died right after the slide_scores commit leaves: no aggregates, no report
+    DeltaTable.forPath(spark, lake.path(tables.SCORE_AGGREGATES)).delete(f"scoring_run_id = '{first.run_id}'")
+
+    second = run_score(spark, _keras(cfg, record.model_id), lake, report=True)
+
+    assert second.pending == 0 and second.completed == [first.run_id]
+    assert f"finished earlier run(s) that had no aggregates: {first.run_id}" in second.format()
+    aggregates = read_table(spark, lake, tables.SCORE_AGGREGATES).where(f"scoring_run_id = '{first.run_id}'")
+    counts = aggregates.where("scope = 'run' AND metric IN ('count', 'needs_review')").collect()
+    assert sum(r["value"] for r in counts) == SLIDES  # each slide counted by its class or as needing review
+    assert (Path(lake.reports) / "score" / first.run_id / "index.html").is_file()
+    versions = [table_version(spark, lake, t) for t in (tables.SLIDE_SCORES, tables.SCORE_AGGREGATES, tables.REJECTS)]
+    third = run_score(spark, _keras(cfg, record.model_id), lake, report=True)
+    assert third.completed == [] and "nothing written" in third.format()
+    assert [
+        table_version(spark, lake, t) for t in (tables.SLIDE_SCORES, tables.SCORE_AGGREGATES, tables.REJECTS)
+    ] == versions

@@ -176,3 +176,12 @@ def test_corrupted_keras_artifact_is_refused_before_converting(tmp_path):
         handle.write(b"junk")
     with pytest.raises(ArtifactError, match="SHA-256"):
         tflite.tflite_artifact(model_file, sha, _cache(model_file))
+
+
+def test_a_cached_conversion_other_than_the_recorded_one_is_made_again(converted, tmp_path):
+    model_file, sha, (path, tflite_sha) = converted
+    again = tflite.tflite_artifact(model_file, sha, _cache(model_file), recorded=tflite_sha)
+    assert again == (path, tflite_sha)  # the recorded one: used as cached
+    # models recorded another conversion: the cached one is not used but made again
+    remade = tflite.tflite_artifact(model_file, sha, _cache(model_file), recorded="f" * 64)
+    assert remade[1] == tflite_sha and Path(remade[0]).is_file()  # made again from the checked h5
