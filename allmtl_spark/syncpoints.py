@@ -47,10 +47,12 @@ def sync_point(name: str) -> None:
     _record(folder, safe)
     deadline = time.monotonic() + float(os.environ.get("ALLMTL_SYNC_TIMEOUT", "300"))
     if mode == "hold":
-        try:  # only the first arrival claims the hold
-            os.close(os.open(os.path.join(folder, f"{safe}.held"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        try:  # only the first arrival claims the hold; the file names the holder's pid
+            claim = os.open(os.path.join(folder, f"{safe}.held"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             return
+        os.write(claim, str(os.getpid()).encode())
+        os.close(claim)
         release = os.path.join(folder, f"{safe}.release")
         while not os.path.exists(release) and time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
@@ -58,6 +60,19 @@ def sync_point(name: str) -> None:
     parties = int(mode)
     while len(arrivals(folder, safe)) < parties and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
+
+
+def holder(folder: str, name: str, seconds: float = 30.0) -> int:
+    """The pid of the process holding at ``name`` (``hold`` mode), once its ``.held`` file names it."""
+    path = os.path.join(folder, f"{name.replace('/', '_')}.held")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with open(path) as handle:
+            text = handle.read().strip()
+        if text:
+            return int(text)
+        time.sleep(POLL_SECONDS)
+    raise TimeoutError(f"{path} names no holder")
 
 
 def arrivals(folder: str, name: str) -> list[dict]:

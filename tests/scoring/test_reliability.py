@@ -26,7 +26,7 @@ from allmtl_spark import tables
 from allmtl_spark.config.schema import SparkConfig
 from allmtl_spark.lakehouse import read_table
 from allmtl_spark.session import delta_jar_paths
-from allmtl_spark.syncpoints import arrivals
+from allmtl_spark.syncpoints import arrivals, holder
 from tests.scoring.conftest import SLIDES, copy_model, overrides
 
 pytestmark = pytest.mark.spark
@@ -110,7 +110,8 @@ def test_an_executor_killed_mid_task_is_replaced_and_every_slide_scored_once(spa
     ]  # fmt: skip
     job = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(sync / "score:task.held", [job])
-    (held,) = arrivals(str(sync), "score:task")
+    # the other executor's first task may have arrived too (and gone on): the held one is the holder's
+    held = [a for a in arrivals(str(sync), "score:task") if a["pid"] == holder(str(sync), "score:task")][-1]
     executor = psutil.Process(held["ppid"]).parent()  # task worker <- pyspark daemon <- executor JVM
     assert "CoarseGrainedExecutorBackend" in " ".join(executor.cmdline())
     executor.send_signal(signal.SIGKILL)
