@@ -155,6 +155,7 @@ def run_train(
             for task in dict.fromkeys(p.task for p in plans if p.stage == "stage3"):
                 colour[task] = colour_baseline(spark, lake, data, task, colour_model_id(run_id, task), colour_bins)
         timer.lap("colour baseline")
+        _plot_inputs(lake, run_id, data, plans)
     finally:
         data.close()
     curves = _plot_curves(lake, run_id, results)
@@ -709,6 +710,24 @@ def _track(lake: Lakehouse, record: ModelRecord, plan: StagePlan, history: dict,
         tracking.log_artifact(os.path.join(record.artifact_path, "model.json"))
         tracking.log_inputs(lake, record.input_tables)
         return ModelRecord(**{**asdict(record), "mlflow_run_id": run.info.run_id})
+
+
+def _plot_inputs(lake: Lakehouse, run_id: str, data: _DataCache, plans: list[StagePlan]) -> str | None:
+    """``<reports>/train/<run_id>/inputs.png``: what each task's classifier sees (its validation originals)."""
+    from allmtl_spark.training.curves import plot_example_inputs
+
+    sets = {}
+    for task in dict.fromkeys(p.task for p in plans):
+        arrays = data.numpy(task, "val")
+        if len(arrays.labels):
+            sets[task] = (arrays.images, np.asarray(arrays.labels), data.example_set(task).class_names)
+    if not sets:
+        return None
+    folder = os.path.join(lake.reports, "train", run_id)
+    os.makedirs(folder, exist_ok=True)
+    path = plot_example_inputs(sets, os.path.join(folder, "inputs.png"))
+    print(f"[{run_id}] classifier inputs (validation, per class): {path}", flush=True)
+    return path
 
 
 def _plot_curves(lake: Lakehouse, run_id: str, results: dict[str, StageResult]) -> str | None:
