@@ -93,6 +93,6 @@ def plot_example_inputs(
             ax.set_ylabel(f"{task}\n{name}", fontsize=7, rotation=0, ha="right", va="center")
             row += 1
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # tight_layout leaves horizontal row labels cut at the left
     plt.close(fig)
     return path
