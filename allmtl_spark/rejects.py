@@ -28,6 +28,12 @@ def retryable_column(stage: str) -> Column:
     return F.coalesce(F.col("retryable"), F.col("reason").isin(*RETRYABLE_REASONS.get(stage, ())))
 
 
+def retryable_sql(stage: str, alias: str = "t") -> str:
+    """``retryable_column`` as SQL on the ``rejects`` row ``alias`` (for MERGE conditions)."""
+    reasons = ", ".join(repr(r) for r in RETRYABLE_REASONS.get(stage, ())) or "NULL"
+    return f"coalesce({alias}.retryable, {alias}.reason IN ({reasons}))"
+
+
 def reject_rows(
     frame: DataFrame,
     stage: str,

@@ -575,6 +575,27 @@ SCORE_AGGREGATES = Table(
     },
 )
 
+PRIVACY_KEYS = Table(
+    name="privacy_keys",
+    schema=StructType(
+        [
+            _f("purpose", StringType(), False),
+            _f("key_fingerprint", StringType(), False),
+            _f("demo_key", BooleanType(), False),
+            _f("recorded_by_run", StringType(), False),
+            _f("recorded_at", TimestampType(), False),
+        ]
+    ),
+    merge_keys=("purpose",),
+    description="Which key made the lakehouse's keyed hashes: a fingerprint, never the key. Ingest refuses another.",
+    column_docs={
+        "purpose": "what the key hashes: `patient_id` (the `patient_hash` columns)",
+        "key_fingerprint": "HMAC-SHA256 of a fixed message under the key: identifies the key, reveals nothing of it",
+        "demo_key": "true: the public demo key, allowed for data written by `allmtl synth` only",
+        "recorded_by_run": "the ingest run that recorded it (the first ingest into the lakehouse)",
+    },
+)
+
 ALL_TABLES: tuple[Table, ...] = (
     SLIDES,
     CELLS,
@@ -588,4 +609,5 @@ ALL_TABLES: tuple[Table, ...] = (
     EVALUATION_METRICS,
     SLIDE_SCORES,
     SCORE_AGGREGATES,
+    PRIVACY_KEYS,
 )

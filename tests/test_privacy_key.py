@@ -18,11 +18,12 @@ def test_an_empty_key_is_refused_not_replaced_by_the_demo_key(monkeypatch):
     for empty in ("", "   "):
         monkeypatch.setenv("ALLMTL_PATIENT_KEY", empty)
         with pytest.raises(ConfigError, match=r"ALLMTL_PATIENT_KEY is set but empty.*openssl rand"):
-            patient_key(demo)
+            patient_key(demo, synthetic=True)
     monkeypatch.delenv("ALLMTL_PATIENT_KEY")
-    assert patient_key(demo) == DEMO_KEY.encode()  # unset: the demo config's synthetic-data fallback
+    assert patient_key(demo, synthetic=True).key == DEMO_KEY.encode()  # unset: the fallback for synthetic data
     monkeypatch.setenv("ALLMTL_PATIENT_KEY", SECRET)
-    assert patient_key(demo) == SECRET.encode()
+    key = patient_key(demo, synthetic=False)
+    assert key.key == SECRET.encode() and not key.demo and SECRET not in repr(key)
     with pytest.raises(ConfigError, match="patient_key.*is empty"):
         PrivacyConfig(patient_key=" ")
 

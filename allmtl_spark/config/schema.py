@@ -176,9 +176,10 @@ class PrivacyConfig:
 
     The key comes from the environment variable ``patient_key_env``; ``patient_key`` (a key in the
     config) is for demos and tests; ``allmtl config`` and reprs show it redacted. Without either,
-    ingest refuses to run unless ``allow_demo_key`` is true (synthetic data), in which case a fixed
-    public key is used and a warning says so. With ``pseudonymise_names`` the same key makes the
-    pseudonyms of file names.
+    ingest refuses to run unless ``allow_demo_key`` is true and every source was written by
+    ``allmtl synth``: then a fixed public key is used and a warning says so. The lakehouse records
+    the key's fingerprint and refuses another key. With ``pseudonymise_names`` the same key makes
+    the pseudonyms of file names.
     """
 
     patient_key_env: str = "ALLMTL_PATIENT_KEY"
@@ -447,6 +448,7 @@ class IngestConfig:
     link_cells: bool = True
     crop_match_min_score: float = 0.9  # synthetic red-cell fields give wrong places up to ~0.75
     crop_match_factor: int = 4  # the coarse search runs on images this many times smaller
+    max_xyc_bytes: int = 1024 * 1024  # an .xyc holds a few lines of "x y"; larger ones are rejected unread
 
     def __post_init__(self) -> None:
         _pixel_size(self.default_pixel_size_um, "default_pixel_size_um")
@@ -454,6 +456,7 @@ class IngestConfig:
         _require(-1 <= self.crop_match_min_score <= 1, "crop_match_min_score", "must be in [-1, 1]")
         _require(self.crop_match_factor >= 1, "crop_match_factor", "must be >= 1")
         _require(self.max_file_bytes > 0, "max_file_bytes", "must be > 0")
+        _require(self.max_xyc_bytes > 0, "max_xyc_bytes", "must be > 0")
         _require(self.max_pixels > 0, "max_pixels", "must be > 0")
         _require(self.min_side_px >= 1, "min_side_px", "must be >= 1")
         _require(self.max_partitions >= 1, "max_partitions", "must be >= 1")

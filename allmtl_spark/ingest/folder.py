@@ -141,29 +141,42 @@ def read_labels(spark, uri: str) -> pd.DataFrame:
     return frame
 
 
-def folder_items(spark, source, key: bytes) -> list:
-    """The ``ingest.sources.Item`` of every image under a ``kind: folder`` source.
+def check_folder(spark, source) -> str:
+    """The qualified URI of a ``kind: folder`` source's folder.
 
     Raises:
-        SourceError: the folder or the labels file cannot be read.
+        SourceError: the folder does not exist or is a file.
     """
-    from allmtl_spark.ingest.sources import Item, list_files, qualify
+    from allmtl_spark.ingest.sources import qualify
 
     root, exists = qualify(spark, source.path)
     if not exists:
         raise SourceError(f"folder source {source.path} not found")
     if not _is_folder(spark, root):
         raise SourceError(f"folder source {source.path} is a file, not a folder (a manifest CSV is kind: manifest)")
-    files = list_files(spark, root)
-    base = root.rstrip("/") + "/"
-    relatives = {path[len(base) :]: path for path in files if path.startswith(base)}
+    return root
+
+
+def folder_items(spark, listed, key: bytes) -> list:
+    """The ``ingest.sources.Item`` of every image under a listed ``kind: folder`` source (``sources.list_source``).
+
+    Links outside the folder and files the listing could not read are items with their reject reason.
+
+    Raises:
+        SourceError: the labels file cannot be read.
+    """
+    from allmtl_spark.ingest.sources import Item, mark_unlisted
+
+    source, files = listed.source, listed.listing.files
+    base = listed.folder.rstrip("/") + "/"
+    relatives = {path[len(base) :]: path for path in listed.listed() if path.startswith(base)}
     labels = read_labels(spark, source.labels) if source.labels else None
     listing = list_entries(list(relatives), source.patient_pattern, labels)
     _log_listing(source, listing)
     items = []
     for entry in listing.entries:
         path = relatives[entry.relative]
-        item = Item(path, "slides", "folder", source.site, entry.slide_id, files[path])
+        item = Item(path, "slides", "folder", source.site, entry.slide_id, files.get(path, 0))
         item.patient_hash = hash_patient_id(entry.patient_id, key)
         if entry.label is not None and entry.label.strip():
             try:
@@ -171,6 +184,7 @@ def folder_items(spark, source, key: bytes) -> list:
                 item.label_binary, item.label_fab = parsed.binary, parsed.fab
             except LabelError as err:
                 item.pre_reason, item.pre_detail = err.reason, f"labels file {source.labels}: {err.detail}"
+        mark_unlisted(item, listed.listing)
         items.append(item)
     return items
 

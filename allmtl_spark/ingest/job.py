@@ -1,8 +1,12 @@
 """The ingest job: sources -> validated, deduplicated rows in ``slides`` / ``cells`` / ``rejects``.
 
 Every input file ends as exactly one row: in ``slides`` or ``cells`` (keyed by content hash, the
-file's path in ``source_path`` or ``duplicate_paths``), or in ``rejects`` with the reason.
-Writes are insert-only MERGEs, so a rerun or a concurrent run leaves the same rows.
+file's path in ``source_path`` or ``duplicate_paths``), or in ``rejects`` with the reason; names
+starting with ``.`` or ``_`` are skipped (as Spark does) and counted. A file that cannot be read
+when its turn comes (vanished, replaced by a folder, no permission) is an ``unreadable`` reject,
+retried by the next run. Writes are insert-only MERGEs, so a rerun or a concurrent run leaves the
+same rows. Before anything is written the run's patient key is checked against the lakehouse's
+(``docs/privacy.md``).
 """
 
 from __future__ import annotations
@@ -19,14 +23,15 @@ from pyspark.sql import functions as F
 from allmtl_spark import tables
 from allmtl_spark.config.schema import IngestConfig, PrivacyConfig
 from allmtl_spark.ingest.pixel_size import make_pixel_size_udf
-from allmtl_spark.ingest.privacy import patient_key
+from allmtl_spark.ingest.privacy import PatientKey, patient_key
 from allmtl_spark.ingest.pseudonyms import pseudonymise_items, pseudonymise_source
-from allmtl_spark.ingest.sources import Item, items_for_source, items_frame, source_root
+from allmtl_spark.ingest.sources import Item, SourceFiles, items_for_source, items_frame, list_source
 from allmtl_spark.ingest.udfs import make_validate_udf
 from allmtl_spark.ingest.validate import ImageLimits
-from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
-from allmtl_spark.rejects import reject_rows
+from allmtl_spark.lakehouse import Lakehouse, delete_matched, merge_new_rows, read_table, table_exists
+from allmtl_spark.rejects import reject_rows, retryable_sql
 from allmtl_spark.session import assert_on_driver
+from allmtl_spark.syncpoints import sync_point
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +52,12 @@ class IngestSummary:
     pixel_sizes: dict[tuple[str, str], int] = field(default_factory=dict)  # (table, source) -> images this run
     defaulted: list[tuple[str, str, float, float | None]] = field(default_factory=list)  # id, table, um, estimate
     linked: dict[str, int] = field(default_factory=dict)  # cells' source slides: see source_slides.link_cells
+    skipped_by_name: int = 0  # files under the sources whose name (or a folder's) starts with . or _
 
     def format(self) -> str:
         lines = [f"ingest run {self.run_id}: {self.files_seen} input file(s)", f"lakehouse: {self.lakehouse}"]
+        if self.skipped_by_name:
+            lines.append(f"  skipped by name (leading . or _, as Spark does): {self.skipped_by_name} file(s)")
         for name, total in self.totals.items():
             lines.append(f"  {name:<8} {total:>6} rows ({self.inserted.get(name, 0)} new)")
         if self.rejects_this_run:
@@ -96,7 +104,8 @@ def run_ingest(
         The run summary (rows per table, rejects by reason).
 
     Raises:
-        SourceError: a source cannot be read; ConfigError: no sources or no patient key.
+        SourceError: a source cannot be read; ConfigError: no sources, no usable patient key, or
+            another key than the one the lakehouse's hashes were made with.
         LakehouseError: the lakehouse is not writable.
     """
     assert_on_driver()
@@ -106,25 +115,133 @@ def run_ingest(
         raise ConfigError("ingest.sources is empty: add at least one {kind: allidb1|allidb2|manifest, path: ...}")
     lake.check_writable()
     run_id = run_id or uuid.uuid4().hex[:12]
-    key = patient_key(privacy)
+    listed = [list_source(spark, source) for source in cfg.sources]
+    marker_files, why_not = _synthetic(spark, listed)
+    key = patient_key(privacy, synthetic=why_not is None, sources=why_not or "the sources")
+    _check_lakehouse_key(spark, lake, key, privacy, run_id)
     items: list[Item] = []
-    for source in cfg.sources:
-        listed = items_for_source(spark, source, key, cfg.default_pixel_size_um)
-        if pseudonymise_source(privacy, key, source.kind):
-            pseudonymise_items(listed, source_root(spark, source), key, privacy)
-        items += listed
+    for source in listed:
+        found = items_for_source(spark, source, key.key, cfg.default_pixel_size_um)
+        if pseudonymise_source(privacy, key.key, source.source.kind):
+            pseudonymise_items(found, source.folder.rstrip("/"), key.key, privacy)
+        items += found
     log.info("ingest %s: %d input files from %d source(s)", run_id, len(items), len(cfg.sources))
+    sync_point("ingest:listed")  # inert unless a test changes the files between listing and reading
     checked = _validate(spark, items, cfg).persist(StorageLevel.MEMORY_AND_DISK)
     try:
+        if key.demo:
+            _check_still_synthetic(checked, marker_files, privacy)
         summary = _write(spark, lake, checked, run_id)
     finally:
         checked.unpersist()
     summary.files_seen = len(items)
+    summary.skipped_by_name = sum(len(source.listing.skipped) for source in listed)
     if cfg.link_cells:
         from allmtl_spark.ingest.source_slides import link_cells
 
         summary.linked = link_cells(spark, lake, cfg.crop_match_min_score, cfg.crop_match_factor)
     return summary
+
+
+def _synthetic(spark: SparkSession, listed: list[SourceFiles]) -> tuple[dict[str, str], str | None]:
+    """({path: SHA-256} the generator recorded for the sources, why they are not all synthetic or None).
+
+    A source is synthetic when its folder, or the folder above, holds ``privacy.SYNTHETIC_MARKER`` and
+    every file listed under the source is one the marker names.
+    """
+    from allmtl_spark.ingest.listing import read_small_file
+    from allmtl_spark.ingest.privacy import SYNTHETIC_MARKER, SyntheticMarker, not_synthetic
+
+    recorded: dict[str, str] = {}
+    for source in listed:
+        marker = None
+        for folder in (source.folder.rstrip("/"), source.folder.rstrip("/").rsplit("/", 1)[0]):
+            try:
+                text = read_small_file(spark, f"{folder}/{SYNTHETIC_MARKER}")
+            except ValueError:  # larger than a marker can be
+                text = None
+            marker = SyntheticMarker.parse(folder, text) if text is not None else None
+            if marker is not None:
+                break
+        listed_paths = [p for p in source.listed() if not p.endswith(f"/{SYNTHETIC_MARKER}")]
+        why = not_synthetic(marker, listed_paths, f"{source.source.kind} source {source.source.path}")
+        if why is not None:
+            return {}, why
+        recorded.update(marker.files)
+    return recorded, None
+
+
+def _check_lakehouse_key(
+    spark: SparkSession, lake: Lakehouse, key: PatientKey, privacy: PrivacyConfig, run_id: str
+) -> None:
+    """Record the key's fingerprint in a lakehouse that has none; refuse a key other than the recorded one.
+
+    Raises:
+        ConfigError: the lakehouse's patient hashes were made with another key.
+    """
+    from datetime import datetime, timezone
+
+    from allmtl_spark.config.loader import ConfigError
+    from allmtl_spark.ingest.privacy import PURPOSE, how_to_set
+
+    def stored():
+        if not table_exists(spark, lake, tables.PRIVACY_KEYS):
+            return None
+        return read_table(spark, lake, tables.PRIVACY_KEYS).where(F.col("purpose") == PURPOSE).first()
+
+    row = stored()
+    if row is None:  # the first ingest (or a lakehouse from before the table): an insert-only MERGE on purpose
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        record = [(PURPOSE, key.fingerprint, key.demo, run_id, now)]
+        merge_new_rows(spark, lake, tables.PRIVACY_KEYS, spark.createDataFrame(record, tables.PRIVACY_KEYS.schema))
+        row = stored()  # a first ingest racing with this one may have recorded its key first
+    if row["key_fingerprint"] == key.fingerprint:
+        return
+    if row["demo_key"]:
+        raise ConfigError(
+            f"privacy: the lakehouse {lake.root} holds synthetic data hashed with the public demo key; "
+            "real data (a secret key) goes into a new lakehouse: set lakehouse.path to another folder"
+        )
+    raise ConfigError(
+        f"privacy: the patient hashes in {lake.root} were made with another secret key (fingerprint "
+        f"{row['key_fingerprint'][:12]}..., recorded by ingest run {row['recorded_by_run']}) than "
+        f"${privacy.patient_key_env} holds now; hashes from two keys would split one patient in two and the "
+        "patient-grouped splits would put the same patient in training and test. Use the lakehouse's key, "
+        f"or a new lakehouse for a new key. {how_to_set(privacy)}"
+    )
+
+
+def _check_still_synthetic(checked: DataFrame, recorded: dict[str, str], privacy: PrivacyConfig) -> None:
+    """With the demo key: every file read must still have the bytes the generator recorded.
+
+    Raises:
+        ConfigError: a file read is not one ``allmtl synth`` wrote, or its bytes changed since.
+    """
+    from allmtl_spark.config.loader import ConfigError
+    from allmtl_spark.ingest.privacy import SYNTHETIC_MARKER, changed_since_written, how_to_set
+
+    read: dict[str, str | None] = {}
+    columns = [
+        F.coalesce("read_path", "item_path").alias("path"),
+        F.col("v.sha256").alias("sha"),
+        "xyc_path",
+        F.sha2("xyc", 256).alias("xyc_sha"),
+        "mask_path",
+        F.sha2("mask", 256).alias("mask_sha"),
+    ]
+    for row in checked.select(*columns).collect():
+        for path, digest in ((row["path"], row["sha"]), (row["xyc_path"], row["xyc_sha"])):
+            if path and digest:
+                read[path] = digest
+        if row["mask_path"] and row["mask_sha"]:
+            read[row["mask_path"]] = row["mask_sha"]
+    changed = changed_since_written(recorded, read)
+    if changed:
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise ConfigError(
+            f"privacy: {changed[0]}{more} was not (or changed since) written by `allmtl synth` (its SHA-256 is "
+            f"not the one in {SYNTHETIC_MARKER}), so the public demo key cannot be used. {how_to_set(privacy)}"
+        )
 
 
 def _validate(spark: SparkSession, items: list[Item], cfg: IngestConfig) -> DataFrame:
@@ -134,25 +251,36 @@ def _validate(spark: SparkSession, items: list[Item], cfg: IngestConfig) -> Data
         "item_path string, table string, source_kind string, site string, item_id string, length long, "
         "label_binary int, label_fab string, patient_hash string, xyc_path string, mask_path string, "
         "pre_reason string, pre_detail string, given_pixel_size_um double, default_pixel_size_um double, "
-        "source_slide_id string, crop_x int, crop_y int, stored_path string"
+        "source_slide_id string, crop_x int, crop_y int, stored_path string, read_path string, xyc_length long, "
+        "mask_length long"
     )
     items_df = spark.createDataFrame(frame.astype(object).where(frame.notna(), None), schema)
     items_df = items_df.withColumn("stored_path", F.coalesce("stored_path", "item_path"))
     limits = ImageLimits(cfg.max_file_bytes, cfg.max_pixels, cfg.min_side_px)
     readable = [i for i in items if i.pre_reason is None and i.length <= cfg.max_file_bytes]
-    wanted = sorted({p for i in readable for p in (i.item_path, i.xyc_path, i.mask_path) if p})
+    wanted = sorted(
+        {i.read_path or i.item_path for i in readable}
+        | {i.xyc_path for i in readable if i.xyc_path and (i.xyc_length or 0) <= cfg.max_xyc_bytes}
+        | {i.mask_path for i in readable if i.mask_path and (i.mask_length or 0) <= cfg.max_file_bytes}
+    )
     blobs = _read_binary(spark, wanted, cfg.max_partitions)
+    items_df = items_df.withColumn("read_path", F.coalesce("read_path", "item_path"))
     joined = (
-        items_df.join(blobs.select(F.col("path").alias("item_path"), "content"), "item_path", "left")
+        items_df.join(blobs.select(F.col("path").alias("read_path"), "content"), "read_path", "left")
         .join(blobs.select(F.col("path").alias("xyc_path"), F.col("content").alias("xyc")), "xyc_path", "left")
         .join(blobs.select(F.col("path").alias("mask_path"), F.col("content").alias("mask")), "mask_path", "left")
     )
-    # File scans skip zero-length files, so a listed file without bytes is an empty file.
+    # File scans skip zero-length files, so a listed empty file has no bytes; a file listed with bytes
+    # but not read vanished or became unreadable after listing: null (an unreadable image, a bad companion).
     empty = F.lit(bytearray())
+    xyc_unread = F.col("xyc_path").isNotNull() & F.col("xyc").isNull() & (F.coalesce("xyc_length", F.lit(1)) > 0)
+    mask_unread = F.col("mask_path").isNotNull() & F.col("mask").isNull() & (F.coalesce("mask_length", F.lit(1)) > 0)
     joined = (
         joined.withColumn("content", F.coalesce("content", F.when(F.col("length") == 0, empty)))
-        .withColumn("xyc", F.coalesce("xyc", F.when(F.col("xyc_path").isNotNull(), empty)))
-        .withColumn("mask", F.coalesce("mask", F.when(F.col("mask_path").isNotNull(), empty)))
+        .withColumn("xyc_problem", _companion_problem(".xyc file", "xyc", cfg.max_xyc_bytes, "max_xyc_bytes"))
+        .withColumn("mask_problem", _companion_problem("mask", "mask", cfg.max_file_bytes, "max_file_bytes"))
+        .withColumn("xyc", F.when(~xyc_unread, F.coalesce("xyc", F.when(F.col("xyc_path").isNotNull(), empty))))
+        .withColumn("mask", F.when(~mask_unread, F.coalesce("mask", F.when(F.col("mask_path").isNotNull(), empty))))
     )
     too_big = F.col("length") > cfg.max_file_bytes
     validate = make_validate_udf(limits)
@@ -160,12 +288,15 @@ def _validate(spark: SparkSession, items: list[Item], cfg: IngestConfig) -> Data
     reason = (
         F.when(F.col("pre_reason").isNotNull(), F.col("pre_reason"))
         .when(too_big, F.lit("too_large_file"))
-        .otherwise(F.col("v.reason"))
+        .when(F.col("v.reason").isNotNull(), F.col("v.reason"))
+        .when(F.col("xyc_problem").isNotNull(), F.lit("bad_xyc"))
+        .when(F.col("mask_problem").isNotNull(), F.lit("bad_mask"))
     )
     detail = (
         F.when(F.col("pre_reason").isNotNull(), F.col("pre_detail"))
         .when(too_big, F.format_string(f"%d bytes exceeds ingest.max_file_bytes={cfg.max_file_bytes}", F.col("length")))
-        .otherwise(F.col("v.detail"))
+        .when(F.col("v.reason").isNotNull(), F.col("v.detail"))
+        .otherwise(F.coalesce("xyc_problem", "mask_problem"))
     )
     pixel_size = make_pixel_size_udf(cfg.pixel_size_min_confidence)
     return (
@@ -178,12 +309,61 @@ def _validate(spark: SparkSession, items: list[Item], cfg: IngestConfig) -> Data
     )
 
 
+def _companion_problem(what: str, column: str, limit: int, key: str):
+    """Why a listed companion (``xyc`` / ``mask``) is unusable before its bytes are looked at; null when fine."""
+    length, path = F.col(f"{column}_length"), F.col(f"{column}_path")
+    return (
+        F.when(path.isNull(), F.lit(None))
+        .when(length > limit, F.format_string(f"the {what} is %d bytes, above ingest.{key}={limit}", length))
+        .when(
+            F.col(column).isNull() & (F.coalesce(length, F.lit(1)) > 0),
+            F.format_string(f"the {what} %s could not be read (it vanished or changed after listing)", path),
+        )
+    )
+
+
 def _read_binary(spark: SparkSession, paths: list[str], max_partitions: int) -> DataFrame:
-    if not paths:
-        return spark.createDataFrame([], "path string, content binary")
-    escaped = [_glob_escape(p) for p in paths]
-    frame = spark.read.format("binaryFile").load(escaped).select("path", "content")
-    return frame.repartition(min(max_partitions, max(1, len(paths) // 4)))
+    """(path, content) of the files ``paths`` that can be read now; the others are missing from the result.
+
+    A file may vanish, become a folder or lose its permissions after listing: missing files are
+    dropped before Spark's load checks them (and ignored if they go later), unreadable ones ignored;
+    a file replaced by a folder lists the folder's files, which match no item.
+    """
+    from pyspark.errors import AnalysisException
+
+    empty = spark.createDataFrame([], "path string, content binary")
+    remaining = list(paths)
+    for _ in range(5):
+        if not remaining:
+            return empty
+        try:
+            frame = (
+                spark.read.format("binaryFile")
+                .option("ignoreMissingFiles", "true")
+                .option("ignoreCorruptFiles", "true")  # an IO error on read (no permission): no bytes, not a crash
+                .load([_glob_escape(p) for p in remaining])
+            )
+            break
+        except AnalysisException as err:  # a path vanished between listing and this load
+            if "PATH_NOT_FOUND" not in str(err) and "does not exist" not in str(err):
+                raise
+            remaining = _existing_files(spark, remaining)
+    else:
+        return empty
+    frame = frame.select("path", "content")  # extra paths (a folder's files) find no item in the join
+    return frame.repartition(min(max_partitions, max(1, len(remaining) // 4)))
+
+
+def _existing_files(spark: SparkSession, paths: list[str]) -> list[str]:
+    jvm = spark._jvm  # noqa: SLF001 - Hadoop FileSystem is only reachable through the JVM
+    conf = spark._jsc.hadoopConfiguration()  # noqa: SLF001
+    present = []
+    for path in paths:
+        hpath = jvm.org.apache.hadoop.fs.Path(path)
+        fs = hpath.getFileSystem(conf)
+        if fs.exists(hpath) and fs.getFileStatus(hpath).isFile():
+            present.append(path)
+    return present
 
 
 def _glob_escape(path: str) -> str:
@@ -207,6 +387,7 @@ def _write(spark: SparkSession, lake: Lakehouse, checked: DataFrame, run_id: str
         summary.inserted[name] = merge_new_rows(spark, lake, table, rows, *_duplicate_path_update())
     reject_frame = reject_rows(rejected, stage="ingest", run_id=run_id, version=None, path_col="stored_path")
     summary.inserted["rejects"] = merge_new_rows(spark, lake, tables.REJECTS, reject_frame)
+    _resolve_retryable(spark, lake, checked.select(F.col("stored_path").alias("item_path")), reject_frame)
     summary.rejects_this_run = dict(Counter(r["reason"] for r in rejected.select("reason").collect()))
     for row in accepted.select("table", "item_id", "px").collect():
         px = row["px"]
@@ -218,6 +399,24 @@ def _write(spark: SparkSession, lake: Lakehouse, checked: DataFrame, run_id: str
     for table in (tables.SLIDES, tables.CELLS, tables.REJECTS):
         summary.totals[table.name] = read_table(spark, lake, table).count()
     return summary
+
+
+def _resolve_retryable(spark: SparkSession, lake: Lakehouse, paths: DataFrame, reject_frame: DataFrame) -> None:
+    """Delete earlier retryable ingest rejects (``unreadable``) of files this run read to another outcome.
+
+    A file is then in ``slides``/``cells`` or has this run's reject row, never two rows.
+    """
+    keys = paths.distinct().join(
+        reject_frame.select(F.col("source_path").alias("item_path"), "reject_key"), "item_path", "left"
+    )
+    delete_matched(
+        spark,
+        lake,
+        tables.REJECTS,
+        keys,
+        "t.stage = 'ingest' AND t.source_path = s.item_path AND (s.reject_key IS NULL OR t.reject_key <> s.reject_key) "
+        f"AND {retryable_sql('ingest')}",
+    )
 
 
 def _conflicting(spark: SparkSession, lake: Lakehouse, good: DataFrame) -> DataFrame:

@@ -86,7 +86,7 @@ def pseudonymise_items(items: list, root: str, key: bytes, privacy: PrivacyConfi
 
     Args:
         items: ``ingest.sources.Item`` of one source.
-        root: the source's folder as a qualified URI (``sources.source_root``).
+        root: the source's folder as a qualified URI (``sources.SourceFiles.folder``).
     """
     prefix = privacy.pseudonym_prefix_chars
     base = root.rstrip("/") + "/"

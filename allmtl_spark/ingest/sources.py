@@ -2,9 +2,9 @@
 
 An item is one input image file with what its source says about it: the table it belongs to,
 its id, labels, companion files (.xyc, mask) and, when the source alone already shows it is
-unusable (bad name, missing file, path outside the root), the reject reason. Listing runs on
-the driver through Spark's ``binaryFile`` source (only paths and lengths, no bytes), so any URI
-Spark can read works.
+unusable (bad name, missing file, path outside the root, a file that cannot be read), the reject
+reason. Listing runs on the driver (``listing.list_folder``: symbolic links resolved, only paths and
+lengths, no bytes), so any URI Spark can read works.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pyspark.sql import SparkSession
 from allmtl_spark.config.schema import SourceConfig
 from allmtl_spark.errors import SourceError
 from allmtl_spark.ingest.labels import LabelError, parse_allidb_name, parse_label, stem_of
+from allmtl_spark.ingest.listing import Listing, list_folder
 from allmtl_spark.ingest.privacy import hash_patient_id
 from allmtl_spark.units import check_pixel_size
 
@@ -53,6 +54,9 @@ class Item:
     crop_x: int | None = None  # cells: top-left pixel of the crop in that slide (manifest)
     crop_y: int | None = None
     stored_path: str | None = None  # what the tables keep (a pseudonym: privacy.pseudonymise_names); None: item_path
+    read_path: str | None = None  # where the bytes are read: the target of a symbolic link; None: item_path
+    xyc_length: int | None = None  # bytes of the companions when listed (size limits are checked unread)
+    mask_length: int | None = None
 
 
 ITEM_COLUMNS = list(Item.__dataclass_fields__)
@@ -66,50 +70,70 @@ def qualify(spark: SparkSession, path: str) -> tuple[str, bool]:
     return str(fs.makeQualified(hpath).toString()), bool(fs.exists(hpath))
 
 
-def source_root(spark: SparkSession, source: SourceConfig) -> str:
-    """The qualified folder of a source: its folder, or a manifest's folder (its paths are relative to it)."""
-    root = qualify(spark, source.path)[0]
-    return posixpath.dirname(root) if source.kind == "manifest" else root.rstrip("/")
+@dataclass
+class SourceFiles:
+    """One configured source, listed: its folder (the manifest's folder for a manifest) and its files."""
+
+    source: SourceConfig
+    folder: str  # qualified URI
+    listing: Listing
+    manifest_uri: str | None = None
+
+    def listed(self) -> list[str]:
+        """Every path the source lists (files, links, unreadable entries), qualified."""
+        listing = self.listing
+        return sorted({*listing.files, *listing.outside, *listing.unreadable})
 
 
-def list_files(spark: SparkSession, folder: str) -> dict[str, int]:
-    """All files under ``folder`` (recursively) as {qualified path: length in bytes}.
+def list_source(spark: SparkSession, source: SourceConfig) -> SourceFiles:
+    """List a source's folder once (see ``listing.list_folder``).
 
-    Uses the Hadoop FileSystem API rather than a ``binaryFile`` scan because Spark's file scans
-    skip zero-length files, and an empty input file must still end as a reject row. Names
-    starting with ``.`` or ``_`` are skipped, as Spark does (``_SUCCESS``, ``.DS_Store``).
+    Raises:
+        SourceError: the source folder or manifest does not exist.
     """
-    jvm = spark._jvm  # noqa: SLF001 - Hadoop FileSystem is only reachable through the JVM
-    hpath = jvm.org.apache.hadoop.fs.Path(folder)
-    fs = hpath.getFileSystem(spark._jsc.hadoopConfiguration())  # noqa: SLF001
-    files, listing = {}, fs.listFiles(hpath, True)
-    while listing.hasNext():
-        status = listing.next()
-        path = str(status.getPath().toString())
-        if not posixpath.basename(path).startswith((".", "_")):
-            files[path] = int(status.getLen())
-    return files
+    if source.kind == "manifest":
+        manifest_uri, exists = qualify(spark, source.path)
+        if not exists:
+            raise SourceError(f"manifest {source.path} not found")
+        folder = posixpath.dirname(manifest_uri)
+        return SourceFiles(source, folder, list_folder(spark, folder, skip_hidden=False), manifest_uri)
+    if source.kind == "folder":
+        from allmtl_spark.ingest.folder import check_folder
+
+        root = check_folder(spark, source)
+        return SourceFiles(source, root, list_folder(spark, root))
+    image_dir = _LAYOUT[source.kind][0]
+    root, exists = qualify(spark, source.path)
+    images_root = f"{root.rstrip('/')}/{image_dir}"
+    if not exists or not qualify(spark, images_root)[1]:
+        raise SourceError(
+            f"{source.kind} source {source.path}: folder {images_root} not found "
+            f"(expected the ALL-IDB layout <root>/{image_dir}/ImNNN_L.ext)"
+        )
+    return SourceFiles(source, root, list_folder(spark, root))
 
 
 def items_for_source(
-    spark: SparkSession, source: SourceConfig, key: bytes, default_pixel_size_um: float | None = None
+    spark: SparkSession, listed: SourceFiles, key: bytes, default_pixel_size_um: float | None = None
 ) -> list[Item]:
-    """List the items of one configured source.
+    """The items of one listed source (``list_source``).
 
     Args:
+        key: the patient-id HMAC key (manifests' ``patient_id``).
         default_pixel_size_um: ``ingest.default_pixel_size_um``; the source's own default wins.
 
     Raises:
-        SourceError: the source folder or manifest does not exist or the manifest lacks columns.
+        SourceError: the manifest is not a readable CSV or lacks columns.
     """
+    source = listed.source
     if source.kind == "manifest":
-        items = _manifest_items(spark, source, key)
+        items = _manifest_items(spark, listed, key)
     elif source.kind == "folder":
         from allmtl_spark.ingest.folder import folder_items
 
-        items = folder_items(spark, source, key)
+        items = folder_items(spark, listed, key)
     else:
-        items = _folder_items(spark, source)
+        items = _folder_items(listed)
     for item in items:
         if item.given_pixel_size_um is None:
             item.given_pixel_size_um = source.pixel_size_um
@@ -121,23 +145,17 @@ def items_frame(items: list[Item]) -> pd.DataFrame:
     return pd.DataFrame([asdict(i) for i in items], columns=ITEM_COLUMNS)
 
 
-def _folder_items(spark: SparkSession, source: SourceConfig) -> list[Item]:
+def _folder_items(listed: SourceFiles) -> list[Item]:
+    source, listing = listed.source, listed.listing
     image_dir, table, xyc_dir = _LAYOUT[source.kind]
-    root, exists = qualify(spark, source.path)
-    images_root = f"{root.rstrip('/')}/{image_dir}"
-    if not exists or not qualify(spark, images_root)[1]:
-        raise SourceError(
-            f"{source.kind} source {source.path}: folder {images_root} not found "
-            f"(expected the ALL-IDB layout <root>/{image_dir}/ImNNN_L.ext)"
-        )
-    files = list_files(spark, root)
-    companions = {(posixpath.basename(posixpath.dirname(p)), stem_of(posixpath.basename(p))): p for p in files}
+    images_root = f"{listed.folder.rstrip('/')}/{image_dir}"
+    companions = {(posixpath.basename(posixpath.dirname(p)), stem_of(posixpath.basename(p))): p for p in listing.files}
     items = []
-    for path, length in sorted(files.items()):
-        if posixpath.dirname(path) != images_root and not path.startswith(images_root + "/"):
+    for path in listed.listed():
+        if not path.startswith(images_root + "/"):
             continue
         name = posixpath.basename(path)
-        item = Item(path, table, source.kind, source.site, stem_of(name), length)
+        item = Item(path, table, source.kind, source.site, stem_of(name), listing.files.get(path, 0))
         try:
             parsed = parse_allidb_name(name)
             item.item_id, item.label_binary = parsed.stem, parsed.label
@@ -147,20 +165,29 @@ def _folder_items(spark: SparkSession, source: SourceConfig) -> list[Item]:
         item.mask_path = companions.get(("masks", stem))
         if xyc_dir:
             item.xyc_path = companions.get((xyc_dir, stem))
+        mark_unlisted(item, listing)
         items.append(item)
     return items
 
 
-def _manifest_items(spark: SparkSession, source: SourceConfig, key: bytes) -> list[Item]:
-    manifest_uri, exists = qualify(spark, source.path)
-    if not exists:
-        raise SourceError(f"manifest {source.path} not found")
-    root = posixpath.dirname(manifest_uri)
-    frame = _read_manifest(spark, manifest_uri)
-    files = list_files(spark, root)
+def mark_unlisted(item: Item, listing: Listing) -> None:
+    """Where to read the item and its companions, and the reject of one listing could not read."""
+    item.read_path = listing.read_path(item.item_path)
+    if item.xyc_path:
+        item.xyc_length, item.xyc_path = listing.files.get(item.xyc_path), listing.read_path(item.xyc_path)
+    if item.mask_path:
+        item.mask_length, item.mask_path = listing.files.get(item.mask_path), listing.read_path(item.mask_path)
+    if item.item_path in listing.outside:
+        item.pre_reason, item.pre_detail = "path_outside_root", listing.outside[item.item_path]
+    elif item.item_path in listing.unreadable:
+        item.pre_reason, item.pre_detail = "unreadable", listing.unreadable[item.item_path]
+
+
+def _manifest_items(spark: SparkSession, listed: SourceFiles, key: bytes) -> list[Item]:
+    frame = _read_manifest(spark, listed.manifest_uri)
     items = []
     for row in frame.itertuples(index=False):
-        items.append(_manifest_item(row._asdict(), root, files, source, key))
+        items.append(_manifest_item(row._asdict(), listed.folder, listed.listing, listed.source, key))
     return _drop_repeated_rows(items)
 
 
@@ -182,7 +209,8 @@ def _read_manifest(spark: SparkSession, manifest_uri: str) -> pd.DataFrame:
     return frame
 
 
-def _manifest_item(row: dict, root: str, files: dict[str, int], source: SourceConfig, key: bytes) -> Item:
+def _manifest_item(row: dict, root: str, listing: Listing, source: SourceConfig, key: bytes) -> Item:
+    files = listing.files
     kind = (row["kind"] or "slide").strip().lower()
     table = {"slide": "slides", "cell": "cells"}.get(kind, "slides")
     path, outside = resolve_under(root, row["path"])
@@ -214,10 +242,14 @@ def _manifest_item(row: dict, root: str, files: dict[str, int], source: SourceCo
         item.pre_reason, item.pre_detail = "bad_kind", f"kind {kind!r} must be slide or cell"
     if outside:
         item.pre_reason, item.pre_detail = "path_outside_root", f"{row['path']!r} resolves outside {root}"
+    elif path in listing.outside or path in listing.unreadable:
+        mark_unlisted(item, listing)
     elif path not in files:
         item.pre_reason, item.pre_detail = "missing_file", f"{row['path']!r} listed in the manifest does not exist"
     elif row["xyc_path"].strip() and item.xyc_path is None:
         item.pre_reason, item.pre_detail = "bad_xyc", f"xyc file {row['xyc_path']!r} does not exist"
+    else:
+        mark_unlisted(item, listing)
     return item
 
 

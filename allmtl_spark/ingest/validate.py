@@ -2,6 +2,11 @@
 
 The header is read first, so the pixel-count guard against decompression bombs runs before any
 pixel is decoded; then the whole image is decoded once to catch truncated files.
+
+Colour images with more than 8 bits per channel (48-bit RGB TIFFs and PNGs from scientific
+cameras) are rejected (``unsupported_bit_depth``), not converted: Pillow opens them as 8-bit RGB,
+silently dropping the low byte, and the lakehouse keeps the original bytes, which would then be
+recorded as an 8-bit image they are not. The reject says how to convert them first.
 """
 
 from __future__ import annotations
@@ -96,12 +101,39 @@ def inspect_image(data: bytes | None, limits: ImageLimits) -> ImageCheck:
         reason = "truncated" if "runcat" in str(err) else "not_an_image"
         return ImageCheck(digest, reason=reason, detail=f"the header cannot be read: {err}")
     with image:
-        return _check_opened(image, digest, limits)
+        return _check_opened(image, digest, limits, data)
 
 
-def _check_opened(image: Image.Image, digest: str, limits: ImageLimits) -> ImageCheck:
+def _stored_bits(image: Image.Image, data: bytes) -> int | None:
+    """Bits per channel as the file stores them (PNG IHDR, TIFF BitsPerSample); None when not stated."""
+    if image.format == "PNG" and len(data) > 24:
+        return int(data[24])  # IHDR: 8-byte signature, length, type, width, height, then bit depth
+    if image.format == "TIFF":
+        bits = getattr(image, "tag_v2", {}).get(258)  # BitsPerSample, one value per channel
+        if bits:
+            return max(int(b) for b in (bits if isinstance(bits, tuple) else (bits,)))
+    return None
+
+
+def _check_opened(image: Image.Image, digest: str, limits: ImageLimits, data: bytes) -> ImageCheck:
     fmt, (width, height), mode = image.format, image.size, image.mode
     channels, bits = _ACCEPTED_MODES.get(mode) or _MODE_SHAPES.get(mode, (len(image.getbands()), 0))
+    stored = _stored_bits(image, data)
+    if mode in _ACCEPTED_MODES and stored and stored > 8:  # opened as 8-bit, stored wider
+        bits = stored
+        return ImageCheck(
+            digest,
+            format=fmt,
+            width=width,
+            height=height,
+            channels=channels,
+            bit_depth=bits,
+            reason="unsupported_bit_depth",
+            detail=(
+                f"{bits} bits per channel ({bits * channels}-bit colour), which would be read as 8-bit; "
+                "convert it to 8-bit RGB first (e.g. scale by 255/65535 with OpenCV or tifffile) and ingest that"
+            ),
+        )
     meta = dict(format=fmt, width=width, height=height, channels=channels, bit_depth=bits)
     reason, detail = _header_problem(fmt, width, height, mode, channels, bits, limits)
     if reason is None:

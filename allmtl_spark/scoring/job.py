@@ -46,7 +46,7 @@ from allmtl_spark.ids import check_run_id
 from allmtl_spark.lakehouse import Lakehouse, delete_matched, merge_new_rows, read_table
 from allmtl_spark.partitioning import spread_over_tasks
 from allmtl_spark.registry import ModelChoice, ModelRecord, choose_model, resolve_model, verify_artifact
-from allmtl_spark.rejects import RETRYABLE_REASONS, reject_rows, retryable_column
+from allmtl_spark.rejects import reject_rows, retryable_column, retryable_sql
 from allmtl_spark.scoring.pipeline import SlideScore
 from allmtl_spark.session import assert_on_driver
 from allmtl_spark.syncpoints import sync_point
@@ -830,7 +830,7 @@ def _write(spark: SparkSession, lake: Lakehouse, rows: DataFrame, plan: ScorePla
         tables.REJECTS,
         scored,
         f"t.stage = '{STAGE}' AND t.version = s.model_version AND t.content_sha256 = s.content_sha256 "
-        f"AND coalesce(t.retryable, t.reason IN ({', '.join(repr(r) for r in RETRYABLE_REASONS[STAGE])}))",
+        f"AND {retryable_sql(STAGE)}",
     )
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from allmtl_spark.config.loader import ConfigError
 from allmtl_spark.config.schema import FAB_CLASSES, SmearParams, SynthConfig
+from allmtl_spark.ingest.privacy import write_synthetic_marker
 from allmtl_spark.synth.cells import BOX_LABELS
 from allmtl_spark.synth.smear import Patient, SyntheticSlide, draw_patient, render_cell_crop, render_slide
 from allmtl_spark.synth.stain import jpeg_roundtrip
@@ -547,6 +548,9 @@ def write_dataset(
     _write_csv(root / "manifest.csv", MANIFEST_COLUMNS, rows)
     boxes = [b for w in written for b in w.boxes]
     _write_csv(root / "boxes.csv", BOX_COLUMNS, boxes)
+    # what the generator wrote, hashed: ingest allows the public demo patient key for these files only
+    written_files = _expected_files(plan) | {"manifest.csv", "boxes.csv"}
+    write_synthetic_marker(root, [f for f in written_files if (root / f).is_file()])
     seconds = time.perf_counter() - start
     slides = Counter(r["label"] for r in slide_rows)
     cells = Counter(r["label"] for r in cell_rows)

@@ -29,6 +29,14 @@ def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
     return data[:16] + ihdr + crc + data[33:]
 
 
+def rgb16(fmt: str, width: int = 96, height: int = 64, seed: int = 0) -> bytes:
+    """A 16-bit-per-channel RGB ``.png`` or ``.tif`` (48-bit colour), which Pillow opens as 8-bit RGB."""
+    import cv2
+
+    pixels = np.random.default_rng(seed).integers(0, 65535, (height, width, 3)).astype(np.uint16)
+    return cv2.imencode(fmt, pixels)[1].tobytes()
+
+
 def malformed_files() -> dict[str, tuple[bytes, str]]:
     """{ALL-IDB file name: (bytes, expected reject reason)}."""
     jpeg = good_jpeg()
@@ -43,4 +51,6 @@ def malformed_files() -> dict[str, tuple[bytes, str]]:
         "Im108_5.jpg": (good_jpeg(seed=8), "bad_label"),
         "scan_0001.jpg": (good_jpeg(seed=9), "bad_name"),
         "Im110_1.gif": (_encode(np.zeros((64, 64, 3), np.uint8), "GIF"), "unsupported_format"),
+        "Im111_1.tif": (rgb16(".tif"), "unsupported_bit_depth"),
+        "Im112_0.png": (rgb16(".png"), "unsupported_bit_depth"),
     }

@@ -31,3 +31,17 @@ def test_bomb_is_refused_from_the_header_with_the_limit_named():
 def test_file_size_limit_and_unreadable():
     assert inspect_image(good_jpeg(), ImageLimits(max_file_bytes=100)).reason == "too_large_file"
     assert inspect_image(None, ImageLimits()).reason == "unreadable"
+
+
+@pytest.mark.parametrize("fmt", [".tif", ".png"])
+def test_16_bit_rgb_is_refused_not_silently_narrowed(fmt):
+    import cv2
+    import numpy as np
+
+    from tests.ingest.malformed import rgb16
+
+    check = inspect_image(rgb16(fmt), ImageLimits())
+    assert check.reason == "unsupported_bit_depth" and check.bit_depth == 16
+    assert "16 bits per channel (48-bit colour)" in check.detail and "convert" in check.detail
+    eight = cv2.imencode(fmt, np.zeros((64, 96, 3), np.uint8))[1].tobytes()
+    assert inspect_image(eight, ImageLimits()).ok and inspect_image(eight, ImageLimits()).bit_depth == 8

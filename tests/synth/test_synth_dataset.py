@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from pathlib import Path
 
 import cv2
@@ -12,6 +14,7 @@ from PIL import Image
 
 from allmtl_spark.config import ConfigError
 from allmtl_spark.config.schema import SynthConfig
+from allmtl_spark.ingest.privacy import SYNTHETIC_MARKER
 from allmtl_spark.synth.cells import BOX_LABELS
 from allmtl_spark.synth.dataset import (
     BOX_COLUMNS,
@@ -95,7 +98,13 @@ def test_layout_is_exactly_the_allidb_one(written):
             "",
         )
         expected |= {r["path"], r["mask_path"]}
-    assert set(_files(root)) == expected
+    assert set(_files(root)) == expected | {SYNTHETIC_MARKER}
+    # the marker that lets ingest use the demo patient key names every file written, with its hash
+    recorded = json.loads((root / SYNTHETIC_MARKER).read_text())["files"]
+    assert (
+        set(recorded) == expected
+        and recorded["manifest.csv"] == hashlib.sha256(_files(root)["manifest.csv"]).hexdigest()
+    )
     assert {r["site"] for r in rows} == {"synthetic"}
     assert {r["label"] for r in rows} <= {"normal", "L1", "L2", "L3"}
     assert all(0.15 <= float(r["pixel_size_um"]) <= 0.3 for r in rows)
@@ -222,7 +231,11 @@ def test_rerun_into_the_same_folder_removes_stale_items(tmp_path):
     write_dataset(_cfg(n_slides=2, n_cells=1), str(tmp_path), progress=None)
     rows = _manifest(tmp_path)
     listed = {r[k] for r in rows for k in ("path", "mask_path", "xyc_path") if r[k]}
-    ours = {f for f in _files(tmp_path) if f not in ("manifest.csv", "boxes.csv") and not f.endswith("notes.txt")}
+    ours = {
+        f
+        for f in _files(tmp_path)
+        if f not in ("manifest.csv", "boxes.csv", SYNTHETIC_MARKER) and not f.endswith("notes.txt")
+    }
     assert ours == listed and len(rows) == 3
     assert (tmp_path / "ALL_IDB1" / "im" / "notes.txt").exists()  # only our own file names are removed
 
