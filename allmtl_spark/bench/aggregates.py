@@ -92,7 +92,7 @@ def write_synthetic_scores(spark, lake, slides: int, labelled_fraction: float = 
             F.array(*map(F.lit, CLASSES)).alias("class_names"),
             probabilities.alias("probabilities"),
         )
-        best = F.array_position(F.col("probabilities"), F.array_max("probabilities")).cast("int")
+        best = F.expr("array_position(probabilities, array_max(probabilities))").cast("int")  # a column, not a literal
         scored = (
             scored.select(
                 "*",
