@@ -94,7 +94,7 @@ def test_every_job_runs_by_table_name_through_the_cli(spark, managed_lake, tmp_p
         "synth.slides_per_patient=1",  # enough patients for stage 2's own split after stage 3's
         "synth.n_cells=36",
         # Crops of their own patients: cut from these 24 slides, a 2-fold evaluation's training side keeps the
-        # crops of about 3 patients, too few for stage 2's own 4-fold test cut (the leak guard is tested in tests/training).
+        # crops of about 3 patients, too few for stage 2's own 4-fold test cut (tests/training test the leak guard).
         "synth.crops_from_slides=false",
         "synth.slide_width=320",
         "synth.slide_height=240",
