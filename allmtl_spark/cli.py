@@ -290,6 +290,36 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_models(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from allmtl_spark.lakehouse import Lakehouse
+    from allmtl_spark.model_import import import_models
+
+    cfg = load_from_args(args)
+    spark = spark_from_args(args, cfg)
+    source = Lakehouse.from_config(
+        replace(
+            cfg.lakehouse, path=args.source_lakehouse, models_path=None, reports_path=None, catalog=None, schema=None
+        )
+    )
+    target = lakehouse_from(cfg)
+    imported = import_models(spark, cfg, source, target)
+    print(f"models for allmtl score from {source.root} into {target.root}:")
+    print("\n".join(model.format() for model in imported))
+    return 0
+
+
+def _import_models_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--from",
+        dest="source_lakehouse",
+        required=True,
+        metavar="LAKEHOUSE",
+        help="the lakehouse folder holding the models (path-based; e.g. the demo's ./lakehouse)",
+    )
+
+
 def cmd_mlflow(args: argparse.Namespace) -> int:
     from allmtl_spark import tracking
 
@@ -353,6 +383,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
         cmd_review,
         "list the slides that need review (the review_queue view): reasons, calibrated probabilities, report",
         False,
+    ),
+    "import-models": (
+        cmd_import_models,
+        "copy the models allmtl score would use (classifier, cell model, segmenter) from another lakehouse",
+        True,
     ),
     "mlflow": (cmd_mlflow, "list the MLflow runs (and their reports) and the registered models", False),
     "docs": (cmd_docs, "regenerate docs/reference.md (tables and config keys) from the code", False),
@@ -421,6 +456,7 @@ EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "results": _results_arguments,
     "eval-detection": _eval_detection_arguments,
     "review": _review_arguments,
+    "import-models": _import_models_arguments,
 }
 
 

@@ -1,13 +1,12 @@
-"""The newcomer's path, through the real CLI: a copied lakehouse scores a plain folder, shows which model scored
-it, lists the results, and nothing outside the copy changes (issue: scoring into another lakehouse wrote
-TFLite conversions beside the first one's models)."""
+"""The newcomer's path, through the real CLI: a lakehouse of their own takes the models (allmtl import-models),
+scores a plain folder, shows which model scored it, lists the results, and nothing outside it changes (issue:
+scoring into another lakehouse wrote TFLite conversions beside the first one's models)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import cv2
@@ -32,7 +31,7 @@ def _snapshot(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
     return found
 
 
-def test_copied_lakehouse_scores_a_plain_folder_and_nothing_outside_it_changes(scoring_lake, tmp_path):
+def test_own_lakehouse_imports_the_models_scores_a_plain_folder_and_nothing_outside_it_changes(scoring_lake, tmp_path):
     cfg, lake, models = scoring_lake
     root = Path(lake.root).parent  # the fixture's folder: data, the original lakehouse
     # a newcomer's folder: photos named after wards and patients, in a subfolder too, and a note
@@ -44,7 +43,6 @@ def test_copied_lakehouse_scores_a_plain_folder_and_nothing_outside_it_changes(s
         cv2.imwrite(str(mine / name), cv2.imread(str(photo)), [cv2.IMWRITE_JPEG_QUALITY, 80])
     (mine / "README.txt").write_text("smears from ward 3 and 4")
     copy = tmp_path / "copy"
-    shutil.copytree(lake.root, copy)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     before = _snapshot(root, skip=copy) | _snapshot(tmp_path, skip=copy)
@@ -52,6 +50,9 @@ def test_copied_lakehouse_scores_a_plain_folder_and_nothing_outside_it_changes(s
     config = ["--config", str(REPO / "conf/demo.yaml")]
     config += [a for o in [*overrides(tmp_path), f"lakehouse.path={copy}"] for a in ("--set", o)]
 
+    imported = cli("import-models", *config, "--from", str(lake.root), env=env, cwd=cwd)
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    assert f"classifier {models['stage3'].model_id}: copied" in imported.stdout
     scored = cli("score", *config, "--source", str(mine), "--run-id", "mine-1", env=env, cwd=cwd)
     assert scored.returncode == 0, scored.stderr[-3000:]
     out = scored.stdout
