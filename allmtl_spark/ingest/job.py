@@ -146,29 +146,55 @@ def run_ingest(
 def _synthetic(spark: SparkSession, listed: list[SourceFiles]) -> tuple[dict[str, str], str | None]:
     """({path: SHA-256} the generator recorded for the sources, why they are not all synthetic or None).
 
-    A source is synthetic when its folder, or the folder above, holds ``privacy.SYNTHETIC_MARKER`` and
-    every file listed under the source is one the marker names.
+    A source is synthetic when every file listed under it is named by a ``privacy.SYNTHETIC_MARKER`` in
+    a folder on its way up: the file's own folder or one above it, up to the source's folder and the
+    folder above that. So a folder holding several ``allmtl synth`` outputs (``make demo-ood``'s four
+    batches) is synthetic as a whole, and one file the generator did not write makes it not.
     """
     from allmtl_spark.ingest.listing import read_small_file
     from allmtl_spark.ingest.privacy import SYNTHETIC_MARKER, SyntheticMarker, not_synthetic
 
-    recorded: dict[str, str] = {}
-    for source in listed:
-        marker = None
-        for folder in (source.folder.rstrip("/"), source.folder.rstrip("/").rsplit("/", 1)[0]):
+    markers: dict[str, SyntheticMarker | None] = {}
+
+    def marker_in(folder: str) -> SyntheticMarker | None:
+        if folder not in markers:
             try:
                 text = read_small_file(spark, f"{folder}/{SYNTHETIC_MARKER}")
             except ValueError:  # larger than a marker can be
                 text = None
-            marker = SyntheticMarker.parse(folder, text) if text is not None else None
-            if marker is not None:
-                break
+            markers[folder] = SyntheticMarker.parse(folder, text) if text is not None else None
+        return markers[folder]
+
+    recorded: dict[str, str] = {}
+    for source in listed:
+        base = source.folder.rstrip("/")
+        place = f"{source.source.kind} source {source.source.path}"
         listed_paths = [p for p in source.listed() if not p.endswith(f"/{SYNTHETIC_MARKER}")]
-        why = not_synthetic(marker, listed_paths, f"{source.source.kind} source {source.source.path}")
-        if why is not None:
-            return {}, why
-        recorded.update(marker.files)
+        if not listed_paths:  # an empty source: synthetic when a marker says so
+            why = not_synthetic(marker_in(base) or marker_in(base.rsplit("/", 1)[0]), [], place)
+            if why is not None:
+                return {}, why
+        for path in listed_paths:
+            found = next(
+                (m for folder in _folders_up(path, base) if (m := marker_in(folder)) is not None and path in m.files),
+                None,
+            )
+            nearest = found or next((m for f in _folders_up(path, base) if (m := marker_in(f)) is not None), None)
+            why = not_synthetic(found or nearest, [path], place)
+            if why is not None:  # the first file the generator did not write decides: nothing more is read
+                return {}, why
+            recorded.update(found.files)
     return recorded, None
+
+
+def _folders_up(path: str, base: str) -> list[str]:
+    """The folders from ``path``'s own up to ``base`` (a source folder), then the folder above ``base``."""
+    folders = []
+    folder = path.rsplit("/", 1)[0]
+    while folder.startswith(base + "/"):
+        folders.append(folder)
+        folder = folder.rsplit("/", 1)[0]
+    return [*folders, base, base.rsplit("/", 1)[0]]
 
 
 def _check_lakehouse_key(

@@ -98,6 +98,28 @@ def test_generated_data_takes_the_demo_key_until_a_file_is_not_the_generators(sp
 
 
 @pytest.mark.spark
+def test_a_folder_of_several_generated_batches_takes_the_demo_key(spark, lake, tmp_path, monkeypatch):
+    # make demo-ood: four `allmtl synth` outputs under one folder, scored as one folder source
+    from allmtl_spark.ingest.job import run_ingest
+    from allmtl_spark.synth.dataset import write_dataset
+
+    monkeypatch.delenv("ALLMTL_PATIENT_KEY", raising=False)
+    batches = tmp_path / "batches"
+    for seed, name in ((1, "stain"), (2, "blur")):
+        synth = SynthConfig(
+            output=str(batches / name), seed=seed, n_slides=1, n_cells=0, slide_width=160, slide_height=128, workers=1
+        )
+        write_dataset(synth, progress=None)
+    cfg = IngestConfig(sources=(SourceConfig(kind="folder", path=str(batches), site="ood"),))
+    summary = run_ingest(spark, cfg, DEMO, lake)
+    assert summary.inserted["slides"] >= 2  # the slides (and the truth masks: a folder takes every image)
+
+    (batches / "blur" / "photo.jpg").write_bytes(good_jpeg(seed=5))  # one file no marker names
+    with pytest.raises(ConfigError, match=r"photo\.jpg was not"):
+        run_ingest(spark, cfg, DEMO, lake)
+
+
+@pytest.mark.spark
 def test_a_second_key_is_refused_by_the_lakehouse(spark, lake, tmp_path, monkeypatch):
     from allmtl_spark.ingest.job import run_ingest
 
