@@ -20,7 +20,12 @@ pytestmark = pytest.mark.spark
 def test_the_scoring_models_are_copied_hash_checked_once_and_chosen_the_same_way(spark, scoring_lake, tmp_path):
     cfg, source, models = scoring_lake
     target = Lakehouse.from_config(replace(cfg.lakehouse, path=str(tmp_path / "mine")))
-    mine = replace(cfg, lakehouse=replace(cfg.lakehouse, path=str(tmp_path / "mine")))
+    # pinned: `latest` in the session's shared lakehouse depends on which other scoring tests ran first
+    mine = replace(
+        cfg,
+        lakehouse=replace(cfg.lakehouse, path=str(tmp_path / "mine")),
+        score=replace(cfg.score, model=models["stage3"].model_id),
+    )
 
     imported = import_models(spark, mine, source, target)
 
@@ -47,7 +52,11 @@ def test_the_scoring_models_are_copied_hash_checked_once_and_chosen_the_same_way
 def test_another_model_under_the_same_id_is_refused(spark, scoring_lake, tmp_path):
     cfg, source, models = scoring_lake
     target = Lakehouse.from_config(replace(cfg.lakehouse, path=str(tmp_path / "other")))
-    mine = replace(cfg, lakehouse=replace(cfg.lakehouse, path=str(tmp_path / "other")))
+    mine = replace(
+        cfg,
+        lakehouse=replace(cfg.lakehouse, path=str(tmp_path / "other")),
+        score=replace(cfg.score, model=models["stage3"].model_id),
+    )
     stage3 = models["stage3"]
     from allmtl_spark.registry import register_model
 

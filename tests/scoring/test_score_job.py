@@ -33,7 +33,8 @@ def _rows_per_slide(spark, lake, model_id: str) -> list[int]:
 
 def test_every_slide_scored_once_models_loaded_once_per_worker_rerun_writes_nothing(spark, scoring_lake):
     cfg, lake, models = scoring_lake
-    model_id = models["stage3"].model_id
+    # a model version of its own: the session's other scoring tests (test_mlflow_model) score the fixture's model
+    model_id = copy_model(spark, lake, models["stage3"], "tiny-once-stage3-fab4").model_id
     # thresholds that flag every leukemia call and every normal call with a blast: the column is filled as the
     # pure rule says, whatever the untrained models answer
     strict = {"disagreement_min_blasts": 10**6, "disagreement_max_blast_pct": 0.0}
