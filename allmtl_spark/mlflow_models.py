@@ -67,7 +67,9 @@ class AllmtlModel(PythonModel):
                 from allmtl_spark.segmentation.predict import make_predict_fn
 
                 plan = self.plan
-                unet = make_predict_fn(plan.segmenter_file, plan.segmenter_sha256, plan.tf_threads)
+                unet = make_predict_fn(
+                    plan.segmenter_file, plan.segmenter_sha256, plan.tf_threads, spec_sha256=plan.segmenter_spec_sha256
+                )
                 self._models = (unet, None, None)
             else:
                 self._models = self.plan.models()
@@ -186,6 +188,7 @@ def spec_of(plan, kind: str) -> tuple[dict, dict[str, str]]:
         "models": refs,
         "segmenter_version": plan.segmenter_version,
         "segmenter_sha256": plan.segmenter_sha256,
+        "segmenter_spec_sha256": plan.segmenter_spec_sha256,
         "working_pixel_size_um": plan.working_pixel_size_um,
         "pixel_policy": asdict(plan.pixel_policy),
         "roi": to_dict(plan.roi),
@@ -229,6 +232,7 @@ def plan_from_spec(spec: dict, artifacts: dict[str, str]):
         tf_threads=int(spec["tf_threads"]),
         classifier_batch=int(spec["classifier_batch"]),
         pixel_policy=PixelSizePolicy(**spec["pixel_policy"]) if "pixel_policy" in spec else PixelSizePolicy(),
+        segmenter_spec_sha256=spec.get("segmenter_spec_sha256") if "segmenter" in artifacts else None,
     )
 
 

@@ -59,7 +59,13 @@ def _plain(index: int, files: list[str], plan, threads: int, queue) -> None:
 
     if threads:
         cv2.setNumThreads(1)
-    unet = shared.make_predict_fn(plan.segmenter_file, plan.segmenter_sha256, threads) if plan.segmenter_file else None
+    unet = (
+        shared.make_predict_fn(
+            plan.segmenter_file, plan.segmenter_sha256, threads, spec_sha256=plan.segmenter_spec_sha256
+        )
+        if plan.segmenter_file
+        else None
+    )
     classify, classify_cells = dataclasses.replace(plan, tf_threads=threads).classifier_fns()
     cell_view = plan.cell_model.view if plan.cell_model else None
     inputs, cells = [], []

@@ -96,14 +96,19 @@ class BenchResult:
 _POOL_STATE: dict = {}
 
 
-def _pool_init(model_file: str, sha256: str, tf_threads: int, roi_cfg, cfg, working_pixel_size_um: float) -> None:
+def _pool_init(
+    model_file: str, sha256: str, spec_sha256: str | None, tf_threads: int, roi_cfg, cfg, working_pixel_size_um: float
+) -> None:
     import cv2
 
     from allmtl_spark.segmentation.predict import make_predict_fn
 
     cv2.setNumThreads(1)
     _POOL_STATE.update(
-        predict=make_predict_fn(model_file, sha256, tf_threads), roi=roi_cfg, cfg=cfg, working=working_pixel_size_um
+        predict=make_predict_fn(model_file, sha256, tf_threads, spec_sha256=spec_sha256),
+        roi=roi_cfg,
+        cfg=cfg,
+        working=working_pixel_size_um,
     )
 
 
@@ -153,6 +158,7 @@ def run_pool(
     roi_cfg,
     cfg,
     working_pixel_size_um: float,
+    spec_sha256: str | None = None,
 ) -> tuple[float, int, int, float]:
     """Segment ``files`` in a fresh ``spawn`` pool; returns (seconds, cells, peak worker RSS bytes, worker CPU s)."""
     start = time.perf_counter()
@@ -160,7 +166,7 @@ def run_pool(
     with context.Pool(
         workers,
         initializer=_pool_init,
-        initargs=(model_file, sha256, cfg.tf_threads, roi_cfg, cfg, working_pixel_size_um),
+        initargs=(model_file, sha256, spec_sha256, cfg.tf_threads, roi_cfg, cfg, working_pixel_size_um),
     ) as pool:
         results = pool.map(_pool_segment, files, chunksize=1)
     seconds = time.perf_counter() - start
@@ -220,7 +226,14 @@ def run_bench_segment(spark, app_cfg, slides: int, workers: int, workdir: str, p
 
     progress(f"(a) pool of {workers} processes ...")
     pool_seconds, pool_cells, pool_rss, pool_cpu = run_pool(
-        files, workers, record.model_file, record.artifact_sha256, app_cfg.roi, cfg, seg.pixel_size_um
+        files,
+        workers,
+        record.model_file,
+        record.artifact_sha256,
+        app_cfg.roi,
+        cfg,
+        seg.pixel_size_um,
+        record.spec_sha256,
     )
     progress(f"(b) Spark job on {spark.sparkContext.master} ...")
     summary = run_segment(spark, cfg, app_cfg.roi, bench_lake, record=record)

@@ -151,6 +151,7 @@ class ScorePlan:
     classifier_batch: int
     disagreement: tuple[int, float] = (1, 50.0)  # score.disagreement_min_blasts, score.disagreement_max_blast_pct
     pixel_policy: PixelSizePolicy = PixelSizePolicy()  # slides whose row records no pixel size
+    segmenter_spec_sha256: str | None = None  # of the U-Net's model.json (None: registered before it was kept)
 
     def trust(self, result: SlideScore, pixel_size_um: float | None, disagreement: str | None) -> dict:
         """Calibrated probabilities, ``ood_score``, ``needs_review`` and ``review_reasons`` of one scored slide."""
@@ -200,6 +201,7 @@ class ScorePlan:
             cfg.score.classifier_batch,
             (cfg.score.disagreement_min_blasts, cfg.score.disagreement_max_blast_pct),
             PixelSizePolicy.from_ingest(cfg.ingest),
+            record.spec_sha256 if record else None,
         )
 
     @property
@@ -225,7 +227,13 @@ class ScorePlan:
         from allmtl_spark.segmentation.predict import make_predict_fn
 
         unet = (
-            make_predict_fn(self.segmenter_file, self.segmenter_sha256, self.tf_threads, freeze_after_load)
+            make_predict_fn(
+                self.segmenter_file,
+                self.segmenter_sha256,
+                self.tf_threads,
+                freeze_after_load,
+                spec_sha256=self.segmenter_spec_sha256,
+            )
             if self.segmenter_file
             else None
         )

@@ -289,7 +289,11 @@ def _render_samples(slides, cfg, plan, folder: str):
     from allmtl_spark.segmentation.pipeline import decode_rgb
     from allmtl_spark.segmentation.predict import make_predict_fn
 
-    unet = make_predict_fn(plan.segmenter_file, plan.segmenter_sha256) if plan.segmenter_file else None
+    unet = (
+        make_predict_fn(plan.segmenter_file, plan.segmenter_sha256, spec_sha256=plan.segmenter_spec_sha256)
+        if plan.segmenter_file
+        else None
+    )
     # the runtime the job scored with, so the report shows the job's numbers
     classify = make_classifier_fn(*plan.classifier.serving(), plan.tf_threads, plan.classifier_batch)
     # Grad-CAM needs the Keras model's gradients

@@ -418,12 +418,15 @@ def make_segment_fn(
     model_file: str | None = None,
     sha256: str | None = None,
     policy: PixelSizePolicy = PixelSizePolicy(),
+    spec_sha256: str | None = None,
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """The ``mapInPandas`` function: input batches of ``INPUT_COLUMNS`` -> frames of ``SEGMENT_ROWS``.
 
     The model is not loaded here (this runs on the driver) but through ``make_predict_fn`` on first
     use in each Python worker, which caches it for every later batch and task of that worker.
-    A ``stats`` row closes every task.
+    A ``stats`` row closes every task. ``spec_sha256`` is the recorded hash of the model's
+    ``model.json``: the workers parse it from bytes that match (None: a segmenter registered before
+    those hashes were kept).
     """
     if cfg.mask_source == "unet" and not (model_file and sha256):
         raise ValueError("mask_source unet needs the model file and its SHA-256")
@@ -432,7 +435,7 @@ def make_segment_fn(
         from allmtl_spark.segmentation.predict import make_predict_fn
 
         # freeze: PySpark's gc.collect() after every task would otherwise walk the whole model (0.2 s a task)
-        return make_predict_fn(model_file, sha256, cfg.tf_threads, freeze_after_load=True)
+        return make_predict_fn(model_file, sha256, cfg.tf_threads, freeze_after_load=True, spec_sha256=spec_sha256)
 
     def segment_slides(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import resource
@@ -614,6 +617,7 @@ def run_segment(
         seg.record.model_file if seg.record else None,
         seg.record.artifact_sha256 if seg.record else None,
         policy,
+        spec_sha256=seg.record.spec_sha256 if seg.record else None,
     )
     rows = pending_slides(spark, lake, keys, cfg).mapInPandas(segment_fn, SEGMENT_ROWS)
     rows = rows.persist(StorageLevel.MEMORY_AND_DISK)

@@ -1,10 +1,12 @@
 """U-Net inference for whole slides, loaded once per Python process (the ``predict_batch_udf`` pattern).
 
-``make_predict_fn(model_file, sha256)`` returns a numpy-to-numpy ``predict(image) -> probability``.
-The first call in a process verifies the file's SHA-256, loads the Keras model and caches the
-function in a module-level dict keyed by (path, hash); later calls, from any batch or task that the
-same Python worker runs, get the cached function. ``model_loads()`` counts real loads in this process,
-so a job can check it stays at one per worker. Nothing here imports Spark.
+``make_predict_fn(model_file, sha256, spec_sha256=...)`` returns a numpy-to-numpy
+``predict(image) -> probability``. The first call in a process reads the model file and its
+``model.json`` once each, checks both bytes against the hashes the ``models`` table recorded, builds
+the Keras model from those bytes and caches the function in a module-level dict keyed by (path,
+hashes); later calls, from any batch or task that the same Python worker runs, get the cached
+function. ``model_loads()`` counts real loads in this process, so a job can check it stays at one
+per worker. Nothing here imports Spark.
 """
 
 from __future__ import annotations
@@ -50,12 +52,23 @@ def clear_cache() -> None:
         _LOADS.clear()
 
 
-def make_predict_fn(model_file: str, sha256: str, tf_threads: int = 0, freeze_after_load: bool = False) -> Predict:
+def make_predict_fn(
+    model_file: str,
+    sha256: str,
+    tf_threads: int = 0,
+    freeze_after_load: bool = False,
+    *,
+    spec_sha256: str | None,
+) -> Predict:
     """The cached predict function of a saved segmenter, loading it on first use in this process.
 
     Args:
         model_file: path of the ``model.h5`` artifact (``model.json`` beside it).
         sha256: the SHA-256 recorded in ``models``; the file must match it.
+        spec_sha256: the SHA-256 of ``model.json`` recorded in ``models`` (``spec_sha256``); the
+            builder keywords and white balance are parsed from bytes that match it. None only for a
+            segmenter registered before those hashes were recorded (its ``model.json`` is read unchecked,
+            as ``ModelRecord.spec`` does on the driver).
         tf_threads: TensorFlow intra-op threads for this process (set before TensorFlow starts;
             ignored if it already runs); 0 leaves TensorFlow's default.
         freeze_after_load: after a real load, take the objects alive in this process out of the
@@ -68,11 +81,11 @@ def make_predict_fn(model_file: str, sha256: str, tf_threads: int = 0, freeze_af
         cropped back).
 
     Raises:
-        ArtifactError: the file is missing or its hash differs from ``sha256``.
+        ArtifactError: the model file or ``model.json`` is missing or its hash differs from the recorded one.
     """
     return cached_model(
-        (os.path.abspath(model_file), sha256),
-        lambda: _load(os.path.abspath(model_file), sha256, tf_threads),
+        (os.path.abspath(model_file), sha256, spec_sha256),
+        lambda: _load(os.path.abspath(model_file), sha256, spec_sha256, tf_threads),
         freeze_after_load,
     )
 
@@ -120,11 +133,11 @@ def set_tf_threads(tf_threads: int) -> None:
             pass
 
 
-def _load(path: str, sha256: str, tf_threads: int) -> Predict:
+def _load(path: str, sha256: str, spec_sha256: str | None, tf_threads: int) -> Predict:
     data = read_verified(path, sha256, "segmenter")  # loaded from these bytes, not from the path again
+    spec = _spec(path, spec_sha256)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     set_tf_threads(tf_threads)
-    spec = _spec(path)
     model = fully_convolutional(load_keras(data), spec)
     return whole_slide_predictor(model, spec.get("input_normalize", "none"))
 
@@ -159,8 +172,15 @@ def whole_slide_predictor(model, normalize: str = "none") -> Predict:
     return predict
 
 
-def _spec(path: str) -> dict:
+def _spec(path: str, spec_sha256: str | None) -> dict:
+    """The ``model.json`` beside ``path``, parsed from bytes read once and checked against ``spec_sha256``.
+
+    Without a recorded hash (a segmenter registered before they were kept) it is read unchecked, and a
+    missing file is an empty spec; with one, a missing or different file is refused.
+    """
     spec_path = os.path.join(os.path.dirname(path), SPEC_FILE)
+    if spec_sha256:
+        return json.loads(read_verified(spec_path, spec_sha256, "segmenter model.json"))
     if not os.path.isfile(spec_path):
         return {}
     with open(spec_path) as handle:

@@ -157,7 +157,7 @@ def test_cell_models_and_segmenters_are_logged_and_registered_too(spark, publish
     slide = example_image("slide_scorer")
     out = mlflow.pyfunc.load_model(seg_stored.registered_model_uri).predict(pd.DataFrame({"image": [slide]}))
     rgb = decode_rgb(slide)
-    unet = make_predict_fn(segmenter.model_file, segmenter.artifact_sha256)
+    unet = make_predict_fn(segmenter.model_file, segmenter.artifact_sha256, spec_sha256=segmenter.spec_sha256)
     pixel = PixelSizePolicy.from_ingest(cfg.ingest).resolve(rgb, None)  # an image alone: estimated or the default
     working = units.ALLIDB1_PIXEL_SIZE_UM / 0.5  # a segmenter of an earlier release: working_scale of ALL-IDB1's
     direct = segment_image(rgb, unet, cfg.roi, replace(cfg.segment, mask_source="unet"), pixel.pixel_size_um, working)
