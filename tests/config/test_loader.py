@@ -28,6 +28,8 @@ def test_paper_config_carries_the_papers_training_schedule():
             0, stage.learning_rate, train.num_proc, stage.decay_rate, train.scale_learning_rate_by_ranks
         )
         assert rate == pytest.approx(0.001)
+    # every cell at the scale of the paper's ALL-IDB2 crops: 257 px at ALL-IDB1's 0.155 um/px
+    assert train.cell_tile_um == pytest.approx(257 * 0.155, abs=0.05)
 
 
 def test_dotted_override_reaches_nested_key_and_parses_yaml_types():
