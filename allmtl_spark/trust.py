@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import cv2
 import numpy as np
@@ -162,6 +162,160 @@ def fit_ood(
     )
     threshold = float(np.quantile(provisional.score(val), pass_fraction, method="higher"))
     return OodModel(**{**provisional.__dict__, "threshold": threshold})
+
+
+FEATURES = "features"  # the reason suffix of the feature check (``out_of_distribution:features``)
+MAX_COMPONENTS = 32  # principal components of the pooled features kept (trust.json stays ~1 MB for 2048 features)
+VARIANCE_KEPT = 0.95  # ... or fewer, when fewer explain this share of the training features' variance
+
+
+@dataclass(frozen=True)
+class FeatureOodModel:
+    """Where the training slides' pooled features lie (stored in ``trust.json`` as ``feature_ood``).
+
+    Class-conditional Gaussians with one shared covariance (Lee et al. 2018, "A simple unified
+    framework for detecting out-of-distribution samples"), in the space of the first principal
+    components of the training features: a slide's score is its smallest Mahalanobis distance to a
+    class mean. The shared covariance is a Ledoit-Wolf estimate of the within-class scatter.
+    """
+
+    mean: tuple[float, ...]  # (d,) training mean of the pooled features
+    components: tuple[tuple[float, ...], ...]  # (p, d) principal directions
+    class_means: tuple[tuple[float, ...], ...]  # (k, p) per training class present, in component space
+    precision: tuple[tuple[float, ...], ...]  # (p, p) inverse shared within-class covariance
+    threshold: float  # score above this: out of distribution (``pass_fraction`` quantile of validation)
+    pass_fraction: float
+    n_train: int
+    n_val: int
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Per row of ``features`` (n, d): the Mahalanobis distance to the nearest training class."""
+        f = np.atleast_2d(np.asarray(features, dtype=float))
+        z = (f - np.asarray(self.mean)) @ np.asarray(self.components).T
+        diff = z[:, None, :] - np.asarray(self.class_means)[None]
+        squared = np.einsum("nkp,pq,nkq->nk", diff, np.asarray(self.precision), diff)
+        return np.sqrt(np.maximum(squared.min(axis=1), 0.0))
+
+    def arrays(self) -> FeatureOodModel:
+        """The same model holding numpy arrays instead of tuples (scores without converting them each call)."""
+        fields = {k: np.asarray(getattr(self, k)) for k in ("mean", "components", "class_means", "precision")}
+        return replace(self, **fields)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureOodModel:
+        return cls(
+            mean=tuple(data["mean"]),
+            components=tuple(tuple(r) for r in data["components"]),
+            class_means=tuple(tuple(r) for r in data["class_means"]),
+            precision=tuple(tuple(r) for r in data["precision"]),
+            threshold=float(data["threshold"]),
+            pass_fraction=float(data["pass_fraction"]),
+            n_train=int(data["n_train"]),
+            n_val=int(data["n_val"]),
+        )
+
+
+def fit_feature_ood(
+    train: np.ndarray, labels: np.ndarray, val: np.ndarray, pass_fraction: float = 0.95
+) -> FeatureOodModel:
+    """Fit class means and a shared covariance of the training features; threshold on ``val``.
+
+    Args:
+        train: (n, d) pooled features of the training slides (original views).
+        labels: (n,) their class indices.
+        val: (m, d) pooled features of the validation slides (only the threshold comes from them).
+        pass_fraction: the share of validation slides that must pass (``train.ood_pass_fraction``).
+
+    The features are projected on their first principal components (as many as explain
+    ``VARIANCE_KEPT`` of the training variance, at most ``MAX_COMPONENTS`` and n - 1), chosen by
+    that rule alone, never on out-of-distribution examples.
+
+    Raises:
+        ValueError: fewer than 3 training or 1 validation slides, mismatched shapes, pass_fraction outside (0, 1].
+    """
+    from sklearn.covariance import LedoitWolf
+
+    train = np.asarray(train, dtype=float)
+    val = np.asarray(val, dtype=float)
+    labels = np.asarray(labels)
+    if len(train) < 3 or len(val) < 1:
+        raise ValueError(
+            f"fit_feature_ood needs >= 3 training and >= 1 validation slides; got {len(train)}, {len(val)}"
+        )
+    if train.ndim != 2 or val.ndim != 2 or val.shape[1] != train.shape[1] or labels.shape != (len(train),):
+        raise ValueError(
+            f"expected (n, d) features, (n,) labels and (m, d) features; got {train.shape}, {labels.shape}, {val.shape}"
+        )
+    if not 0 < pass_fraction <= 1:
+        raise ValueError(f"pass_fraction must be in (0, 1]; got {pass_fraction}")
+    mean = train.mean(axis=0)
+    _, singular, vt = np.linalg.svd(train - mean, full_matrices=False)
+    explained = np.cumsum(singular**2) / max(float((singular**2).sum()), 1e-12)
+    p = int(min(np.searchsorted(explained, VARIANCE_KEPT) + 1, MAX_COMPONENTS, len(train) - 1, vt.shape[0]))
+    components = vt[:p]
+    z = (train - mean) @ components.T
+    classes = sorted(set(labels.tolist()))
+    class_means = np.array([z[labels == c].mean(axis=0) for c in classes])
+    within = z - class_means[np.searchsorted(classes, labels)]
+    precision = np.linalg.pinv(LedoitWolf(assume_centered=True).fit(within).covariance_)
+    provisional = FeatureOodModel(
+        tuple(float(v) for v in mean),
+        tuple(tuple(float(v) for v in row) for row in components),
+        tuple(tuple(float(v) for v in row) for row in class_means),
+        tuple(tuple(float(v) for v in row) for row in precision),
+        float("inf"),
+        float(pass_fraction),
+        len(train),
+        len(val),
+    )
+    threshold = float(np.quantile(provisional.score(val), pass_fraction, method="higher"))
+    return FeatureOodModel(**{**provisional.__dict__, "threshold": threshold})
+
+
+@dataclass(frozen=True)
+class FusedOod:
+    """One ``ood_score`` from both checks, thresholded once (stored in ``trust.json`` as ``ood_fused``).
+
+    Each check's score is divided by its own validation threshold and the larger ratio is the
+    slide's ``ood_score``; its threshold is again the ``pass_fraction`` quantile over the validation
+    slides. Two checks each passing 95 % of the validation slides would together pass fewer (a
+    slide fails when either does); thresholding the fused score keeps the union at ``pass_fraction``.
+    """
+
+    threshold: float
+    pass_fraction: float
+    n_val: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fused_scores(
+    inputs: OodModel | None, input_x: np.ndarray | None, features: FeatureOodModel | None, feature_x: np.ndarray | None
+) -> tuple[np.ndarray, list[str]]:
+    """(fused scores, the check or statistic behind each) of n slides; either check may be absent (None)."""
+    ratios, names = [], []
+    if inputs is not None and input_x is not None:
+        ratios.append(inputs.score(input_x) / max(inputs.threshold, 1e-12))
+        names.append(inputs.furthest(input_x))
+    if features is not None and feature_x is not None:
+        ratios.append(features.score(feature_x) / max(features.threshold, 1e-12))
+        names.append([FEATURES] * len(ratios[-1]))
+    if not ratios:
+        raise ValueError("fused_scores needs at least one check")
+    stacked = np.vstack(ratios)
+    which = stacked.argmax(axis=0)
+    return stacked.max(axis=0), [names[int(w)][i] for i, w in enumerate(which)]
+
+
+def fit_fused(inputs: OodModel, input_val: np.ndarray, features: FeatureOodModel, feature_val: np.ndarray) -> FusedOod:
+    """The fused threshold: ``pass_fraction`` (the checks') quantile of the validation slides' fused scores."""
+    scores, _ = fused_scores(inputs, input_val, features, feature_val)
+    threshold = float(np.quantile(scores, features.pass_fraction, method="higher"))
+    return FusedOod(threshold, features.pass_fraction, len(scores))
 
 
 def review_reasons(

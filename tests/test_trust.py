@@ -1,4 +1,5 @@
-"""The out-of-distribution check: statistics, Mahalanobis score, validation threshold, reasons, the hashed file."""
+"""The out-of-distribution checks: statistics, pooled features, Mahalanobis scores, validation thresholds, fusion,
+reasons, the hashed file."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ from scipy.spatial.distance import mahalanobis
 
 from allmtl_spark.errors import ArtifactError
 from allmtl_spark.trust import (
+    FEATURES,
+    MAX_COMPONENTS,
     OOD_FEATURES,
+    FeatureOodModel,
     OodModel,
+    fit_feature_ood,
+    fit_fused,
     fit_ood,
+    fused_scores,
     ood_features,
     read_trust,
     review_reasons,
@@ -108,3 +115,98 @@ def test_trust_file_is_refused_when_changed(tmp_path):
     (tmp_path / "trust.json").write_text('{"temperature": 1.0}')
     with pytest.raises(ArtifactError, match="corrupted or was replaced"):
         read_trust(str(tmp_path), sha, "model m")
+
+
+def _feature_classes(rng, n, d=64, shift=0.0):
+    """Pooled-feature-like data: 3 classes, each a Gaussian around its own mean, correlated dimensions."""
+    means = np.random.default_rng(99).normal(0, 3, (3, d))
+    mixing = np.random.default_rng(98).normal(0, 1, (d, d)) / np.sqrt(d)
+    labels = rng.integers(0, 3, n)
+    return means[labels] + rng.normal(size=(n, d)) @ mixing + shift, labels
+
+
+def test_feature_check_passes_the_asked_share_of_validation_and_flags_a_shifted_batch():
+    rng = np.random.default_rng(4)
+    train, labels = _feature_classes(rng, 300)
+    val, _ = _feature_classes(rng, 60)
+    held_out, _ = _feature_classes(rng, 400)
+    model = fit_feature_ood(train, labels, val, pass_fraction=0.95)
+    assert 0 < len(model.components) <= MAX_COMPONENTS and len(model.class_means) == 3
+    assert np.mean(model.score(val) <= model.threshold) >= 0.95
+    assert np.mean(model.score(val) <= model.threshold) < 1.0  # a validation quantile, not the max
+    assert np.mean(model.score(held_out) > model.threshold) < 0.12
+    shifted, _ = _feature_classes(rng, 400, shift=1.5)  # every feature moved: another stain, another focus
+    assert np.median(model.score(shifted)) > np.median(model.score(held_out)) + 2.0
+    assert np.mean(model.score(shifted) > model.threshold) > 0.9
+    # the nearest class counts: a training class mean itself scores 0
+    centre = np.asarray(model.mean) + np.asarray(model.class_means)[1] @ np.asarray(model.components)
+    assert model.score(centre)[0] == pytest.approx(0.0, abs=1e-6)
+    assert FeatureOodModel.from_dict(model.to_dict()) == model
+    np.testing.assert_allclose(model.arrays().score(shifted), model.score(shifted))
+    assert fit_feature_ood(train, labels, val, pass_fraction=1.0).threshold >= model.threshold
+
+
+def test_feature_check_keeps_the_components_explaining_most_variance():
+    rng = np.random.default_rng(5)
+    low_rank = rng.normal(size=(200, 3)) @ rng.normal(size=(3, 50)) + 0.01 * rng.normal(size=(200, 50))
+    model = fit_feature_ood(low_rank, np.zeros(200, int), low_rank[:20])
+    assert len(model.components) == 3  # three directions carry > 95 % of the variance
+    wide = rng.normal(size=(200, 300))
+    assert len(fit_feature_ood(wide, np.zeros(200, int), wide[:20]).components) == MAX_COMPONENTS
+    with pytest.raises(ValueError, match=">= 3 training"):
+        fit_feature_ood(wide[:2], np.zeros(2, int), wide[:2])
+    with pytest.raises(ValueError, match="expected"):
+        fit_feature_ood(wide, np.zeros(199, int), wide[:5])
+
+
+def test_a_feature_model_of_a_real_network_scores_a_restained_image_higher():
+    """Pooled features of a small real CNN: views in another stain lie further from the training views."""
+    import tensorflow as tf
+
+    from allmtl_spark.scoring.predict import keras_predict
+
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential(
+        [
+            tf.keras.Input((32, 32, 3)),
+            tf.keras.layers.Rescaling(1 / 127.5, offset=-1),
+            tf.keras.layers.Conv2D(16, 3, activation="relu"),
+            tf.keras.layers.GlobalAveragePooling2D(name="pool"),
+            tf.keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    predict = keras_predict(model, 16)
+    rng = np.random.default_rng(6)
+
+    def views(n, colour):
+        return np.stack([cv2.resize(_cells_view(rng, colour=colour), (32, 32)) for _ in range(n)])
+
+    train, val = views(80, (150, 60, 160)), views(30, (150, 60, 160))
+    f_train, f_val = predict.with_features(train)[1], predict.with_features(val)[1]
+    check = fit_feature_ood(f_train, np.arange(80) % 2, f_val)
+    same = check.score(predict.with_features(views(30, (150, 60, 160)))[1])
+    restained = check.score(predict.with_features(views(30, (60, 60, 200)))[1])
+    assert np.median(restained) > 2 * np.median(same)
+    assert np.mean(restained > check.threshold) > 0.9 and np.mean(same > check.threshold) < 0.2
+
+
+def test_fused_threshold_keeps_the_union_of_both_checks_at_the_pass_fraction():
+    rng = np.random.default_rng(7)
+    inputs = fit_ood(_cloud(rng, 400), _cloud(rng, 200))
+    train, labels = _feature_classes(rng, 400)
+    val_f, _ = _feature_classes(rng, 200)
+    val_x = _cloud(rng, 200)
+    features = fit_feature_ood(train, labels, val_f)
+    either = (inputs.score(val_x) > inputs.threshold) | (features.score(val_f) > features.threshold)
+    assert either.mean() > 0.07  # two independent checks at 95 % each: the union flags ~10 %
+    fused = fit_fused(inputs, val_x, features, val_f)
+    scores, names = fused_scores(inputs, val_x, features, val_f)
+    assert 0.94 <= np.mean(scores <= fused.threshold) < 1.0
+    assert fused.threshold > 1.0  # above each check's own threshold (scores are ratios to them)
+    # the reason names the check that is furthest beyond its own threshold
+    shifted = val_f + 3.0
+    _, shifted_names = fused_scores(inputs, val_x, features, shifted)
+    assert shifted_names.count(FEATURES) > 190
+    assert set(names) <= {*OOD_FEATURES, FEATURES}
+    only_inputs, _ = fused_scores(inputs, val_x, None, None)
+    np.testing.assert_allclose(only_inputs, inputs.score(val_x) / inputs.threshold)
