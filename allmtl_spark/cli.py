@@ -346,7 +346,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
-    # name: (function, help, needs Spark -> gets --master and --run-id)
+    # name: (function, help, needs Spark -> gets --master; --run-id only where RECORDS_RUN_ID)
     "config": (cmd_config, "print the resolved config as YAML", False),
     "synth": (cmd_synth, "write a synthetic data set in the ALL-IDB layouts", False),
     "ingest": (cmd_ingest, "ingest ALL-IDB folders or manifests into the Delta tables", True),
@@ -460,6 +460,11 @@ EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
 }
 
 
+# Commands that record a run id on the rows they write; the others (eval-detection, import-models) write no
+# run's rows, so a --run-id there would be silently ignored.
+RECORDS_RUN_ID = frozenset({"ingest", "train", "tune", "train-segmenter", "segment", "evaluate", "score"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="allmtl", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -469,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (func, help_text, needs_spark) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
-        add_common_arguments(cmd, needs_spark)
+        add_common_arguments(cmd, needs_spark, run_id=name in RECORDS_RUN_ID)
         EXTRA_ARGUMENTS.get(name, lambda _: None)(cmd)
         cmd.set_defaults(func=func)
     _add_optional_commands(sub)
@@ -489,7 +494,7 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def add_common_arguments(cmd: argparse.ArgumentParser, needs_spark: bool) -> None:
+def add_common_arguments(cmd: argparse.ArgumentParser, needs_spark: bool, run_id: bool = True) -> None:
     cmd.add_argument("--config", "-c", help=f"YAML config (default: $ALLMTL_CONFIG or {DEFAULT_CONFIG})")
     cmd.add_argument(
         "--set",
@@ -501,6 +506,7 @@ def add_common_arguments(cmd: argparse.ArgumentParser, needs_spark: bool) -> Non
     )
     if needs_spark:
         cmd.add_argument("--master", help="Spark master; overrides spark-submit's and spark.master")
+    if needs_spark and run_id:
         cmd.add_argument(
             "--run-id",
             type=_run_id("--run-id"),

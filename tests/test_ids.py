@@ -30,6 +30,17 @@ def test_cli_refuses_a_path_as_run_id_with_exit_2(option, capsys):
     assert f"{option} '../../etc' is not a usable run id" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["eval-detection --boxes b.csv", "import-models --from lake", "bench segment"])
+def test_commands_that_record_no_run_refuse_run_id(command, capsys):
+    """They write no run's rows: a --run-id there would be silently ignored, so argparse refuses it."""
+    from allmtl_spark.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main([*command.split(), "--run-id", "mine"])
+    assert stop.value.code == 2
+    assert "unrecognized arguments: --run-id mine" in capsys.readouterr().err
+
+
 def test_library_entry_points_refuse_before_touching_anything(tmp_path):
     from allmtl_spark.config import load_config
     from allmtl_spark.evaluation.job import run_evaluate

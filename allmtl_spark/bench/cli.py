@@ -38,7 +38,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     sub = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     for name, help_text in BENCHMARKS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
-        add_common_arguments(cmd, needs_spark=True)
+        add_common_arguments(cmd, needs_spark=True, run_id=False)
         importlib.import_module(f"allmtl_spark.bench.{name}").add_arguments(cmd)
         cmd.set_defaults(func=_run(name))
     return bench
