@@ -492,6 +492,9 @@ class SegmenterConfig:
     tiles_per_slide: int = 8  # random training tiles per training slide and epoch
     foreground_tile_fraction: float = 0.8  # share of those tiles centred on a white-cell pixel
     augment: bool = True  # random flips, 90-degree rotations and channel gains of the training tiles
+    # Each training tile cut at a magnification drawn log-uniformly from [low, high] (0.5-2: cells half to
+    # twice their size at pixel_size_um), for slides whose pixel size is off; null: every tile at pixel_size_um.
+    scale_augment: tuple[float, float] | None = None
     # colour normalisation of the U-Net's input, the same at training and at prediction (recorded in model.json)
     input_normalize: Literal["grey_world", "percentile", "reinhard", "macenko", "none"] = "grey_world"
     depth: int = 3
@@ -523,6 +526,8 @@ class SegmenterConfig:
         _require(0 < self.holdout_fraction < 1, "holdout_fraction", "must be in (0, 1)")
         _require(self.max_slides >= 2, "max_slides", "must be >= 2 (one to train, one to hold out)")
         _require(self.seed >= 0, "seed", "must be >= 0")
+        if self.scale_augment is not None:
+            _range(self.scale_augment, "scale_augment", low=0.1, high=10.0)
 
 
 @dataclass(frozen=True)
@@ -539,6 +544,12 @@ class SegmentConfig:
     mask_threshold: float = 0.5
     min_cell_area_um2: float = 20.0  # smaller regions are specks or platelets (2-3 um); a small lymphocyte is ~40
     max_cell_area_um2: float | None = None  # larger regions (smudges, clumps) are dropped; null keeps all
+    # A U-Net region is a cell only when at least this share of its pixels has a probability of
+    # confident_probability or more (0: no check). 0.3 was chosen on validation slides, none of the test sets
+    # (docs/segmentation.md): white cells are confident discs (0.35 or more on every one there), platelets on
+    # red cells, platelet clumps and the gaps of a packed red-cell layer come out faint and patchy.
+    min_confident_fraction: float = 0.3
+    confident_probability: float = 0.99  # the U-Net probability a pixel of min_confident_fraction needs
     split_touching: bool = True
     watershed_min_distance_um: float = 3.0  # centres closer than this are one cell (about half a small lymphocyte)
     watershed_seed_fraction: float = 0.7  # seed disc radius / the cell's inscribed radius
@@ -567,6 +578,8 @@ class SegmentConfig:
             "max_cell_area_um2",
             "must be null or above min_cell_area_um2",
         )
+        _require(0 <= self.min_confident_fraction <= 1, "min_confident_fraction", "must be in [0, 1]")
+        _require(0 < self.confident_probability < 1, "confident_probability", "must be in (0, 1)")
         _require(self.watershed_min_distance_um > 0, "watershed_min_distance_um", "must be > 0")
         _require(0 < self.watershed_seed_fraction <= 1, "watershed_seed_fraction", "must be in (0, 1]")
         _require(self.crop_size_um >= 5, "crop_size_um", "must be >= 5 (micrometres)")

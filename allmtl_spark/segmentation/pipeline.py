@@ -168,17 +168,23 @@ def compute_roi(image_rgb: np.ndarray, cfg: RoiConfig, normalized: np.ndarray | 
     return roi_mask(view, "adaptive", channel=cfg.channel, normalize=None)
 
 
-def cell_labels(mask: np.ndarray, cfg: SegmentConfig, pixel_size_um: float) -> np.ndarray:
+def cell_labels(
+    mask: np.ndarray, cfg: SegmentConfig, pixel_size_um: float, probability: np.ndarray | None = None
+) -> np.ndarray:
     """Post-process a white-cell mask into labelled cells: fill holes, drop specks, split touching cells.
 
     Args:
         mask: HxW mask, non-zero = white cell.
         cfg: the ``segment`` section (physical sizes).
         pixel_size_um: micrometres per pixel of ``mask``.
+        probability: the U-Net's HxW probabilities the mask came from, or None (the ROI mask).
 
     Returns:
         HxW int32 label image, 0 = background, 1..n = cells in raster order; cells smaller than
-        ``min_cell_area_um2`` (after splitting) or larger than ``max_cell_area_um2`` are removed.
+        ``min_cell_area_um2`` (after splitting) or larger than ``max_cell_area_um2`` are removed, and,
+        with ``probability``, those where less than ``min_confident_fraction`` of the pixels are at or
+        above ``confident_probability`` (a white cell is a confident disc; platelets on red cells,
+        platelet clumps and the gaps of a packed red-cell layer come out as faint, patchy regions).
     """
     min_area = units.um2_to_px2(cfg.min_cell_area_um2, pixel_size_um)
     cleaned = remove_small_objects(fill_holes(mask), int(np.ceil(min_area)))
@@ -191,6 +197,9 @@ def cell_labels(mask: np.ndarray, cfg: SegmentConfig, pixel_size_um: float) -> n
     keep = areas >= min_area
     if cfg.max_cell_area_um2 is not None:
         keep &= areas <= units.um2_to_px2(cfg.max_cell_area_um2, pixel_size_um)
+    if probability is not None and cfg.min_confident_fraction > 0:
+        confident = np.bincount(labels[probability >= cfg.confident_probability], minlength=len(areas))
+        keep &= confident >= cfg.min_confident_fraction * areas
     keep[0] = False
     if keep[1:].all():
         return labels
@@ -242,7 +251,7 @@ def segment_slide(
         mask = to_mask(probability > cfg.mask_threshold)
     else:
         mask = roi_small
-    labels = cell_labels(mask, cfg, working_pixel_size_um)
+    labels = cell_labels(mask, cfg, working_pixel_size_um, probability if cfg.mask_source == "unet" else None)
     cells_mask = to_mask(labels > 0)
     blue = blue_channel_mask(normalized, cells_mask, threshold=cfg.blue_threshold, normalize=None)
     isolated = np.where(blue[..., None] > 0, small, np.uint8(0))

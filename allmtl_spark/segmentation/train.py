@@ -142,6 +142,7 @@ def sample_tiles(
     foreground_fraction: float,
     augment: bool,
     rng: np.random.Generator,
+    scale_range: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random ``tile x tile`` training tiles: a share centred on a foreground pixel, the rest anywhere.
 
@@ -154,6 +155,9 @@ def sample_tiles(
         augment: random horizontal/vertical flips, 90-degree rotations and per-channel gains in
             0.92..1.08 (the colour differences white balance leaves).
         rng: the generator.
+        scale_range: ``(low, high)``: each tile is cut at a magnification drawn log-uniformly from it
+            (a window of ``tile / s`` pixels resized to ``tile``: ``s > 1`` zooms in, ``s < 1`` out), so
+            the U-Net sees cells larger and smaller than at the working pixel size; None: no rescaling.
 
     Returns:
         ``(x, y)``: float32 ``(n, tile, tile, 3)`` RGB 0..255 and float32 ``(n, tile, tile, 1)`` 0/1.
@@ -164,15 +168,23 @@ def sample_tiles(
         k = int(rng.integers(len(images)))
         image, label = images[k], labels[k]
         h, w = label.shape
+        side = tile
+        if scale_range is not None:
+            zoom = float(np.exp(rng.uniform(np.log(scale_range[0]), np.log(scale_range[1]))))
+            side = int(np.clip(round(tile / zoom), 8, min(h, w)))
         ys, xs = np.nonzero(label) if rng.random() < foreground_fraction else ((), ())
         if len(ys):
             j = int(rng.integers(len(ys)))
-            jitter = rng.integers(-tile // 4, tile // 4 + 1, size=2)
+            jitter = rng.integers(-side // 4, side // 4 + 1, size=2)
             cy, cx = int(ys[j] + jitter[0]), int(xs[j] + jitter[1])
-            top, left = int(np.clip(cy - tile // 2, 0, h - tile)), int(np.clip(cx - tile // 2, 0, w - tile))
+            top, left = int(np.clip(cy - side // 2, 0, h - side)), int(np.clip(cx - side // 2, 0, w - side))
         else:
-            top, left = int(rng.integers(h - tile + 1)), int(rng.integers(w - tile + 1))
-        tx, ty = image[top : top + tile, left : left + tile], label[top : top + tile, left : left + tile]
+            top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+        tx, ty = image[top : top + side, left : left + side], label[top : top + side, left : left + side]
+        if side != tile:
+            shrink = cv2.INTER_AREA if side > tile else cv2.INTER_LINEAR
+            tx = cv2.resize(np.ascontiguousarray(tx), (tile, tile), interpolation=shrink)
+            ty = cv2.resize(np.ascontiguousarray(ty), (tile, tile), interpolation=cv2.INTER_NEAREST)
         if augment:
             turns = int(rng.integers(4))
             tx, ty = np.rot90(tx, turns), np.rot90(ty, turns)
@@ -290,7 +302,14 @@ def fit_unet(train: list[LabelledSlide], cfg: SegmenterConfig, verbose: int = 2)
 
         def on_epoch_end(self) -> None:
             self.x, self.y = sample_tiles(
-                images, labels, steps * cfg.batch_size, cfg.tile_size, cfg.foreground_tile_fraction, cfg.augment, rng
+                images,
+                labels,
+                steps * cfg.batch_size,
+                cfg.tile_size,
+                cfg.foreground_tile_fraction,
+                cfg.augment,
+                rng,
+                scale_range=cfg.scale_augment,
             )
 
     model = build_residual_unet(**builder_kwargs(cfg))

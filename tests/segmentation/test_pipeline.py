@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -94,6 +95,20 @@ def test_specks_are_dropped_and_an_empty_mask_gives_no_cells():
     assert [round(c.centroid[0]) for c in result.cells] == [80]
     empty = pipeline.segment_slide(image, np.zeros((120, 160), np.float32), ROI, UNET, PX, WORK)
     assert empty.cells == () and not empty.mask.any() and not empty.isolated.any()
+
+
+def test_regions_without_a_confident_core_are_dropped():
+    # Two cells of one size: the U-Net is sure of the first (p 1.0), only lukewarm over the second
+    # (p 0.8 everywhere, like a platelet clump or the gaps of a packed red-cell layer).
+    image, truth = make_slide()
+    probability = downscaled_probability(truth, 0.5)
+    probability[:, 80:] *= 0.8  # the second cell (x 220 at 0.155 um/px) lies right of working x 80
+    found = pipeline.segment_slide(image, probability, ROI, UNET, PX, WORK)  # the default checks
+    assert [round(c.centroid[0]) for c in found.cells] == [80]
+    off = dataclasses.replace(UNET, min_confident_fraction=0.0)
+    assert len(pipeline.segment_slide(image, probability, ROI, off, PX, WORK).cells) == 2
+    roi = dataclasses.replace(UNET, mask_source="roi")  # no probabilities: nothing to check
+    assert len(pipeline.segment_slide(image, probability, ROI, roi, PX, WORK).cells) == 2
 
 
 def test_probability_of_the_wrong_size_is_refused():

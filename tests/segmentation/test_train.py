@@ -47,6 +47,31 @@ def test_tiles_follow_the_foreground_fraction_and_keep_image_and_label_aligned()
 
 
 @pytest.mark.unit
+def test_scale_augmentation_cuts_tiles_at_other_magnifications_with_image_and_label_aligned():
+    import cv2
+
+    image = np.full((256, 256, 3), (230, 200, 210), np.uint8)
+    label = np.zeros((256, 256), np.uint8)
+    cv2.circle(image, (128, 128), 12, (120, 60, 200), -1)
+    cv2.circle(label, (128, 128), 12, 1, -1)
+    disc = int(label.sum())
+
+    def areas(scale_range):
+        x, y = train.sample_tiles(
+            [image], [label], 60, 64, 1.0, augment=True, rng=np.random.default_rng(0), scale_range=scale_range
+        )
+        purple = (x[..., 2] - x[..., 0]) > 40
+        assert (purple == (y[..., 0] > 0)).mean() > 0.97  # resized alike
+        return y.reshape(60, -1).sum(axis=1)
+
+    assert np.median(areas(None)) == disc
+    assert np.median(areas((0.5, 0.5))) == pytest.approx(disc / 4, rel=0.15)  # the whole cell, half as wide
+    assert np.median(areas((1.5, 1.5))) == pytest.approx(disc * 2.25, rel=0.15)
+    varied = areas((0.5, 2.0))
+    assert varied.min() < disc / 2 and varied.max() > disc * 2
+
+
+@pytest.mark.unit
 def test_prepare_slide_labels_with_truth_or_roi_at_the_working_pixel_size():
     from allmtl_spark.config.schema import RoiConfig
     from allmtl_spark.segmentation.pipeline import encode_png
