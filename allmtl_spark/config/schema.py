@@ -545,10 +545,11 @@ class SegmentConfig:
     min_cell_area_um2: float = 20.0  # smaller regions are specks or platelets (2-3 um); a small lymphocyte is ~40
     max_cell_area_um2: float | None = None  # larger regions (smudges, clumps) are dropped; null keeps all
     # A U-Net region is a cell only when at least this share of its pixels has a probability of
-    # confident_probability or more (0: no check). 0.3 was chosen on validation slides, none of the test sets
-    # (docs/segmentation.md): white cells are confident discs (0.35 or more on every one there), platelets on
-    # red cells, platelet clumps and the gaps of a packed red-cell layer come out faint and patchy.
-    min_confident_fraction: float = 0.3
+    # confident_probability or more (0: no check). 0.25 was chosen on validation slides, none of the test sets
+    # (docs/segmentation.md): the largest of 0.15-0.3 that dropped no white cell with any of four U-Nets (the
+    # weakest, neutrophils, had 0.29 or more); platelets on red cells, platelet clumps and the gaps of a packed
+    # red-cell layer come out faint and patchy, white cells as confident discs.
+    min_confident_fraction: float = 0.25
     confident_probability: float = 0.99  # the U-Net probability a pixel of min_confident_fraction needs
     split_touching: bool = True
     watershed_min_distance_um: float = 3.0  # centres closer than this are one cell (about half a small lymphocyte)
