@@ -3,18 +3,24 @@
 A reject is permanent (a property of the input: it cannot be decoded, has no white cells) or
 retryable (the cause may pass: a worker ran out of memory, a size limit of the config, a file that
 could not be read when it was listed). The next run of a stage tries its retryable rejects again
-and deletes their rows once the input succeeds; a permanent reject is not retried for the same
-version (delete its row to retry it).
+and deletes their rows once the input succeeds (``resolve_retried``); a retry that fails for another
+reason takes over the row (``merge_rejects``), so a slide that was too large and, let through, cannot be
+decoded ends as a permanent ``decode_error``. A permanent reject is not retried for the same version
+(delete its row to retry it).
 """
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-# Reasons whose cause may pass, per stage. The segment stage does not retry its rejects yet.
+from allmtl_spark import tables
+from allmtl_spark.lakehouse import Lakehouse, delete_matched, merge_new_rows
+
+# Reasons whose cause may pass, per stage.
 RETRYABLE_REASONS: dict[str, tuple[str, ...]] = {
     "ingest": ("unreadable",),
+    "segment": ("out_of_memory", "too_large_for_worker"),
     "score": ("out_of_memory", "too_large_for_worker"),
 }
 
@@ -70,4 +76,39 @@ def reject_rows(
         F.lit(run_id).alias("run_id"),
         F.current_timestamp().alias("rejected_at"),
         F.col("reason").isin(*RETRYABLE_REASONS.get(stage, ())).alias("retryable"),
+    )
+
+
+def merge_rejects(spark: SparkSession, lake: Lakehouse, rejects: DataFrame, stage: str) -> int:
+    """MERGE ``reject_rows`` of a segment or score run into ``rejects``; returns the rows inserted.
+
+    A new failure is inserted. A retried input that fails again for the same reason adds nothing
+    (no commit); one that fails for another reason replaces its earlier retryable row (reason,
+    detail, run, time, flag), so it is no longer retried if the new reason is permanent.
+    """
+    changed = ("reason", "detail", "run_id", "rejected_at", "retryable")
+    return merge_new_rows(
+        spark,
+        lake,
+        tables.REJECTS,
+        rejects,
+        update_condition=f"{retryable_sql(stage)} AND t.reason <> s.reason",
+        update_set={c: f"s.`{c}`" for c in changed},
+    )
+
+
+def resolve_retried(spark: SparkSession, lake: Lakehouse, done: DataFrame, stage: str) -> int:
+    """Delete the retryable ``stage`` rejects of inputs this run completed; returns the rows deleted.
+
+    Args:
+        done: ``content_sha256`` and ``version`` of every input the run completed (a scored slide,
+            a segmented one).
+    """
+    return delete_matched(
+        spark,
+        lake,
+        tables.REJECTS,
+        done.select("content_sha256", "version").distinct(),
+        f"t.stage = '{stage}' AND t.version = s.version AND t.content_sha256 = s.content_sha256 "
+        f"AND {retryable_sql(stage)}",
     )

@@ -168,8 +168,9 @@ REJECTS = Table(
         "detail": "human-readable explanation: what is wrong and where",
         "version": "segmenter or model version for the segment / score stages",
         "retryable": "true: the cause may pass (out of memory, a size limit of the config, a file that could not be "
-        "read); the next run tries the input again and deletes this row once it succeeds. false: a property of the "
-        "input (undecodable, no white cells), not retried for the same version",
+        "read); the next run tries the input again and deletes this row once it succeeds (a retry that fails for "
+        "another reason takes the row over). false: a property of the input (undecodable, no white cells), not "
+        "retried for the same version",
     },
 )
 

@@ -43,10 +43,10 @@ from allmtl_spark import tables
 from allmtl_spark.config.schema import AppConfig, RoiConfig, SegmentConfig, SourceConfig
 from allmtl_spark.errors import ArtifactError
 from allmtl_spark.ids import check_run_id
-from allmtl_spark.lakehouse import Lakehouse, delete_matched, merge_new_rows, read_table
+from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
 from allmtl_spark.partitioning import spread_over_tasks
 from allmtl_spark.registry import ModelChoice, ModelRecord, choose_model, resolve_model, verify_artifact
-from allmtl_spark.rejects import reject_rows, retryable_column, retryable_sql
+from allmtl_spark.rejects import merge_rejects, reject_rows, resolve_retried, retryable_column
 from allmtl_spark.scoring.pipeline import SlideScore
 from allmtl_spark.session import assert_on_driver
 from allmtl_spark.syncpoints import sync_point
@@ -829,17 +829,9 @@ def _write(spark: SparkSession, lake: Lakehouse, rows: DataFrame, plan: ScorePla
         path_col="source_path",
         sha_col="content_sha256",
     )
-    merge_new_rows(spark, lake, tables.REJECTS, rejects)
+    merge_rejects(spark, lake, rejects, STAGE)
     # slides that were retryable rejects of this version and are scored now: their rejects are resolved
-    scored = scores.select("content_sha256", "model_version").distinct()
-    delete_matched(
-        spark,
-        lake,
-        tables.REJECTS,
-        scored,
-        f"t.stage = '{STAGE}' AND t.version = s.model_version AND t.content_sha256 = s.content_sha256 "
-        f"AND {retryable_sql(STAGE)}",
-    )
+    resolve_retried(spark, lake, scores.select("content_sha256", F.col("model_version").alias("version")), STAGE)
 
 
 def _summarise(rows: DataFrame, summary: ScoreSummary) -> None:

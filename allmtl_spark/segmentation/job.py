@@ -5,7 +5,11 @@ decoding, decodes, finds its pixel size (stored at ingest; estimated for older r
 the segmenter's working pixel size, runs the U-Net (loaded once per worker by ``make_predict_fn``) and the
 pure pipeline, and emits rows of four kinds in one DataFrame (``row_kind``): ``slide``, ``cell``,
 ``reject`` and, once per task, ``stats`` (worker pid, the worker's model loads so far, its peak RSS).
-A slide that fails becomes a ``reject`` row; the rest of its batch goes on. The driver persists that
+A slide that cannot be segmented becomes a ``reject`` row and the rest of its batch goes on: permanent
+(``decode_error``, ``bad_pixel_size``, ``empty_mask``: a property of the slide) or retryable
+(``too_large_for_worker``, ``out_of_memory``: the cause may pass), as ``rejects`` describes. Any other
+error (a bug) fails the task, so Spark retries it and, if it keeps failing, the job stops instead of
+skipping the slide for good. Every run tries the retryable rejects again. The driver persists that
 DataFrame, splits it into the three tables with insert-only MERGEs (so a rerun adds nothing) and
 prints a summary.
 """
@@ -42,7 +46,7 @@ from allmtl_spark.config.schema import RoiConfig, SegmentConfig
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
 from allmtl_spark.partitioning import spread_over_tasks
 from allmtl_spark.registry import ModelRecord, resolve_model, verify_artifact
-from allmtl_spark.rejects import reject_rows
+from allmtl_spark.rejects import merge_rejects, reject_rows, resolve_retried, retryable_column
 from allmtl_spark.segmentation.pipeline import (
     SlideSegmentation,
     decode_mask,
@@ -347,7 +351,8 @@ def segment_one(
             slide,
             "too_large_for_worker",
             f"{slide.width}x{slide.height} = {pixels} pixels exceeds segment.max_decoded_pixels="
-            f"{cfg.max_decoded_pixels}; not decoded (raise the limit only with more worker memory)",
+            f"{cfg.max_decoded_pixels}; not decoded (retried on the next run: raise the limit only with more worker "
+            "memory)",
         )
     try:
         image = decode_rgb(slide.content)
@@ -360,7 +365,7 @@ def segment_one(
     try:
         pixel = policy.resolve(image, slide.pixel_size_um, slide.pixel_size_source)
     except ValueError as err:
-        return _reject(slide, "segment_error", f"unusable pixel size: {err}")
+        return _reject(slide, "bad_pixel_size", f"unusable pixel size: {err}")
     w, h = working_shape(image.shape[1], image.shape[0], pixel.pixel_size_um, working_pixel_size_um)
     if w * h > cfg.max_decoded_pixels:
         return _reject(
@@ -369,12 +374,16 @@ def segment_one(
             f"at the working pixel size {working_pixel_size_um:g} um this {pixel.pixel_size_um:g} um/px slide would be "
             f"{w}x{h} = {w * h} pixels, above segment.max_decoded_pixels={cfg.max_decoded_pixels}",
         )
-    try:
-        truth = None
-        if slide.truth_mask is not None:
+    truth = None
+    if slide.truth_mask is not None:
+        try:
             truth = decode_mask(slide.truth_mask)
-            if truth.shape != image.shape[:2]:
-                truth = None  # ingest checks sizes; a mismatch here means no usable truth
+        except ValueError:
+            truth = None  # ingest checks masks; one that does not decode here means no usable truth
+        if truth is not None and truth.shape != image.shape[:2]:
+            truth = None  # ingest checks sizes; a mismatch here means no usable truth
+    # Only running out of memory becomes a reject here; any other error fails the task (see the module doc).
+    try:
         blast_xy = np.asarray(slide.blast_xy, np.float64).reshape(-1, 2) if slide.blast_xy is not None else None
         small = to_working(image, pixel.pixel_size_um, working_pixel_size_um)
         probability = unet(small) if unet is not None else None
@@ -390,15 +399,13 @@ def segment_one(
             working_image=small,
         )
         del image, small, probability
-    except MemoryError:
+    except MemoryError:  # retryable: the next run tries the slide again
         return _reject(
             slide,
             "out_of_memory",
-            f"ran out of memory segmenting a {slide.width}x{slide.height} slide; lower "
+            f"ran out of memory segmenting a {slide.width}x{slide.height} slide (retried on the next run); lower "
             "segment.max_decoded_pixels or give the Python workers more memory",
         )
-    except Exception as err:  # one bad slide must not fail its batch: it becomes a reject row
-        return _reject(slide, "segment_error", f"{type(err).__name__}: {err}")
     if not result.cells:
         source = f"U-Net probability > {cfg.mask_threshold}" if cfg.mask_source == "unet" else "threshold ROI"
         return _reject(
@@ -533,11 +540,17 @@ def trained_pixel_size(spec: dict) -> float:
 
 
 def pending_keys(spark: SparkSession, lake: Lakehouse, version: str) -> list[str]:
-    """Content hashes of the slides with no ``segmented_slides`` row and no ``segment`` reject for ``version``."""
+    """Slides (content hashes) with no ``segmented_slides`` row and no permanent ``segment`` reject for ``version``.
+
+    Retryable rejects (over the decode limit, out of memory) are pending again: every run retries them.
+    """
     slides = read_table(spark, lake, tables.SLIDES).select("content_sha256")
     done = read_table(spark, lake, tables.SEGMENTED_SLIDES).where(F.col("segmenter_version") == version)
     failed = read_table(spark, lake, tables.REJECTS).where(
-        (F.col("stage") == STAGE) & (F.col("version") == version) & F.col("content_sha256").isNotNull()
+        (F.col("stage") == STAGE)
+        & (F.col("version") == version)
+        & F.col("content_sha256").isNotNull()
+        & ~retryable_column(STAGE)
     )
     pending = slides.join(done.select("content_sha256"), "content_sha256", "left_anti").join(
         failed.select("content_sha256"), "content_sha256", "left_anti"
@@ -650,7 +663,7 @@ def _write(
         path_col="source_path",
         sha_col="content_sha256",
     )
-    summary.inserted[tables.REJECTS.name] = merge_new_rows(spark, lake, tables.REJECTS, rejects)
+    summary.inserted[tables.REJECTS.name] = merge_rejects(spark, lake, rejects, STAGE)
     slides = rows.where(F.col("row_kind") == "slide").select(
         "*",
         *stamp,
@@ -658,6 +671,8 @@ def _write(
         F.lit(_roi_method(seg)).alias("roi_method"),
     )
     summary.inserted[tables.SEGMENTED_SLIDES.name] = merge_new_rows(spark, lake, tables.SEGMENTED_SLIDES, slides)
+    # slides that were retryable rejects of this segmenter and are segmented now: their rejects are resolved
+    resolve_retried(spark, lake, slides.select("content_sha256", F.col("segmenter_version").alias("version")), STAGE)
 
 
 def _roi_method(seg: Segmenter) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import datetime
 
 import cv2
@@ -12,7 +13,7 @@ import pytest
 from allmtl_spark import tables
 from allmtl_spark.config.schema import LakehouseConfig, RoiConfig, SegmentConfig
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table, table_version
-from allmtl_spark.segmentation.job import run_segment
+from allmtl_spark.segmentation.job import pending_keys, run_segment
 from allmtl_spark.segmentation.pipeline import decode_mask, decode_rgb, encode_png
 
 pytestmark = pytest.mark.spark
@@ -51,7 +52,11 @@ def _slide_row(slide_id, content, width, height, truth=None, blasts=None, pixel_
 
 @pytest.fixture(scope="module")
 def slide_lake(spark, tmp_path_factory):
-    """Five rendered 320x240 smears (with truth masks and .xyc blasts), a garbage slide and a huge one."""
+    """Five rendered 320x240 smears (with truth masks and .xyc blasts), a garbage slide and two "huge" ones.
+
+    The huge ones declare 5000x4000 pixels (over the default decode limit): Im007_0 holds a real 320x240
+    smear, Im008_0 garbage, so letting them through (a higher limit) segments one and fails to decode the other.
+    """
     from allmtl_spark.synth.smear import SmearParams, render_slide
 
     lake = Lakehouse.from_config(LakehouseConfig(path=str(tmp_path_factory.mktemp("seglake") / "lakehouse")))
@@ -71,7 +76,10 @@ def slide_lake(spark, tmp_path_factory):
         pixel = None if slide_id == "Im005_0" else 0.155
         rows.append(_slide_row(slide_id, jpeg.tobytes(), WIDTH, HEIGHT, encode_png(drawn.mask), blasts, pixel))
     rows.append(_slide_row("Im006_1", b"\xff\xd8\xff garbage, not a JPEG", WIDTH, HEIGHT, blasts=[(10, 10)]))
-    rows.append(_slide_row("Im007_0", b"\xff\xd8\xff too large to decode", 5000, 4000))  # 20 M pixels
+    drawn = render_slide(np.random.default_rng(107), WIDTH, HEIGHT, "normal", SmearParams(pixel_size_um=(0.155, 0.155)))
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(drawn.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    rows.append(_slide_row("Im007_0", jpeg.tobytes(), 5000, 4000))  # declares 20 M pixels
+    rows.append(_slide_row("Im008_0", b"\xff\xd8\xff too large to decode", 5000, 4000))
     merge_new_rows(spark, lake, tables.SLIDES, spark.createDataFrame(rows, tables.SLIDES.schema))
     return lake
 
@@ -111,17 +119,56 @@ def test_segment_writes_slides_cells_and_rejects_and_a_rerun_adds_nothing(spark,
     assert summary.blast_recall == 1.0  # every .xyc blast found (the tests' slides are clean)
 
     rejects = {r["source_path"].rsplit("/", 1)[1]: r for r in read_table(spark, slide_lake, tables.REJECTS).collect()}
-    assert {k: r["reason"] for k, r in rejects.items()} == {
-        "Im006_1.jpg": "decode_error",
-        "Im007_0.jpg": "too_large_for_worker",
+    assert {k: (r["reason"], r["retryable"]) for k, r in rejects.items()} == {
+        "Im006_1.jpg": ("decode_error", False),  # a property of the slide: permanent
+        "Im007_0.jpg": ("too_large_for_worker", True),  # a limit of the config: retried by every run
+        "Im008_0.jpg": ("too_large_for_worker", True),
     }
     assert all(r["stage"] == "segment" and r["version"] == "roi-adaptive" for r in rejects.values())
     assert "max_decoded_pixels" in rejects["Im007_0.jpg"]["detail"]
-    assert summary.segmented == 5 and summary.rejects == {"decode_error": 1, "too_large_for_worker": 1}
+    assert summary.segmented == 5 and summary.rejects == {"decode_error": 1, "too_large_for_worker": 2}
 
     versions = _versions(spark, slide_lake)
     again = run_segment(spark, cfg, RoiConfig(), slide_lake, run_id="r2")
-    assert again.pending == 0 and _versions(spark, slide_lake) == versions  # no new Delta commit at all
+    # only the retryable rejects are tried again; rejected for the same reason, they change nothing
+    assert again.pending == 2 and again.rejects == {"too_large_for_worker": 2}
+    assert _versions(spark, slide_lake) == versions  # no new Delta commit at all
+
+    # the limit raised: Im007_0 is segmented and its reject deleted; Im008_0 cannot be decoded, and that
+    # permanent reason takes over its row, so it is not retried again
+    raised = run_segment(spark, replace(cfg, max_decoded_pixels=25_000_000), RoiConfig(), slide_lake, run_id="r3")
+    assert raised.pending == 2 and raised.segmented == 1 and raised.rejects == {"decode_error": 1}
+    segmented = {r["slide_id"] for r in read_table(spark, slide_lake, tables.SEGMENTED_SLIDES).collect()}
+    assert segmented == {*GOOD, "Im007_0"}
+    rejects = {r["source_path"].rsplit("/", 1)[1]: r for r in read_table(spark, slide_lake, tables.REJECTS).collect()}
+    assert {k: (r["reason"], r["retryable"], r["run_id"]) for k, r in rejects.items()} == {
+        "Im006_1.jpg": ("decode_error", False, "r1"),
+        "Im008_0.jpg": ("decode_error", False, "r3"),
+    }
+    assert pending_keys(spark, slide_lake, "roi-adaptive") == []
+
+
+def test_a_bug_while_segmenting_fails_the_slide_instead_of_rejecting_it_for_good():
+    """Only too large / out of memory / undecodable / bad pixel size / no cells are rejects; a bug propagates."""
+    from types import SimpleNamespace
+
+    from allmtl_spark.segmentation.job import segment_one
+
+    image = np.full((HEIGHT, WIDTH, 3), 190, np.uint8)
+    ok, jpeg = cv2.imencode(".jpg", image)
+    slide = SimpleNamespace(**_slide_row("Im201_1", jpeg.tobytes(), WIDTH, HEIGHT), blast_xy=None)
+    cfg = SegmentConfig(mask_source="unet", crop_size_um=20.15)
+
+    def unet(error):
+        def predict(small):
+            raise error
+
+        return lambda: predict
+
+    with pytest.raises(RuntimeError, match="bug"):  # was stored as a permanent segment_error reject
+        segment_one(slide, unet(RuntimeError("bug")), RoiConfig(), cfg, 0.31)
+    rows = segment_one(slide, unet(MemoryError()), RoiConfig(), cfg, 0.31)
+    assert [(r["row_kind"], r["reason"]) for r in rows] == [("reject", "out_of_memory")]
 
 
 def test_unet_is_loaded_once_per_python_worker_not_per_batch_or_task(spark, slide_lake, tmp_path):
@@ -159,9 +206,9 @@ def test_unet_is_loaded_once_per_python_worker_not_per_batch_or_task(spark, slid
     finally:
         spark.conf.set(key, previous)
 
-    assert summary.pending == 7 and summary.segmented + sum(summary.rejects.values()) == 7
-    assert summary.tasks == 4  # 7 slides, 2 per partition
-    assert sorted(summary.task_slides) == [1, 2, 2, 2]  # spread evenly: no task empty, none with 3
+    assert summary.pending == 8 and summary.segmented + sum(summary.rejects.values()) == 8
+    assert summary.tasks == 4  # 8 slides, 2 per partition
+    assert sorted(summary.task_slides) == [2, 2, 2, 2]  # spread evenly: no task empty, none with 3
     # Every task runs two Arrow batches: a worker that loaded per batch (or per task it was reused for) shows 2+.
     # Whether Spark reuses a worker across tasks depends on timing (a loaded machine starts fresh ones), so
     # reuse itself is not asserted here; the count per worker is.
