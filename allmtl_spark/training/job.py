@@ -1,9 +1,9 @@
 """The multistage transfer-learning job (``spark-submit jobs/train_mtl.py``).
 
-Delta tables -> split (recorded) -> augmented training rows -> Petastorm -> Horovod ranks per
-stage -> artifact + ``models`` row + MLflow run per stage. A run is resumable: started again
-with the same run id, finished stages are skipped (their ``models`` rows exist) and an
-interrupted stage continues from its last completed epoch.
+Delta tables -> split (recorded) -> augmented training rows -> Petastorm -> one Horovod launch
+per run whose ranks train the stages in order -> artifact + ``models`` row + MLflow run per stage.
+A run is resumable: started again with the same run id, finished stages are skipped (their ``models``
+rows exist) and an interrupted stage continues from its last completed epoch.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ from allmtl_spark.training.rank import (
     HISTORY_FILE,
     RankJob,
     checkpoint_dir,
-    train_rank,
 )
 from allmtl_spark.training.split import check_stage_overlap, linked, stage2_allowed
 from allmtl_spark.training.stages import StagePlan, plan_stages
@@ -63,6 +62,7 @@ class StageResult:
     seconds: float = 0.0
     resumed_from_epoch: int = 0
     skipped: bool = False
+    rank_process: int | None = None  # rank 0's process id: the stages of one run's launch share it
 
 
 @dataclass
@@ -146,10 +146,19 @@ def run_train(
     try:
         data.prepare(plans)  # raises LeakageError before anything trains
         timer.lap("split + check + record")
+        pending: list[_PendingStage] = []
         for plan in plans:
             owner = stage2_from_run if (stage2_from_run and plan.stage == "stage2") else run_id
-            results[plan.key] = _run_stage(spark, lake, cfg, plan, owner, data, results, versions, segmenter)
-            timer.lap(plan.key)
+            stage = _prepare_stage(spark, lake, cfg, plan, owner, data, results, pending)
+            if isinstance(stage, StageResult):
+                results[plan.key] = stage
+            else:
+                pending.append(stage)
+        timer.lap("stage lookup + examples + Petastorm")
+        for stage, outcome in _launch(cfg, pending):
+            results[stage.plan.key] = _finish_stage(spark, lake, cfg, stage, outcome, data, versions, segmenter)
+            timer.lap(stage.plan.key)
+        results = {plan.key: results[plan.key] for plan in plans}  # the plan's order
         colour = {}
         if score_test:
             for task in dict.fromkeys(p.task for p in plans if p.stage == "stage3"):
@@ -402,7 +411,19 @@ class _DataCache:
             frame.unpersist()
 
 
-def _run_stage(
+@dataclass
+class _PendingStage:
+    """A stage to train in this run's Horovod launch: what the driver decided before the launch."""
+
+    plan: StagePlan
+    run_id: str
+    model_id: str
+    output_dir: str
+    job: RankJob
+    timer: object  # PhaseTimer of the stage's driver phases
+
+
+def _prepare_stage(
     spark,
     lake: Lakehouse,
     cfg: TrainConfig,
@@ -410,10 +431,10 @@ def _run_stage(
     run_id: str,
     data: _DataCache,
     done: dict[str, StageResult],
-    versions: dict[str, int],
-    segmenter: str,
-) -> StageResult:
-    from allmtl_spark.training.timing import PhaseTimer, format_phases
+    pending: list[_PendingStage],
+) -> StageResult | _PendingStage:
+    """A finished stage's result (already registered: skipped), or the job to train it in this run's launch."""
+    from allmtl_spark.training.timing import PhaseTimer
 
     timer = PhaseTimer()
     model_id = plan.model_id(run_id)
@@ -438,15 +459,62 @@ def _run_stage(
         flush=True,
     )
     output_dir = os.path.join(lake.models, model_id)
-    job = _rank_job(cfg, plan, run_id, lake, data, done, n_train, n_val, output_dir, examples)
-    started = timer.lap("Petastorm conversion")
+    same_launch = {p.plan.key for p in pending}
+    job = _rank_job(cfg, plan, run_id, lake, data, done, n_train, n_val, output_dir, examples, same_launch)
+    timer.lap("Petastorm conversion")
+    return _PendingStage(plan, run_id, model_id, output_dir, job, timer)
+
+
+def _launch(cfg: TrainConfig, pending: list[_PendingStage]) -> list[tuple[_PendingStage, dict]]:
+    """Train every pending stage in one Horovod launch; per stage, rank 0's result with its timings.
+
+    Each rank returns one result per stage, in order. The launch (Spark tasks, Gloo rendezvous) and the
+    rank's imports are paid once per run and counted in its first stage's ``horovod launch`` phase.
+    """
+    if not pending:
+        return []
     from horovod.spark import run as horovod_run
 
-    results = horovod_run(train_rank, args=(job,), num_proc=cfg.num_proc, use_gloo=True, verbose=0)
-    root = next(r for r in results if r["rank"] == 0)
-    rank_phases = {"horovod launch": root["rank_started"] - started, **root["timings"]}
-    timer.lap("horovod return", parts=rank_phases)
-    if len({r["weights_digest"] for r in results}) != 1:
+    from allmtl_spark.training.rank import train_ranks
+
+    started = time.time()
+    jobs = [p.job for p in pending]
+    per_rank = horovod_run(train_ranks, args=(jobs,), num_proc=cfg.num_proc, use_gloo=True, verbose=0)
+    root = next(r for r in per_rank if r[0]["rank"] == 0)
+    outcomes = []
+    for index, stage in enumerate(pending):
+        result = dict(root[index])
+        result["digests"] = {r[index]["weights_digest"] for r in per_rank}
+        result["launch_seconds"] = (result["rank_started"] - started) if index == 0 else 0.0
+        outcomes.append((stage, result))
+    print(
+        f"[launch] {len(pending)} stage(s) in one Horovod launch of {cfg.num_proc} rank(s): "
+        f"{time.time() - started:.0f}s, of which start-up {outcomes[0][1]['launch_seconds']:.0f}s",
+        flush=True,
+    )
+    return outcomes
+
+
+def _finish_stage(
+    spark,
+    lake: Lakehouse,
+    cfg: TrainConfig,
+    stage: _PendingStage,
+    root: dict,
+    data: _DataCache,
+    versions: dict[str, int],
+    segmenter: str,
+) -> StageResult:
+    """Check what rank 0 saved, score, calibrate, track and register one trained stage."""
+    from allmtl_spark.training.timing import format_phases
+
+    plan, timer, output_dir, model_id, run_id = stage.plan, stage.timer, stage.output_dir, stage.model_id, stage.run_id
+    examples = data.example_set(plan.task)
+    # the rank's phases of this stage (the launch's start-up counts in the run's first stage only)
+    for name, seconds in {"horovod launch": root["launch_seconds"], **root["timings"]}.items():
+        timer.add(name, seconds)
+    timer.resume()
+    if len(root["digests"]) != 1:
         raise RuntimeError(f"[{plan.key}] Horovod ranks ended with different weights; refusing to register")
     if root["sha256"] != file_sha256(os.path.join(output_dir, "model.h5")):
         raise RuntimeError(f"{output_dir}/model.h5 changed after rank 0 wrote it")
@@ -484,10 +552,10 @@ def _run_stage(
     register_model(spark, lake, record)
     timer.lap("register")
     if not cfg.keep_checkpoints:
-        delete_checkpoints(job.checkpoint_dir)
+        delete_checkpoints(stage.job.checkpoint_dir)
     timer.lap("cleanup")
-    print(f"[{plan.key}] time: {format_phases(timer.phases, timer.total())}", flush=True)
-    seconds = time.time() - started
+    print(f"[{plan.key}] time: {format_phases(timer.phases, timer.measured())}", flush=True)
+    seconds = timer.measured()
     kept = root["kept_epoch"]
     kept_text = f"epoch {kept['epoch']} (lowest {kept['monitor']})" if kept else "the last epoch"
     print(
@@ -495,7 +563,7 @@ def _run_stage(
         f"test accuracy {metrics.get('test_accuracy', float('nan')):.3f} -> {model_id}",
         flush=True,
     )
-    return StageResult(plan, record, root["history"], seconds, root["initial_epoch"])
+    return StageResult(plan, record, root["history"], seconds, root["initial_epoch"], rank_process=root["process"])
 
 
 def _rank_job(
@@ -509,15 +577,18 @@ def _rank_job(
     n_val: int,
     output_dir: str,
     examples: ExampleSet,
+    same_launch: frozenset[str] | set[str] = frozenset(),
 ) -> RankJob:
     init_sha256 = None
-    if plan.init_from:
+    if plan.init_from and plan.init_from in same_launch:  # trained earlier in this launch: the rank fills it in
+        init_weights, load_head = None, False
+    elif plan.init_from:
         init_weights, load_head = done[plan.init_from].record.model_file, False
         init_sha256 = done[plan.init_from].record.artifact_sha256
     else:
         init_weights = None if cfg.weights == "none" else cfg.weights
         load_head = False
-    rate, rate_from = stage_learning_rate(cfg, plan, pretrained=init_weights is not None)
+    rate, rate_from = stage_learning_rate(cfg, plan, pretrained=init_weights is not None or bool(plan.init_from))
     spec = {
         "builder": "build_classifier",
         "backbone": plan.backbone,
@@ -575,6 +646,7 @@ def _rank_job(
         weights_cache_dir=cfg.weights_cache_dir,
         spec=spec,
         init_weights_sha256=init_sha256,
+        init_from_stage=plan.init_from if plan.init_from in same_launch else None,
     )
 
 

@@ -1,9 +1,10 @@
 """What every Horovod rank runs for one stage: build, restore, fit on its Petastorm shard, save.
 
-``horovod.spark.run(train_rank, args=(job,), num_proc=N)`` starts this function in N Spark tasks.
-Rank r reads shard r of the Petastorm dataset; gradients are averaged by the
-``DistributedOptimizer`` over Gloo (CPU) or NCCL (GPU); rank 0 alone writes checkpoints, the
-final model and the epoch log lines.
+``horovod.spark.run(train_ranks, args=(jobs,), num_proc=N)`` starts N Spark tasks once per training
+run; each trains the run's stages in order (:func:`train_rank` per stage), so TensorFlow, Horovod and
+Gloo start once, not once per stage. Rank r reads shard r of the Petastorm dataset; gradients are
+averaged by the ``DistributedOptimizer`` over Gloo (CPU) or NCCL (GPU); rank 0 alone writes
+checkpoints, the final model and the epoch log lines.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class RankJob:
     spec: dict = field(default_factory=dict)  # written into model.json
     test_images: Any = None  # the test part's originals (uint8), scored by rank 0; None: never read
     init_weights_sha256: str | None = None  # a registered model's weights (stage 2 for MTL): checked before use
+    # the stage of the same launch whose saved model this stage starts from (multistage stage 3 after its
+    # stage 2): its file and rank 0's hash of it replace init_weights / init_weights_sha256 in the rank
+    init_from_stage: str | None = None
 
 
 def steps(n: int, batch_size: int, ranks: int) -> int:
@@ -71,11 +75,45 @@ def seed_everything(seed: int, threads: int, deterministic: bool) -> None:
     """
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(max(1, threads))
+    # Thread counts can only be set before TensorFlow's runtime starts: a later stage of the same
+    # launch finds them set already (and setting them again would raise).
+    if tf.config.threading.get_intra_op_parallelism_threads() != threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, threads))
     tf.keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+
+
+def train_ranks(jobs: list[RankJob]) -> list[dict]:
+    """Train a run's stages in order in this one rank process; one :func:`train_rank` result per job.
+
+    A stage with ``init_from_stage`` starts from the model an earlier job of the list saved: every rank
+    waits for rank 0's hash of that file (a broadcast, so the file is written before anyone reads it)
+    and loads it checked against that hash. Keras' session is cleared between stages, so each stage
+    builds its model exactly as a fresh process would (same layer names, same seeded initial weights).
+    """
+    from dataclasses import replace
+
+    import horovod.tensorflow as hvd_tf
+    import tensorflow as tf
+
+    from allmtl_spark.registry import MODEL_FILE
+
+    hvd_tf.init()
+    saved: dict[str, tuple[str, str]] = {}
+    results = []
+    for job in jobs:
+        if job.init_from_stage:
+            path, sha = saved[job.init_from_stage]
+            job = replace(job, init_weights=path, init_weights_sha256=sha, load_head=False)
+        tf.keras.backend.clear_session()
+        result = train_rank(job)
+        sha = hvd_tf.broadcast_object(result.get("sha256"), root_rank=0, name=f"saved.{job.stage_key}")
+        saved[job.stage_key] = (os.path.join(job.output_dir, MODEL_FILE), sha)
+        results.append(result)
+    tf.keras.backend.clear_session()
+    return results
 
 
 def train_rank(job: RankJob) -> dict:
@@ -180,6 +218,7 @@ def train_rank(job: RankJob) -> dict:
         "timings": timer.phases,
         "rank_started": timer.started,
         "rank_ended": time.time(),
+        "process": os.getpid(),  # the rank's process: one per run's launch, shared by its stages
     }
 
 

@@ -29,6 +29,15 @@ class PhaseTimer:
         self._last = now
         return now
 
+    def resume(self) -> None:
+        """Start the next phase now, counting nothing for the time since the last lap (spent elsewhere:
+        e.g. a stage waiting while the same Horovod launch trains the stages before it)."""
+        self._last = time.time()
+
+    def measured(self) -> float:
+        """The sum of the recorded phases (the total without the time skipped by :meth:`resume`)."""
+        return sum(self.phases.values())
+
     def add(self, name: str, seconds: float) -> None:
         self.phases[name] = self.phases.get(name, 0.0) + max(0.0, seconds)
 

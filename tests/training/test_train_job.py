@@ -29,6 +29,9 @@ def test_train_registers_every_stage_with_matching_hash_and_data_versions(spark,
         "stage3-binary-mtl-inceptionv3",
         "stage3-binary-classical-inceptionv3",
     ]
+    # one Horovod launch per run: every stage trained in the same rank process (TensorFlow, Horovod and
+    # Gloo started once), the multistage stage 3 from the stage-2 model that launch had just saved
+    assert len({r.rank_process for r in summary.results}) == 1
     stored = {r["model_id"]: r for r in read_table(spark, lake, tables.MODELS).collect()}
     rows = {model_id: record_from_row(r, lake) for model_id, r in stored.items()}
     for result in summary.results:
