@@ -71,30 +71,36 @@ SUBMIT = PYSPARK_PYTHON=$(abspath $(BIN)/python) PYSPARK_DRIVER_PYTHON=$(abspath
 	--conf spark.ui.showConsoleProgress=false \
 	--driver-java-options "-Dlog4j2.configurationFile=$(abspath conf/log4j2.properties) -XX:TieredStopAtLevel=1"
 ARCHIVE := data/archive
+# Every demo step ends with its wall time and the load average (the machine may be shared: times are
+# only comparable at similar load); the last line gives the total after setup (make expands the whole
+# recipe once its prerequisites are done, so DEMO_T0 is the time setup ended).
+TOOK = echo "   took $$(( $$(date +%s) - t0 )) s (load average $$(cut -d' ' -f1-3 /proc/loadavg))"
 DEMO_RUN := demo
 SYNTH_BOXES = $(shell $(BIN)/python -c "from allmtl_spark.config import load_config; print(load_config('$(CONF)').synth.output)")/boxes.csv
 
 demo: setup
-	@echo "== 1/8 synthetic ALL-IDB data set" && $(BIN)/allmtl synth --config $(CONF)
-	@echo "== 2/8 ingest" && $(SUBMIT) jobs/ingest_slides.py --config $(CONF)
-	@echo "== 3/8 train the U-Net segmenter" && \
-	  $(SUBMIT) jobs/train_segmenter.py --config $(CONF) --run-id $(DEMO_RUN)
-	@echo "== 4/8 segment the slides (0.5x-2x ALL-IDB1's magnification); white cells vs the generator's boxes" && \
+	$(eval DEMO_T0 := $(shell date +%s))
+	@t0=$$(date +%s) && echo "== 1/8 synthetic ALL-IDB data set" && $(BIN)/allmtl synth --config $(CONF) && $(TOOK)
+	@t0=$$(date +%s) && echo "== 2/8 ingest" && $(SUBMIT) jobs/ingest_slides.py --config $(CONF) && $(TOOK)
+	@t0=$$(date +%s) && echo "== 3/8 train the U-Net segmenter" && \
+	  $(SUBMIT) jobs/train_segmenter.py --config $(CONF) --run-id $(DEMO_RUN) && $(TOOK)
+	@t0=$$(date +%s) && echo "== 4/8 segment the slides (0.5x-2x ALL-IDB1's magnification); white cells vs the generator's boxes" && \
 	  $(SUBMIT) jobs/segment_slides.py --config $(CONF) && \
-	  $(BIN)/allmtl eval-detection --config $(CONF) --boxes $(SYNTH_BOXES)
-	@echo "== 5/8 multistage + classical transfer learning" && \
-	  $(SUBMIT) jobs/train_mtl.py --config $(CONF) --run-id $(DEMO_RUN)-mtl
-	@echo "== 6/8 cross-validated evaluation (2 folds x 1 trial, half the epochs: DEMO_EVAL_SET)" && \
-	  $(SUBMIT) jobs/evaluate_mtl.py --config $(CONF) --eval-id $(DEMO_RUN)-eval $(DEMO_EVAL_SET)
-	@echo "== 7/8 score a synthetic archive (slides not used in training)" && \
+	  $(BIN)/allmtl eval-detection --config $(CONF) --boxes $(SYNTH_BOXES) && $(TOOK)
+	@t0=$$(date +%s) && echo "== 5/8 multistage + classical transfer learning" && \
+	  $(SUBMIT) jobs/train_mtl.py --config $(CONF) --run-id $(DEMO_RUN)-mtl && $(TOOK)
+	@t0=$$(date +%s) && echo "== 6/8 cross-validated evaluation (2 folds x 1 trial, half the epochs: DEMO_EVAL_SET)" && \
+	  $(SUBMIT) jobs/evaluate_mtl.py --config $(CONF) --eval-id $(DEMO_RUN)-eval $(DEMO_EVAL_SET) && $(TOOK)
+	@t0=$$(date +%s) && echo "== 7/8 score a synthetic archive (slides not used in training)" && \
 	  $(BIN)/allmtl synth --config $(CONF) --set synth.output=$(ARCHIVE) --set synth.seed=2026 \
 	    --set synth.n_slides=24 --set synth.n_cells=0 && \
-	  $(SUBMIT) jobs/score_archive.py --config $(CONF)
-	@echo "== 8/8 score again: nothing is new" && $(SUBMIT) jobs/score_archive.py --config $(CONF)
-	@echo "== out-of-distribution batch (other stain, magnification, focus; no smear): flagged for review?" && \
-	  $(MAKE) --no-print-directory demo-ood
-	@echo "== MLflow: the runs, reports and models above" && $(BIN)/allmtl mlflow --config $(CONF)
+	  $(SUBMIT) jobs/score_archive.py --config $(CONF) && $(TOOK)
+	@t0=$$(date +%s) && echo "== 8/8 score again: nothing is new" && $(SUBMIT) jobs/score_archive.py --config $(CONF) && $(TOOK)
+	@t0=$$(date +%s) && echo "== out-of-distribution batch (other stain, magnification, focus; no smear): flagged for review?" && \
+	  $(MAKE) --no-print-directory demo-ood && $(TOOK)
+	@t0=$$(date +%s) && echo "== MLflow: the runs, reports and models above" && $(BIN)/allmtl mlflow --config $(CONF) && $(TOOK)
 	@$(BIN)/allmtl summary --config $(CONF)
+	@echo "make demo took (after setup) $$(( ($$(date +%s) - $(DEMO_T0)) / 60 )) min $$(( ($$(date +%s) - $(DEMO_T0)) % 60 )) s (load average $$(cut -d' ' -f1-3 /proc/loadavg))"
 
 # When not to trust a score (docs/scoring.md): 6 slides each drawn outside the training ranges (stain,
 # pixel size, defocus) and 6 without a smear, scored as one folder (site ood); then the trust check:

@@ -34,3 +34,18 @@ def test_format_gives_each_phase_its_share_of_the_total():
 def test_the_first_epoch_is_told_apart_from_the_others():
     assert epoch_phases([30.0, 8.0, 7.0]) == {"first epoch": 30.0, "epochs 2-3": 15.0}
     assert epoch_phases([]) == {}
+
+
+def test_resume_leaves_out_time_spent_elsewhere():
+    """A stage waiting while the same Horovod launch trains the stages before it does not count that wait."""
+    import time
+
+    timer = PhaseTimer()
+    timer.lap("before the launch")
+    time.sleep(0.3)  # the other stages train
+    timer.resume()
+    timer.add("rank phases", 1.0)
+    timer.lap("after")
+    assert timer.total() >= 0.3
+    assert timer.measured() == pytest.approx(1.0, abs=0.15)
+    assert set(timer.phases) == {"before the launch", "rank phases", "after"}
