@@ -2,16 +2,20 @@
 
 Writes ``--rows`` synthetic ``slide_scores`` rows (two model versions scoring the same slides, half
 of the slides labelled) into a temporary lakehouse, and a tenth of that into another, then in a
-fresh driver process per measurement (Spark ``local[2]``, the config's driver memory) computes:
+fresh driver process per measurement (Spark ``local[2]``, a fixed driver heap: ``--driver-memory``,
+2g by default, the same for every measurement) computes:
 
 (new) ``scoring.aggregates.compute_aggregates`` for the newer version: Spark aggregations, at most
       ``score.metrics_max_slides`` labelled slides collected;
 (old) what ``write_aggregates`` did before it: the whole ``slide_scores`` table joined with the
-      slides' labels collected to the driver as pandas (the baseline, measured in the same run).
+      slides' labels collected to the driver as pandas (the baseline, measured in the same run;
+      collection only: (new)'s time includes the metric math, bootstrap intervals included).
 
 A sampler in this process reads the resident memory (RSS) of each driver's Python process and of
 its JVM every 20 ms and prints their peaks, at both sizes, and the growth from the small to the
-large table: flat for (new), proportional to the rows for (old).
+large table. A JVM's RSS grows with the heap it has touched, garbage included (it rarely returns
+heap to the system), so the driver also reports its JVM heap in use after a full GC
+(``System.gc()`` through py4j) before and after the computation: what the computation left alive.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ CLASSES = ("normal", "L1", "L2", "L3")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=200_000, help="score rows of the large table (default 200000)")
     parser.add_argument("--workdir", help="folder for the temporary lakehouses (default: a temp dir)")
+    parser.add_argument(
+        "--driver-memory", default="2g", help="the measured drivers' JVM heap (-Xmx), the same for all (default 2g)"
+    )
 
 
 def write_synthetic_scores(spark, lake, slides: int, labelled_fraction: float = 0.5, seed: int = 0) -> int:
@@ -138,7 +145,15 @@ def _full(frame, table):
     )
 
 
-def _child(lakehouse: str, approach: str) -> None:
+def _live_heap(spark) -> int:
+    """Bytes of the driver JVM's heap in use after a full garbage collection (live objects)."""
+    jvm = spark._jvm  # noqa: SLF001 - the driver's JVM is only reachable through py4j
+    jvm.System.gc()
+    runtime = jvm.java.lang.Runtime.getRuntime()
+    return int(runtime.totalMemory() - runtime.freeMemory())
+
+
+def _child(lakehouse: str, approach: str, driver_memory: str) -> None:
     """One measurement in a fresh driver: print a JSON line with the seconds and what was computed."""
     from allmtl_spark import tables
     from allmtl_spark.config import load_config
@@ -146,10 +161,14 @@ def _child(lakehouse: str, approach: str) -> None:
     from allmtl_spark.scoring.aggregates import compute_aggregates
     from allmtl_spark.session import get_spark
 
-    cfg = load_config("conf/demo.yaml", [f"lakehouse.path={lakehouse}", "spark.master=local[2]"])
+    cfg = load_config(
+        "conf/demo.yaml",
+        [f"lakehouse.path={lakehouse}", "spark.master=local[2]", f"spark.driver_memory={driver_memory}"],
+    )
     spark = get_spark(cfg.spark)
     lake = Lakehouse.from_config(cfg.lakehouse)
     read_table(spark, lake, tables.SLIDE_SCORES).limit(1).collect()  # session and Delta warmed before timing
+    heap_before = _live_heap(spark)
     print("READY", flush=True)
     time.sleep(0.5)  # the sampler takes the baseline now
     started = time.perf_counter()
@@ -162,17 +181,19 @@ def _child(lakehouse: str, approach: str) -> None:
         frame = scores.drop("source_path").join(labels, "content_sha256", "left").toPandas()
         result = {"collected_rows": len(frame)}
     result["seconds"] = time.perf_counter() - started
+    result["heap_retained"] = _live_heap(spark) - heap_before
+    result["heap_max"] = int(spark._jvm.java.lang.Runtime.getRuntime().maxMemory())  # noqa: SLF001 - the -Xmx in effect
     print("RESULT " + json.dumps(result), flush=True)
     spark.stop()
 
 
-def _measure(lakehouse: str, approach: str) -> dict:
+def _measure(lakehouse: str, approach: str, driver_memory: str) -> dict:
     """Run ``_child`` in a new process; its peak Python and JVM RSS above their level once warmed."""
     import psutil
 
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     child = subprocess.Popen(
-        [sys.executable, "-m", "allmtl_spark.bench.aggregates", lakehouse, approach],
+        [sys.executable, "-m", "allmtl_spark.bench.aggregates", lakehouse, approach, driver_memory],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -218,7 +239,7 @@ def _measure(lakehouse: str, approach: str) -> dict:
     }
 
 
-def run_bench_aggregates(spark, rows: int, workdir: str, progress=print) -> str:
+def run_bench_aggregates(spark, rows: int, workdir: str, driver_memory: str = "2g", progress=print) -> str:
     """Write both tables, measure (new) and (old) on each; return the printed figures."""
     from allmtl_spark.config.schema import LakehouseConfig
     from allmtl_spark.lakehouse import Lakehouse
@@ -232,10 +253,17 @@ def run_bench_aggregates(spark, rows: int, workdir: str, progress=print) -> str:
         seconds = time.perf_counter() - started
         progress(f"wrote {n} score rows ({slides} slides x {len(VERSIONS)} versions) in {seconds:.0f} s")
         lakes[n] = lake.root
-    results = {(n, approach): _measure(root, approach) for n, root in lakes.items() for approach in ("new", "old")}
+    results = {
+        (n, approach): _measure(root, approach, driver_memory)
+        for n, root in lakes.items()
+        for approach in ("new", "old")
+    }
     mib = 2**20
     small, large = sorted(lakes)
-    lines = ["driver memory computing one run's aggregates (peak RSS; growth = above the warmed-up driver):"]
+    lines = [
+        f"driver memory computing one run's aggregates (JVM heap -Xmx {driver_memory}; peak RSS; growth = above the "
+        "warmed-up driver; live heap = JVM heap in use after a full GC, after minus before):"
+    ]
     for approach, name in (
         ("new", "(new) Spark aggregations + bounded sample"),
         ("old", "(old) whole table to pandas"),
@@ -245,7 +273,8 @@ def run_bench_aggregates(spark, rows: int, workdir: str, progress=print) -> str:
             r = results[(n, approach)]
             lines.append(
                 f"    {n:>8} rows: python {r['python_peak'] / mib:7.0f} MiB (+{r['python_growth'] / mib:.0f}), "
-                f"JVM {r['jvm_peak'] / mib:7.0f} MiB (+{r['jvm_growth'] / mib:.0f}), {r['seconds']:.1f} s"
+                f"JVM {r['jvm_peak'] / mib:7.0f} MiB (+{r['jvm_growth'] / mib:.0f}), "
+                f"live heap {r['heap_retained'] / mib:+.0f} MiB of max {r['heap_max'] / mib:.0f}, {r['seconds']:.1f} s"
             )
         growth = [
             (results[(n, approach)]["python_growth"] + results[(n, approach)]["jvm_growth"]) / mib
@@ -268,12 +297,12 @@ def main(args: argparse.Namespace) -> int:
     spark = spark_from_args(args, cfg)
     workdir = args.workdir or tempfile.mkdtemp(prefix="allmtl-bench-aggregates-")
     try:
-        print(run_bench_aggregates(spark, args.rows, workdir))
+        print(run_bench_aggregates(spark, args.rows, workdir, args.driver_memory))
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
-if __name__ == "__main__":  # a measurement child: python -m allmtl_spark.bench.aggregates LAKEHOUSE new|old
-    _child(sys.argv[1], sys.argv[2])
+if __name__ == "__main__":  # a measurement child: python -m allmtl_spark.bench.aggregates LAKEHOUSE new|old MEMORY
+    _child(sys.argv[1], sys.argv[2], sys.argv[3])
