@@ -12,9 +12,15 @@ checked before use), written when the model is registered:
   ``ood_score`` is its Mahalanobis distance to that distribution; the threshold is the
   ``train.ood_pass_fraction`` quantile of the validation slides' scores (0.95: 95% of in-distribution
   validation slides pass). Nothing is chosen on test slides.
+- ``feature_ood``: the classifier's pooled features of the training slides (``FeatureOodModel``:
+  class means and a shared covariance on the first principal components), thresholded the same way.
+- ``ood_fused``: with both checks, ``ood_score`` is the larger of the two scores, each divided by its
+  own threshold, and this threshold (again a validation quantile) keeps the union of the two
+  checks at ``pass_fraction`` (``FusedOod``).
 
 A scored slide needs review when its ``ood_score`` is above the threshold (reason
-``out_of_distribution:<feature>``, the statistic contributing most to the distance)
+``out_of_distribution:<feature>``, the statistic contributing most to the distance, or
+``out_of_distribution:features`` when the feature check is the further beyond its threshold)
 or when the slide and cell classifiers disagree (``slide_cell_disagreement:<code>``).
 """
 
@@ -165,8 +171,10 @@ def fit_ood(
 
 
 FEATURES = "features"  # the reason suffix of the feature check (``out_of_distribution:features``)
-MAX_COMPONENTS = 32  # principal components of the pooled features kept (trust.json stays ~1 MB for 2048 features)
-VARIANCE_KEPT = 0.95  # ... or fewer, when fewer explain this share of the training features' variance
+# Principal components of the pooled features kept: 32 (trust.json stays ~1 MB for 2048 features), or
+# n_train - 1 when fewer slides. Not "enough for 95 % of the variance": on the demo's InceptionV3
+# that was one component (the overall activation level), which describes no class.
+MAX_COMPONENTS = 32
 
 
 @dataclass(frozen=True)
@@ -229,9 +237,8 @@ def fit_feature_ood(
         val: (m, d) pooled features of the validation slides (only the threshold comes from them).
         pass_fraction: the share of validation slides that must pass (``train.ood_pass_fraction``).
 
-    The features are projected on their first principal components (as many as explain
-    ``VARIANCE_KEPT`` of the training variance, at most ``MAX_COMPONENTS`` and n - 1), chosen by
-    that rule alone, never on out-of-distribution examples.
+    The features are projected on their first ``MAX_COMPONENTS`` principal components (at most
+    n - 1), a fixed number, never chosen on out-of-distribution examples.
 
     Raises:
         ValueError: fewer than 3 training or 1 validation slides, mismatched shapes, pass_fraction outside (0, 1].
@@ -252,9 +259,8 @@ def fit_feature_ood(
     if not 0 < pass_fraction <= 1:
         raise ValueError(f"pass_fraction must be in (0, 1]; got {pass_fraction}")
     mean = train.mean(axis=0)
-    _, singular, vt = np.linalg.svd(train - mean, full_matrices=False)
-    explained = np.cumsum(singular**2) / max(float((singular**2).sum()), 1e-12)
-    p = int(min(np.searchsorted(explained, VARIANCE_KEPT) + 1, MAX_COMPONENTS, len(train) - 1, vt.shape[0]))
+    _, _, vt = np.linalg.svd(train - mean, full_matrices=False)
+    p = int(min(MAX_COMPONENTS, len(train) - 1, vt.shape[0]))
     components = vt[:p]
     z = (train - mean) @ components.T
     classes = sorted(set(labels.tolist()))

@@ -19,7 +19,9 @@ the imports of numpy, pandas, pyarrow and OpenCV (0.5 s in a plain process here)
 loads the models inside its timed part, and all run the classifiers in the same runtime
 (``score.runtime``; a TFLite conversion is made before any is timed). It prints slides/s each way, the
 ratio (b)/(a) (target: Spark >= 1.5x on 2 cores), (c)/(a), (b)/(c), how many times each worker
-loaded the models, and the peak RSS of a Python worker.
+loaded the models, and the peak RSS of a Python worker. Last, what the pooled-feature
+out-of-distribution check adds per slide against the same classifier without it
+(``feature_check_cost``, both measured in the run).
 """
 
 from __future__ import annotations
@@ -243,8 +245,74 @@ def run_bench_score(spark, cfg, slides: int, width: int, height: int, workdir: s
             f"{workers} workers gains here, without Spark); Spark / {workers} processes: "
             f"{spark_rate / split_rate:.2f}x (what Spark itself costs or saves)",
             _ceiling_line(plain.cpu_seconds, plain.seconds),
+            *feature_check_cost(plan, plain.seconds / max(plain.slides[0], 1)),
         ]
     )
+
+
+def feature_check_cost(plan, seconds_per_slide: float, calls: int = 100, seed: int = 0) -> list[str]:
+    """What the pooled-feature check adds per slide, against the same classifier without it, in this run.
+
+    Times ``calls`` one-image calls (a slide's call) of the slide classifier's TFLite conversion with
+    the pooled-feature output (what scoring runs) and of a conversion without it (what scoring ran
+    before), one thread each as in a Spark worker, alternating in rounds so that load on the machine
+    hits both alike; then ``ScorePlan.trust`` with and without the model's feature check. The added
+    time is set against ``seconds_per_slide`` (the plain process's wall time per slide).
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from allmtl_spark.checksums import load_keras, read_verified
+    from allmtl_spark.scoring.pipeline import SlideScore
+    from allmtl_spark.scoring.predict import tflite_predict
+
+    ref = plan.classifier
+    if ref.feature_ood is None or ref.runtime != "tflite":
+        return ["  pooled-feature check: not measured (the model has none, or scoring does not run TFLite)"]
+    model = load_keras(read_verified(ref.model_file, ref.sha256, "classifier"))
+    signature = [tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)]
+    single = tf.function(lambda x: model(x, training=False), input_signature=signature).get_concrete_function()
+    without = tflite_predict(
+        tf.lite.Interpreter(
+            model_content=tf.lite.TFLiteConverter.from_concrete_functions([single], model).convert(), num_threads=1
+        ),
+        1,
+    )
+    served = read_verified(*ref.serving(), "classifier (TensorFlow Lite)")
+    with_features = tflite_predict(tf.lite.Interpreter(model_content=served, num_threads=1), 1)
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (calls, *model.input_shape[1:])).astype(np.float32)
+    timed = {"with": 0.0, "without": 0.0}
+    outputs = {}
+    for run in (with_features.with_features, without.with_features):
+        run(images[:1])  # allocate
+    for start in range(0, calls, 10):  # alternate in rounds of 10 calls
+        for name, run in (("with", with_features.with_features), ("without", without.with_features)):
+            began = time.perf_counter()
+            for i in range(start, min(start + 10, calls)):
+                outputs[name, i] = run(images[i : i + 1])
+            timed[name] += time.perf_counter() - began
+    probabilities, features = outputs["with", 0]
+    view = images[0].astype(np.uint8)
+    result = SlideScore(ref.class_names, probabilities[0], 12, 3, None, view, features[0])
+    old = dataclasses.replace(plan, classifier=dataclasses.replace(ref, feature_ood=None, ood_fused=None))
+    trust = {}
+    for name, p in (("with", plan), ("without", old)):
+        p.trust(result, 0.155, None)  # parse once, as a worker does
+        began = time.perf_counter()
+        for _ in range(calls):
+            p.trust(result, 0.155, None)
+        trust[name] = (time.perf_counter() - began) / calls
+    call_with, call_without = timed["with"] / calls, timed["without"] / calls
+    added = (call_with - call_without) + (trust["with"] - trust["without"])
+    return [
+        f"  pooled-feature check, {calls} slide calls each, one thread: classifier {call_with * 1e3:.2f} ms with the "
+        f"feature output vs {call_without * 1e3:.2f} ms without ({call_with / call_without:.2f}x); trust step "
+        f"{trust['with'] * 1e3:.2f} ms with the feature check vs {trust['without'] * 1e3:.2f} ms without",
+        f"  added per slide {added * 1e3:.2f} ms = {100 * added / seconds_per_slide:.2f} % of (a)'s "
+        f"{seconds_per_slide:.2f} s a slide: throughput with / without the check "
+        f"{seconds_per_slide / (seconds_per_slide + added):.3f}x",
+    ]
 
 
 def _threads(count: int) -> str:

@@ -9,6 +9,7 @@
   labels. The models output probabilities, so the logits are ``log p`` (softmax is invariant to a
   constant per row; a sigmoid's p becomes ``[1 - p, p]``, whose log-ratio is its logit).
 - ``apply_temperature``: ``softmax(log p / T)``. T > 1 softens, T < 1 sharpens; the argmax never changes.
+- ``ece_floor``: the ECE a perfectly calibrated model would show on the same cases (sampling noise).
 - ``compute_risk_coverage``: accuracy of the cases kept when only the most confident fraction is kept.
 
 Inputs: ``labels`` (n,) integer class indices; ``probabilities`` (n, k) rows summing to 1.
@@ -70,6 +71,25 @@ def compute_reliability(labels, probabilities, bins: int = 15) -> Reliability:
 def compute_ece(labels, probabilities, bins: int = 15) -> float:
     """Expected calibration error of the top-class probability (NaN for no cases)."""
     return compute_reliability(labels, probabilities, bins).ece
+
+
+def ece_floor(probabilities, bins: int = 15, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """(mean, 95th percentile) ECE of a perfectly calibrated model that gave these probabilities.
+
+    Labels are drawn from the probabilities themselves, so any ECE measured is sampling noise: with
+    few cases and many bins it is far from 0. An ECE below the 95th percentile cannot tell the
+    model from a calibrated one at this sample size.
+    """
+    p = np.asarray(probabilities, dtype=float)
+    if p.ndim != 2 or not len(p):
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    cumulative = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+    values = []
+    for _ in range(draws):
+        labels = np.minimum((rng.random((len(p), 1)) > cumulative).sum(axis=1), p.shape[1] - 1)
+        values.append(compute_ece(labels, p, bins))
+    return float(np.mean(values)), float(np.quantile(values, 0.95))
 
 
 def apply_temperature(probabilities, temperature: float) -> np.ndarray:

@@ -104,6 +104,8 @@ class ModelRef:
     chosen: str = ""  # which rule chose it (``registry.ModelChoice.describe``), printed by the job
     temperature: float | None = None  # temperature scaling fitted at registration (trust.json); None: none
     ood: dict | None = None  # trust.OodModel as a dict (trust.json); None: no out-of-distribution check
+    feature_ood: dict | None = None  # trust.FeatureOodModel as a dict (trust.json); None: input statistics only
+    ood_fused: dict | None = None  # trust.FusedOod as a dict: the threshold of the fused score
     recorded_tflite_sha256: str | None = None  # the conversion's hash in `models`, if one was recorded
 
     def serving(self) -> tuple[str, str]:
@@ -132,6 +134,19 @@ class ModelRef:
             converted = tflite_artifact(self.model_file, self.sha256, cache_dir, self.recorded_tflite_sha256)
         serving_file, serving_sha256 = converted or (None, None)
         return replace(self, serving_file=serving_file, serving_sha256=serving_sha256)
+
+
+_FEATURE_MODELS: dict[tuple[str, int], object] = {}  # per worker: the parsed feature check of a model
+
+
+def _feature_model(ref: ModelRef):
+    """``trust.FeatureOodModel`` of ``ref``, parsed once per process (its arrays are ~65k numbers)."""
+    from allmtl_spark.trust import FeatureOodModel
+
+    key = (ref.model_id, id(ref.feature_ood))
+    if key not in _FEATURE_MODELS:
+        _FEATURE_MODELS[key] = FeatureOodModel.from_dict(ref.feature_ood).arrays()
+    return _FEATURE_MODELS[key]
 
 
 @dataclass(frozen=True)
@@ -169,6 +184,17 @@ class ScorePlan:
             ood = OodModel.from_dict(ref.ood)
             features = ood_features(result.view, result.white_cell_count, pixel_size_um)[None]
             score, threshold, furthest = float(ood.score(features)[0]), ood.threshold, ood.furthest(features)[0]
+            if ref.feature_ood is not None and ref.ood_fused is not None:
+                from allmtl_spark.trust import fused_scores
+
+                # no pooled features (a Keras artifact without the pool layer): the feature check scores as failed
+                pooled = result.features[None] if result.features is not None else None
+                feature_model = _feature_model(ref)
+                if pooled is None:
+                    score, threshold, furthest = float("inf"), float(ref.ood_fused["threshold"]), "features_missing"
+                else:
+                    fused, names = fused_scores(ood, features, feature_model, pooled)
+                    score, threshold, furthest = float(fused[0]), float(ref.ood_fused["threshold"]), names[0]
         reasons = review_reasons(score, threshold, furthest, disagreement)
         return {
             "calibrated_probabilities": calibrated,
@@ -495,6 +521,8 @@ def model_ref(record: ModelRecord, chosen: str = "") -> ModelRef:
         chosen=chosen,
         temperature=trust.get("temperature"),
         ood=trust.get("ood"),
+        feature_ood=trust.get("feature_ood"),
+        ood_fused=trust.get("ood_fused"),
         recorded_tflite_sha256=record.tflite_sha256,
     )
 

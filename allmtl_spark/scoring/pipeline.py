@@ -34,6 +34,7 @@ class SlideScore:
     blast_cell_count: int | None
     segmentation: SlideSegmentation
     view: np.ndarray  # the classifier input, size x size x 3 uint8
+    features: np.ndarray | None = None  # (d,) the slide classifier's pooled features; None: not available
 
     @property
     def predicted_class(self) -> str:
@@ -112,12 +113,16 @@ def score_slide(
     segmentation, crops, slide_input, cell_inputs = model_inputs(
         image_rgb, unet, view, cell_view, roi_cfg, seg_cfg, pixel_size_um, working_pixel_size_um
     )
-    probabilities = classify(slide_input[None])[0]
+    if hasattr(classify, "with_features"):  # a ``predict.Classifier``: the pooled features come along
+        probabilities, pooled = classify.with_features(slide_input[None])
+        probabilities, features = probabilities[0], (pooled[0] if pooled is not None else None)
+    else:
+        probabilities, features = classify(slide_input[None])[0], None
     blasts = None
     if classify_cells is not None and cell_inputs is not None:
         # P(blast) = 1 - P(normal): the cell model is normal/blast or normal/L1/L2/L3, normal first.
         blasts = int((1.0 - classify_cells(cell_inputs)[:, 0] >= blast_threshold).sum())
-    return SlideScore(class_names, probabilities, len(crops), blasts, segmentation, slide_input)
+    return SlideScore(class_names, probabilities, len(crops), blasts, segmentation, slide_input, features)
 
 
 def segment_image(

@@ -114,11 +114,20 @@ def separation_lines(is_out: list[bool], score: list[float], flagged: list[bool]
         return []
     flagged_in = sum(f for f, o in zip(flagged, is_out, strict=True) if not o)
     flagged_out = sum(f for f, o in zip(flagged, is_out, strict=True) if o)
+    low, high = _interval(flagged_in, n_in)
     return [
         f"  {scope}: AUROC of ood_score, out vs in distribution {roc_auc_score(is_out, score):.3f}; flagged for "
-        f"review in distribution {flagged_in}/{n_in} = {flagged_in / n_in:.3f}, "
+        f"review in distribution {flagged_in}/{n_in} = {flagged_in / n_in:.3f} (95 % CI {low:.3f}-{high:.3f}), "
         f"out of distribution {flagged_out}/{n_out} = {flagged_out / n_out:.3f}"
     ]
+
+
+def _interval(k: int, n: int) -> tuple[float, float]:
+    """Clopper-Pearson 95 % interval of a rate k / n (what n slides can show about a flag rate)."""
+    from scipy.stats import binomtest
+
+    interval = binomtest(k, n).proportion_ci(0.95, method="exact")
+    return float(interval.low), float(interval.high)
 
 
 def trust_check(spark: SparkSession, lake: Lakehouse, model_version: str, ood_sites: list[str]) -> list[str]:
@@ -179,4 +188,10 @@ def trust_check(spark: SparkSession, lake: Lakehouse, model_version: str, ood_si
             f"(temperature {metrics.get('temperature', float('nan')):.3f}, fitted on {int(metrics.get('val_n', 0))} "
             "validation slides)"
         )
+        if "test_ece_floor" in metrics:
+            lines.append(
+                f"  a perfectly calibrated model giving those calibrated probabilities would measure ECE "
+                f"{metrics['test_ece_floor']:.3f} on average (95th percentile {metrics['test_ece_floor_p95']:.3f}): "
+                "the ECE's sampling noise at this number of slides"
+            )
     return lines

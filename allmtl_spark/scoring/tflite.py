@@ -32,7 +32,8 @@ from allmtl_spark.errors import ArtifactError
 log = logging.getLogger(__name__)
 
 CONVERSION_SPEC = "tflite.json"
-CONVERTER_VERSION = 1  # bump when the conversion settings change, so old caches are converted again
+CONVERTER_VERSION = 2  # bump when the conversion settings change, so old caches are converted again
+# 2: a classifier with a ``pool`` layer is converted with its pooled features as a second output
 PARITY_TOLERANCE = 1e-3  # max |p_keras - p_tflite|; float32 reorderings differ by ~1e-6
 PROBE_IMAGES = 4
 
@@ -135,6 +136,9 @@ def _stamp() -> dict:
 def convert_checked(data: bytes, model_file: str = "the classifier") -> tuple[bytes, float]:
     """Convert the Keras model in the HDF5 bytes ``data`` (open batch size) and check it on probe images.
 
+    A classifier with a ``pool`` layer gets its pooled features as a second output
+    (``predict.batch_function``), checked like the probabilities (relative to their largest value).
+
     Args:
         data: the artifact's bytes, as ``read_verified`` checked them.
         model_file: its path, for messages.
@@ -154,9 +158,15 @@ def convert_checked(data: bytes, model_file: str = "the classifier") -> tuple[by
     blob = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model).convert()
     # both through the functions the workers run, so the check covers their batching too
     probe = probe_images(model.input_shape[1:])
-    expected = keras_predict(model, PROBE_IMAGES)(probe)
-    actual = tflite_predict(tf.lite.Interpreter(model_content=blob), PROBE_IMAGES)(probe)
+    expected, expected_features = keras_predict(model, PROBE_IMAGES).with_features(probe)
+    actual, actual_features = tflite_predict(tf.lite.Interpreter(model_content=blob), PROBE_IMAGES).with_features(probe)
     difference = float(np.abs(expected - actual).max())
+    if (expected_features is None) != (actual_features is None):
+        raise ArtifactError(f"the TensorFlow Lite conversion of {model_file} lost the pooled-features output")
+    if expected_features is not None:
+        # relative to the features' scale: pooled activations are not bounded like probabilities
+        scale = max(float(np.abs(expected_features).max()), 1.0)
+        difference = max(difference, float(np.abs(expected_features - actual_features).max()) / scale)
     if not difference <= PARITY_TOLERANCE:
         raise ArtifactError(
             f"the TensorFlow Lite conversion of {model_file} disagrees with the Keras model by "

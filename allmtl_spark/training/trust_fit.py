@@ -55,6 +55,17 @@ def _features(arrays, stats: dict) -> np.ndarray:
     return np.array(rows)
 
 
+def _pooled_features(output_dir: str, parts: list) -> list[np.ndarray] | None:
+    """The saved classifier's pooled features of each image array in ``parts``; None without a ``pool`` layer."""
+    from allmtl_spark.checksums import load_keras
+    from allmtl_spark.scoring.predict import keras_predict
+
+    with open(os.path.join(output_dir, "model.h5"), "rb") as handle:
+        predict = keras_predict(load_keras(handle.read()), 16)
+    out = [predict.with_features(np.asarray(images))[1] for images in parts]
+    return None if any(f is None for f in out) else out
+
+
 def fit_trust(spark, lake, cfg, data, plan, outputs: dict, output_dir: str, segmenter: str) -> TrustFit:
     """Fit the temperature on ``outputs['val']`` and, for a stage-3 model, the OOD check; write ``trust.json``.
 
@@ -63,8 +74,8 @@ def fit_trust(spark, lake, cfg, data, plan, outputs: dict, output_dir: str, segm
         data: the run's data cache (``numpy(task, 'train')``: the training part's original views).
         outputs: part -> (arrays, class scores) as ``training.job._evaluate`` computed them.
     """
-    from allmtl_spark.metrics.calibration import apply_temperature, compute_ece, fit_temperature
-    from allmtl_spark.trust import fit_ood, write_trust
+    from allmtl_spark.metrics.calibration import apply_temperature, compute_ece, ece_floor, fit_temperature
+    from allmtl_spark.trust import fit_feature_ood, fit_fused, fit_ood, write_trust
 
     if "val" not in outputs:
         log.warning("[%s] no validation part: no temperature and no out-of-distribution check fitted", plan.key)
@@ -75,9 +86,10 @@ def fit_trust(spark, lake, cfg, data, plan, outputs: dict, output_dir: str, segm
     metrics = {"temperature": temperature}
     for part, (part_arrays, part_scores) in outputs.items():
         metrics[f"{part}_ece"] = compute_ece(part_arrays.labels, part_scores, bins)
-        metrics[f"{part}_ece_calibrated"] = compute_ece(
-            part_arrays.labels, apply_temperature(part_scores, temperature), bins
-        )
+        calibrated = apply_temperature(part_scores, temperature)
+        metrics[f"{part}_ece_calibrated"] = compute_ece(part_arrays.labels, calibrated, bins)
+        # what a perfectly calibrated model would measure here: the ECE's sampling noise at this n
+        metrics[f"{part}_ece_floor"], metrics[f"{part}_ece_floor_p95"] = ece_floor(calibrated, bins)
     content: dict = {
         "temperature": temperature,
         "calibration": {
@@ -96,12 +108,24 @@ def fit_trust(spark, lake, cfg, data, plan, outputs: dict, output_dir: str, segm
         train = data.numpy(plan.task, "train")
         stats = slide_statistics(spark, lake, sorted(set(train.keys) | set(arrays.keys)), segmenter)
         try:
-            ood = fit_ood(_features(train, stats), _features(arrays, stats), cfg.ood_pass_fraction)
+            input_train, input_val = _features(train, stats), _features(arrays, stats)
+            ood = fit_ood(input_train, input_val, cfg.ood_pass_fraction)
             content["ood"] = ood.to_dict()
             summary += f"; out-of-distribution threshold {ood.threshold:.2f} ({len(train.keys)} training slides)"
         except ValueError as err:  # too few slides: scoring then flags on disagreement only
             log.warning("[%s] no out-of-distribution check: %s", plan.key, err)
             summary += f"; no out-of-distribution check ({err})"
+        else:
+            pooled = _pooled_features(output_dir, [train.images, arrays.images])
+            if pooled is not None:
+                feature_ood = fit_feature_ood(pooled[0], np.asarray(train.labels), pooled[1], cfg.ood_pass_fraction)
+                fused = fit_fused(ood, input_val, feature_ood, pooled[1])
+                content["feature_ood"] = feature_ood.to_dict()
+                content["ood_fused"] = fused.to_dict()
+                summary += (
+                    f"; pooled-feature check on {len(feature_ood.components)} principal components, threshold "
+                    f"{feature_ood.threshold:.2f}; fused threshold {fused.threshold:.2f}"
+                )
     sha = write_trust(output_dir, content)
     spec_path = os.path.join(output_dir, SPEC_FILE)
     with open(spec_path) as handle:

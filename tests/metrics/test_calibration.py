@@ -90,3 +90,17 @@ def test_risk_coverage_hand_computed():
     assert curve.accuracy.tolist() == pytest.approx([1.0, 0.5, 2 / 3, 0.75])
     assert curve.accuracy_at(0.5) == pytest.approx(0.5)
     assert curve.accuracy_at(1.0) == pytest.approx(0.75)
+
+
+def test_ece_floor_is_the_noise_of_a_calibrated_model_and_shrinks_with_more_cases():
+    from allmtl_spark.metrics.calibration import ece_floor
+
+    rng = np.random.default_rng(0)
+    few = rng.dirichlet(np.ones(4), 60)
+    many = rng.dirichlet(np.ones(4), 6000)
+    mean_few, p95_few = ece_floor(few, 15, draws=300)
+    mean_many, _ = ece_floor(many, 15, draws=50)
+    assert 0.05 < mean_few < p95_few < 0.3  # 60 cases in 15 bins: a calibrated model measures ~0.1
+    assert mean_many < mean_few / 4
+    # the labels are drawn from the probabilities: certain rows give their own class, ECE 0
+    assert ece_floor(np.eye(4)[[0, 1, 2, 3, 0]], 15, draws=20) == (0.0, 0.0)

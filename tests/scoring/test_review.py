@@ -19,7 +19,7 @@ from allmtl_spark.registry import register_model
 from allmtl_spark.scoring.aggregates import count_rows, selective_rows, stage_counts
 from allmtl_spark.scoring.job import run_score
 from allmtl_spark.scoring.review import format_queue, register_review_queue, review_queue
-from allmtl_spark.trust import OOD_FEATURES, OodModel, write_trust
+from allmtl_spark.trust import OOD_FEATURES, FeatureOodModel, OodModel, write_trust
 from tests.scoring.conftest import SLIDES, copy_model
 
 
@@ -167,3 +167,48 @@ def test_scores_are_calibrated_flagged_and_queued(spark, scoring_lake):
     assert all(slide in section for slide in flagged) and "out_of_distribution:white_cell_count" in section
     listing = format_queue(review_queue(spark, lake, run_id=summary.run_id))
     assert (f"{len(flagged)} slide(s) need review" in listing) if flagged else ("no slide needs review" in listing)
+
+
+@pytest.mark.spark
+def test_the_pooled_feature_check_runs_in_the_scoring_job(spark, scoring_lake):
+    """trust.json with a feature check: the workers' TFLite classifier gives the pooled features, fused with the
+    input statistics; a feature distribution far from every slide flags all of them, a wide one none."""
+    cfg, lake, models = scoring_lake
+    k = len(OOD_FEATURES)
+    passes_all = OodModel(OOD_FEATURES, (0.0,) * k, (1.0,) * k, tuple(map(tuple, np.zeros((k, k)))), 1.0, 0.95, 10, 5)
+    width = 2048  # InceptionV3's pooled features
+
+    def feature_check(offset: float) -> FeatureOodModel:
+        direction = np.zeros(width)
+        direction[0] = 1.0
+        return FeatureOodModel(
+            (offset,) + (0.0,) * (width - 1), (tuple(direction),), ((0.0,),), ((1.0,),), 1.0, 0.95, 10, 5
+        )
+
+    flagged_by = {}
+    for name, offset in (("near", 0.0), ("far", -1e6)):
+        folder = os.path.join(lake.models, f"features-{name}-stage3-fab4")
+        shutil.copytree(models["stage3"].artifact_path, folder)
+        check = feature_check(offset)
+        # fused threshold: far above any pooled activation of the untrained network for "near"
+        sha = write_trust(
+            folder,
+            {
+                "ood": passes_all.to_dict(),
+                "feature_ood": check.to_dict(),
+                "ood_fused": {"threshold": 1e3, "pass_fraction": 0.95, "n_val": 5},
+            },
+        )
+        record = replace(
+            models["stage3"], model_id=f"features-{name}-stage3-fab4", artifact_path=folder, trust_sha256=sha
+        )
+        register_model(spark, lake, record)
+        strict = {"disagreement_min_blasts": 0, "disagreement_max_blast_pct": 100.0}
+        run_score(spark, replace(cfg, score=replace(cfg.score, model=record.model_id, **strict)), lake, report=False)
+        rows = read_table(spark, lake, tables.SLIDE_SCORES).where(f"model_version = '{record.model_id}'").collect()
+        assert len(rows) == SLIDES and all(r["runtime"] == "tflite" for r in rows)
+        flagged_by[name] = [r["review_reasons"] for r in rows if r["needs_review"]]
+        if name == "far":
+            assert all(r["ood_score"] == pytest.approx(1e6, rel=1e-3) for r in rows)
+    assert flagged_by["near"] == []
+    assert flagged_by["far"] == [["out_of_distribution:features"]] * SLIDES

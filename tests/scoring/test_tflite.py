@@ -16,8 +16,10 @@ from allmtl_spark.scoring.predict import make_classifier_fn
 pytestmark = pytest.mark.unit
 
 
-def _save_small_classifier(folder, outputs: int) -> tuple[str, str]:
+def _save_small_classifier(folder, outputs: int, pool_name: str | None = None) -> tuple[str, str]:
     """A small real Keras CNN (softmax over ``outputs`` classes, or one sigmoid) saved as ``folder/model/model.h5``.
+
+    ``pool_name="pool"`` names its pooling layer as ``networks.classifier`` does (pooled features come along).
 
     Its conversions go to ``folder/cache`` (``_cache``), as a lakehouse's go to ``Lakehouse.cache``.
     """
@@ -32,7 +34,7 @@ def _save_small_classifier(folder, outputs: int) -> tuple[str, str]:
             tf.keras.layers.Rescaling(1 / 255.0),
             tf.keras.layers.Conv2D(8, 3, activation="relu"),
             tf.keras.layers.BatchNormalization(),
-            tf.keras.layers.GlobalAveragePooling2D(),
+            tf.keras.layers.GlobalAveragePooling2D(name=pool_name),
             tf.keras.layers.Dense(outputs, activation="softmax" if outputs > 1 else "sigmoid"),
         ]
     )
@@ -86,6 +88,31 @@ def test_tflite_and_keras_give_the_same_probabilities(converted, n):
     np.testing.assert_allclose(lite, keras, atol=1e-4)
     if n:
         np.testing.assert_allclose(lite.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_pooled_features_come_out_of_both_runtimes(tmp_path):
+    """A classifier with a ``pool`` layer: the conversion has a second output, its pooled features (feature OOD)."""
+    import tensorflow as tf
+
+    model_file, sha = _save_small_classifier(tmp_path, 4, pool_name="pool")
+    path, tflite_sha = tflite.tflite_artifact(model_file, sha, _cache(model_file))
+    images = np.random.default_rng(5).integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
+    model = tf.keras.models.load_model(model_file, compile=False)
+    pooled = tf.keras.Model(model.input, model.get_layer("pool").output)(images.astype(np.float32)).numpy()
+    keras_p, keras_f = make_classifier_fn(model_file, sha, batch_size=2).with_features(images)
+    lite_p, lite_f = make_classifier_fn(path, tflite_sha, batch_size=2).with_features(images)
+    assert keras_f.shape == lite_f.shape == (5, 8)
+    np.testing.assert_allclose(keras_f, pooled, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lite_f, pooled, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(lite_p, keras_p, atol=1e-4)
+    np.testing.assert_allclose(make_classifier_fn(path, tflite_sha)(images), lite_p)  # plain call: probabilities
+    # one image (the slide path) and none
+    one_p, one_f = make_classifier_fn(path, tflite_sha).with_features(images[:1])
+    np.testing.assert_allclose(one_f, pooled[:1], rtol=1e-4, atol=1e-4)
+    assert make_classifier_fn(path, tflite_sha).with_features(images[:0])[1].shape == (0, 8)
+    # a model without the layer: no features
+    plain_file, plain_sha = _save_small_classifier(tmp_path / "plain", 4)
+    assert make_classifier_fn(plain_file, plain_sha).with_features(images)[1] is None
 
 
 def test_sigmoid_model_gives_p_normal_then_p_positive(tmp_path):

@@ -16,7 +16,7 @@ def test_auroc_and_flag_rates_out_vs_in_distribution():
 
     assert line.startswith("  scored slides only: ")
     assert "distribution 0.833" in line  # 5 of the 6 (out, in) pairs ordered right
-    assert "in distribution 1/3 = 0.333" in line and "out of distribution 1/2 = 0.500" in line
+    assert "in distribution 1/3 = 0.333 (95 % CI 0.008-0.906)" in line and "out of distribution 1/2 = 0.500" in line
 
 
 def test_no_figures_without_both_kinds_of_slide():
