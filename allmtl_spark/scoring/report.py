@@ -283,7 +283,7 @@ def _sample_figures(spark, lake, cfg, plan, run_id: str, folder: str):
 
 def _render_samples(slides, cfg, plan, folder: str):
     from allmtl_spark.checksums import load_keras, read_verified
-    from allmtl_spark.scoring.gradcam import feature_layer, grad_cam, readable_panel
+    from allmtl_spark.scoring.gradcam import feature_layer, grad_cam, heat_on_cells, readable_panel
     from allmtl_spark.scoring.pipeline import NoWhiteCells, score_slide
     from allmtl_spark.scoring.predict import make_classifier_fn
     from allmtl_spark.segmentation.pipeline import decode_rgb
@@ -332,7 +332,8 @@ def _render_samples(slides, cfg, plan, folder: str):
             cams.append(
                 (
                     f"{title}: classifier input and Grad-CAM of the '{result.predicted_class}' logit "
-                    f"(layer {layer}, {size[0]}x{size[1]} map)",
+                    f"(layer {layer}, {size[0]}x{size[1]} map; mean heat on the cells / off them "
+                    f"{heat_on_cells(result.view, heat):.2f}, above 1 when the map singles the cells out)",
                     path,
                 )
             )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from allmtl_spark.scoring.gradcam import feature_layer, grad_cam, readable_panel
+from allmtl_spark.scoring.gradcam import feature_layer, grad_cam, heat_on_cells, readable_panel
 
 pytestmark = pytest.mark.unit
 layers = tf.keras.layers
@@ -63,3 +63,15 @@ def test_layer_choice_keeps_at_least_7x7_at_small_inputs():
 def test_readable_panel_scales_the_stamp_up():
     panel = readable_panel(np.zeros((96, 96, 3), np.uint8), np.ones((96, 96), np.float32), side=384)
     assert panel.shape == (384, 2 * 384 + 8, 3)
+
+
+def test_heat_on_cells_tells_a_map_on_the_cells_from_one_beside_them():
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[5:15, 5:15] = (200, 120, 160)  # one cell on black
+    on = np.zeros((40, 40), np.float32)
+    on[5:15, 5:15] = 1.0
+    beside = np.zeros((40, 40), np.float32)
+    beside[25:35, 25:35] = 1.0
+    assert heat_on_cells(image, on) == float("inf")  # no heat off the cell
+    assert heat_on_cells(image, beside) == 0.0
+    assert heat_on_cells(image, np.full((40, 40), 0.5, np.float32)) == pytest.approx(1.0)  # a uniform tint
