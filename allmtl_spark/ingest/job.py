@@ -150,6 +150,9 @@ def _synthetic(spark: SparkSession, listed: list[SourceFiles]) -> tuple[dict[str
     a folder on its way up: the file's own folder or one above it, up to the source's folder and the
     folder above that. So a folder holding several ``allmtl synth`` outputs (``make demo-ood``'s four
     batches) is synthetic as a whole, and one file the generator did not write makes it not.
+
+    One pass per file over the folders above it, each marker read once (cached by folder), and the
+    recorded hashes gathered once per marker that named a file, not once per file.
     """
     from allmtl_spark.ingest.listing import read_small_file
     from allmtl_spark.ingest.privacy import SYNTHETIC_MARKER, SyntheticMarker, not_synthetic
@@ -165,7 +168,7 @@ def _synthetic(spark: SparkSession, listed: list[SourceFiles]) -> tuple[dict[str
             markers[folder] = SyntheticMarker.parse(folder, text) if text is not None else None
         return markers[folder]
 
-    recorded: dict[str, str] = {}
+    used: dict[int, SyntheticMarker] = {}  # the markers that named a listed file, by identity
     for source in listed:
         base = source.folder.rstrip("/")
         place = f"{source.source.kind} source {source.source.path}"
@@ -175,15 +178,22 @@ def _synthetic(spark: SparkSession, listed: list[SourceFiles]) -> tuple[dict[str
             if why is not None:
                 return {}, why
         for path in listed_paths:
-            found = next(
-                (m for folder in _folders_up(path, base) if (m := marker_in(folder)) is not None and path in m.files),
-                None,
-            )
-            nearest = found or next((m for f in _folders_up(path, base) if (m := marker_in(f)) is not None), None)
+            found = nearest = None
+            for folder in _folders_up(path, base):
+                marker = marker_in(folder)
+                if marker is None:
+                    continue
+                nearest = nearest or marker
+                if path in marker.files:
+                    found = marker
+                    break
             why = not_synthetic(found or nearest, [path], place)
             if why is not None:  # the first file the generator did not write decides: nothing more is read
                 return {}, why
-            recorded.update(found.files)
+            used[id(found)] = found
+    recorded: dict[str, str] = {}
+    for marker in used.values():
+        recorded.update(marker.files)
     return recorded, None
 
 

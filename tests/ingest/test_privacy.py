@@ -120,6 +120,40 @@ def test_a_folder_of_several_generated_batches_takes_the_demo_key(spark, lake, t
 
 
 @pytest.mark.spark
+def test_the_synthetic_check_reads_each_marker_once_and_records_the_markers_that_named_files(
+    spark, tmp_path, monkeypatch
+):
+    """One marker above two batch folders and one inside a batch: every marker is read once, whatever the file count."""
+    from allmtl_spark.ingest import listing
+    from allmtl_spark.ingest.job import _synthetic
+    from allmtl_spark.ingest.sources import list_source
+
+    root = tmp_path / "batches"
+    names = {"top": ["a/x1.jpg", "a/x2.jpg", "a/deep/x3.jpg"], "b": ["y1.jpg", "y2.jpg"]}
+    for folder, files in (("", names["top"]), ("b", names["b"])):
+        for i, name in enumerate(files):
+            (root / folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / folder / name).write_bytes(good_jpeg(seed=i))
+        marker = {"written_by": "allmtl synth", "files": {n: f"{folder or 'top'}-{n}" for n in files}}
+        (root / folder / SYNTHETIC_MARKER).write_text(json.dumps(marker))
+    reads = []
+    real = listing.read_small_file
+    monkeypatch.setattr(listing, "read_small_file", lambda spark, uri, *a: reads.append(uri) or real(spark, uri, *a))
+    listed = list_source(spark, SourceConfig(kind="folder", path=str(root)))
+
+    recorded, why = _synthetic(spark, [listed])
+
+    assert why is None
+    assert sorted(v for v in recorded.values()) == sorted(
+        [f"top-{n}" for n in names["top"]] + [f"b-{n}" for n in names["b"]]
+    )
+    assert len(reads) == len(set(reads)) and len(reads) <= 5  # a, a/deep, b, the root, the folder above it
+    (root / "b" / "photo.jpg").write_bytes(good_jpeg(seed=9))  # named by no marker: not synthetic
+    recorded, why = _synthetic(spark, [list_source(spark, SourceConfig(kind="folder", path=str(root)))])
+    assert recorded == {} and "photo.jpg was not written by `allmtl synth`" in why
+
+
+@pytest.mark.spark
 def test_a_second_key_is_refused_by_the_lakehouse(spark, lake, tmp_path, monkeypatch):
     from allmtl_spark.ingest.job import run_ingest
 
