@@ -17,15 +17,22 @@ from allmtl_spark.scoring.job import resolve_classifiers
 pytestmark = pytest.mark.spark
 
 
-def test_the_scoring_models_are_copied_hash_checked_once_and_chosen_the_same_way(spark, scoring_lake, tmp_path):
-    cfg, source, models = scoring_lake
-    target = Lakehouse.from_config(replace(cfg.lakehouse, path=str(tmp_path / "mine")))
-    # pinned: `latest` in the session's shared lakehouse depends on which other scoring tests ran first
+def _into(cfg, models, folder):
+    """(config writing the lakehouse at ``folder``, that lakehouse), scoring the fixture's stage-3 model.
+
+    Pinned: ``latest`` in the session's shared lakehouse depends on which other scoring tests ran first.
+    """
     mine = replace(
         cfg,
-        lakehouse=replace(cfg.lakehouse, path=str(tmp_path / "mine")),
+        lakehouse=replace(cfg.lakehouse, path=str(folder)),
         score=replace(cfg.score, model=models["stage3"].model_id),
     )
+    return mine, Lakehouse.from_config(mine.lakehouse)
+
+
+def test_the_scoring_models_are_copied_hash_checked_once_and_chosen_the_same_way(spark, scoring_lake, tmp_path):
+    cfg, source, models = scoring_lake
+    mine, target = _into(cfg, models, tmp_path / "mine")
 
     imported = import_models(spark, mine, source, target)
 
@@ -51,12 +58,7 @@ def test_the_scoring_models_are_copied_hash_checked_once_and_chosen_the_same_way
 
 def test_another_model_under_the_same_id_is_refused(spark, scoring_lake, tmp_path):
     cfg, source, models = scoring_lake
-    target = Lakehouse.from_config(replace(cfg.lakehouse, path=str(tmp_path / "other")))
-    mine = replace(
-        cfg,
-        lakehouse=replace(cfg.lakehouse, path=str(tmp_path / "other")),
-        score=replace(cfg.score, model=models["stage3"].model_id),
-    )
+    mine, target = _into(cfg, models, tmp_path / "other")
     stage3 = models["stage3"]
     from allmtl_spark.registry import register_model
 
