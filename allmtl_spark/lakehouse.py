@@ -184,7 +184,9 @@ def ensure_table(spark: SparkSession, lake: Lakehouse, table: Table) -> None:
 
     if lake.managed and not table_exists(spark, lake, table):
         ensure_schema(spark, lake)
-    with_retries(create, f"create {table.name}")
+    # Two jobs creating one path table at once: the loser finds the winner's _delta_log folder before its
+    # first commit, takes the table for existing and fails DELTA_TABLE_NOT_FOUND; the commit lands moments later.
+    with_retries(create, f"create {table.name}", also=("DELTA_TABLE_NOT_FOUND",))
     # re-reads the schema on every attempt: another job may have added the columns meanwhile
     with_retries(lambda: _add_new_columns(spark, lake, table), f"add columns to {table.name}")
 
@@ -362,14 +364,16 @@ def _pending_rows(spark, lake, table, source: DataFrame, update_condition: str |
     return new.unionByName(matched.where(F.expr(update_condition)).select("s.*"))
 
 
-def with_retries(action, what: str, attempts: int = 8):
-    """Run ``action``; on a Delta concurrent-commit conflict wait (jittered backoff) and rerun it."""
+def with_retries(action, what: str, attempts: int = 8, also: tuple[str, ...] = ()):
+    """Run ``action``; on a Delta concurrent-commit conflict (or an error named in ``also``) wait
+    (jittered backoff) and rerun it."""
+    retryable = _RETRYABLE + also
     for attempt in range(1, attempts + 1):
         try:
             return action()
         except Exception as err:  # py4j wraps the JVM exception: match on its text
             text = f"{type(err).__name__}: {err}"
-            if attempt == attempts or not any(name in text for name in _RETRYABLE):
+            if attempt == attempts or not any(name in text for name in retryable):
                 raise
             delay = min(10.0, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random())
             log.warning(

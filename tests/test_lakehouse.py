@@ -135,3 +135,28 @@ def test_a_schema_that_cannot_be_made_is_a_clear_error(spark, tmp_path):
 
     with pytest.raises(LakehouseError, match=r"cannot use schema no_such_catalog\.s .*CREATE SCHEMA"):
         merge_new_rows(spark, lake, _declared(), spark.createDataFrame([("a", 1)], _OLD))
+
+
+def test_a_table_another_job_is_creating_is_waited_for_not_failed(spark, lake):
+    """Two jobs creating one table: the loser meets the winner's _delta_log folder before its first commit.
+
+    Seen with two scoring jobs started together on a new lakehouse (one died DELTA_TABLE_NOT_FOUND).
+    Here the winner's folder is made by hand and its first commit lands a moment later from a thread.
+    """
+    import threading
+    import time
+
+    table = _declared()
+    Path(lake.path(table), "_delta_log").mkdir(parents=True)  # the winner has begun ...
+
+    def winner_commits() -> None:
+        time.sleep(1.0)  # ... and commits while this job is already trying
+        spark.createDataFrame([("w", 1)], _OLD).write.format("delta").mode("append").save(lake.path(table))
+
+    winner = threading.Thread(target=winner_commits)
+    winner.start()
+    try:
+        ensure_table(spark, lake, table)  # failed at once before the retry
+    finally:
+        winner.join()
+    assert [r["key"] for r in read_table(spark, lake, table).collect()] == ["w"]
