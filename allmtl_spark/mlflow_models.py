@@ -301,8 +301,12 @@ def registered_name(base: str, kind: str, task: str | None, approach: str | None
     return f"{base}_segmenter"
 
 
-def log_pyfunc(plan, kind: str, tags: dict[str, str]):
-    """Log the pyfunc of ``plan`` into the active MLflow run; returns MLflow's ``ModelInfo``."""
+def log_pyfunc(plan, kind: str, tags: dict[str, str], input_example: bool = True):
+    """Log the pyfunc of ``plan`` into the active MLflow run; returns MLflow's ``ModelInfo``.
+
+    ``input_example``: log a synthetic example with it, which MLflow checks by loading the logged model
+    and scoring the example (``tracking.log_input_example``).
+    """
     from importlib import metadata
 
     import mlflow
@@ -330,7 +334,7 @@ def log_pyfunc(plan, kind: str, tags: dict[str, str]):
             python_model=AllmtlModel(),
             artifacts={SPEC_ARTIFACT: spec_path, **staged},
             signature=ModelSignature(inputs=input_schema(), outputs=output_schema(kind)),
-            input_example=pd.DataFrame({"image": [example_image(kind)], "path": [None]}),
+            input_example=pd.DataFrame({"image": [example_image(kind)], "path": [None]}) if input_example else None,
             pip_requirements=_requirements(metadata.version("allmtl-spark")),
             metadata={"allmtl_kind": kind, **tags},
         )
@@ -451,7 +455,7 @@ def publish_models(spark, cfg, lake, records) -> list:
             if run is None:
                 published.append(record)
                 continue
-            info = log_pyfunc(plan, kind, tags)
+            info = log_pyfunc(plan, kind, tags, input_example=cfg.tracking.log_input_example)
             registered = None
             if cfg.registry.name:
                 name = registered_name(cfg.registry.name, kind, record.task, record.approach)

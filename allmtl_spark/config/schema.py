@@ -131,6 +131,10 @@ class TrackingConfig:
     # false: it warns and goes on; null: true unless the store is a local file store (a laptop)
     required: bool | None = None
     log_models: bool = True  # log every model a training run registers as an MLflow pyfunc model
+    # Log each pyfunc with an input example (a synthetic smear or cell). MLflow then loads the logged model
+    # and scores the example before returning (its check that the model serves): a minute or more per
+    # model on 2 CPU cores. false: signature only, no example, no check (conf/demo.yaml, for time).
+    log_input_example: bool = True
 
     def __post_init__(self) -> None:
         _require(bool(self.experiment.strip()), "experiment", "must name an experiment")

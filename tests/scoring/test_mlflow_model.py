@@ -35,7 +35,7 @@ def published(spark, scoring_lake, tmp_path_factory):
     cfg = load_config(
         "conf/demo.yaml",
         overrides(lake.root.rsplit("/", 1)[0])
-        + [f"registry.name={NAME}", "score.runtime=keras", "tracking.required=true"],
+        + [f"registry.name={NAME}", "score.runtime=keras", "tracking.required=true", "tracking.log_input_example=true"],
     )
     tracking.configure(tracking.settings(lake.mlflow_uri, TrackingConfig(required=True), cfg.registry))
     with tracking.mlflow_run(lake.mlflow_uri, models["stage3"].model_id) as run:
@@ -173,3 +173,25 @@ def read_models(spark, lake) -> dict:
     from allmtl_spark.registry import record_from_row
 
     return {r["model_id"]: record_from_row(r, lake) for r in read_table(spark, lake, tables.MODELS).collect()}
+
+
+def test_without_an_input_example_the_model_is_logged_with_its_signature_only(spark, scoring_lake, published):
+    """tracking.log_input_example=false (conf/demo.yaml): no example, so MLflow's load-and-score check is skipped."""
+    import mlflow
+
+    from allmtl_spark.mlflow_models import publish_models
+
+    from .conftest import copy_model
+
+    _, _, models = scoring_lake
+    cfg, lake, _ = published
+    no_example = replace(cfg.tracking, log_input_example=False)
+    cfg = replace(cfg, tracking=no_example, registry=replace(cfg.registry, name=None))
+    cell = copy_model(spark, lake, models["stage2"], "no-example-stage2-cell_binary")
+    with tracking.mlflow_run(lake.mlflow_uri, cell.model_id) as run:
+        pass
+    (stored,) = publish_models(spark, cfg, lake, [replace(cell, mlflow_run_id=run.info.run_id)])
+
+    info = mlflow.models.get_model_info(stored.mlflow_model_uri)
+    assert info.saved_input_example_info is None
+    assert [c.name for c in info.signature.inputs.inputs] == ["image", "path"]
