@@ -101,6 +101,8 @@ def test_killed_run_resumes_from_the_last_completed_epoch(train_lake, tmp_path):
         "--set",
         "spark.master=local[2]",
         "--set",
+        "segment.mask_source=roi",  # as train_lake segmented: publishing builds the scorer with this segmenter
+        "--set",
         "train.num_proc=2",  # conf/demo.yaml trains on one rank; resume must work across two
     ]
     checkpoints = os.path.join(lake.models, "_checkpoints", "resume", "stage2-cell_binary-inceptionv3")
