@@ -29,6 +29,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -307,11 +308,6 @@ def log_pyfunc(plan, kind: str, tags: dict[str, str], input_example: bool = True
     ``input_example``: log a synthetic example with it, which MLflow checks by loading the logged model
     and scoring the example (``tracking.log_input_example``).
     """
-    from importlib import metadata
-
-    import mlflow
-    from mlflow.models import ModelSignature
-
     spec, artifacts = spec_of(plan, kind)
     with tempfile.TemporaryDirectory() as folder:
         spec_path = os.path.join(folder, "allmtl_model.json")
@@ -329,15 +325,29 @@ def log_pyfunc(plan, kind: str, tags: dict[str, str], input_example: bool = True
             spec.setdefault("files", {})[name] = os.path.basename(path)
         with open(spec_path, "w") as handle:
             json.dump(spec, handle, indent=2, sort_keys=True)
-        return mlflow.pyfunc.log_model(
-            ARTIFACT_PATH,
-            python_model=AllmtlModel(),
-            artifacts={SPEC_ARTIFACT: spec_path, **staged},
-            signature=ModelSignature(inputs=input_schema(), outputs=output_schema(kind)),
-            input_example=pd.DataFrame({"image": [example_image(kind)], "path": [None]}) if input_example else None,
-            pip_requirements=_requirements(metadata.version("allmtl-spark")),
-            metadata={"allmtl_kind": kind, **tags},
-        )
+        with warnings.catch_warnings():
+            # without an example (tracking.log_input_example: false, chosen in the config) MLflow warns that one
+            # was not provided, once per model: nothing left for the user to act on
+            warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+            return _log_model(spec_path, staged, kind, tags, input_example)
+
+
+def _log_model(spec_path: str, staged: dict, kind: str, tags: dict, input_example: bool):
+    """``mlflow.pyfunc.log_model`` of the staged files, with or without a synthetic input example."""
+    from importlib import metadata
+
+    import mlflow
+    from mlflow.models import ModelSignature
+
+    return mlflow.pyfunc.log_model(
+        ARTIFACT_PATH,
+        python_model=AllmtlModel(),
+        artifacts={SPEC_ARTIFACT: spec_path, **staged},
+        signature=ModelSignature(inputs=input_schema(), outputs=output_schema(kind)),
+        input_example=pd.DataFrame({"image": [example_image(kind)], "path": [None]}) if input_example else None,
+        pip_requirements=_requirements(metadata.version("allmtl-spark")),
+        metadata={"allmtl_kind": kind, **tags},
+    )
 
 
 def _link_or_copy(source: str, target: str) -> None:

@@ -177,6 +177,8 @@ def read_models(spark, lake) -> dict:
 
 def test_without_an_input_example_the_model_is_logged_with_its_signature_only(spark, scoring_lake, published):
     """tracking.log_input_example=false (conf/demo.yaml): no example, so MLflow's load-and-score check is skipped."""
+    import warnings
+
     import mlflow
 
     from allmtl_spark.mlflow_models import publish_models
@@ -190,7 +192,10 @@ def test_without_an_input_example_the_model_is_logged_with_its_signature_only(sp
     cell = copy_model(spark, lake, models["stage2"], "no-example-stage2-cell_binary")
     with tracking.mlflow_run(lake.mlflow_uri, cell.model_id) as run:
         pass
-    (stored,) = publish_models(spark, cfg, lake, [replace(cell, mlflow_run_id=run.info.run_id)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (stored,) = publish_models(spark, cfg, lake, [replace(cell, mlflow_run_id=run.info.run_id)])
+    assert not [w for w in caught if "input example" in str(w.message)]  # the config chose it: no warning
 
     info = mlflow.models.get_model_info(stored.mlflow_model_uri)
     assert info.saved_input_example_info is None
