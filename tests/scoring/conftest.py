@@ -77,10 +77,12 @@ def register_tiny_models(spark, lake, run_id: str) -> dict:
     return made
 
 
-def copy_model(spark, lake, record, new_id: str, keep_conversions: bool = True):
+def copy_model(spark, lake, record, new_id: str, keep_conversions: bool = True, **changes):
     """Register a copy of ``record``'s artifact under another id (a new model version).
 
-    ``keep_conversions=False`` leaves out cached TFLite conversions, so scoring converts again.
+    ``keep_conversions=False`` leaves out cached TFLite conversions, so scoring converts again;
+    ``changes``: other fields of the copy's record (e.g. a ``run_id`` of its own, so that it is never
+    the cell model that the shared lake's classifier resolves to).
     """
     from allmtl_spark.registry import register_model
     from allmtl_spark.scoring.tflite import CONVERSION_SPEC
@@ -88,7 +90,7 @@ def copy_model(spark, lake, record, new_id: str, keep_conversions: bool = True):
     folder = os.path.join(lake.models, new_id)
     skip = None if keep_conversions else shutil.ignore_patterns("*.tflite", CONVERSION_SPEC)
     shutil.copytree(record.artifact_path, folder, ignore=skip)
-    copy = replace(record, model_id=new_id, artifact_path=folder)
+    copy = replace(record, model_id=new_id, artifact_path=folder, **changes)
     register_model(spark, lake, copy)
     return copy
 

@@ -189,7 +189,8 @@ def test_without_an_input_example_the_model_is_logged_with_its_signature_only(sp
     cfg, lake, _ = published
     no_example = replace(cfg.tracking, log_input_example=False)
     cfg = replace(cfg, tracking=no_example, registry=replace(cfg.registry, name=None))
-    cell = copy_model(spark, lake, models["stage2"], "no-example-stage2-cell_binary")
+    # a run of its own: in the session's shared lake it must not become the classifier's cell model
+    cell = copy_model(spark, lake, models["stage2"], "no-example-stage2-cell_binary", run_id="no-example")
     with tracking.mlflow_run(lake.mlflow_uri, cell.model_id) as run:
         pass
     with warnings.catch_warnings(record=True) as caught:
