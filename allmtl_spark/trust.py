@@ -110,16 +110,23 @@ class OodModel:
 
     @classmethod
     def from_dict(cls, data: dict) -> OodModel:
-        return cls(
-            features=tuple(data["features"]),
-            mean=tuple(data["mean"]),
-            scale=tuple(data["scale"]),
-            precision=tuple(tuple(r) for r in data["precision"]),
-            threshold=float(data["threshold"]),
-            pass_fraction=float(data["pass_fraction"]),
-            n_train=int(data["n_train"]),
-            n_val=int(data["n_val"]),
-        )
+        arrays = {k: _frozen(data[k]) for k in ("features", "mean", "scale", "precision")}
+        return cls(**arrays, **_threshold_fields(data))
+
+
+def _frozen(value):
+    """JSON lists back to the (nested) tuples a frozen model holds."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def _threshold_fields(data: dict) -> dict:
+    """The threshold and sample sizes both OOD models store, with their types."""
+    return {
+        "threshold": float(data["threshold"]),
+        "pass_fraction": float(data["pass_fraction"]),
+        "n_train": int(data["n_train"]),
+        "n_val": int(data["n_val"]),
+    }
 
 
 def fit_ood(
@@ -214,16 +221,8 @@ class FeatureOodModel:
 
     @classmethod
     def from_dict(cls, data: dict) -> FeatureOodModel:
-        return cls(
-            mean=tuple(data["mean"]),
-            components=tuple(tuple(r) for r in data["components"]),
-            class_means=tuple(tuple(r) for r in data["class_means"]),
-            precision=tuple(tuple(r) for r in data["precision"]),
-            threshold=float(data["threshold"]),
-            pass_fraction=float(data["pass_fraction"]),
-            n_train=int(data["n_train"]),
-            n_val=int(data["n_val"]),
-        )
+        arrays = {k: _frozen(data[k]) for k in ("mean", "components", "class_means", "precision")}
+        return cls(**arrays, **_threshold_fields(data))
 
 
 def fit_feature_ood(
