@@ -11,6 +11,7 @@ from allmtl_spark import tables
 from allmtl_spark.lakehouse import read_table
 from allmtl_spark.registry import file_sha256
 from allmtl_spark.training import job as training
+from allmtl_spark.training.rank import train_rank, train_ranks
 from allmtl_spark.training.stages import plan_stages
 
 pytestmark = pytest.mark.spark
@@ -31,11 +32,13 @@ def test_two_ranks_train_on_their_shards_and_end_with_identical_weights(spark, t
             cfg.train, plan, "hvdtest", lake, data, {}, n_train, n_val, os.path.join(lake.models, "hvdtest"), examples
         )
         out, err = io.StringIO(), io.StringIO()  # the ranks' output, forwarded by horovod
-        results = horovod_run(
-            training.train_rank, args=(job,), num_proc=2, use_gloo=True, verbose=0, stdout=out, stderr=err
+        per_rank = horovod_run(
+            train_ranks, args=([job],), num_proc=2, use_gloo=True, verbose=0, stdout=out, stderr=err
         )
     finally:
         data.close()
+    assert [len(r) for r in per_rank] == [1, 1]  # one result per stage on each rank
+    results = [r[0] for r in per_rank]
     assert sorted(r["rank"] for r in results) == [0, 1]
     assert results[0]["weights_digest"] == results[1]["weights_digest"]  # gradients and BN statistics averaged
     root = next(r for r in results if r["rank"] == 0)
@@ -121,7 +124,7 @@ def test_a_rank_learns_an_easy_task_well_above_chance(spark, train_lake, tmp_pat
         batchnorm_momentum=0.9,
     )
     try:
-        results = horovod_run(training.train_rank, args=(job,), num_proc=1, use_gloo=True, verbose=0)
+        results = horovod_run(train_rank, args=(job,), num_proc=1, use_gloo=True, verbose=0)
     finally:
         train.delete()
     model = tf.keras.models.load_model(str(tmp_path / "model" / "model.h5"), compile=False)
