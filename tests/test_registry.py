@@ -93,6 +93,7 @@ def test_latest_refuses_when_only_fold_models_exist_and_says_why(spark, lake):
         resolve_model(spark, lake, "latest", task="binary", stage="stage3")
 
 
+@pytest.mark.slow  # 17 s: lakehouses from before the purpose column
 def test_models_registered_before_purpose_existed_are_told_apart_by_the_lakehouse(spark, lake):
     trained = _register(spark, lake, "nightly-7", "stage3", "binary", minutes=0)
     # a fold run id, no evaluation_runs table (copied without it): excluded by its run id

@@ -10,6 +10,7 @@ from allmtl_spark.summary import LakeSummary, format_summary
 from tests.ingest.malformed import good_jpeg
 
 
+@pytest.mark.slow  # 25 s; make demo ends with this summary
 @pytest.mark.spark
 def test_summary_prints_each_tables_rows_and_where_to_look(spark, tmp_path, capsys):
     from allmtl_spark import tables

@@ -25,6 +25,7 @@ def _figure(pattern: str, text: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.slow  # 95 s: a benchmark's plumbing, run by make test-all
 def test_bench_score_runs_the_plain_process_spark_and_the_split_and_prints_their_ratios(spark, scoring_lake, tmp_path):
     cfg, _, _ = scoring_lake
     text = run_bench_score(spark, _keras(cfg), 4, 320, 240, str(tmp_path), progress=lambda _: None)
@@ -51,6 +52,7 @@ def test_bench_score_runs_the_plain_process_spark_and_the_split_and_prints_their
     assert "kept" in text and "cores busy" in text
 
 
+@pytest.mark.slow  # 13 s: a benchmark's plumbing, run by make test-all
 @pytest.mark.timeout(300)  # a regression would wait forever
 def test_a_failing_plain_process_raises_instead_of_the_bench_waiting_forever(spark, scoring_lake, tmp_path):
     cfg, lake, _ = scoring_lake

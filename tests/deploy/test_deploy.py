@@ -706,6 +706,7 @@ def test_init_script_keeps_a_fitting_build_and_plans_an_nccl_build_where_missing
     assert tf_only.returncode == 0 and "horovod left as it is" in tf_out and "would run" not in tf_out, tf_out
 
 
+@pytest.mark.slow  # 21 s, imports TensorFlow; the init script's other dry runs run in the default tier
 def test_init_script_installs_the_wheel_kept_in_the_volume_instead_of_building(tmp_path):
     """A GPU node without NCCL would build; with the wheel kept in the cache folder it installs that."""
     pyver = f"cp{sys.version_info[0]}{sys.version_info[1]}"

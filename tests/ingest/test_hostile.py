@@ -80,6 +80,7 @@ def test_links_are_resolved_and_targets_outside_the_source_are_rejected_unread(s
     assert all(r["content_sha256"] != secret for r in read_table(spark, lake, tables.REJECTS).collect())
 
 
+@pytest.mark.slow  # 15 s; links out of a source folder are checked in the default tier
 def test_a_manifest_row_through_a_link_out_of_its_folder_is_rejected(spark, lake, tmp_path):
     data = tmp_path / "set"
     data.mkdir()
@@ -160,6 +161,7 @@ def test_files_that_vanish_or_change_after_listing_become_rejects(spark, lake, t
     assert outcome["Im002_1.jpg"] == ["slide"] and outcome["Im003_1.jpg"] == ["slide"]
 
 
+@pytest.mark.slow  # 12 s
 def test_files_skipped_by_name_are_counted(spark, lake, tmp_path):
     root = tmp_path / "ALL_IDB1"
     (root / "im" / ".thumbs").mkdir(parents=True)

@@ -112,6 +112,7 @@ def test_same_bytes_two_names(spark, lake, tmp_path):
     }
 
 
+@pytest.mark.slow  # 36 s, three ingests; test_same_bytes_two_names checks conflicts in the default tier
 def test_conflict_with_stored_row_is_rejected_and_new_duplicate_path_recorded(spark, lake, tmp_path):
     first, second, third = (tmp_path / name / "ALL_IDB1" for name in "abc")
     data = good_jpeg(seed=7)
@@ -154,6 +155,7 @@ def test_manifest_labels_patients_and_bad_rows(spark, lake, tmp_path):
     }
 
 
+@pytest.mark.slow  # 30 s; two threads on one session (the default tier's real overlap test is test_reliability's)
 def test_concurrent_ingests_leave_one_row_per_file(spark, lake, tmp_path):
     root = tmp_path / "ALL_IDB1"
     _write(root / "im", {f"Im{i:03d}_{i % 2}.jpg": good_jpeg(seed=100 + i) for i in range(1, 7)})

@@ -59,6 +59,7 @@ def test_given_estimated_default_and_bad_pixel_sizes(spark, lake, tmp_path: Path
     assert "S3 0.4 (no red cells measured)" in text and "ingest.sources[].pixel_size_um" in text
 
 
+@pytest.mark.slow  # 19 s; given/estimated/default sizes run in the default tier
 def test_a_source_pixel_size_applies_to_every_image_of_it(spark, lake, tmp_path: Path):
     root = tmp_path / "ALL_IDB1"
     (root / "im").mkdir(parents=True)

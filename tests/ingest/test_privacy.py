@@ -97,6 +97,7 @@ def test_generated_data_takes_the_demo_key_until_a_file_is_not_the_generators(sp
         run_ingest(spark, cfg, DEMO, lake)
 
 
+@pytest.mark.slow  # 22 s; the one-batch case runs in the default tier
 @pytest.mark.spark
 def test_a_folder_of_several_generated_batches_takes_the_demo_key(spark, lake, tmp_path, monkeypatch):
     # make demo-ood: four `allmtl synth` outputs under one folder, scored as one folder source

@@ -116,6 +116,7 @@ def test_the_model_reads_a_file_path_as_it_reads_bytes(spark, published):
     assert missing["error"][0].startswith("FileNotFoundError") and missing["probabilities"][0] is None
 
 
+@pytest.mark.slow  # 22 s; the slide classifier's logging and registration run in the default tier
 def test_cell_models_and_segmenters_are_logged_and_registered_too(spark, published, tmp_path):
     import mlflow
     import pandas as pd

@@ -102,6 +102,7 @@ def _features_of_counts(counts: list[int]) -> tuple[OodModel, int]:
     return model, counts[0]
 
 
+@pytest.mark.slow  # 150 s; the next test runs the trust checks in the scoring job
 @pytest.mark.spark
 def test_scores_are_calibrated_flagged_and_queued(spark, scoring_lake):
     cfg, lake, models = scoring_lake

@@ -79,6 +79,7 @@ def test_every_slide_scored_once_models_loaded_once_per_worker_rerun_writes_noth
     ] == versions
 
 
+@pytest.mark.slow  # 31 s; test_reliability's two spark-submit processes check real overlap in the default tier
 def test_two_concurrent_runs_write_one_row_per_slide(spark, scoring_lake):
     cfg, lake, models = scoring_lake
     # without a cached conversion: both drivers convert at once, into the same folder
@@ -135,6 +136,7 @@ def test_undecodable_slide_becomes_a_reject_and_the_rest_are_scored(spark, scori
     assert again.pending == 0  # the reject is not retried for the same version
 
 
+@pytest.mark.slow  # 158 s; tests/scoring/test_tflite.py checks the conversion's outputs against Keras on arrays
 def test_keras_and_tflite_runtimes_give_the_same_scores(spark, scoring_lake, tmp_path):
     cfg, shared_lake, models = scoring_lake
     by_runtime = {}
@@ -279,6 +281,7 @@ def test_retryable_rejects_are_scored_by_the_next_run_and_cleared_permanent_ones
 # ------------------------------------------------------------------ a run that died between commits
 
 
+@pytest.mark.slow  # 49 s; test_reliability's killed spark-submit driver checks the same repair in the default tier
 def test_the_next_run_finishes_a_run_that_died_before_its_aggregates(spark, scoring_lake):
     from delta.tables import DeltaTable
 

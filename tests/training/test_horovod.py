@@ -32,9 +32,7 @@ def test_two_ranks_train_on_their_shards_and_end_with_identical_weights(spark, t
             cfg.train, plan, "hvdtest", lake, data, {}, n_train, n_val, os.path.join(lake.models, "hvdtest"), examples
         )
         out, err = io.StringIO(), io.StringIO()  # the ranks' output, forwarded by horovod
-        per_rank = horovod_run(
-            train_ranks, args=([job],), num_proc=2, use_gloo=True, verbose=0, stdout=out, stderr=err
-        )
+        per_rank = horovod_run(train_ranks, args=([job],), num_proc=2, use_gloo=True, verbose=0, stdout=out, stderr=err)
     finally:
         data.close()
     assert [len(r) for r in per_rank] == [1, 1]  # one result per stage on each rank
