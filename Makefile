@@ -171,8 +171,9 @@ detection-scales: setup
 	  $(foreach s,$(SCALES_SETS),$(BIN)/allmtl eval-detection --config $(SCALES_CONF) --boxes data/scales/$(s)/boxes.csv \
 	    --site scales-$(s) --figure lakehouse-scales/_reports/detection/$(s).png &&) true
 
+# The 25 slowest tests are listed at the end, so every CI log shows where the time goes.
 test: setup
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" --durations=25 $(PYTEST_ARGS)
 
 test-all: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

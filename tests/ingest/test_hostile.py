@@ -161,7 +161,6 @@ def test_files_that_vanish_or_change_after_listing_become_rejects(spark, lake, t
     assert outcome["Im002_1.jpg"] == ["slide"] and outcome["Im003_1.jpg"] == ["slide"]
 
 
-@pytest.mark.slow  # 12 s
 def test_files_skipped_by_name_are_counted(spark, lake, tmp_path):
     root = tmp_path / "ALL_IDB1"
     (root / "im" / ".thumbs").mkdir(parents=True)
