@@ -21,6 +21,7 @@ pytestmark = pytest.mark.spark
 SLIDES = 4
 
 
+@pytest.mark.slow  # 80-104 s; tests/test_lakehouse.py creates, reads, merges and time-travels managed tables by name
 def test_ingest_segment_register_and_score_by_table_name(spark, managed_lake, tmp_path):
     from allmtl_spark.ingest.job import run_ingest
     from allmtl_spark.registry import resolve_model

@@ -102,7 +102,6 @@ def _features_of_counts(counts: list[int]) -> tuple[OodModel, int]:
     return model, counts[0]
 
 
-@pytest.mark.slow  # 150 s; the next test runs the trust checks in the scoring job
 @pytest.mark.spark
 def test_scores_are_calibrated_flagged_and_queued(spark, scoring_lake):
     cfg, lake, models = scoring_lake
@@ -171,6 +170,7 @@ def test_scores_are_calibrated_flagged_and_queued(spark, scoring_lake):
 
 
 @pytest.mark.spark
+@pytest.mark.slow  # 40-150 s; the calibration and review-queue test above runs the scoring job's trust checks
 def test_the_pooled_feature_check_runs_in_the_scoring_job(spark, scoring_lake):
     """trust.json with a feature check: the workers' TFLite classifier gives the pooled features, fused with the
     input statistics; a feature distribution far from every slide flags all of them, a wide one none."""
