@@ -408,12 +408,21 @@ def _glob_escape(path: str) -> str:
 
 
 def _write(spark: SparkSession, lake: Lakehouse, checked: DataFrame, run_id: str) -> IngestSummary:
-    now = F.current_timestamp()
     good = checked.where(F.col("reason").isNull())
     # Found once, against the tables as they are before this run writes: every later step (two MERGEs,
     # their emptiness checks, the summary) reuses the rows instead of re-reading both tables each time.
     conflicts = _conflicting(spark, lake, good).persist(StorageLevel.MEMORY_AND_DISK)
-    conflicts.count()
+    try:
+        conflicts.count()
+        return _write_rows(spark, lake, checked, good, conflicts, run_id)
+    finally:
+        conflicts.unpersist()
+
+
+def _write_rows(
+    spark: SparkSession, lake: Lakehouse, checked: DataFrame, good: DataFrame, conflicts: DataFrame, run_id: str
+) -> IngestSummary:
+    now = F.current_timestamp()
     accepted = good.join(conflicts.select("item_path", "table"), ["item_path", "table"], "left_anti")
     rejected = (
         checked.where(F.col("reason").isNotNull())
@@ -437,7 +446,6 @@ def _write(spark: SparkSession, lake: Lakehouse, checked: DataFrame, run_id: str
             summary.defaulted.append((row["item_id"], row["table"], px["pixel_size_um"], px["pixel_size_estimate_um"]))
     for table in (tables.SLIDES, tables.CELLS, tables.REJECTS):
         summary.totals[table.name] = read_table(spark, lake, table).count()
-    conflicts.unpersist()
     return summary
 
 
