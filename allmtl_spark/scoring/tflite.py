@@ -155,7 +155,12 @@ def convert_checked(data: bytes, model_file: str = "the classifier") -> tuple[by
 
     model = load_keras(data)
     concrete = batch_function(model).get_concrete_function()
-    blob = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model).convert()
+    # The converter saves its trackable object as a SavedModel first. Handed the Keras model, that save
+    # traced every layer's call functions (5,356 traces, 37 of the 49 s an InceptionV3 took); a module
+    # holding only the variables the function reads gives the same flatbuffer in 12 s.
+    weights = tf.Module()
+    weights.variables_read = list(model.variables)
+    blob = tf.lite.TFLiteConverter.from_concrete_functions([concrete], weights).convert()
     # both through the functions the workers run, so the check covers their batching too
     probe = probe_images(model.input_shape[1:])
     expected, expected_features = keras_predict(model, PROBE_IMAGES).with_features(probe)
