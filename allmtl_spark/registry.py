@@ -132,18 +132,25 @@ def register_model(spark, lake, record: ModelRecord) -> None:
     merge_new_rows(spark, lake, tables.MODELS, frame)
 
 
-def record_conversion(spark, lake, record: ModelRecord, tflite_sha256: str) -> None:
-    """Record (or replace) the hash of ``record``'s TensorFlow Lite conversion in ``tables.MODELS``."""
+def record_conversions(spark, lake, conversions: list[tuple[ModelRecord, str]]) -> None:
+    """Record (or replace) the hashes of TensorFlow Lite conversions in ``tables.MODELS``, in one commit.
+
+    Args:
+        conversions: (the model's record, its conversion's SHA-256) pairs.
+    """
     from allmtl_spark.lakehouse import merge_new_rows
 
-    row = asdict(
-        replace(record, artifact_path=stored_path(record.artifact_path, lake.root), tflite_sha256=tflite_sha256)
-    )
+    if not conversions:
+        return
+    rows = [
+        asdict(replace(record, artifact_path=stored_path(record.artifact_path, lake.root), tflite_sha256=sha256))
+        for record, sha256 in conversions
+    ]
     merge_new_rows(
         spark,
         lake,
         tables.MODELS,
-        spark.createDataFrame([row], tables.MODELS.schema),
+        spark.createDataFrame(rows, tables.MODELS.schema),
         update_condition="t.tflite_sha256 IS NULL OR t.tflite_sha256 <> s.tflite_sha256",
         update_set={"tflite_sha256": "s.tflite_sha256"},
     )

@@ -9,7 +9,7 @@ import pytest
 from allmtl_spark import tables
 from allmtl_spark.errors import ArtifactError
 from allmtl_spark.evaluation.job import fold_run_id
-from allmtl_spark.lakehouse import merge_new_rows, read_table, table_exists
+from allmtl_spark.lakehouse import merge_new_rows, read_table, table_exists, table_version
 from allmtl_spark.registry import ModelRecord, choose_model, register_model, resolve_model
 from allmtl_spark.training.job import model_purpose
 
@@ -210,11 +210,15 @@ def test_model_json_is_hashed_at_registration_and_checked_when_read(spark, lake,
 
 
 def test_the_conversion_hash_is_recorded_and_replaced_not_duplicated(spark, lake):
-    from allmtl_spark.registry import record_conversion
+    from allmtl_spark.registry import record_conversions
 
     record = _register(spark, lake, "r9", "stage3", "fab4", minutes=0)
-    record_conversion(spark, lake, record, "a" * 64)
+    cells = _register(spark, lake, "r9", "stage2", "cell_binary", minutes=1)
+    before = table_version(spark, lake, tables.MODELS)
+    record_conversions(spark, lake, [(record, "a" * 64), (cells, "c" * 64)])
+    assert table_version(spark, lake, tables.MODELS) == before + 1  # both in one commit
     assert resolve_model(spark, lake, record.model_id).tflite_sha256 == "a" * 64
-    record_conversion(spark, lake, record, "b" * 64)  # converted again (another TensorFlow)
+    assert resolve_model(spark, lake, cells.model_id).tflite_sha256 == "c" * 64
+    record_conversions(spark, lake, [(record, "b" * 64)])  # converted again (another TensorFlow)
     rows = spark.read.format("delta").load(lake.path(tables.MODELS)).where(f"model_id = '{record.model_id}'")
     assert [r["tflite_sha256"] for r in rows.collect()] == ["b" * 64]

@@ -705,12 +705,18 @@ def run_score(
 
 
 def record_conversions(spark: SparkSession, lake: Lakehouse, plan: ScorePlan) -> None:
-    """Record in ``models`` the hash of each TFLite conversion the plan runs, where it is not recorded yet."""
-    from allmtl_spark.registry import record_conversion
+    """Record in ``models`` the hash of each TFLite conversion the plan runs, where it is not recorded yet (one commit)."""
+    from allmtl_spark.registry import record_conversions as record
 
-    for ref in (plan.classifier, plan.cell_model):
-        if ref is not None and ref.runtime == "tflite" and ref.serving_sha256 != ref.recorded_tflite_sha256:
-            record_conversion(spark, lake, resolve_model(spark, lake, ref.model_id), ref.serving_sha256)
+    record(
+        spark,
+        lake,
+        [
+            (resolve_model(spark, lake, ref.model_id), ref.serving_sha256)
+            for ref in (plan.classifier, plan.cell_model)
+            if ref is not None and ref.runtime == "tflite" and ref.serving_sha256 != ref.recorded_tflite_sha256
+        ],
+    )
 
 
 def finish_run(
