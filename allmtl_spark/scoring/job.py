@@ -705,7 +705,7 @@ def run_score(
 
 
 def record_conversions(spark: SparkSession, lake: Lakehouse, plan: ScorePlan) -> None:
-    """Record in ``models`` the hash of each TFLite conversion the plan runs, where it is not recorded yet (one commit)."""
+    """Record in ``models`` the hashes of the plan's TFLite conversions not recorded yet, in one commit."""
     from allmtl_spark.registry import record_conversions as record
 
     record(
