@@ -33,6 +33,11 @@ pytestmark = pytest.mark.spark
 REPO = Path(__file__).resolve().parents[2]
 
 
+# Short-lived JVMs, as `make demo` starts them (Makefile SUBMIT, conf/demo.yaml): the C1 JIT only.
+C1_ONLY = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
+C1_CONF = f"spark.driver.extraJavaOptions: '{C1_ONLY}', spark.executor.extraJavaOptions: '{C1_ONLY}'"
+
+
 def _job_args(root: Path, model_id: str, *extra: str) -> list[str]:
     sets = [*overrides(root), f"score.model={model_id}", "score.runtime=keras", "score.cell_model=null", *extra]
     return [arg for s in sets for arg in ("--set", s)] + ["--no-report"]
@@ -77,6 +82,7 @@ def test_two_submitted_scoring_jobs_overlap_and_leave_one_row_per_slide(spark, s
         "--master", "local[1]",
         "--driver-memory", "1g",
         "--jars", ",".join(delta_jar_paths(SparkConfig())),
+        "--driver-java-options", C1_ONLY,
         "--conf", "spark.ui.enabled=false",
         str(REPO / "jobs" / "score_archive.py"),
         "--config", str(REPO / "conf" / "demo.yaml"),
@@ -106,7 +112,7 @@ def test_an_executor_killed_mid_task_is_replaced_and_every_slide_scored_once(spa
     forwarded = ", ".join(f"spark.executorEnv.{k}: '{env[k]}'" for k in ("ALLMTL_SYNC_DIR", "ALLMTL_SYNC_POINTS"))
     args = [
         sys.executable, "-m", "allmtl_spark.cli", "score", "--master", "local-cluster[2,1,1024]",
-        *_job_args(root, record.model_id, f"spark.extra_conf={{spark.ui.enabled: 'false', {forwarded}}}"),
+        *_job_args(root, record.model_id, f"spark.extra_conf={{spark.ui.enabled: 'false', {C1_CONF}, {forwarded}}}"),
     ]  # fmt: skip
     job = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(sync / "score:task.held", [job])
@@ -143,7 +149,7 @@ def test_a_driver_killed_between_commits_is_finished_by_the_next_run(spark, scor
     env = _env(sync, "merged:slide_scores:hold")  # the driver stops right after its first commit
     args = [
         sys.executable, "-m", "allmtl_spark.cli", "score", "--master", "local[1]", "--run-id", "killed-run",
-        *_job_args(root, record.model_id, "spark.extra_conf={spark.ui.enabled: 'false'}"),
+        *_job_args(root, record.model_id, f"spark.extra_conf={{spark.ui.enabled: 'false', {C1_CONF}}}"),
     ]  # fmt: skip
     job = subprocess.Popen(
         args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
