@@ -201,7 +201,11 @@ def test_the_key_shows_in_no_log_and_not_in_sparks_ui(tmp_path):
         "ALLMTL_SYNC_POINTS": "merged:slides:hold",  # the driver waits there while the test reads its UI
         "ALLMTL_SYNC_TIMEOUT": "180",
     }
-    extra = f"{{spark.ui.port: '{port}', spark.ui.enabled: 'true', spark.executorEnv.ALLMTL_PATIENT_KEY: '{SECRET}'}}"
+    c1_only = "spark.driver.extraJavaOptions: '-XX:TieredStopAtLevel=1'"  # a short-lived JVM, as conf/demo.yaml has it
+    extra = (
+        f"{{spark.ui.port: '{port}', spark.ui.enabled: 'true', {c1_only}, "
+        f"spark.executorEnv.ALLMTL_PATIENT_KEY: '{SECRET}'}}"
+    )
     args = [
         sys.executable, "-m", "allmtl_spark.cli", "--verbose", "ingest",
         "--set", f"lakehouse.path={tmp_path}/lake",

@@ -67,6 +67,7 @@ def test_the_registered_model_has_a_signature_example_tags_and_a_models_row(spar
     assert row["mlflow_model_uri"] == stored.mlflow_model_uri and row["artifact_sha256"] == stored.artifact_sha256
 
 
+@pytest.mark.slow  # 45-57 s; the default tier predicts through the same registered pyfunc (file path and bytes, below)
 def test_spark_udf_gives_the_probabilities_allmtl_score_stores(spark, published):
     import mlflow
     from pyspark.sql import functions as F
