@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "score": "slides/s of archive scoring: one plain process vs the Spark job, model loads, worker memory",
     "scale": "ms per 2592x1944 slide of the red-cell pixel-size estimate, and its error on slides of known scale",
     "aggregates": "driver memory computing a scoring run's aggregates over 200,000 score rows vs a tenth of them",
+    "convert": "seconds to convert a classifier to TensorFlow Lite: handed its variables vs the Keras model",
 }
 
 
