@@ -188,6 +188,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.spark
+@pytest.mark.slow  # 44-62 s, its own driver; tests/test_privacy_key.py checks the redaction pattern and printed config
 def test_the_key_shows_in_no_log_and_not_in_sparks_ui(tmp_path):
     """A real ingest in its own driver, debug logging on, the key also in a Spark property: nowhere in clear."""
     root = tmp_path / "real"
