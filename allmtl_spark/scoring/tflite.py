@@ -151,10 +151,10 @@ def convert_checked(data: bytes, model_file: str = "the classifier") -> tuple[by
     """
     import tensorflow as tf
 
-    from allmtl_spark.scoring.predict import keras_predict, tflite_predict
+    from allmtl_spark.scoring.predict import batch_function, keras_predict, tflite_predict
 
     model = load_keras(data)
-    blob = convert_model(model)
+    blob = convert_function(batch_function(model).get_concrete_function(), model)
     # both through the functions the workers run, so the check covers their batching too
     probe = probe_images(model.input_shape[1:])
     expected, expected_features = keras_predict(model, PROBE_IMAGES).with_features(probe)
@@ -173,13 +173,6 @@ def convert_checked(data: bytes, model_file: str = "the classifier") -> tuple[by
             "`--set score.runtime=keras`"
         )
     return blob, difference
-
-
-def convert_model(model) -> bytes:
-    """The TFLite flatbuffer of ``predict.batch_function(model)`` (open batch size), unchecked."""
-    from allmtl_spark.scoring.predict import batch_function
-
-    return convert_function(batch_function(model).get_concrete_function(), model)
 
 
 def convert_function(concrete, model) -> bytes:

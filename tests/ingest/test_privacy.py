@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from allmtl_spark import tables
-from allmtl_spark.config import ConfigError
+from allmtl_spark.config import ConfigError, load_config
 from allmtl_spark.config.schema import IngestConfig, PrivacyConfig, SourceConfig, SynthConfig
 from allmtl_spark.ingest.privacy import DEMO_KEY, SYNTHETIC_MARKER, key_fingerprint, patient_key
 from allmtl_spark.lakehouse import read_table, table_exists, table_version
@@ -202,9 +202,11 @@ def test_the_key_shows_in_no_log_and_not_in_sparks_ui(tmp_path):
         "ALLMTL_SYNC_POINTS": "merged:slides:hold",  # the driver waits there while the test reads its UI
         "ALLMTL_SYNC_TIMEOUT": "180",
     }
-    c1_only = "spark.driver.extraJavaOptions: '-XX:TieredStopAtLevel=1'"  # a short-lived JVM, as conf/demo.yaml has it
+    # the extra_conf below replaces conf/demo.yaml's: its JVM options (a short-lived driver) are kept
+    demo = load_config(str(Path(__file__).resolve().parents[2] / "conf" / "demo.yaml"))
+    jvm = demo.spark.extra_conf["spark.driver.extraJavaOptions"]
     extra = (
-        f"{{spark.ui.port: '{port}', spark.ui.enabled: 'true', {c1_only}, "
+        f"{{spark.ui.port: '{port}', spark.ui.enabled: 'true', spark.driver.extraJavaOptions: '{jvm}', "
         f"spark.executorEnv.ALLMTL_PATIENT_KEY: '{SECRET}'}}"
     )
     args = [
