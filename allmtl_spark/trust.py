@@ -14,14 +14,18 @@ checked before use), written when the model is registered:
   validation slides pass). Nothing is chosen on test slides.
 - ``feature_ood``: the classifier's pooled features of the training slides (``FeatureOodModel``:
   class means and a shared covariance on the first principal components), thresholded the same way.
-- ``ood_fused``: with both checks, ``ood_score`` is the larger of the two scores, each divided by its
-  own threshold, and this threshold (again a validation quantile) keeps the union of the two
-  checks at ``pass_fraction`` (``FusedOod``).
+- a range check of the same statistics (``OodModel.range_score``): how far the furthest statistic lies
+  beyond the training slides' range, in training standard deviations; its threshold is the validation
+  quantile or ``train.ood_range_margin``, whichever is larger. One statistic far off (a pixel size
+  beyond any in training) counts here in full, where the Mahalanobis distance dilutes it.
+- ``ood_fused``: ``ood_score`` is the largest of the checks' scores, each divided by its own
+  threshold, and this threshold (again a validation quantile) keeps the union of the checks at
+  ``pass_fraction`` (``FusedOod``).
 
 A scored slide needs review when its ``ood_score`` is above the threshold (reason
-``out_of_distribution:<feature>``, the statistic contributing most to the distance, or
-``out_of_distribution:features`` when the feature check is the further beyond its threshold)
-or when the slide and cell classifiers disagree (``slide_cell_disagreement:<code>``).
+``out_of_distribution:<statistic>``: the one contributing most to the distance or lying furthest
+outside its training range; ``out_of_distribution:features`` when the feature check is the furthest
+beyond its threshold) or when the slide and cell classifiers disagree (``slide_cell_disagreement:<code>``).
 """
 
 from __future__ import annotations
@@ -88,6 +92,11 @@ class OodModel:
     pass_fraction: float
     n_train: int
     n_val: int
+    # Per statistic, the training slides' lowest and highest standardised value, and the range check's
+    # threshold (standard deviations beyond them); empty in models fitted before the range check.
+    low: tuple[float, ...] = ()
+    high: tuple[float, ...] = ()
+    range_threshold: float = float("inf")
 
     def _z(self, x: np.ndarray) -> np.ndarray:
         x = np.atleast_2d(np.asarray(x, dtype=float))
@@ -105,13 +114,38 @@ class OodModel:
         z = self._z(x)
         return [self.features[int(i)] for i in (z * (z @ np.asarray(self.precision))).argmax(axis=1)]
 
+    @property
+    def has_range(self) -> bool:
+        return len(self.low) == len(self.features)
+
+    def _beyond(self, x: np.ndarray) -> np.ndarray:
+        """(n, features): how far each statistic lies outside the training range, in training standard deviations."""
+        z = self._z(x)
+        return np.maximum(0.0, np.maximum(z - np.asarray(self.high), np.asarray(self.low) - z))
+
+    def range_score(self, x: np.ndarray) -> np.ndarray:
+        """Per row, the largest distance of one statistic beyond the training slides' range (0: all inside).
+
+        The Mahalanobis distance spreads one far-off statistic over all of them: a pixel size 1.5x
+        beyond the largest in training moved it less than the spread of eight in-distribution
+        statistics. This check sees each statistic on its own.
+        """
+        return self._beyond(x).max(axis=1)
+
+    def range_furthest(self, x: np.ndarray) -> list[str]:
+        """Per row, the statistic furthest beyond its training range."""
+        return [self.features[int(i)] for i in self._beyond(x).argmax(axis=1)]
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> OodModel:
         arrays = {k: _frozen(data[k]) for k in ("features", "mean", "scale", "precision")}
-        return cls(**arrays, **_threshold_fields(data))
+        ranges = {k: _frozen(data[k]) for k in ("low", "high") if k in data}
+        if "range_threshold" in data:
+            ranges["range_threshold"] = float(data["range_threshold"])
+        return cls(**arrays, **ranges, **_threshold_fields(data))
 
 
 def _frozen(value):
@@ -130,7 +164,11 @@ def _threshold_fields(data: dict) -> dict:
 
 
 def fit_ood(
-    train: np.ndarray, val: np.ndarray, pass_fraction: float = 0.95, features: tuple[str, ...] = OOD_FEATURES
+    train: np.ndarray,
+    val: np.ndarray,
+    pass_fraction: float = 0.95,
+    features: tuple[str, ...] = OOD_FEATURES,
+    range_margin: float = 1.0,
 ) -> OodModel:
     """Fit the training distribution (Ledoit-Wolf) and threshold at the ``pass_fraction`` quantile of ``val``'s scores.
 
@@ -138,6 +176,9 @@ def fit_ood(
         train: (n, features) statistics of the training slides (NaN: unknown, replaced by the median).
         val: (m, features) of the validation slides (in distribution, never used for the fit itself).
         pass_fraction: the share of validation slides that must pass (``train.ood_pass_fraction``).
+        range_margin: the range check's smallest threshold, in training standard deviations beyond the
+            training range (``train.ood_range_margin``): most validation slides lie inside the range,
+            so their quantile alone would often be 0 and flag any slide a hair outside it.
 
     Raises:
         ValueError: fewer than 3 training or 1 validation slides, pass_fraction outside (0, 1], or
@@ -155,6 +196,8 @@ def fit_ood(
         )
     if not 0 < pass_fraction <= 1:
         raise ValueError(f"pass_fraction must be in (0, 1]; got {pass_fraction}")
+    if not range_margin >= 0:
+        raise ValueError(f"range_margin must be >= 0; got {range_margin}")
     median = np.nanmedian(train, axis=0)
     median = np.where(np.isnan(median), 0.0, median)
     filled = np.where(np.isnan(train), median, train)
@@ -163,6 +206,7 @@ def fit_ood(
     scale = np.where(scale > 1e-9, scale, 1.0)
     covariance = LedoitWolf().fit((filled - mean) / scale).covariance_
     precision = np.linalg.pinv(covariance)
+    standardised = (filled - mean) / scale
     provisional = OodModel(
         tuple(features),
         tuple(float(v) for v in mean),
@@ -172,9 +216,14 @@ def fit_ood(
         float(pass_fraction),
         len(train),
         len(val),
+        tuple(float(v) for v in standardised.min(axis=0)),
+        tuple(float(v) for v in standardised.max(axis=0)),
     )
     threshold = float(np.quantile(provisional.score(val), pass_fraction, method="higher"))
-    return OodModel(**{**provisional.__dict__, "threshold": threshold})
+    range_threshold = max(
+        float(range_margin), float(np.quantile(provisional.range_score(val), pass_fraction, method="higher"))
+    )
+    return replace(provisional, threshold=threshold, range_threshold=range_threshold)
 
 
 FEATURES = "features"  # the reason suffix of the feature check (``out_of_distribution:features``)
@@ -301,11 +350,18 @@ class FusedOod:
 def fused_scores(
     inputs: OodModel | None, input_x: np.ndarray | None, features: FeatureOodModel | None, feature_x: np.ndarray | None
 ) -> tuple[np.ndarray, list[str]]:
-    """(fused scores, the check or statistic behind each) of n slides; either check may be absent (None)."""
+    """(fused scores, the check or statistic behind each) of n slides; either model may be absent (None).
+
+    The checks: the input statistics' Mahalanobis distance, their range check (when the model has
+    one) and the pooled-feature check, each as a ratio to its own threshold.
+    """
     ratios, names = [], []
     if inputs is not None and input_x is not None:
         ratios.append(inputs.score(input_x) / max(inputs.threshold, 1e-12))
         names.append(inputs.furthest(input_x))
+        if inputs.has_range:
+            ratios.append(inputs.range_score(input_x) / max(inputs.range_threshold, 1e-12))
+            names.append(inputs.range_furthest(input_x))
     if features is not None and feature_x is not None:
         ratios.append(features.score(feature_x) / max(features.threshold, 1e-12))
         names.append([FEATURES] * len(ratios[-1]))
@@ -316,11 +372,16 @@ def fused_scores(
     return stacked.max(axis=0), [names[int(w)][i] for i, w in enumerate(which)]
 
 
-def fit_fused(inputs: OodModel, input_val: np.ndarray, features: FeatureOodModel, feature_val: np.ndarray) -> FusedOod:
+def fit_fused(
+    inputs: OodModel,
+    input_val: np.ndarray,
+    features: FeatureOodModel | None = None,
+    feature_val: np.ndarray | None = None,
+) -> FusedOod:
     """The fused threshold: ``pass_fraction`` (the checks') quantile of the validation slides' fused scores."""
     scores, _ = fused_scores(inputs, input_val, features, feature_val)
-    threshold = float(np.quantile(scores, features.pass_fraction, method="higher"))
-    return FusedOod(threshold, features.pass_fraction, len(scores))
+    threshold = float(np.quantile(scores, inputs.pass_fraction, method="higher"))
+    return FusedOod(threshold, inputs.pass_fraction, len(scores))
 
 
 def review_reasons(

@@ -210,5 +210,52 @@ def test_fused_threshold_keeps_the_union_of_both_checks_at_the_pass_fraction():
     _, shifted_names = fused_scores(inputs, val_x, features, shifted)
     assert shifted_names.count(FEATURES) > 190
     assert set(names) <= {*OOD_FEATURES, FEATURES}
+    # (scores are ratios to each check's threshold: distance, range, features)
     only_inputs, _ = fused_scores(inputs, val_x, None, None)
-    np.testing.assert_allclose(only_inputs, inputs.score(val_x) / inputs.threshold)
+    distance, beyond = inputs.score(val_x) / inputs.threshold, inputs.range_score(val_x) / inputs.range_threshold
+    np.testing.assert_allclose(only_inputs, np.maximum(distance, beyond))
+
+
+def _uniform_statistic(rng, n, low=-1.0, high=1.0):
+    """Seven correlated Gaussian statistics and one spread evenly over a range (as the demo's log pixel size)."""
+    x = _cloud(rng, n)
+    x[:, 7] = rng.uniform(low, high, n)
+    return x
+
+
+def test_range_check_flags_one_statistic_beyond_the_training_range_that_the_distance_dilutes():
+    rng = np.random.default_rng(11)
+    train, val, held_out = _uniform_statistic(rng, 200), _uniform_statistic(rng, 60), _uniform_statistic(rng, 400)
+    model = fit_ood(train, val, pass_fraction=0.95, range_margin=1.0)
+    beyond = _uniform_statistic(rng, 400, low=1.6, high=2.2)  # 1.6-2.2x the training's largest, nothing else moved
+    # the Mahalanobis distance alone lets many of them through ...
+    assert np.mean(model.score(beyond) > model.threshold) < 0.7
+    # ... the range check alone flags nearly all of them, and names the statistic
+    assert np.mean(model.range_score(beyond) > model.range_threshold) > 0.95
+    assert model.range_furthest(beyond).count(OOD_FEATURES[7]) > 380
+    # in distribution, the range check is quiet: inside the training range is 0
+    assert np.mean(model.range_score(held_out) > model.range_threshold) < 0.03
+    assert model.range_threshold >= 1.0  # the margin is the floor of its threshold
+    # fused without a feature check: one threshold for distance and range, still the validation pass fraction
+    fused = fit_fused(model, val)
+    scores, names = fused_scores(model, val, None, None)
+    assert np.mean(scores <= fused.threshold) >= 0.95
+    out_scores, out_names = fused_scores(model, beyond, None, None)
+    assert np.mean(out_scores > fused.threshold) > 0.95
+    assert out_names.count(OOD_FEATURES[7]) > 380
+    # stored and read back with its range
+    again = OodModel.from_dict(model.to_dict())
+    np.testing.assert_allclose(again.range_score(beyond), model.range_score(beyond))
+
+
+def test_a_model_fitted_before_the_range_check_scores_by_distance_only():
+    rng = np.random.default_rng(12)
+    model = fit_ood(_cloud(rng, 100), _cloud(rng, 20))
+    old = {k: v for k, v in model.to_dict().items() if k not in ("low", "high", "range_threshold")}
+    legacy = OodModel.from_dict(old)
+    assert not legacy.has_range and model.has_range
+    x = _cloud(rng, 10, shift=5.0)
+    scores, _ = fused_scores(legacy, x, None, None)
+    np.testing.assert_allclose(scores, legacy.score(x) / legacy.threshold)
+    with pytest.raises(ValueError, match="range_margin"):
+        fit_ood(_cloud(rng, 10), _cloud(rng, 5), range_margin=-1.0)

@@ -728,9 +728,14 @@ class TrainConfig:
     # threshold lets this share of the validation slides pass. ECE uses calibration_bins bins.
     ood_pass_fraction: float = 0.95
     calibration_bins: int = 15
+    # The range check's smallest threshold: a statistic this many training standard deviations beyond
+    # the training slides' range fails it (a stated default, not tuned: in-distribution slides rarely
+    # pass the training extremes by a whole standard deviation; docs/scoring.md).
+    ood_range_margin: float = 1.0
 
     def __post_init__(self) -> None:
         _require(0 < self.ood_pass_fraction <= 1, "ood_pass_fraction", "must be in (0, 1], e.g. 0.95")
+        _require(self.ood_range_margin >= 0, "ood_range_margin", "must be >= 0 (standard deviations), e.g. 1.0")
         _require(self.calibration_bins >= 1, "calibration_bins", "must be >= 1")
         for name, values, allowed in (
             ("backbones", self.backbones, BACKBONES),

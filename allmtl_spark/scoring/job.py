@@ -105,7 +105,7 @@ class ModelRef:
     temperature: float | None = None  # temperature scaling fitted at registration (trust.json); None: none
     ood: dict | None = None  # trust.OodModel as a dict (trust.json); None: no out-of-distribution check
     feature_ood: dict | None = None  # trust.FeatureOodModel as a dict (trust.json); None: input statistics only
-    ood_fused: dict | None = None  # trust.FusedOod as a dict: the threshold of the fused score
+    ood_fused: dict | None = None  # trust.FusedOod as a dict: the threshold of the fused checks
     recorded_tflite_sha256: str | None = None  # the conversion's hash in `models`, if one was recorded
 
     def serving(self) -> tuple[str, str]:
@@ -184,17 +184,18 @@ class ScorePlan:
             ood = OodModel.from_dict(ref.ood)
             features = ood_features(result.view, result.white_cell_count, pixel_size_um)[None]
             score, threshold, furthest = float(ood.score(features)[0]), ood.threshold, ood.furthest(features)[0]
-            if ref.feature_ood is not None and ref.ood_fused is not None:
+            if ref.ood_fused is not None:  # the checks fused (range, pooled features): one threshold
                 from allmtl_spark.trust import fused_scores
 
-                # no pooled features (a Keras artifact without the pool layer): the feature check scores as failed
                 pooled = result.features[None] if result.features is not None else None
-                feature_model = _feature_model(ref)
-                if pooled is None:
-                    score, threshold, furthest = float("inf"), float(ref.ood_fused["threshold"]), "features_missing"
+                feature_model = _feature_model(ref) if ref.feature_ood is not None else None
+                threshold = float(ref.ood_fused["threshold"])
+                if feature_model is not None and pooled is None:
+                    # no pooled features (a Keras artifact without the pool layer): the feature check scores as failed
+                    score, furthest = float("inf"), "features_missing"
                 else:
                     fused, names = fused_scores(ood, features, feature_model, pooled)
-                    score, threshold, furthest = float(fused[0]), float(ref.ood_fused["threshold"]), names[0]
+                    score, furthest = float(fused[0]), names[0]
         reasons = review_reasons(score, threshold, furthest, disagreement)
         return {
             "calibrated_probabilities": calibrated,

@@ -66,13 +66,18 @@ def _pooled_features(output_dir: str, parts: list) -> list[np.ndarray] | None:
     return None if any(f is None for f in out) else out
 
 
-def fit_trust(spark, lake, cfg, data, plan, outputs: dict, output_dir: str, segmenter: str) -> TrustFit:
+def fit_trust(
+    spark, lake, cfg, data, plan, outputs: dict, output_dir: str, segmenter: str, with_ood: bool = True
+) -> TrustFit:
     """Fit the temperature on ``outputs['val']`` and, for a stage-3 model, the OOD check; write ``trust.json``.
 
     Args:
         cfg: the ``train`` section (``ood_pass_fraction``, ``calibration_bins``).
         data: the run's data cache (``numpy(task, 'train')``: the training part's original views).
         outputs: part -> (arrays, class scores) as ``training.job._evaluate`` computed them.
+        with_ood: fit the out-of-distribution check (stage 3). False for models no job ever scores with
+            (cross-validation folds, tuning grids): their calibration is measured, the check would cost
+            a pooled-feature pass over the training views for nothing.
     """
     from allmtl_spark.metrics.calibration import apply_temperature, compute_ece, ece_floor, fit_temperature
     from allmtl_spark.trust import fit_feature_ood, fit_fused, fit_ood, write_trust
@@ -104,28 +109,35 @@ def fit_trust(spark, lake, cfg, data, plan, outputs: dict, output_dir: str, segm
     if "test_ece" in metrics:
         summary += f"; held-out test ECE {metrics['test_ece']:.3f} -> {metrics['test_ece_calibrated']:.3f}"
     summary += ")"
-    if plan.stage == "stage3":
+    if plan.stage == "stage3" and not with_ood:
+        summary += "; no out-of-distribution check (a cross-validation or tuning model: never used to score)"
+    elif plan.stage == "stage3":
         train = data.numpy(plan.task, "train")
         stats = slide_statistics(spark, lake, sorted(set(train.keys) | set(arrays.keys)), segmenter)
         try:
             input_train, input_val = _features(train, stats), _features(arrays, stats)
-            ood = fit_ood(input_train, input_val, cfg.ood_pass_fraction)
+            ood = fit_ood(input_train, input_val, cfg.ood_pass_fraction, range_margin=cfg.ood_range_margin)
             content["ood"] = ood.to_dict()
-            summary += f"; out-of-distribution threshold {ood.threshold:.2f} ({len(train.keys)} training slides)"
+            summary += (
+                f"; out-of-distribution thresholds {ood.threshold:.2f} (distance), {ood.range_threshold:.2f} "
+                f"(range) ({len(train.keys)} training slides)"
+            )
         except ValueError as err:  # too few slides: scoring then flags on disagreement only
             log.warning("[%s] no out-of-distribution check: %s", plan.key, err)
             summary += f"; no out-of-distribution check ({err})"
         else:
             pooled = _pooled_features(output_dir, [train.images, arrays.images])
+            feature_ood = None
             if pooled is not None:
                 feature_ood = fit_feature_ood(pooled[0], np.asarray(train.labels), pooled[1], cfg.ood_pass_fraction)
-                fused = fit_fused(ood, input_val, feature_ood, pooled[1])
                 content["feature_ood"] = feature_ood.to_dict()
-                content["ood_fused"] = fused.to_dict()
                 summary += (
                     f"; pooled-feature check on {len(feature_ood.components)} principal components, threshold "
-                    f"{feature_ood.threshold:.2f}; fused threshold {fused.threshold:.2f}"
+                    f"{feature_ood.threshold:.2f}"
                 )
+            fused = fit_fused(ood, input_val, feature_ood, pooled[1] if pooled is not None else None)
+            content["ood_fused"] = fused.to_dict()
+            summary += f"; fused threshold {fused.threshold:.2f}"
     sha = write_trust(output_dir, content)
     spec_path = os.path.join(output_dir, SPEC_FILE)
     with open(spec_path) as handle:

@@ -52,6 +52,9 @@ def test_train_registers_every_stage_with_matching_hash_and_data_versions(spark,
         assert ("ood" in trust) == (record.stage == "stage3")
         if record.stage == "stage3":
             assert trust["ood"]["n_val"] == record.metrics["val_n"] and trust["ood"]["threshold"] > 0
+            # the range check, and one fused threshold over every check
+            assert trust["ood"]["range_threshold"] >= cfg.train.ood_range_margin
+            assert len(trust["ood"]["low"]) == len(trust["ood"]["features"]) and trust["ood_fused"]["threshold"] > 0
     predictions = read_table(spark, lake, tables.PREDICTIONS).where("model_id LIKE 'e2e-%'")
     assert predictions.where("part = 'test'").count() > 0
     # Every split of the run passed the cross-stage check before training and says so in `splits`.
