@@ -523,7 +523,8 @@ def _finish_stage(
     timer.lap("metrics + predictions table")
     from allmtl_spark.training.trust_fit import fit_trust
 
-    trust = fit_trust(spark, lake, cfg, data, plan, outputs, output_dir, segmenter)
+    purpose = model_purpose(data.fold, data.score_test)
+    trust = fit_trust(spark, lake, cfg, data, plan, outputs, output_dir, segmenter, with_ood=purpose == "train")
     metrics = {**metrics, **trust.metrics}
     print(f"[{plan.key}] {trust.summary}", flush=True)
     timer.lap("calibration + out-of-distribution fit")
@@ -543,7 +544,7 @@ def _finish_stage(
         metrics=metrics,
         input_tables=versions,
         split_id=examples.split_id,
-        purpose=model_purpose(data.fold, data.score_test),
+        purpose=purpose,
         temperature=trust.temperature,
         trust_sha256=trust.sha256,
     )

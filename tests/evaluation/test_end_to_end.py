@@ -13,6 +13,7 @@ from allmtl_spark import tables
 from allmtl_spark.config import load_config
 from allmtl_spark.evaluation.job import run_evaluate
 from allmtl_spark.lakehouse import Lakehouse, read_table
+from allmtl_spark.trust import read_trust
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
@@ -79,8 +80,12 @@ def test_two_folds_one_trial_produce_every_table_figure_and_the_page(spark, segm
     ]
     assert (runs["n_test"] > 0).all() and runs["n_test"].groupby(runs["approach"]).sum().eq(16).all()
     # fold models say so: `latest` never picks one, whether or not evaluation_runs is there
-    purposes = read_table(spark, lake, tables.MODELS).where(F.col("run_id").startswith("e2e-t")).select("purpose")
-    assert {r[0] for r in purposes.collect()} == {"evaluate"}
+    fold_models = read_table(spark, lake, tables.MODELS).where(F.col("run_id").startswith("e2e-t"))
+    assert {r[0] for r in fold_models.select("purpose").collect()} == {"evaluate"}
+    # calibrated (the report's ECE), but no out-of-distribution check: no job scores with a fold model
+    for row in fold_models.collect():
+        trust = read_trust(row["artifact_path"], row["trust_sha256"], row["model_id"])
+        assert trust["temperature"] > 0 and "ood" not in trust and "ood_fused" not in trust
     predictions = read_table(spark, lake, tables.PREDICTIONS).where("part = 'test'").toPandas()
     assert predictions["model_id"].isin(runs["model_id"]).sum() == runs["n_test"].sum()
     metrics = read_table(spark, lake, tables.EVALUATION_METRICS).toPandas()
