@@ -168,7 +168,7 @@ def fit_ood(
     val: np.ndarray,
     pass_fraction: float = 0.95,
     features: tuple[str, ...] = OOD_FEATURES,
-    range_margin: float = 1.0,
+    range_margin: float = 0.5,
 ) -> OodModel:
     """Fit the training distribution (Ledoit-Wolf) and threshold at the ``pass_fraction`` quantile of ``val``'s scores.
 

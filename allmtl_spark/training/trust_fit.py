@@ -126,7 +126,7 @@ def fit_trust(
             log.warning("[%s] no out-of-distribution check: %s", plan.key, err)
             summary += f"; no out-of-distribution check ({err})"
         else:
-            pooled = _pooled_features(output_dir, [train.images, arrays.images])
+            pooled = _pooled_features(output_dir, [train.images, arrays.images]) if cfg.ood_feature_check else None
             feature_ood = None
             if pooled is not None:
                 feature_ood = fit_feature_ood(pooled[0], np.asarray(train.labels), pooled[1], cfg.ood_pass_fraction)

@@ -55,6 +55,7 @@ def test_train_registers_every_stage_with_matching_hash_and_data_versions(spark,
             # the range check, and one fused threshold over every check
             assert trust["ood"]["range_threshold"] >= cfg.train.ood_range_margin
             assert len(trust["ood"]["low"]) == len(trust["ood"]["features"]) and trust["ood_fused"]["threshold"] > 0
+            assert "feature_ood" not in trust  # train.ood_feature_check is off by default
     predictions = read_table(spark, lake, tables.PREDICTIONS).where("model_id LIKE 'e2e-%'")
     assert predictions.where("part = 'test'").count() > 0
     # Every split of the run passed the cross-stage check before training and says so in `splits`.
