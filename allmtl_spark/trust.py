@@ -204,9 +204,9 @@ def fit_ood(
     mean = filled.mean(axis=0)
     scale = filled.std(axis=0)
     scale = np.where(scale > 1e-9, scale, 1.0)
-    covariance = LedoitWolf().fit((filled - mean) / scale).covariance_
-    precision = np.linalg.pinv(covariance)
     standardised = (filled - mean) / scale
+    covariance = LedoitWolf().fit(standardised).covariance_
+    precision = np.linalg.pinv(covariance)
     provisional = OodModel(
         tuple(features),
         tuple(float(v) for v in mean),

@@ -741,7 +741,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _require(0 < self.ood_pass_fraction <= 1, "ood_pass_fraction", "must be in (0, 1], e.g. 0.95")
-        _require(self.ood_range_margin >= 0, "ood_range_margin", "must be >= 0 (standard deviations), e.g. 1.0")
+        _require(self.ood_range_margin >= 0, "ood_range_margin", "must be >= 0 (standard deviations), e.g. 0.5")
         _require(self.calibration_bins >= 1, "calibration_bins", "must be >= 1")
         for name, values, allowed in (
             ("backbones", self.backbones, BACKBONES),
