@@ -308,6 +308,20 @@ def _configure_petastorm(spark: SparkSession, cfg: TrainConfig, lake: Lakehouse)
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, url)
 
 
+def ordered_converter(frame):
+    """Petastorm's converter of ``frame`` with its files in partition order.
+
+    Petastorm lists the files it wrote with Spark's ``inputFiles()``, a set: their order followed the
+    hashes of names with a fresh UUID in every run, and the reader's seeded shuffle of that list gave
+    one of two stage-2 models from one lakehouse and config (two files, two orders).
+    """
+    from petastorm.spark import make_spark_converter
+
+    converter = make_spark_converter(frame)
+    converter.file_urls = sorted(converter.file_urls)  # part-00000-<uuid>, part-00001-<uuid>, ...: one UUID a write
+    return converter
+
+
 class _DataCache:
     """Example sets and Petastorm converters, built once per task and shared by the stages.
 
@@ -380,8 +394,6 @@ class _DataCache:
         return self.parts[key]
 
     def converter(self, task: str, part: str):
-        from petastorm.spark import make_spark_converter
-
         key = (task, part)
         if key not in self.converters:
             # Several row groups per rank, so every Horovod shard gets data; sorted inside each, so the
@@ -392,7 +404,7 @@ class _DataCache:
                 .sortWithinPartitions("key", "copy")
                 .select("image", "label")
             )
-            self.converters[key] = make_spark_converter(frame)
+            self.converters[key] = ordered_converter(frame)
         return self.converters[key]
 
     def numpy(self, task: str, part: str):

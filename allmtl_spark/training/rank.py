@@ -66,6 +66,16 @@ def steps(n: int, batch_size: int, ranks: int) -> int:
     return max(1, math.ceil(n / (batch_size * ranks)))
 
 
+def reader_seed(seed: int) -> int:
+    """The Petastorm reader's seed for a run's ``train.seed``: never 0.
+
+    Petastorm treats seed 0 like no seed and orders the row groups with numpy's global generator
+    (``ConcurrentVentilator._ventilate``), drawn from its ventilator thread at a moment that depends on
+    thread timing; the demo's default is ``train.seed: 0``. ``train.seed`` is >= 0 (checked with the config).
+    """
+    return seed + 1
+
+
 def seed_everything(seed: int, threads: int, deterministic: bool) -> None:
     """Seed Python, numpy and TensorFlow and (optionally) make TensorFlow's ops deterministic.
 
@@ -159,7 +169,7 @@ def train_rank(job: RankJob) -> dict:
         shard_count=hvd.size(),
         num_epochs=None,
         workers_count=1,
-        seed=job.seed,  # also the shard seed (petastorm deprecated shard_seed, which only repeated it)
+        seed=reader_seed(job.seed),  # also the shard seed (petastorm deprecated shard_seed, which only repeated it)
     ) as train:
         train = _prepare(train, job, binary, shuffle=True)
         timer.lap("open training reader")
