@@ -354,7 +354,7 @@ def set_batchnorm_momentum(model, momentum: float) -> int:
 
 
 def _prepare(dataset, job: RankJob, binary: bool, shuffle: bool):
-    """Petastorm batches of raw bytes -> shuffled (image float32 0..255, label) batches."""
+    """Petastorm batches of raw bytes -> shuffled (image float32 0..255, label) batches (see ``stream_options``)."""
     import tensorflow as tf
 
     size = job.input_size
@@ -365,10 +365,28 @@ def _prepare(dataset, job: RankJob, binary: bool, shuffle: bool):
         labels = tf.cast(batch.label, tf.float32 if binary else tf.int32)
         return images, labels
 
-    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    dataset = dataset.map(decode, num_parallel_calls=max(1, job.threads)).unbatch()
     if shuffle:  # reshuffled continuously: every epoch sees a new order
         dataset = dataset.shuffle(job.shuffle_buffer, seed=job.seed)
-    return dataset.batch(job.batch_size).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(job.batch_size).prefetch(2).with_options(stream_options())
+
+
+def stream_options():
+    """``tf.data.Options`` of the training stream: autotuning off.
+
+    Keras deletes the stream's iterator when ``fit`` returns. In bare Keras runs of the demo's stage
+    (InceptionV3 at 75 px, three epochs, on 2 cores with and without other load) ``fit`` then stood still
+    after its last epoch in 7 of 10 runs with tf.data's default autotuning (12-35 s where timed; its main
+    thread waiting in the iterator's destructor for a tf.data thread), and in none of 6 runs without it:
+    a likely cause of the demo's 37-61 s waits after some stages (docs/evaluation.md). The stream is
+    a decode, a shuffle and a batch, over 300x faster than a training step here (``allmtl bench train``):
+    a fixed parallelism (one map call per TensorFlow thread) and two prefetched batches serve it as well.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 def validation_arrays(job: RankJob, binary: bool):
