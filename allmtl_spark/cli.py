@@ -545,17 +545,22 @@ def main(argv: list[str] | None = None) -> int:
     args, extras = parser.parse_known_args(argv)
     if extras:  # say to use commas when a list option's values were space separated
         parser.error(unrecognized_hint(argv, extras))
-    # Our INFO lines only: py4j logs harmless reconnects at INFO on the root logger, petastorm and
-    # TensorFlow are chatty. --verbose opens everything.
+    configure_logging(args.verbose)
+    return run_guarded(args.func, args)
+
+
+def configure_logging(verbose: bool) -> None:
+    """Our INFO lines only: petastorm and TensorFlow are chatty, and py4j logs every closed connection
+    at INFO (with a ``ConnectionResetError`` traceback when Horovod's tasks end). ``--verbose`` opens
+    everything but py4j's DEBUG lines, which echo every call into the JVM, Spark property values
+    (secrets too) included."""
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    logging.getLogger("allmtl_spark").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    # py4j's DEBUG lines echo every call into the JVM, Spark property values included (secrets too)
-    logging.getLogger("py4j").setLevel(logging.INFO)
-    return run_guarded(args.func, args)
+    logging.getLogger("allmtl_spark").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("py4j").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
