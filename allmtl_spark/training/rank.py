@@ -374,13 +374,11 @@ def _prepare(dataset, job: RankJob, binary: bool, shuffle: bool):
 def stream_options():
     """``tf.data.Options`` of the training stream: autotuning off.
 
-    Keras deletes the stream's iterator when ``fit`` returns. In bare Keras runs of the demo's stage
-    (InceptionV3 at 75 px, three epochs, on 2 cores with and without other load) ``fit`` then stood still
-    after its last epoch in 7 of 10 runs with tf.data's default autotuning (12-35 s where timed; its main
-    thread waiting in the iterator's destructor for a tf.data thread), and in none of 6 runs without it:
-    a likely cause of the demo's 37-61 s waits after some stages (docs/evaluation.md). The stream is
-    a decode, a shuffle and a batch, over 300x faster than a training step here (``allmtl bench train``):
-    a fixed parallelism (one map call per TensorFlow thread) and two prefetched batches serve it as well.
+    Keras deletes the stream's iterator when ``fit`` returns, and an autotuned iterator's destructor
+    could then wait many seconds for a tf.data thread (the runs behind this: docs/evaluation.md, "Why 20
+    minutes"). The stream is a decode, a shuffle and a batch, far faster than a training step
+    (``allmtl bench train``): a fixed parallelism (one map call per TensorFlow thread) and two
+    prefetched batches serve it as well as tuning would.
     """
     import tensorflow as tf
 
