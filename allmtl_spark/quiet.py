@@ -9,16 +9,26 @@ Each filter names one message of one library, so every other warning still shows
   50 MB and that float columns become float32 (the job asks for float32), and the validation read
   (unsharded on purpose) trips a logging error in its Horovod-shard check;
 - Keras calls the HDF5 format of ``model.save`` "legacy"; the registry stores HDF5 on purpose;
-- TensorFlow reports Horovod's first-batch broadcast as a slow ``on_train_batch_end`` callback.
+- TensorFlow reports Horovod's first-batch broadcast as a slow ``on_train_batch_end`` callback;
+- TensorFlow Lite's C++ code writes straight to the process's standard error, past Python's logging:
+  the converter's two "Ignored ..." flags and its "Summary on the non-converted ops" (constants it
+  keeps as they are), and the runtime's "Created TensorFlow Lite XNNPACK delegate" once per
+  interpreter in every worker. ``native_stderr`` captures that file descriptor around those calls and
+  drops exactly these lines (kept at DEBUG, shown with ``--verbose``); any other line is written back.
 
 ``install()`` runs where the jobs start (``session.get_spark``) and in each Horovod rank.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 
 # (category, regular expression matched at the start of the message)
 WARNING_FILTERS: tuple[tuple[type[Warning], str], ...] = (
@@ -47,6 +57,47 @@ CHILD_PYTHONWARNINGS = ",".join(
         "ignore:You are saving your model as an HDF5 file:UserWarning",
     ]
 )
+
+
+# Lines TensorFlow Lite's C++ code writes to file descriptor 2 (tensorflow 2.15), matched whole.
+NATIVE_NOISE = re.compile(
+    r"\s*"
+    r"|\S+ \S+: W tensorflow/compiler/mlir/lite/python/tf_tfl_flatbuffer_helpers\.cc:\d+\] "
+    r"Ignored (?:output_format|drop_control_dependency)\."
+    r"|Summary on the non-converted ops:|-+"
+    r"| \* Accepted dialects: .*| \* Non-Converted Ops: .*| \* \d+ \w+ ops"
+    r"|- [\w.]+: +\d+ occurrences? +\(.*\)|\s+\((?:\w+: \d+(?:, )?)+\)"
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
+)
+
+
+@contextlib.contextmanager
+def native_stderr(logger: logging.Logger) -> Iterator[None]:
+    """Capture what native code writes to file descriptor 2 inside the block; drop ``NATIVE_NOISE``.
+
+    The dropped lines go to ``logger`` at DEBUG; every other line is written back to standard error
+    unchanged, so a real error from the same code still shows.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = []
+            for line in sink.read().decode(errors="replace").splitlines(keepends=True):
+                if NATIVE_NOISE.fullmatch(line.rstrip("\n")):
+                    if line.strip():
+                        logger.debug("%s", line.rstrip("\n"))
+                else:
+                    kept.append(line)
+            if kept:
+                os.write(2, "".join(kept).encode())
 
 
 class DropMessages(logging.Filter):

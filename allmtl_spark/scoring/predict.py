@@ -12,14 +12,18 @@ here imports Spark.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable
 
 import numpy as np
 
+from allmtl_spark import quiet
 from allmtl_spark.checksums import load_keras, read_verified
 from allmtl_spark.segmentation import predict as shared
+
+log = logging.getLogger(__name__)
 
 Classify = Callable[[np.ndarray], np.ndarray]
 
@@ -164,7 +168,8 @@ def tflite_predict(interpreter, batch_size: int) -> Classify:
         # calls come in two fixed shapes: one image (a slide) or ``batch_size`` (cells, padded).
         if batch.shape != allocated_shape:
             interpreter.resize_tensor_input(input_detail["index"], batch.shape)
-            interpreter.allocate_tensors()
+            with quiet.native_stderr(log):  # the runtime announces its XNNPACK delegate on the first one
+                interpreter.allocate_tensors()
             allocated_shape = batch.shape
         interpreter.set_tensor(input_detail["index"], batch)
         interpreter.invoke()

@@ -26,6 +26,7 @@ import uuid
 
 import numpy as np
 
+from allmtl_spark import quiet
 from allmtl_spark.checksums import file_sha256, load_keras, read_verified
 from allmtl_spark.errors import ArtifactError
 
@@ -187,7 +188,8 @@ def convert_function(concrete, model) -> bytes:
 
     weights = tf.Module()
     weights.variables_read = list(model.variables)
-    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], weights).convert()
+    with quiet.native_stderr(log):  # the converter's notices about flags and constants
+        return tf.lite.TFLiteConverter.from_concrete_functions([concrete], weights).convert()
 
 
 def probe_images(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

@@ -90,6 +90,18 @@ def test_tflite_and_keras_give_the_same_probabilities(converted, n):
         np.testing.assert_allclose(lite.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_conversion_and_interpreters_print_no_native_notices(tmp_path, capfd):
+    """TensorFlow Lite's C++ notices (converter summary, XNNPACK delegate) never reach a job's output."""
+    model_file, sha = _save_small_classifier(tmp_path, 2)
+    capfd.readouterr()
+    path, tflite_sha = tflite.tflite_artifact(model_file, sha, _cache(model_file))  # converts, checks probes
+    make_classifier_fn(path, tflite_sha, batch_size=8)(np.zeros((3, 32, 32, 3), np.uint8))  # a worker's interpreter
+
+    err = capfd.readouterr().err
+    assert "non-converted ops" not in err and "arith.constant" not in err
+    assert "XNNPACK" not in err
+
+
 def test_pooled_features_come_out_of_both_runtimes(tmp_path):
     """A classifier with a ``pool`` layer: the conversion has a second output, its pooled features (feature OOD)."""
     import tensorflow as tf
