@@ -384,6 +384,18 @@ def fit_fused(
     return FusedOod(threshold, inputs.pass_fraction, len(scores))
 
 
+def flagged_by_fused(
+    fused: FusedOod,
+    inputs: OodModel | None,
+    input_x: np.ndarray | None,
+    features: FeatureOodModel | None = None,
+    feature_x: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per slide, whether its fused ``ood_score`` is above the fused threshold: flagged, as scoring decides."""
+    scores, _ = fused_scores(inputs, input_x, features, feature_x)
+    return scores > fused.threshold
+
+
 def review_reasons(
     ood_score: float | None, threshold: float | None, furthest: str | None, disagreement: str | None
 ) -> list[str]:

@@ -18,6 +18,7 @@ from allmtl_spark.trust import (
     fit_feature_ood,
     fit_fused,
     fit_ood,
+    flagged_by_fused,
     fused_scores,
     ood_features,
     read_trust,
@@ -242,6 +243,9 @@ def test_range_check_flags_one_statistic_beyond_the_training_range_that_the_dist
     assert np.mean(scores <= fused.threshold) >= 0.95
     out_scores, out_names = fused_scores(model, beyond, None, None)
     assert np.mean(out_scores > fused.threshold) > 0.95
+    # the flag decision is the score against the fused threshold, as scoring's review reasons make it
+    np.testing.assert_array_equal(flagged_by_fused(fused, model, beyond), out_scores > fused.threshold)
+    assert flagged_by_fused(fused, model, val).mean() <= 0.05
     assert out_names.count(OOD_FEATURES[7]) > 380
     # stored and read back with its range
     again = OodModel.from_dict(model.to_dict())

@@ -122,6 +122,22 @@ def separation_lines(is_out: list[bool], score: list[float], flagged: list[bool]
     ]
 
 
+def held_out_flag_lines(metrics: dict[str, float]) -> list[str]:
+    """The model's held-out test slides its out-of-distribution check flagged at registration (empty: not measured).
+
+    Another in-distribution sample beside the scored batch: a batch of a dozen patients can sit far
+    from the training mean by chance (docs/scoring.md), so both rates are shown with their intervals.
+    """
+    if not metrics.get("test_ood_n"):
+        return []
+    k, n = int(metrics["test_ood_flagged"]), int(metrics["test_ood_n"])
+    low, high = _interval(k, n)
+    return [
+        f"  the model's held-out test part ({n} slides, checked at registration): flagged out of distribution "
+        f"{k}/{n} = {k / n:.3f} (95 % CI {low:.3f}-{high:.3f})"
+    ]
+
+
 def _interval(k: int, n: int) -> tuple[float, float]:
     """Clopper-Pearson 95 % interval of a rate k / n (what n slides can show about a flag rate)."""
     from scipy.stats import binomtest
@@ -181,6 +197,7 @@ def trust_check(spark: SparkSession, lake: Lakehouse, model_version: str, ood_si
         reasons[key] = reasons.get(key, 0) + 1
     lines += [f"  {k}: {v}" for k, v in sorted(reasons.items())]
     metrics = resolve_model(spark, lake, model_version).metrics
+    lines += held_out_flag_lines(metrics)
     if "test_ece" in metrics:
         lines.append(
             f"  ECE on the model's held-out test part ({int(metrics.get('test_n', 0))} slides): "

@@ -2,7 +2,8 @@
 
 Thin driver code around the pure functions of ``metrics.calibration`` and ``trust``; writes
 ``trust.json`` beside the model (its SHA-256 goes to ``models.trust_sha256``) and the temperature
-into ``model.json``. The test part is only measured (``test_ece``, ``test_ece_calibrated``), never fitted on.
+into ``model.json``. The test part is only measured (``test_ece``, ``test_ece_calibrated``,
+``test_ood_flagged`` of ``test_ood_n`` slides), never fitted on.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def fit_trust(
             a pooled-feature pass over the training views for nothing.
     """
     from allmtl_spark.metrics.calibration import apply_temperature, compute_ece, ece_floor, fit_temperature
-    from allmtl_spark.trust import fit_feature_ood, fit_fused, fit_ood, write_trust
+    from allmtl_spark.trust import fit_feature_ood, fit_fused, fit_ood, flagged_by_fused, write_trust
 
     if "val" not in outputs:
         log.warning("[%s] no validation part: no temperature and no out-of-distribution check fitted", plan.key)
@@ -113,7 +114,9 @@ def fit_trust(
         summary += "; no out-of-distribution check (a cross-validation or tuning model: never used to score)"
     elif plan.stage == "stage3":
         train = data.numpy(plan.task, "train")
-        stats = slide_statistics(spark, lake, sorted(set(train.keys) | set(arrays.keys)), segmenter)
+        test = outputs["test"][0] if "test" in outputs else None
+        keys = set(train.keys) | set(arrays.keys) | (set(test.keys) if test is not None else set())
+        stats = slide_statistics(spark, lake, sorted(keys), segmenter)
         try:
             input_train, input_val = _features(train, stats), _features(arrays, stats)
             ood = fit_ood(input_train, input_val, cfg.ood_pass_fraction, range_margin=cfg.ood_range_margin)
@@ -126,7 +129,8 @@ def fit_trust(
             log.warning("[%s] no out-of-distribution check: %s", plan.key, err)
             summary += f"; no out-of-distribution check ({err})"
         else:
-            pooled = _pooled_features(output_dir, [train.images, arrays.images]) if cfg.ood_feature_check else None
+            parts = [train.images, arrays.images] + ([test.images] if test is not None else [])
+            pooled = _pooled_features(output_dir, parts) if cfg.ood_feature_check else None
             feature_ood = None
             if pooled is not None:
                 feature_ood = fit_feature_ood(pooled[0], np.asarray(train.labels), pooled[1], cfg.ood_pass_fraction)
@@ -138,6 +142,11 @@ def fit_trust(
             fused = fit_fused(ood, input_val, feature_ood, pooled[1] if pooled is not None else None)
             content["ood_fused"] = fused.to_dict()
             summary += f"; fused threshold {fused.threshold:.2f}"
+            if test is not None:  # measured only: how many held-out in-distribution slides the check flags
+                test_pooled = pooled[2] if pooled is not None else None
+                flagged = int(flagged_by_fused(fused, ood, _features(test, stats), feature_ood, test_pooled).sum())
+                metrics["test_ood_flagged"], metrics["test_ood_n"] = float(flagged), float(len(test.keys))
+                summary += f"; held-out test slides it flags {flagged}/{len(test.keys)}"
     sha = write_trust(output_dir, content)
     spec_path = os.path.join(output_dir, SPEC_FILE)
     with open(spec_path) as handle:

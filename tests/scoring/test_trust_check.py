@@ -2,7 +2,7 @@
 
 import pytest
 
-from allmtl_spark.scoring.review import separation_lines
+from allmtl_spark.scoring.review import held_out_flag_lines, separation_lines
 
 pytestmark = pytest.mark.unit
 
@@ -21,3 +21,9 @@ def test_auroc_and_flag_rates_out_vs_in_distribution():
 
 def test_no_figures_without_both_kinds_of_slide():
     assert separation_lines([False, False], [0.1, 0.2], [False, True], "every slide") == []
+
+
+def test_the_held_out_test_part_flag_rate_is_printed_with_its_interval():
+    (line,) = held_out_flag_lines({"test_ood_flagged": 2.0, "test_ood_n": 60.0, "test_n": 60.0})
+    assert "held-out test part (60 slides" in line and "2/60 = 0.033 (95 % CI 0.004-0.115)" in line
+    assert held_out_flag_lines({"test_n": 60.0}) == []  # a model registered before the figure was measured

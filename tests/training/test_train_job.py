@@ -56,6 +56,8 @@ def test_train_registers_every_stage_with_matching_hash_and_data_versions(spark,
             assert trust["ood"]["range_threshold"] >= cfg.train.ood_range_margin
             assert len(trust["ood"]["low"]) == len(trust["ood"]["features"]) and trust["ood_fused"]["threshold"] > 0
             assert "feature_ood" not in trust  # train.ood_feature_check is off by default
+            # measured, not fitted: the held-out test slides the check flags (an in-distribution flag rate)
+            assert 0 <= record.metrics["test_ood_flagged"] <= record.metrics["test_ood_n"] == record.metrics["test_n"]
     predictions = read_table(spark, lake, tables.PREDICTIONS).where("model_id LIKE 'e2e-%'")
     assert predictions.where("part = 'test'").count() > 0
     # Every split of the run passed the cross-stage check before training and says so in `splits`.
