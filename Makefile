@@ -70,7 +70,7 @@ DELTA_JARS = $(shell ls $(JARS_DIR)/delta-*.jar 2>/dev/null | tr '\n' ',' | sed 
 SUBMIT = PYSPARK_PYTHON=$(abspath $(BIN)/python) PYSPARK_DRIVER_PYTHON=$(abspath $(BIN)/python) \
 	$(BIN)/spark-submit --master local[2] --driver-memory 6g --jars $(DELTA_JARS) \
 	--conf spark.ui.showConsoleProgress=false \
-	--driver-java-options "-Dlog4j2.configurationFile=$(abspath conf/log4j2.properties) -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
+	--driver-java-options "-Dlog4j2.configurationFile=$(abspath allmtl_spark/log4j2.properties) -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
 ARCHIVE := data/archive
 # Every demo step ends with its wall time and the load average (the machine may be shared: times are
 # only comparable at similar load); the last line gives the total after setup (make expands the whole

@@ -27,6 +27,10 @@ DELTA_SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
 DEFAULT_JARS_DIR = Path(__file__).resolve().parent.parent / ".cache" / "jars"
 # Largest image the pipelines pass through a pandas UDF in one row: an RGB ALL-IDB1 slide
 # decoded (2592 x 1944 x 3 bytes, about 15 MiB). The Arrow batch record limit is derived from it.
+# Spark's JVM logging (warnings and errors, without the notices every local start prints): spark-submit
+# gets it from the Makefile, a JVM this module starts from the driver's Java options.
+DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 LARGEST_ROW_BYTES = 2592 * 1944 * 3
 # Spark's default redaction pattern plus the patient key: Spark hides the values of matching
 # properties (and of properties whose value matches, such as a command line holding
@@ -128,7 +132,20 @@ def _static_conf(cfg: SparkConfig, warehouse_dir: str | None = None) -> dict[str
     if warehouse_dir:
         conf["spark.sql.warehouse.dir"] = warehouse_dir
     conf.update(cfg.extra_conf)
+    if not launched_by_spark_submit():
+        conf[DRIVER_JAVA_OPTIONS] = with_log4j_config(conf.get(DRIVER_JAVA_OPTIONS, ""))
     return conf
+
+
+def with_log4j_config(java_options: str) -> str:
+    """``java_options`` plus the package's ``LOG4J_CONFIG``, unless they name a log4j configuration already.
+
+    Only for a JVM started here (the CLI, tests, a local notebook): without it Spark's default logging
+    prints the native-Hadoop and loopback-address warnings and "Setting default log level" on every start.
+    """
+    if "log4j2.configurationFile" in java_options:
+        return java_options
+    return f"{java_options} -Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}".strip()
 
 
 def _set_runtime_conf(spark: SparkSession, cfg: SparkConfig) -> None:
