@@ -25,13 +25,23 @@ def test_snapshot_partitions_must_be_positive():
     assert load_config("conf/paper.yaml").spark.delta_snapshot_partitions is None
 
 
+def test_a_jvm_started_from_python_logs_through_the_packages_log4j_configuration(spark):
+    from allmtl_spark.session import LOG4J_CONFIG, with_log4j_config
+
+    # the tests' session is started here, as the CLI's and a local notebook's are
+    assert spark._jvm.java.lang.System.getProperty("log4j2.configurationFile") == LOG4J_CONFIG.as_uri()  # noqa: SLF001
+    # a configuration the user gives wins; the C1 flags of conf/demo.yaml stay
+    assert with_log4j_config("-Dlog4j2.configurationFile=mine.xml") == "-Dlog4j2.configurationFile=mine.xml"
+    c1 = load_config("conf/demo.yaml").spark.extra_conf["spark.driver.extraJavaOptions"]
+    assert with_log4j_config(c1) == f"{c1} -Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}"
+
+
+@pytest.mark.slow
 def test_a_session_started_from_python_prints_none_of_sparks_start_up_notices(tmp_path):
     """A JVM the CLI or a notebook starts logs through the package's log4j2.properties, as spark-submit does."""
     import os
     import subprocess
     import sys
-
-    from allmtl_spark.session import LOG4J_CONFIG, with_log4j_config
 
     script = (
         "from allmtl_spark.config.schema import SparkConfig\n"
@@ -48,8 +58,3 @@ def test_a_session_started_from_python_prints_none_of_sparks_start_up_notices(tm
     assert done.returncode == 0 and done.stdout.strip().endswith("3"), done.stderr[-2000:]
     # Spark's default logging prints both on every local start (no native Hadoop library here)
     assert "Setting default log level" not in done.stderr and "NativeCodeLoader" not in done.stderr, done.stderr
-    # a configuration the user gives wins; the C1 flags of conf/demo.yaml stay
-    assert with_log4j_config("-Dlog4j2.configurationFile=mine.xml") == "-Dlog4j2.configurationFile=mine.xml"
-    c1 = load_config("conf/demo.yaml").spark.extra_conf["spark.driver.extraJavaOptions"]
-    assert with_log4j_config(c1) == f"{c1} -Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}"
-    assert LOG4J_CONFIG.is_file()
