@@ -13,8 +13,8 @@ Each filter names one message of one library, so every other warning still shows
 - TensorFlow Lite's C++ code writes straight to the process's standard error, past Python's logging:
   the converter's two "Ignored ..." flags and its "Summary on the non-converted ops" (constants it
   keeps as they are), and the runtime's "Created TensorFlow Lite XNNPACK delegate" once per
-  interpreter in every worker. ``native_stderr`` captures that file descriptor around those calls and
-  drops exactly these lines (kept at DEBUG, shown with ``--verbose``); any other line is written back.
+  process (a worker, the driver). ``native_stderr`` filters that file descriptor around those calls and
+  drops exactly these lines (at DEBUG in the driver: ``--verbose``); any other line passes as it comes.
 
 ``install()`` runs where the jobs start (``session.get_spark``) and in each Horovod rank.
 """
@@ -26,7 +26,7 @@ import logging
 import os
 import re
 import sys
-import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -71,33 +71,53 @@ NATIVE_NOISE = re.compile(
 )
 
 
+_STDERR_SWAP = threading.Lock()  # fd 2 belongs to the process: one swap at a time
+
+
 @contextlib.contextmanager
 def native_stderr(logger: logging.Logger) -> Iterator[None]:
-    """Capture what native code writes to file descriptor 2 inside the block; drop ``NATIVE_NOISE``.
+    """Filter what native code writes to file descriptor 2 inside the block: ``NATIVE_NOISE`` is dropped.
 
-    The dropped lines go to ``logger`` at DEBUG; every other line is written back to standard error
-    unchanged, so a real error from the same code still shows.
+    fd 2 is pointed at a pipe whose reader thread passes every other line on to the real standard
+    error as it arrives (a crash message still gets out) and logs the dropped ones at DEBUG. Where
+    fd 2 cannot be swapped (closed, no ``sys.stderr``), the block runs unfiltered.
     """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
+    with _STDERR_SWAP:
         try:
+            if sys.stderr is not None:
+                sys.stderr.flush()
+            saved = os.dup(2)
+        except OSError:
+            saved = None
+        if saved is None:
+            yield
+            return
+        read_end, write_end = os.pipe()
+        reader = threading.Thread(target=_pass_on, args=(read_end, saved, logger), daemon=True)
+        reader.start()
+        try:
+            os.dup2(write_end, 2)
             yield
         finally:
-            sys.stderr.flush()
+            if sys.stderr is not None:
+                sys.stderr.flush()
             os.dup2(saved, 2)
+            os.close(write_end)  # fd 2 no longer holds the pipe either: the reader sees its end
+            reader.join()
             os.close(saved)
-            sink.seek(0)
-            kept = []
-            for line in sink.read().decode(errors="replace").splitlines(keepends=True):
-                if NATIVE_NOISE.fullmatch(line.rstrip("\n")):
-                    if line.strip():
-                        logger.debug("%s", line.rstrip("\n"))
-                else:
-                    kept.append(line)
-            if kept:
-                os.write(2, "".join(kept).encode())
+
+
+def _pass_on(read_end: int, target: int, logger: logging.Logger) -> None:
+    """Copy lines from ``read_end`` to fd ``target`` until the pipe closes, dropping ``NATIVE_NOISE``."""
+    with os.fdopen(read_end, "rb") as pipe:
+        for raw in pipe:
+            line = raw.decode(errors="replace").rstrip("\n")
+            if NATIVE_NOISE.fullmatch(line):
+                if line.strip():
+                    logger.debug("%s", line)
+                continue
+            with contextlib.suppress(OSError):  # the real standard error is gone (a closed pipe): nothing can show it
+                os.write(target, raw)
 
 
 class DropMessages(logging.Filter):

@@ -8,6 +8,7 @@ or from the platform (Databricks ships Delta).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -27,15 +28,14 @@ DELTA_SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
 DEFAULT_JARS_DIR = Path(__file__).resolve().parent.parent / ".cache" / "jars"
 # Largest image the pipelines pass through a pandas UDF in one row: an RGB ALL-IDB1 slide
 # decoded (2592 x 1944 x 3 bytes, about 15 MiB). The Arrow batch record limit is derived from it.
-# Spark's JVM logging (warnings and errors, without the notices every local start prints): spark-submit
-# gets it from the Makefile, a JVM this module starts from the driver's Java options.
-DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
-LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 LARGEST_ROW_BYTES = 2592 * 1944 * 3
 # Spark's default redaction pattern plus the patient key: Spark hides the values of matching
 # properties (and of properties whose value matches, such as a command line holding
 # privacy.patient_key=...) in its UI, event logs and REST API, e.g. spark.yarn.appMasterEnv.ALLMTL_PATIENT_KEY.
 REDACTION_REGEX = r"(?i)secret|password|token|access[.]?key|patient[._]?key"
+# Spark's JVM logging (warnings and errors, without the notices every local start prints): spark-submit
+# gets it from the Makefile, a JVM this module starts through SPARK_SUBMIT_OPTS (``log4j_options``).
+LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 
 def quiet_third_party_warnings() -> None:
@@ -103,7 +103,9 @@ def get_spark(cfg: SparkConfig, master: str | None = None, warehouse_dir: str | 
             builder = builder.master(chosen_master)
         for key, value in _static_conf(cfg, warehouse_dir).items():
             builder = builder.config(key, value)
-        active = builder.getOrCreate()
+        extra = log4j_options(cfg.extra_conf.get("spark.driver.extraJavaOptions", ""))
+        with _submit_opts(extra):
+            active = builder.getOrCreate()
         active.sparkContext.setLogLevel("ERROR")
     _set_runtime_conf(active, cfg)
     _check_delta(active)
@@ -132,20 +134,39 @@ def _static_conf(cfg: SparkConfig, warehouse_dir: str | None = None) -> dict[str
     if warehouse_dir:
         conf["spark.sql.warehouse.dir"] = warehouse_dir
     conf.update(cfg.extra_conf)
-    if not launched_by_spark_submit():
-        conf[DRIVER_JAVA_OPTIONS] = with_log4j_config(conf.get(DRIVER_JAVA_OPTIONS, ""))
     return conf
 
 
-def with_log4j_config(java_options: str) -> str:
-    """``java_options`` plus the package's ``LOG4J_CONFIG``, unless they name a log4j configuration already.
+def log4j_options(driver_java_options: str = "") -> str:
+    """The Java option naming the package's ``LOG4J_CONFIG`` for a JVM started here; "" where logging is set already.
 
-    Only for a JVM started here (the CLI, tests, a local notebook): without it Spark's default logging
-    prints the native-Hadoop and loopback-address warnings and "Setting default log level" on every start.
+    Only for a JVM this process starts (the CLI, the tests, a local notebook): Spark's default logging
+    prints the native-Hadoop and loopback-address warnings and "Setting default log level" on every
+    start. Nothing is added when the driver's Java options or SPARK_SUBMIT_OPTS name a log4j
+    configuration, or the Spark installation has its own (``$SPARK_CONF_DIR/log4j2.properties``).
     """
-    if "log4j2.configurationFile" in java_options:
-        return java_options
-    return f"{java_options} -Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}".strip()
+    if "log4j2.configurationFile" in driver_java_options + os.environ.get("SPARK_SUBMIT_OPTS", ""):
+        return ""
+    site = os.environ.get("SPARK_CONF_DIR") or os.path.join(os.environ.get("SPARK_HOME", ""), "conf")
+    if os.path.isfile(os.path.join(site, "log4j2.properties")) or not LOG4J_CONFIG.is_file():
+        return ""
+    return f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}"
+
+
+@contextlib.contextmanager
+def _submit_opts(extra: str):
+    """SPARK_SUBMIT_OPTS plus ``extra`` while PySpark launches its JVM: options of the driver JVM itself,
+    beside (not replacing) any ``spark.driver.extraJavaOptions`` of the site's spark-defaults.conf."""
+    before = os.environ.get("SPARK_SUBMIT_OPTS")
+    if extra:
+        os.environ["SPARK_SUBMIT_OPTS"] = f"{before or ''} {extra}".strip()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("SPARK_SUBMIT_OPTS", None)
+        else:
+            os.environ["SPARK_SUBMIT_OPTS"] = before
 
 
 def _set_runtime_conf(spark: SparkSession, cfg: SparkConfig) -> None:

@@ -40,8 +40,10 @@ def test_native_notices_are_dropped_to_debug_and_other_lines_written_back(capfd,
 
 
 def test_native_stderr_is_restored_when_the_block_raises(capfd):
+    open_fds = sorted(os.listdir("/proc/self/fd"))
     with pytest.raises(RuntimeError), quiet.native_stderr(logging.getLogger("test.native")):
         os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
         raise RuntimeError("conversion failed")
     os.write(2, b"after the block\n")
     assert capfd.readouterr().err == "after the block\n"
+    assert sorted(os.listdir("/proc/self/fd")) == open_fds  # the pipe and the saved descriptor are closed

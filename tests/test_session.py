@@ -25,15 +25,21 @@ def test_snapshot_partitions_must_be_positive():
     assert load_config("conf/paper.yaml").spark.delta_snapshot_partitions is None
 
 
-def test_a_jvm_started_from_python_logs_through_the_packages_log4j_configuration(spark):
-    from allmtl_spark.session import LOG4J_CONFIG, with_log4j_config
+def test_a_jvm_started_from_python_logs_through_the_packages_log4j_configuration(spark, tmp_path, monkeypatch):
+    from allmtl_spark.session import LOG4J_CONFIG, log4j_options
 
     # the tests' session is started here, as the CLI's and a local notebook's are
     assert spark._jvm.java.lang.System.getProperty("log4j2.configurationFile") == LOG4J_CONFIG.as_uri()  # noqa: SLF001
-    # a configuration the user gives wins; the C1 flags of conf/demo.yaml stay
-    assert with_log4j_config("-Dlog4j2.configurationFile=mine.xml") == "-Dlog4j2.configurationFile=mine.xml"
-    c1 = load_config("conf/demo.yaml").spark.extra_conf["spark.driver.extraJavaOptions"]
-    assert with_log4j_config(c1) == f"{c1} -Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}"
+    monkeypatch.delenv("SPARK_SUBMIT_OPTS", raising=False)
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
+    assert log4j_options() == f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}"
+    # a configuration the user or the site gives wins
+    assert log4j_options("-XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile=mine.xml") == ""
+    monkeypatch.setenv("SPARK_SUBMIT_OPTS", "-Dlog4j2.configurationFile=file:/etc/spark/log4j2.xml")
+    assert log4j_options() == ""
+    monkeypatch.delenv("SPARK_SUBMIT_OPTS")
+    (tmp_path / "log4j2.properties").write_text("rootLogger.level = info\n")
+    assert log4j_options() == ""
 
 
 @pytest.mark.slow
