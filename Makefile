@@ -132,17 +132,19 @@ FULL_RUN := demo-full
 FULL_TUNE = $(shell $(BIN)/python -c "from allmtl_spark.config import load_config; from allmtl_spark.lakehouse import Lakehouse; print(Lakehouse.from_config(load_config('$(FULL_CONF)').lakehouse).reports)")/tune/$(FULL_RUN)-tune/tune.json
 
 demo-full: setup
-	@echo "== 1/7 synthetic ALL-IDB data set" && $(BIN)/allmtl synth --config $(FULL_CONF)
-	@echo "== 2/7 ingest" && $(SUBMIT) jobs/ingest_slides.py --config $(FULL_CONF)
-	@echo "== 3/7 train the U-Net segmenter" && \
-	  $(SUBMIT) jobs/train_segmenter.py --config $(FULL_CONF) --run-id $(DEMO_RUN)
-	@echo "== 4/7 segment the slides" && $(SUBMIT) jobs/segment_slides.py --config $(FULL_CONF)
-	@echo "== 5/7 tune: stage-3 learning rates of both approaches on validation slides only" && \
-	  $(SUBMIT) jobs/tune_mtl.py --config $(FULL_CONF) --run-id $(FULL_RUN)-tune
-	@echo "== 6/7 train with the tuned rates (train.tuning_record)" && \
-	  $(SUBMIT) jobs/train_mtl.py --config $(FULL_CONF) --run-id $(FULL_RUN)-mtl --set train.tuning_record=$(FULL_TUNE)
-	@echo "== 7/7 cross-validated comparison: 5 folds x 1 trial, colour-only baseline" && \
-	  $(SUBMIT) jobs/evaluate_mtl.py --config $(FULL_CONF) --eval-id $(FULL_RUN)-eval --set train.tuning_record=$(FULL_TUNE)
+	$(eval FULL_T0 := $(shell date +%s))
+	@t0=$$(date +%s) && echo "== 1/7 synthetic ALL-IDB data set" && $(BIN)/allmtl synth --config $(FULL_CONF) && $(TOOK)
+	@t0=$$(date +%s) && echo "== 2/7 ingest" && $(SUBMIT) jobs/ingest_slides.py --config $(FULL_CONF) && $(TOOK)
+	@t0=$$(date +%s) && echo "== 3/7 train the U-Net segmenter" && \
+	  $(SUBMIT) jobs/train_segmenter.py --config $(FULL_CONF) --run-id $(DEMO_RUN) && $(TOOK)
+	@t0=$$(date +%s) && echo "== 4/7 segment the slides" && $(SUBMIT) jobs/segment_slides.py --config $(FULL_CONF) && $(TOOK)
+	@t0=$$(date +%s) && echo "== 5/7 tune: stage-3 learning rates of both approaches on validation slides only" && \
+	  $(SUBMIT) jobs/tune_mtl.py --config $(FULL_CONF) --run-id $(FULL_RUN)-tune && $(TOOK)
+	@t0=$$(date +%s) && echo "== 6/7 train with the tuned rates (train.tuning_record)" && \
+	  $(SUBMIT) jobs/train_mtl.py --config $(FULL_CONF) --run-id $(FULL_RUN)-mtl --set train.tuning_record=$(FULL_TUNE) && $(TOOK)
+	@t0=$$(date +%s) && echo "== 7/7 cross-validated comparison: 5 folds x 1 trial, colour-only baseline" && \
+	  $(SUBMIT) jobs/evaluate_mtl.py --config $(FULL_CONF) --eval-id $(FULL_RUN)-eval --set train.tuning_record=$(FULL_TUNE) && $(TOOK)
+	@echo "make demo-full took (after setup) $$(( ($$(date +%s) - $(FULL_T0)) / 60 )) min $$(( ($$(date +%s) - $(FULL_T0)) % 60 )) s (load average $$(cut -d' ' -f1-3 /proc/loadavg))"
 
 # One segmenter for every magnification (docs/segmentation.md): the demo's U-Net trained on slides at ALL-IDB1's
 # 0.155 um/px only segments 12 slides at 0.5x (0.31 um/px, 640x480) and 12 at 2x (0.0775 um/px, 1280x960: the
