@@ -1,4 +1,4 @@
-"""Evaluation figures as PNG files: ROC curves, confusion-matrix heatmaps, per-trial comparison.
+"""Evaluation figures as PNG files: ROC curves, confusion-matrix heatmaps, the per-fold comparison.
 
 Pure matplotlib (Agg backend) on the small dataclasses of ``allmtl_spark.metrics`` and pandas frames.
 Every function writes one PNG whose pixel size is its figure size in inches times ``DPI`` (no tight
@@ -22,8 +22,8 @@ from allmtl_spark.metrics import ConfusionMatrix, RocResult  # noqa: E402
 DPI = 100
 ROC_SIZE = (6.0, 5.0)  # inches: 600 x 500 px
 CONFUSION_SIZE = (9.0, 4.0)  # two panels: 900 x 400 px
-TRIAL_PANEL = (4.5, 3.5)  # one backbone/task panel of the per-trial comparison
-TRIAL_COLUMNS = 3  # panels per row
+COMPARISON_PANEL = (4.5, 3.5)  # one backbone/task panel of the per-fold comparison
+COMPARISON_COLUMNS = 3  # panels per row
 SERIES = (("classical", "classical TL", "tab:orange"), ("mtl", "multistage TL", "tab:blue"))
 
 
@@ -123,42 +123,56 @@ def plot_confusion(confusion: ConfusionMatrix, path: str, title: str = "") -> st
     return _save(fig, path)
 
 
-def trial_comparison_size(n_panels: int) -> tuple[int, int]:
-    """Pixel size (width, height) of ``plot_trial_comparison`` with ``n_panels`` panels."""
-    columns = min(TRIAL_COLUMNS, max(1, n_panels))
-    rows = max(1, math.ceil(n_panels / TRIAL_COLUMNS))
-    return round(TRIAL_PANEL[0] * columns * DPI), round(TRIAL_PANEL[1] * rows * DPI)
+def comparison_size(n_panels: int) -> tuple[int, int]:
+    """Pixel size (width, height) of ``plot_fold_comparison`` with ``n_panels`` panels."""
+    columns = min(COMPARISON_COLUMNS, max(1, n_panels))
+    rows = max(1, math.ceil(n_panels / COMPARISON_COLUMNS))
+    return round(COMPARISON_PANEL[0] * columns * DPI), round(COMPARISON_PANEL[1] * rows * DPI)
 
 
-def plot_trial_comparison(panels: Mapping[str, pd.DataFrame], path: str, metric: str = "accuracy") -> str:
-    """Per-trial score of classical against multistage TL, one panel per backbone/task.
+def plot_fold_comparison(panels: Mapping[str, tuple[pd.DataFrame, str]], path: str, metric: str = "accuracy") -> str:
+    """Each test fold's score of the colour-only floor, classical and multistage TL, one panel per backbone/task.
+
+    A grey line joins one fold's three scores (the same test slides), so a reader sees whether the
+    approaches differ fold by fold or only on average; a marker with a bar gives each approach's mean
+    and SD over the folds. The axis runs from 0 to 1 in every panel, so differences keep their size.
 
     Args:
-        panels: panel title -> frame with columns ``trial`` (0-based), ``classical`` and ``mtl``.
-        path: PNG file to write (``trial_comparison_size(len(panels))`` pixels).
+        panels: panel title -> (frame with columns ``colour``, ``classical`` and ``mtl``, one row per
+            trial x fold, NaN where an approach was not evaluated; a line under the title, e.g. the
+            corrected test of the difference).
+        path: PNG file to write (``comparison_size(len(panels))`` pixels).
         metric: the score's name, for the axis label.
 
     Returns:
         ``path``.
     """
-    width, height = trial_comparison_size(len(panels))
-    columns = min(TRIAL_COLUMNS, max(1, len(panels)))
-    rows = max(1, math.ceil(len(panels) / TRIAL_COLUMNS))
+    width, height = comparison_size(len(panels))
+    columns = min(COMPARISON_COLUMNS, max(1, len(panels)))
+    rows = max(1, math.ceil(len(panels) / COMPARISON_COLUMNS))
     fig, axes = plt.subplots(rows, columns, figsize=(width / DPI, height / DPI), squeeze=False)
     for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
-    for ax, (title, frame) in zip(axes.ravel(), panels.items(), strict=False):
-        trials = frame["trial"].to_numpy() + 1
-        for column, label, colour in SERIES:
-            values = frame[column].to_numpy(dtype=float)
-            ax.plot(trials, values, "o-", color=colour, label=f"{label} (mean {np.nanmean(values):.3f})")
-            ax.axhline(np.nanmean(values), color=colour, ls="--", lw=0.8)
-        gain = np.nanmean(frame["mtl"].to_numpy(float) - frame["classical"].to_numpy(float))
-        ax.set(xlabel="trial", ylabel=metric, title=f"{title}: mean gain {gain:+.3f}")
-        ax.title.set_fontsize(9)
-        ax.set_xticks(trials)
-        ax.legend(fontsize=7, loc="lower right")
-        ax.grid(alpha=0.3)
+    series = (("colour", "colour-only", "tab:grey"), *SERIES)
+    for ax, (title, (frame, subtitle)) in zip(axes.ravel(), panels.items(), strict=False):
+        shown = [(column, label, colour) for column, label, colour in series if frame[column].notna().any()]
+        values = frame[[column for column, _, _ in shown]].to_numpy(dtype=float)
+        x = np.arange(len(shown))
+        for fold in values:
+            ax.plot(x, fold, "-", color="0.75", lw=0.8, zorder=1)
+        for i, (_, _, colour) in enumerate(shown):
+            fold_values = values[:, i]
+            ax.scatter(np.full(fold_values.shape, i), fold_values, s=12, color=colour, alpha=0.6, zorder=2)
+            mean = np.nanmean(fold_values)
+            sd = np.nanstd(fold_values, ddof=1) if len(fold_values) > 1 else 0.0
+            ax.errorbar(i + 0.12, mean, yerr=sd, fmt="D", color=colour, ms=6, capsize=3, zorder=3)
+            ax.annotate(f"{mean:.3f}", (i + 0.2, mean), fontsize=7, va="center")
+        ax.set_xticks(x, [label for _, label, _ in shown], fontsize=8)
+        ax.set_xlim(-0.4, len(shown) - 0.4)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"{metric} per test fold")
+        ax.set_title(f"{title} ({len(values)} folds)\n{subtitle}", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
 

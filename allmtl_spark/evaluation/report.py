@@ -31,9 +31,10 @@ from allmtl_spark.evaluation.aggregate import (
     case_report,
     per_trial_scores,
 )
-from allmtl_spark.evaluation.figures import plot_confusion, plot_roc, plot_trial_comparison
+from allmtl_spark.evaluation.colour_fold import COLOUR_APPROACH
+from allmtl_spark.evaluation.figures import plot_confusion, plot_fold_comparison, plot_roc
 
-APPROACH_ORDER = ("colour", CLASSICAL, MTL)  # the colour-only baseline first: the floor the models must clear
+APPROACH_ORDER = (COLOUR_APPROACH, CLASSICAL, MTL)  # the colour-only baseline first: the floor the models must clear
 TASK_TITLES = {"binary": "Normal vs leukemia (binary detection)", "fab4": "Normal / L1 / L2 / L3 (4-class FAB)"}
 
 
@@ -394,18 +395,51 @@ def calibration_figures(
     return pd.DataFrame(rows), figures
 
 
-def trial_figure(results: EvaluationResults, folder: str, metric: str = "accuracy") -> tuple[str, str] | None:
-    """The per-trial comparison plot of classical and multistage TL, one panel per backbone/task."""
-    scores = per_trial_scores(results.metrics, metric)
-    panels = {
-        f"{backbone} / {task}": group
-        for (backbone, task), group in scores.groupby(["backbone", "task"])
-        if group[[MTL, CLASSICAL]].notna().to_numpy().all()
-    }
+def comparison_panels(
+    metrics: pd.DataFrame, headline: pd.DataFrame, metric: str = "accuracy"
+) -> dict[str, tuple[pd.DataFrame, str]]:
+    """``plot_fold_comparison``'s panels: per backbone/task, each test fold's colour, classical and mtl score.
+
+    The colour-only baseline has a backbone of its own (``histogram+logreg``); it joins every deep
+    backbone's panel of its task, fold by fold. Each panel's line under the title is the headline test.
+    """
+    rows = metrics[(metrics["fold"] != POOLED_FOLD) & (metrics["metric"] == metric) & (metrics["class_name"] == "")]
+    colour = rows[rows["approach"] == COLOUR_APPROACH].set_index(["task", "trial", "fold"])["value"]
+    deep = rows[rows["approach"].isin([MTL, CLASSICAL])]
+    panels = {}
+    for (backbone, task), group in deep.groupby(["backbone", "task"], sort=True):
+        wide = group.pivot_table(index=["trial", "fold"], columns="approach", values="value")
+        wide = wide.reindex(columns=[CLASSICAL, MTL])
+        if wide.isna().to_numpy().any():  # one approach only: nothing to compare
+            continue
+        wide.insert(0, "colour", [colour.get((task, trial, fold), math.nan) for trial, fold in wide.index])
+        panels[f"{backbone} / {task}"] = (wide.reset_index(drop=True), _headline_line(headline, backbone, task))
+    return panels
+
+
+def comparison_figure(results: EvaluationResults, folder: str, metric: str = "accuracy") -> tuple[str, str] | None:
+    """The report's headline figure: every test fold's score of the three approaches (``comparison_panels``)."""
+    panels = comparison_panels(results.metrics, results.headline, metric)
     if not panels:
         return None
-    path = plot_trial_comparison(panels, os.path.join(folder, f"trial_{metric}.png"), metric)
-    return f"{metric} per trial (folds pooled): classical vs multistage TL; dashed lines are the means", path
+    path = plot_fold_comparison(panels, os.path.join(folder, f"folds_{metric}.png"), metric)
+    caption = (
+        f"{metric} of every test fold (grey lines join one fold's models, scored on the same slides); "
+        "diamonds are means with their SD over the folds"
+    )
+    return caption, path
+
+
+def _headline_line(headline: pd.DataFrame, backbone: str, task: str) -> str:
+    """``multistage - classical +0.004 [-0.057, +0.066], p = 0.86`` for one panel, from the headline table."""
+    row = headline[(headline["backbone"] == backbone) & (headline["task"] == task)]
+    if row.empty or not math.isfinite(float(row.iloc[0]["ci_low"])):
+        return "multistage - classical: not tested"
+    r = row.iloc[0]
+    return (
+        f"multistage - classical {r['mean_difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], "
+        f"p = {r['p_value']:.2f} (Nadeau-Bengio)"
+    )
 
 
 def curve_figures(histories: Mapping[str, Mapping[str, dict]], folder: str) -> list[tuple[str, str]]:
@@ -522,7 +556,7 @@ def _sections(
     results: EvaluationResults,
     t: Mapping[str, tuple[str, pd.DataFrame]],
     figures,
-    trial_plot,
+    comparison_plot,
     curves,
     header: str,
     calibration: tuple[pd.DataFrame, list[tuple[str, str]]] | None = None,
@@ -532,6 +566,7 @@ def _sections(
             "Headline: multistage vs classical over repeated cross-validation",
             HEADLINE_HTML + header,
             [t["headline"], t["headline_accuracy"]],
+            [comparison_plot] if comparison_plot else [],
         ),
         Section("Summary", "", [t["summary"]]),
     ]
@@ -557,7 +592,6 @@ def _sections(
             "Classical vs multistage transfer learning",
             text,
             [t[s] for s in ("per_trial_accuracy", "tests_t", "tests_mcnemar", "tests_auc", "bootstrap_ci")],
-            [trial_plot] if trial_plot else [],
         )
     )
     if calibration is not None and not calibration[0].empty:
@@ -602,7 +636,7 @@ def write_report(
     tables = build_tables(results)
     write_tables(tables, os.path.join(folder, "tables"))
     figures = model_figures(results, figure_dir)
-    trial_plot = trial_figure(results, figure_dir)
+    comparison_plot = comparison_figure(results, figure_dir)
     curves = curve_figures(histories or {}, figure_dir)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     items = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in settings.items())
@@ -610,7 +644,7 @@ def write_report(
     calibration = calibration_figures(results, figure_dir)
     if not calibration[0].empty:
         calibration[0].to_csv(os.path.join(folder, "tables", "calibration.csv"), index=False)
-    page = render_html(title, _sections(results, tables, figures, trial_plot, curves, header, calibration))
+    page = render_html(title, _sections(results, tables, figures, comparison_plot, curves, header, calibration))
     path = os.path.join(folder, "index.html")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(page)

@@ -98,7 +98,7 @@ def test_write_report_embeds_every_figure_and_table(results, tmp_path):
 
     page = Path(path).read_text(encoding="utf-8")
     pngs = sorted(os.listdir(tmp_path / "figures"))
-    # ROC + confusion per task x backbone x approach, the per-trial plot, one training-curve figure
+    # ROC + confusion per task x backbone x approach, the per-fold comparison, one training-curve figure
     assert len(pngs) == 2 * 2 * 2 * 2 + 1 + 1
     for name in pngs:
         data = base64.b64encode((tmp_path / "figures" / name).read_bytes()).decode("ascii")
@@ -130,3 +130,28 @@ def test_calibration_section_shows_ece_before_and_after_each_models_temperature(
     assert row["ECE raw"] == pytest.approx(compute_ece(cases["label"], list(cases["scores"]), bins=10))
     assert row["ECE raw"] != row["ECE calibrated"]
     assert len(figures) == len(table) and all(os.path.getsize(path) > 0 for _, path in figures)
+
+
+def test_comparison_panels_join_the_colour_baseline_fold_by_fold_and_carry_the_headline_test():
+    predictions = make_predictions(
+        trials=1, folds=3, tasks=("fab4",), skill={"mtl": 0.5, "classical": 0.25, "colour": 0.1}
+    )
+    # as the evaluation stores it: the colour-only baseline under a backbone of its own
+    predictions.loc[predictions["approach"] == "colour", "backbone"] = "histogram+logreg"
+    results = agg.evaluate_predictions(
+        predictions, make_runs(predictions), CLASS_NAMES, compare_metrics=["accuracy"], n_resamples=50,
+        confidence=0.95, seed=0,
+    )  # fmt: skip
+
+    panels = report.comparison_panels(results.metrics, results.headline)
+
+    assert list(panels) == ["InceptionV3 / fab4"]  # the baseline joins the deep backbone's panel
+    frame, subtitle = panels["InceptionV3 / fab4"]
+    assert list(frame.columns) == ["colour", "classical", "mtl"] and len(frame) == 3
+    for fold in range(3):
+        for approach in ("colour", "classical", "mtl"):
+            cases = predictions[(predictions["approach"] == approach) & (predictions["fold"] == fold)]
+            accuracy = (cases["predicted"] == cases["label"]).mean()
+            assert frame.loc[fold, approach] == pytest.approx(accuracy), (fold, approach)
+    head = results.headline.iloc[0]
+    assert f"{head['mean_difference']:+.3f} [{head['ci_low']:+.3f}, {head['ci_high']:+.3f}]" in subtitle
