@@ -130,17 +130,20 @@ def comparison_size(n_panels: int) -> tuple[int, int]:
     return round(COMPARISON_PANEL[0] * columns * DPI), round(COMPARISON_PANEL[1] * rows * DPI)
 
 
-def plot_fold_comparison(panels: Mapping[str, tuple[pd.DataFrame, str]], path: str, metric: str = "accuracy") -> str:
+def plot_fold_comparison(
+    panels: Mapping[str, tuple[pd.DataFrame, str, float | None]], path: str, metric: str = "accuracy"
+) -> str:
     """Each test fold's score of the colour-only floor, classical and multistage TL, one panel per backbone/task.
 
     A grey line joins one fold's three scores (the same test slides), so a reader sees whether the
     approaches differ fold by fold or only on average; a marker with a bar gives each approach's mean
-    and SD over the folds. The axis runs from 0 to 1 in every panel, so differences keep their size.
+    and SD over the folds. The axis runs from 0 to 1 in every panel, so differences keep their size, and
+    a dotted line marks what always calling the most frequent class would score.
 
     Args:
         panels: panel title -> (frame with columns ``colour``, ``classical`` and ``mtl``, one row per
-            trial x fold, NaN where an approach was not evaluated; a line under the title, e.g. the
-            corrected test of the difference).
+            trial x fold, NaN where an approach was not evaluated; lines under the title, e.g. the
+            corrected test of the difference; the majority-class score or None).
         path: PNG file to write (``comparison_size(len(panels))`` pixels).
         metric: the score's name, for the axis label.
 
@@ -154,7 +157,7 @@ def plot_fold_comparison(panels: Mapping[str, tuple[pd.DataFrame, str]], path: s
     for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
     series = (("colour", "colour-only", "tab:grey"), *SERIES)
-    for ax, (title, (frame, subtitle)) in zip(axes.ravel(), panels.items(), strict=False):
+    for ax, (title, (frame, subtitle, majority)) in zip(axes.ravel(), panels.items(), strict=False):
         shown = [(column, label, colour) for column, label, colour in series if frame[column].notna().any()]
         values = frame[[column for column, _, _ in shown]].to_numpy(dtype=float)
         x = np.arange(len(shown))
@@ -167,6 +170,9 @@ def plot_fold_comparison(panels: Mapping[str, tuple[pd.DataFrame, str]], path: s
             sd = np.nanstd(fold_values, ddof=1) if len(fold_values) > 1 else 0.0
             ax.errorbar(i + 0.12, mean, yerr=sd, fmt="D", color=colour, ms=6, capsize=3, zorder=3)
             ax.annotate(f"{mean:.3f}", (i + 0.2, mean), fontsize=7, va="center")
+        if majority is not None:
+            ax.axhline(majority, color="0.4", ls=":", lw=1)
+            ax.annotate("majority class", (-0.35, majority + 0.015), fontsize=7, color="0.4")
         ax.set_xticks(x, [label for _, label, _ in shown], fontsize=8)
         ax.set_xlim(-0.4, len(shown) - 0.4)
         ax.set_ylim(0, 1)

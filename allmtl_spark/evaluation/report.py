@@ -396,13 +396,15 @@ def calibration_figures(
 
 
 def comparison_panels(
-    metrics: pd.DataFrame, headline: pd.DataFrame, metric: str = "accuracy"
-) -> dict[str, tuple[pd.DataFrame, str]]:
+    results: EvaluationResults, metric: str = "accuracy"
+) -> dict[str, tuple[pd.DataFrame, str, float | None]]:
     """``plot_fold_comparison``'s panels: per backbone/task, each test fold's colour, classical and mtl score.
 
     The colour-only baseline has a backbone of its own (``histogram+logreg``); it joins every deep
-    backbone's panel of its task, fold by fold. Each panel's line under the title is the headline test.
+    backbone's panel of its task, fold by fold. Under each panel's title goes the headline test; the
+    reference line is the share of the task's most frequent class among its test cases.
     """
+    metrics = results.metrics
     rows = metrics[(metrics["fold"] != POOLED_FOLD) & (metrics["metric"] == metric) & (metrics["class_name"] == "")]
     colour = rows[rows["approach"] == COLOUR_APPROACH].set_index(["task", "trial", "fold"])["value"]
     deep = rows[rows["approach"].isin([MTL, CLASSICAL])]
@@ -413,13 +415,20 @@ def comparison_panels(
         if wide.isna().to_numpy().any():  # one approach only: nothing to compare
             continue
         wide.insert(0, "colour", [colour.get((task, trial, fold), math.nan) for trial, fold in wide.index])
-        panels[f"{backbone} / {task}"] = (wide.reset_index(drop=True), _headline_line(headline, backbone, task))
+        subtitle = _headline_line(results.headline, backbone, task)
+        panels[f"{backbone} / {task}"] = (wide.reset_index(drop=True), subtitle, _majority_share(results, task))
     return panels
+
+
+def _majority_share(results: EvaluationResults, task: str) -> float | None:
+    """Accuracy of always calling the task's most frequent class, over its test cases (each case once)."""
+    cases = results.predictions[results.predictions["task"] == task].drop_duplicates("content_sha256")
+    return float(cases["label"].value_counts(normalize=True).max()) if len(cases) else None
 
 
 def comparison_figure(results: EvaluationResults, folder: str, metric: str = "accuracy") -> tuple[str, str] | None:
     """The report's headline figure: every test fold's score of the three approaches (``comparison_panels``)."""
-    panels = comparison_panels(results.metrics, results.headline, metric)
+    panels = comparison_panels(results, metric)
     if not panels:
         return None
     path = plot_fold_comparison(panels, os.path.join(folder, f"folds_{metric}.png"), metric)
@@ -431,14 +440,14 @@ def comparison_figure(results: EvaluationResults, folder: str, metric: str = "ac
 
 
 def _headline_line(headline: pd.DataFrame, backbone: str, task: str) -> str:
-    """``multistage - classical +0.004 [-0.057, +0.066], p = 0.86`` for one panel, from the headline table."""
+    """The headline test of one panel (difference, its CI, p-value; two lines), from the headline table."""
     row = headline[(headline["backbone"] == backbone) & (headline["task"] == task)]
     if row.empty or not math.isfinite(float(row.iloc[0]["ci_low"])):
         return "multistage - classical: not tested"
     r = row.iloc[0]
     return (
-        f"multistage - classical {r['mean_difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], "
-        f"p = {r['p_value']:.2f} (Nadeau-Bengio)"
+        f"multistage - classical {r['mean_difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]\n"
+        f"Nadeau-Bengio corrected t: p = {r['p_value']:.2f}"
     )
 
 

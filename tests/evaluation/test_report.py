@@ -143,10 +143,10 @@ def test_comparison_panels_join_the_colour_baseline_fold_by_fold_and_carry_the_h
         confidence=0.95, seed=0,
     )  # fmt: skip
 
-    panels = report.comparison_panels(results.metrics, results.headline)
+    panels = report.comparison_panels(results)
 
     assert list(panels) == ["InceptionV3 / fab4"]  # the baseline joins the deep backbone's panel
-    frame, subtitle = panels["InceptionV3 / fab4"]
+    frame, subtitle, majority = panels["InceptionV3 / fab4"]
     assert list(frame.columns) == ["colour", "classical", "mtl"] and len(frame) == 3
     for fold in range(3):
         for approach in ("colour", "classical", "mtl"):
@@ -155,3 +155,4 @@ def test_comparison_panels_join_the_colour_baseline_fold_by_fold_and_carry_the_h
             assert frame.loc[fold, approach] == pytest.approx(accuracy), (fold, approach)
     head = results.headline.iloc[0]
     assert f"{head['mean_difference']:+.3f} [{head['ci_low']:+.3f}, {head['ci_high']:+.3f}]" in subtitle
+    assert majority == pytest.approx(0.25)  # make_predictions: labels cycle through the 4 classes
