@@ -126,7 +126,7 @@ demo-ood-steps:
 # The cross-validated comparison (docs/evaluation.md): the demo's data, then `allmtl tune` on the
 # validation part of the training split (2 rates), a training job with those choices, and 5 folds x 1 trial
 # of both approaches on the 4-class task with the colour-only baseline. Sized for an hour on 2 cores after
-# setup (conf/demo-full.yaml; docs/evaluation.md gives the estimate and what it rests on).
+# setup; a fresh clone took 41 min (docs/evaluation.md, "How long the demos take").
 FULL_CONF := conf/demo-full.yaml
 FULL_RUN := demo-full
 FULL_TUNE = $(shell $(BIN)/python -c "from allmtl_spark.config import load_config; from allmtl_spark.lakehouse import Lakehouse; print(Lakehouse.from_config(load_config('$(FULL_CONF)').lakehouse).reports)")/tune/$(FULL_RUN)-tune/tune.json
