@@ -141,9 +141,9 @@ def plot_fold_comparison(
     a dotted line marks what always calling the most frequent class would score.
 
     Args:
-        panels: panel title -> (frame with columns ``colour``, ``classical`` and ``mtl``, one row per
-            trial x fold, NaN where an approach was not evaluated; lines under the title, e.g. the
-            corrected test of the difference; the majority-class score or None).
+        panels: panel title -> (frame with columns ``trial``, ``fold``, ``colour``, ``classical`` and
+            ``mtl``, one row per trial x fold, NaN where an approach was not evaluated; lines under the
+            title, e.g. the corrected test of the difference; the majority-class score or None).
         path: PNG file to write (``comparison_size(len(panels))`` pixels).
         metric: the score's name, for the axis label.
 
@@ -177,7 +177,9 @@ def plot_fold_comparison(
         ax.set_xlim(-0.4, len(shown) - 0.4)
         ax.set_ylim(0, 1)
         ax.set_ylabel(f"{metric} per test fold")
-        ax.set_title(f"{title} ({len(values)} folds)\n{subtitle}", fontsize=8)
+        trials, folds = frame["trial"].nunique(), frame["fold"].nunique()
+        design = f"{folds} folds" if trials == 1 else f"{trials} trials x {folds} folds"
+        ax.set_title(f"{title} ({design})\n{subtitle}", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)

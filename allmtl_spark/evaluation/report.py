@@ -400,6 +400,9 @@ def comparison_panels(
 ) -> dict[str, tuple[pd.DataFrame, str, float | None]]:
     """``plot_fold_comparison``'s panels: per backbone/task, each test fold's colour, classical and mtl score.
 
+    A frame has one row per trial x fold where both deep approaches were scored (columns ``trial``,
+    ``fold``, ``colour``, ``classical``, ``mtl``; ``colour`` NaN where the baseline is missing).
+
     The colour-only baseline has a backbone of its own (``histogram+logreg``); it joins every deep
     backbone's panel of its task, fold by fold. Under each panel's title goes the headline test; the
     reference line is the share of the task's most frequent class among its test cases.
@@ -411,12 +414,12 @@ def comparison_panels(
     panels = {}
     for (backbone, task), group in deep.groupby(["backbone", "task"], sort=True):
         wide = group.pivot_table(index=["trial", "fold"], columns="approach", values="value")
-        wide = wide.reindex(columns=[CLASSICAL, MTL])
-        if wide.isna().to_numpy().any():  # one approach only: nothing to compare
+        wide = wide.reindex(columns=[CLASSICAL, MTL]).dropna()  # folds with both approaches, as the test pairs them
+        if wide.empty:
             continue
         wide.insert(0, "colour", [colour.get((task, trial, fold), math.nan) for trial, fold in wide.index])
         subtitle = _headline_line(results.headline, backbone, task)
-        panels[f"{backbone} / {task}"] = (wide.reset_index(drop=True), subtitle, _majority_share(results, task))
+        panels[f"{backbone} / {task}"] = (wide.reset_index(), subtitle, _majority_share(results, task))
     return panels
 
 
@@ -434,7 +437,8 @@ def comparison_figure(results: EvaluationResults, folder: str, metric: str = "ac
     path = plot_fold_comparison(panels, os.path.join(folder, f"folds_{metric}.png"), metric)
     caption = (
         f"{metric} of every test fold (grey lines join one fold's models, scored on the same slides); "
-        "diamonds are means with their SD over the folds"
+        "diamonds are means with their SD over the folds; the dotted line is what always answering the most "
+        "frequent class scores"
     )
     return caption, path
 

@@ -45,7 +45,15 @@ def test_confusion_png_has_two_panels_size(tmp_path, report4):
 
 @pytest.mark.parametrize("n_panels, expected", [(1, (450, 350)), (2, (900, 350)), (4, (1350, 700))])
 def test_fold_comparison_size_follows_the_panel_count(tmp_path, n_panels, expected):
-    frame = pd.DataFrame({"colour": [0.6, np.nan, 0.62], "classical": [0.7, 0.72, 0.69], "mtl": [0.8, 0.79, 0.83]})
+    frame = pd.DataFrame(
+        {
+            "trial": [0, 0, 0],
+            "fold": [0, 1, 2],
+            "colour": [0.6, np.nan, 0.62],
+            "classical": [0.7, 0.72, 0.69],
+            "mtl": [0.8, 0.79, 0.83],
+        }
+    )
     panels = {f"backbone {i} / binary": (frame, "multistage - classical +0.100", 0.5) for i in range(n_panels)}
     path = figures.plot_fold_comparison(panels, str(tmp_path / "folds.png"))
     assert _size(path) == expected == figures.comparison_size(n_panels)

@@ -134,10 +134,13 @@ def test_calibration_section_shows_ece_before_and_after_each_models_temperature(
 
 def test_comparison_panels_join_the_colour_baseline_fold_by_fold_and_carry_the_headline_test():
     predictions = make_predictions(
-        trials=1, folds=3, tasks=("fab4",), skill={"mtl": 0.5, "classical": 0.25, "colour": 0.1}
+        trials=2, folds=3, tasks=("binary", "fab4"), skill={"mtl": 0.5, "classical": 0.25, "colour": 0.1}
     )
     # as the evaluation stores it: the colour-only baseline under a backbone of its own
     predictions.loc[predictions["approach"] == "colour", "backbone"] = "histogram+logreg"
+    # unbalanced 4-class labels: of the L3 cases (every 4th of 36) keep one, so 9 of the 28 cases are the majority
+    l3 = (predictions["task"] == "fab4") & (predictions["label"] == 3) & (predictions["item_id"] != "Im003")
+    predictions = predictions[~l3].reset_index(drop=True)
     results = agg.evaluate_predictions(
         predictions, make_runs(predictions), CLASS_NAMES, compare_metrics=["accuracy"], n_resamples=50,
         confidence=0.95, seed=0,
@@ -145,14 +148,34 @@ def test_comparison_panels_join_the_colour_baseline_fold_by_fold_and_carry_the_h
 
     panels = report.comparison_panels(results)
 
-    assert list(panels) == ["InceptionV3 / fab4"]  # the baseline joins the deep backbone's panel
-    frame, subtitle, majority = panels["InceptionV3 / fab4"]
-    assert list(frame.columns) == ["colour", "classical", "mtl"] and len(frame) == 3
-    for fold in range(3):
-        for approach in ("colour", "classical", "mtl"):
-            cases = predictions[(predictions["approach"] == approach) & (predictions["fold"] == fold)]
-            accuracy = (cases["predicted"] == cases["label"]).mean()
-            assert frame.loc[fold, approach] == pytest.approx(accuracy), (fold, approach)
-    head = results.headline.iloc[0]
-    assert f"{head['mean_difference']:+.3f} [{head['ci_low']:+.3f}, {head['ci_high']:+.3f}]" in subtitle
-    assert majority == pytest.approx(0.25)  # make_predictions: labels cycle through the 4 classes
+    assert list(panels) == ["InceptionV3 / binary", "InceptionV3 / fab4"]  # the baseline joins each task's panel
+    for task in ("binary", "fab4"):
+        frame, subtitle, majority = panels[f"InceptionV3 / {task}"]
+        assert list(frame.columns) == ["trial", "fold", "colour", "classical", "mtl"] and len(frame) == 2 * 3
+        for row in frame.itertuples():
+            for approach in ("colour", "classical", "mtl"):
+                cases = predictions[
+                    (predictions["task"] == task)
+                    & (predictions["approach"] == approach)
+                    & (predictions["trial"] == row.trial)
+                    & (predictions["fold"] == row.fold)
+                ]
+                accuracy = (cases["predicted"] == cases["label"]).mean()
+                assert getattr(row, approach) == pytest.approx(accuracy), (task, row.trial, row.fold, approach)
+        head = results.headline[results.headline["task"] == task].iloc[0]
+        assert f"{head['mean_difference']:+.3f} [{head['ci_low']:+.3f}, {head['ci_high']:+.3f}]" in subtitle
+    assert panels["InceptionV3 / binary"][2] == pytest.approx(0.5)  # binary labels alternate
+    assert panels["InceptionV3 / fab4"][2] == pytest.approx(9 / 28)
+
+
+def test_comparison_panels_keep_the_folds_both_approaches_scored():
+    predictions = make_predictions(trials=1, folds=3, tasks=("fab4",))
+    predictions = predictions[~((predictions["approach"] == "mtl") & (predictions["fold"] == 2))]
+    results = agg.evaluate_predictions(
+        predictions, make_runs(predictions), CLASS_NAMES, compare_metrics=["accuracy"], n_resamples=50,
+        confidence=0.95, seed=0,
+    )  # fmt: skip
+
+    frame, _, _ = report.comparison_panels(results)["InceptionV3 / fab4"]
+
+    assert list(frame["fold"]) == [0, 1] and frame["colour"].isna().all()  # no baseline in this run: NaN
