@@ -123,10 +123,14 @@ def plot_confusion(confusion: ConfusionMatrix, path: str, title: str = "") -> st
     return _save(fig, path)
 
 
+def _comparison_grid(n_panels: int) -> tuple[int, int]:
+    """(columns, rows) of the comparison's panels: ``COMPARISON_COLUMNS`` a row, at least one of each."""
+    return min(COMPARISON_COLUMNS, max(1, n_panels)), max(1, math.ceil(n_panels / COMPARISON_COLUMNS))
+
+
 def comparison_size(n_panels: int) -> tuple[int, int]:
     """Pixel size (width, height) of ``plot_fold_comparison`` with ``n_panels`` panels."""
-    columns = min(COMPARISON_COLUMNS, max(1, n_panels))
-    rows = max(1, math.ceil(n_panels / COMPARISON_COLUMNS))
+    columns, rows = _comparison_grid(n_panels)
     return round(COMPARISON_PANEL[0] * columns * DPI), round(COMPARISON_PANEL[1] * rows * DPI)
 
 
@@ -151,8 +155,7 @@ def plot_fold_comparison(
         ``path``.
     """
     width, height = comparison_size(len(panels))
-    columns = min(COMPARISON_COLUMNS, max(1, len(panels)))
-    rows = max(1, math.ceil(len(panels) / COMPARISON_COLUMNS))
+    columns, rows = _comparison_grid(len(panels))
     fig, axes = plt.subplots(rows, columns, figsize=(width / DPI, height / DPI), squeeze=False)
     for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
