@@ -79,9 +79,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     cfg = load_from_args(args)
     if getattr(args, "check", False):
-        from allmtl_spark.synth.check import run_check
+        from allmtl_spark.synth.check import ClassifierView, run_check
 
-        print(run_check(cfg.synth, folds=args.folds, repeats=args.repeats, progress=print).format())
+        view = None
+        if cfg.train.slide_view == "montage" and cfg.train.cell_tile_um:
+            view = ClassifierView(
+                cfg.segmenter.pixel_size_um, cfg.train.cell_tile_um, cfg.train.montage_grid, cfg.train.input_size
+            )
+        print(run_check(cfg.synth, folds=args.folds, repeats=args.repeats, progress=print, view=view).format())
         return 0
     summary = write_dataset(cfg.synth, progress=print)
     print(summary.format() if hasattr(summary, "format") else summary)

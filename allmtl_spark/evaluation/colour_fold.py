@@ -3,8 +3,9 @@
 Fitted on the training side (training and validation parts' originals) of exactly the split the deep
 models of a run use, and scored on its test part, so its per-fold accuracy sits next to the two
 approaches' in the evaluation report and goes through the same tables. The features are per-channel
-histograms of the classifier's actual input (cells isolated on black: the black backdrop is left out,
-so the histogram says nothing about cell size); see ``colour_baseline.colour_histograms``. Pure numpy
+histograms of the classifier's actual input (cells isolated on black: the black backdrop and the cells'
+one-pixel rims blended with it are left out, so the histogram says nothing about cell size); see
+``colour_baseline.colour_histograms`` and ``colour_baseline.interior``. Pure numpy
 and scikit-learn.
 """
 
@@ -12,19 +13,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from allmtl_spark.evaluation.colour_baseline import colour_histograms, nonblack
+from allmtl_spark.evaluation.colour_baseline import colour_histograms, interior
 
 COLOUR_APPROACH = "colour"
 
 
 def colour_features(images: np.ndarray, bins: int) -> np.ndarray:
-    """(n, 3 * bins) histograms of the non-black pixels of each classifier input.
+    """(n, 3 * bins) histograms of the cells' inner pixels in each classifier input (``interior``).
 
     Args:
         images: (n, size, size, 3) uint8 RGB classifier inputs.
         bins: bins per channel.
     """
-    return colour_histograms(list(images), [nonblack(image) for image in images], bins)
+    return colour_histograms(list(images), [interior(image) for image in images], bins)
 
 
 def fit_predict_colour(

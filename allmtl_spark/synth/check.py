@@ -15,6 +15,12 @@ lymphoid cells' shape scores near chance on colour and high on morphology.
 With ``crops_from_slides`` it does the same for the single-cell crops stage 2 trains on (blast vs
 lymphocyte): the crops ``write_dataset`` would cut (same choice of cells), colour of the cropped
 cell's pixels against its morphology.
+
+Given the classifier's view (``ClassifierView``: the segmenter's resolution, the montage's tile size,
+grid and input size) it also builds each slide's montage from the ground-truth cells as the training
+job would, and scores three shape-blind feature sets on it: colour with the cells' rims (which the
+resize blends with the black backdrop, so their share tells cell size), colour of the cells' inner
+pixels only (what the evaluation's colour-only baseline uses) and the cells' areas alone.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from allmtl_spark.evaluation.colour_baseline import (
     CrossValidatedAccuracy,
     colour_histograms,
     compute_grouped_cv_accuracy,
+    interior,
+    nonblack,
 )
 from allmtl_spark.synth.smear import SyntheticSlide
 
@@ -161,6 +169,76 @@ def nucleus_irregularity(nucleus: np.ndarray) -> float:
     return deepest / radius + (1.0 if len(lobes) > 1 else 0.0)
 
 
+@dataclass(frozen=True)
+class ClassifierView:
+    """How the training job shows a slide to the classifier (``train.slide_view: montage``).
+
+    Attributes:
+        pixel_size_um: the segmenter's working resolution (``segmenter.pixel_size_um``): cells are cut there.
+        tile_um: side of a cell's tile (``train.cell_tile_um``).
+        grid: tiles per side (``train.montage_grid``).
+        input_size: the montage's side in pixels (``train.input_size``).
+    """
+
+    pixel_size_um: float
+    tile_um: float
+    grid: int
+    input_size: int
+
+
+@dataclass(frozen=True)
+class ViewMeasures:
+    """Shape-blind features of one slide's montage (``classifier_view``)."""
+
+    colour_with_rims: np.ndarray  # float (3 * bins,): every non-black pixel
+    colour: np.ndarray  # float (3 * bins,): the cells' inner pixels (``interior``)
+    areas_um2: np.ndarray  # float (grid * grid,): each tile's cell area, largest cell first
+
+
+def classifier_view(slide: SyntheticSlide, view: ClassifierView) -> np.ndarray:
+    """The montage the training job would build from the slide's ground-truth cells (HxWx3 uint8 RGB).
+
+    The slide goes to the working resolution, its ``grid * grid`` largest white cells (by area there)
+    are isolated on black by their masks, cut ``tile_um`` wide around their centres and tiled into an
+    ``input_size`` square (``training.views.montage``).
+    """
+    from allmtl_spark.training.views import montage
+
+    factor = slide.pixel_size_um / view.pixel_size_um
+    height, width = slide.image.shape[:2]
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    image = cv2.resize(slide.image, size, interpolation=cv2.INTER_AREA)
+    labels = cv2.resize(slide.labels.astype(np.float32), size, interpolation=cv2.INTER_NEAREST).astype(np.int64)
+    areas = np.bincount(labels.ravel(), minlength=len(slide.cells) + 1)[1:]
+    order = [int(i) for i in np.argsort(-areas, kind="stable")[: view.grid**2] if areas[i] > 0]
+    side = max(2, round(view.tile_um / view.pixel_size_um))
+    tiles = []
+    for i in order:
+        isolated = np.where((labels == i + 1)[..., None], image, np.uint8(0))
+        padded = cv2.copyMakeBorder(isolated, side, side, side, side, cv2.BORDER_CONSTANT, value=0)
+        x0 = round(slide.cells[i].cx * factor) + side - side // 2
+        y0 = round(slide.cells[i].cy * factor) + side - side // 2
+        tiles.append(padded[y0 : y0 + side, x0 : x0 + side])
+    return montage(tiles, view.grid, view.input_size)
+
+
+def measure_view(picture: np.ndarray, view: ClassifierView, bins: int = 16) -> ViewMeasures:
+    """Colour with and without the cells' rims, and each tile's cell area in um^2, of one montage."""
+    edges = np.linspace(0, view.input_size, view.grid + 1).round().astype(int)
+    um2_per_px = (view.tile_um / (view.input_size / view.grid)) ** 2
+    cells = nonblack(picture)
+    areas = [
+        float(cells[edges[r] : edges[r + 1], edges[c] : edges[c + 1]].sum()) * um2_per_px
+        for r in range(view.grid)
+        for c in range(view.grid)
+    ]
+    return ViewMeasures(
+        colour_with_rims=colour_histograms([picture], [cells], bins)[0],
+        colour=colour_histograms([picture], [interior(picture)], bins)[0],
+        areas_um2=np.array(areas),
+    )
+
+
 def largest_cells(slide: SyntheticSlide, n: int = CELLS_PER_SLIDE) -> list[int]:
     """Indices into ``slide.cells`` of its ``n`` largest white cells by mask area (any kind, as the classifier sees)."""
     areas = np.bincount(slide.labels.ravel(), minlength=len(slide.cells) + 1)[1:]
@@ -189,10 +267,15 @@ class SlideMeasures:
     colour: np.ndarray  # float (3 * bins,)
     morphology: np.ndarray  # float (2 * len(MORPHOLOGY_FEATURES),): mean then max over the cells
     crops: tuple[CropMeasures, ...] = ()
+    view: ViewMeasures | None = None
 
 
 def measure_slide(
-    slide: SyntheticSlide, patient_id: str, bins: int = 16, candidates: Sequence[Candidate] = ()
+    slide: SyntheticSlide,
+    patient_id: str,
+    bins: int = 16,
+    candidates: Sequence[Candidate] = (),
+    view: ClassifierView | None = None,
 ) -> SlideMeasures:
     """Colour histogram and morphology features of a slide's four largest white cells (and of its crop candidates).
 
@@ -202,6 +285,7 @@ def measure_slide(
         bins: histogram bins per channel.
         candidates: cells of this slide a crop could be cut around (``dataset.crop_candidates``): each
             is measured alone, as the crop cut around it shows it.
+        view: also measure the classifier's montage of the slide (``classifier_view``); None skips it.
     """
     chosen = largest_cells(slide)
     masks = [slide.labels == i + 1 for i in chosen]
@@ -222,7 +306,12 @@ def measure_slide(
             )
         )
     return SlideMeasures(
-        slide.fab_class, patient_id, colour, np.concatenate([per_cell.mean(0), per_cell.max(0)]), tuple(crops)
+        slide.fab_class,
+        patient_id,
+        colour,
+        np.concatenate([per_cell.mean(0), per_cell.max(0)]),
+        tuple(crops),
+        measure_view(classifier_view(slide, view), view, bins) if view is not None else None,
     )
 
 
@@ -242,6 +331,13 @@ class CheckReport:
     # The crops stage 2 trains on, blast vs lymphocyte (None without crops_from_slides or crops).
     crop_colour: CrossValidatedAccuracy | None = None
     crop_morphology: CrossValidatedAccuracy | None = None
+    # The classifier's montages (None without a ClassifierView): shape-blind features, 4 classes / binary.
+    view: ClassifierView | None = None
+    view_colour_with_rims: CrossValidatedAccuracy | None = None
+    view_colour_fab4: CrossValidatedAccuracy | None = None
+    view_colour_binary: CrossValidatedAccuracy | None = None
+    view_size_fab4: CrossValidatedAccuracy | None = None
+    view_size_binary: CrossValidatedAccuracy | None = None
 
     def format(self) -> str:
         crops = []
@@ -250,6 +346,20 @@ class CheckReport:
                 f"  the {self.crop_colour.n_items} crops (stage 2: blast vs lymphocyte), the cropped cell alone:",
                 "  " + self.crop_colour.format("colour only, crops        "),
                 "  " + self.crop_morphology.format("morphology (um), crops    "),
+            ]
+        views = []
+        if self.view is not None and self.view_colour_fab4 is not None:
+            v = self.view
+            views = [
+                f"  the classifier's input ({v.grid}x{v.grid} montage of {v.tile_um:g} um tiles, {v.input_size} px; "
+                f"cells cut at {v.pixel_size_um:g} um/px by their ground-truth masks):",
+                "  " + self.view_colour_with_rims.format("colour, rims in, 4 classes"),
+                "  " + self.view_colour_fab4.format("colour only, 4 classes    "),
+                "  " + self.view_colour_binary.format("colour only, binary       "),
+                "  " + self.view_size_fab4.format("cell areas only, 4 classes"),
+                "  " + self.view_size_binary.format("cell areas only, binary   "),
+                "  (rims in: the cells' outer pixels, blended with the black backdrop by the resize, count too;"
+                " their share tells cell size)",
             ]
         return "\n".join(
             [
@@ -263,6 +373,7 @@ class CheckReport:
                 f"  a slide's nearest colour neighbour is of its own patient: {self.same_patient_neighbour:.2f} "
                 f"(random: {self.neighbour_chance:.3f}): split by patient, not by slide",
                 *crops,
+                *views,
             ]
         )
 
@@ -298,17 +409,21 @@ class _MeasureCall:
 
     cfg: SynthConfig
     crops: bool
+    view: ClassifierView | None = None
 
     def __call__(self, item) -> SlideMeasures:
         from allmtl_spark.synth.dataset import crop_candidates, render_item
 
         slide = render_item(item, self.cfg)
         candidates = crop_candidates(slide, item.index, self.cfg.cell_crop_size_um) if self.crops else []
-        return measure_slide(slide, item.patient_id, candidates=candidates)
+        return measure_slide(slide, item.patient_id, candidates=candidates, view=self.view)
 
 
 def measure_slides(
-    cfg: SynthConfig, progress: Callable[[str], object] | None = None, crops: bool = False
+    cfg: SynthConfig,
+    progress: Callable[[str], object] | None = None,
+    crops: bool = False,
+    view: ClassifierView | None = None,
 ) -> list[SlideMeasures]:
     """Render the configured data set's slides in memory (exactly as ``write_dataset`` would) and measure each.
 
@@ -316,13 +431,14 @@ def measure_slides(
         cfg: the synth section.
         progress: called with a line before the work starts; None for silence.
         crops: also measure every cell of each slide a crop could be cut around (``SlideMeasures.crops``).
+        view: also measure each slide's montage as the classifier sees it (``SlideMeasures.view``).
     """
     from allmtl_spark.synth.dataset import plan_items
 
     items = [i for i in plan_items(cfg).items if i.kind == "slide"]
     if progress:
         progress(f"synth check: rendering and measuring {len(items)} slides with {cfg.workers} worker(s) ...")
-    call = _MeasureCall(cfg, crops)
+    call = _MeasureCall(cfg, crops, view)
     if cfg.workers <= 1:
         return [call(i) for i in items]
     with multiprocessing.get_context("spawn").Pool(cfg.workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
@@ -349,7 +465,11 @@ def chosen_crops(cfg: SynthConfig, plan: Plan, measures: Sequence[SlideMeasures]
 
 
 def run_check(
-    cfg: SynthConfig, folds: int = 5, repeats: int = 2, progress: Callable[[str], object] | None = print
+    cfg: SynthConfig,
+    folds: int = 5,
+    repeats: int = 2,
+    progress: Callable[[str], object] | None = print,
+    view: ClassifierView | None = None,
 ) -> CheckReport:
     """Render the configured data set's slides in memory and compare colour-only with morphology-only accuracy.
 
@@ -358,6 +478,7 @@ def run_check(
             its crops chosen as it chooses them; both are measured before the slides' JPEG step.
         folds, repeats: the cross-validation.
         progress: called with a line before the work starts; None for silence.
+        view: also score shape-blind features of the classifier's montages (``ClassifierView``); None skips it.
 
     Returns:
         A ``CheckReport``.
@@ -369,7 +490,7 @@ def run_check(
     start = time.perf_counter()
     plan = plan_items(cfg)
     with_crops = cfg.crops_from_slides and bool(plan.crop_classes)
-    measures = measure_slides(cfg, progress, crops=with_crops)
+    measures = measure_slides(cfg, progress, crops=with_crops, view=view)
     labels = np.array([m.label for m in measures])
     binary = np.where(labels == "normal", "normal", "ALL")
     groups = np.array([m.patient_id for m in measures])
@@ -387,6 +508,18 @@ def run_check(
         crop_groups = np.array([patient for _, patient in chosen])
         crop_colour = cv(np.stack([c.colour for c, _ in chosen]), crop_labels, crop_groups)
         crop_morphology = cv(np.stack([c.morphology for c, _ in chosen]), crop_labels, crop_groups)
+    views = {}
+    if view is not None:
+        rims = np.stack([m.view.colour_with_rims for m in measures])
+        inner = np.stack([m.view.colour for m in measures])
+        areas = np.stack([m.view.areas_um2 for m in measures])
+        views = {
+            "view_colour_with_rims": cv(rims, labels, groups),
+            "view_colour_fab4": cv(inner, labels, groups),
+            "view_colour_binary": cv(inner, binary, groups),
+            "view_size_fab4": cv(areas, labels, groups),
+            "view_size_binary": cv(areas, binary, groups),
+        }
     return CheckReport(
         colour_fab4=cv(colour, labels, groups),
         colour_binary=cv(colour, binary, groups),
@@ -399,4 +532,6 @@ def run_check(
         seconds=time.perf_counter() - start,
         crop_colour=crop_colour,
         crop_morphology=crop_morphology,
+        view=view,
+        **views,
     )

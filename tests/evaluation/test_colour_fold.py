@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from allmtl_spark.evaluation.colour_baseline import colour_histograms, nonblack
 from allmtl_spark.evaluation.colour_fold import colour_features, fit_predict_colour
 
 pytestmark = pytest.mark.unit
@@ -22,6 +23,20 @@ def test_features_ignore_the_black_backdrop_so_cell_size_is_not_a_colour():
     features = colour_features(np.stack([small, large]), bins=16)
     assert features.shape == (2, 48)
     np.testing.assert_allclose(features[0], features[1])  # same colour, 14x the area: the same histogram
+
+
+def resized_disc(radius: int, colour: tuple[int, int, int], size: int = 160, out: int = 75) -> np.ndarray:
+    """A disc isolated on black, then shrunk as the montage shrinks a cell tile (INTER_AREA blends the rim)."""
+    return cv2.resize(disc(radius, colour, size), (out, out), interpolation=cv2.INTER_AREA)
+
+
+def test_features_leave_out_the_rim_the_resize_blends_with_the_backdrop():
+    # Rim pixels darkened by the black backdrop are a bigger share of a small cell: counted, they tell size.
+    small, large = resized_disc(14, (140, 90, 200)), resized_disc(70, (140, 90, 200))
+    rims_in = colour_histograms([small, large], [nonblack(small), nonblack(large)], bins=16)
+    assert np.abs(rims_in[0] - rims_in[1]).sum() > 0.1
+    features = colour_features(np.stack([small, large]), bins=16)
+    np.testing.assert_allclose(features[0], features[1])
 
 
 def test_a_colour_cue_is_found_and_size_alone_is_not():

@@ -13,7 +13,7 @@ import pytest
 
 from allmtl_spark.config.schema import SynthConfig
 from allmtl_spark.evaluation.colour_baseline import compute_grouped_cv_accuracy
-from allmtl_spark.synth.check import chosen_crops, measure_slides, run_check
+from allmtl_spark.synth.check import ClassifierView, chosen_crops, measure_slides, run_check
 from allmtl_spark.synth.dataset import plan_items
 from allmtl_spark.synth.smear import render_slide
 
@@ -31,12 +31,14 @@ SMALL_SET = SynthConfig(
     class_mix=dict.fromkeys(CLASSES, 1.0),
 )
 # Thresholds hold for seeds 1-5 of this set (colour 0.24-0.41, morphology 0.72-0.78 on 4 classes; crops, seeds
-# 1, 2, 5: colour 0.72-0.75, morphology 0.91-0.97, chance 0.75).
+# 1, 2, 5: colour 0.72-0.75, morphology 0.91-0.97, chance 0.75; the montages, seeds 1, 2, 5: colour with rims
+# 0.38-0.47, inner colour 0.27-0.29, cell areas 0.65-0.70).
+DEMO_VIEW = ClassifierView(pixel_size_um=0.31, tile_um=24.0, grid=2, input_size=75)  # conf/demo.yaml's
 
 
 @pytest.fixture(scope="module")
 def report():
-    return run_check(SMALL_SET, folds=4, repeats=2, progress=None)
+    return run_check(SMALL_SET, folds=4, repeats=2, progress=None, view=DEMO_VIEW)
 
 
 def test_colour_alone_scores_near_chance_on_four_classes(report):
@@ -57,6 +59,16 @@ def test_crops_carry_blast_or_lymphocyte_in_morphology_not_colour(report):
     assert report.crop_colour.accuracy < 0.82
     assert report.crop_morphology.accuracy > 0.88
     assert report.crop_morphology.accuracy > report.crop_colour.accuracy + 0.12
+
+
+def test_on_the_classifier_montage_cell_size_is_the_cue_and_inner_colour_is_not(report):
+    # Shape-blind features of what the classifier sees: the cells' areas carry much of the class, the colour of
+    # their inner pixels stays near chance, and counting the rims the resize blends with black lets size back in.
+    assert report.view_colour_fab4.n_items == SMALL_SET.n_slides and report.view_colour_fab4.chance == 0.25
+    assert report.view_colour_fab4.accuracy < 0.35
+    assert report.view_size_fab4.accuracy > report.view_colour_fab4.accuracy + 0.3
+    assert report.view_colour_with_rims.accuracy > report.view_colour_fab4.accuracy + 0.08
+    assert "cell areas only, 4 classes" in report.format()
 
 
 def test_a_split_that_ignores_patients_lets_colour_recognise_them(report):
@@ -110,3 +122,19 @@ def test_same_seed_gives_the_same_colour_whatever_the_class():
     between = (per_seed[:, 0].max(0) - per_seed[:, 0].min(0)).max()
     assert between > 3 * within
     assert (per_seed[:, 0].max(0) - per_seed[:, 0].min(0)).min() > 20  # slide colours vary widely
+
+
+def test_the_montage_shows_the_largest_cells_at_their_physical_size_whatever_the_slide_pixel_size():
+    from allmtl_spark.synth.check import classifier_view, measure_view
+
+    cfg = dataclasses.replace(SMALL_SET, class_mix={"L2": 1.0})
+    for pixel_size in (0.15, 0.3):
+        slide = render_slide(
+            np.random.default_rng(3), 640, 480, "L2", dataclasses.replace(cfg, pixel_size_um=(pixel_size,) * 2)
+        )
+        picture = classifier_view(slide, DEMO_VIEW)
+        assert picture.shape == (75, 75, 3)
+        shown = measure_view(picture, DEMO_VIEW).areas_um2
+        true = np.sort(np.bincount(slide.labels.ravel())[1:])[::-1][:4] * pixel_size**2  # ground truth, um^2
+        # largest first, each at its own size (plus the rim the resize blends with black: up to a fifth more)
+        np.testing.assert_allclose(shown, true * 1.1, rtol=0.12)
