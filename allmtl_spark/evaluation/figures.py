@@ -25,6 +25,8 @@ CONFUSION_SIZE = (9.0, 4.0)  # two panels: 900 x 400 px
 COMPARISON_PANEL = (4.5, 3.5)  # one backbone/task panel of the per-fold comparison
 COMPARISON_COLUMNS = 3  # panels per row
 SERIES = (("classical", "classical TL", "tab:orange"), ("mtl", "multistage TL", "tab:blue"))
+# The shape-blind baselines (evaluation/baselines.py), drawn before the deep models: the floors they must clear.
+BASELINE_SERIES = (("colour", "colour-only", "tab:grey"), ("size", "size-only", "tab:brown"))
 
 
 def _save(fig, path: str) -> str:
@@ -137,7 +139,7 @@ def comparison_size(n_panels: int) -> tuple[int, int]:
 def plot_fold_comparison(
     panels: Mapping[str, tuple[pd.DataFrame, str, float | None]], path: str, metric: str = "accuracy"
 ) -> str:
-    """Each test fold's score of the colour-only floor, classical and multistage TL, one panel per backbone/task.
+    """Each test fold's score of the shape-blind floors, classical and multistage TL, one panel per backbone/task.
 
     A grey line joins one fold's three scores (the same test slides), so a reader sees whether the
     approaches differ fold by fold or only on average; a marker with a bar gives each approach's mean
@@ -145,9 +147,10 @@ def plot_fold_comparison(
     a dotted line marks what always calling the most frequent class would score.
 
     Args:
-        panels: panel title -> (frame with columns ``trial``, ``fold``, ``colour``, ``classical`` and
-            ``mtl``, one row per trial x fold, NaN where an approach was not evaluated; lines under the
-            title, e.g. the corrected test of the difference; the majority-class score or None).
+        panels: panel title -> (frame with columns ``trial``, ``fold``, ``classical``, ``mtl`` and any of
+            the baselines ``colour`` and ``size``, one row per trial x fold, NaN where an approach was not
+            evaluated; lines under the title, e.g. the corrected test of the difference; the
+            majority-class score or None).
         path: PNG file to write (``comparison_size(len(panels))`` pixels).
         metric: the score's name, for the axis label.
 
@@ -159,9 +162,9 @@ def plot_fold_comparison(
     fig, axes = plt.subplots(rows, columns, figsize=(width / DPI, height / DPI), squeeze=False)
     for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
-    series = (("colour", "colour-only", "tab:grey"), *SERIES)
+    series = (*BASELINE_SERIES, *SERIES)
     for ax, (title, (frame, subtitle, majority)) in zip(axes.ravel(), panels.items(), strict=False):
-        shown = [(column, label, colour) for column, label, colour in series if frame[column].notna().any()]
+        shown = [(c, label, colour) for c, label, colour in series if c in frame and frame[c].notna().any()]
         values = frame[[column for column, _, _ in shown]].to_numpy(dtype=float)
         x = np.arange(len(shown))
         for fold in values:

@@ -32,18 +32,17 @@ from allmtl_spark import tables
 from allmtl_spark.config.loader import ConfigError
 from allmtl_spark.config.schema import EvaluateConfig, TrainConfig, TuneConfig
 from allmtl_spark.evaluation.aggregate import EvaluationResults, evaluate_predictions
-from allmtl_spark.evaluation.colour_fold import COLOUR_APPROACH
+from allmtl_spark.evaluation.baselines import BASELINE_APPROACHES, BASELINES
 from allmtl_spark.evaluation.report import headline_accuracy, write_report
 from allmtl_spark.ids import check_run_id
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
 from allmtl_spark.session import assert_on_driver
-from allmtl_spark.training.job import colour_model_id
+from allmtl_spark.training.job import baseline_model_id
 from allmtl_spark.training.rank import checkpoint_dir, load_history
 from allmtl_spark.training.stages import plan_stages
 
 log = logging.getLogger(__name__)
 ModelKey = tuple[str, str, str]  # backbone, task, approach
-COLOUR_BACKBONE = "histogram+logreg"  # the colour-only baseline's rows in evaluation_runs / the report
 
 
 @dataclass
@@ -234,29 +233,31 @@ def record_fold(
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     rows = []
     split_of_task = {r.plan.task: r.record.split_id for r in stage3}
-    for task in getattr(summary, "colour", {}) or {}:
-        counts = sizes.get(split_of_task.get(task), {})
-        rows.append(
-            {
-                "eval_id": eval_id,
-                "trial": trial,
-                "fold": fold,
-                "backbone": COLOUR_BACKBONE,
-                "task": task,
-                "approach": COLOUR_APPROACH,
-                "n_folds": n_folds,
-                "model_id": colour_model_id(summary.run_id, task),
-                "train_run_id": summary.run_id,
-                "split_id": split_of_task.get(task, ""),
-                "n_train": counts.get("train", 0),
-                "n_val": counts.get("val", 0),
-                "n_test": counts.get("test", 0),
-                "split_seed": trial_cfg.split.seed,
-                "augment_seed": trial_cfg.augment.seed,
-                "seconds": None,
-                "finished_at": now,
-            }
-        )
+    backbones = {b.approach: b.backbone for b in BASELINES}
+    for approach, tasks in (getattr(summary, "baselines", {}) or {}).items():
+        for task in tasks:
+            counts = sizes.get(split_of_task.get(task), {})
+            rows.append(
+                {
+                    "eval_id": eval_id,
+                    "trial": trial,
+                    "fold": fold,
+                    "backbone": backbones[approach],
+                    "task": task,
+                    "approach": approach,
+                    "n_folds": n_folds,
+                    "model_id": baseline_model_id(summary.run_id, approach, task),
+                    "train_run_id": summary.run_id,
+                    "split_id": split_of_task.get(task, ""),
+                    "n_train": counts.get("train", 0),
+                    "n_val": counts.get("val", 0),
+                    "n_test": counts.get("test", 0),
+                    "split_seed": trial_cfg.split.seed,
+                    "augment_seed": trial_cfg.augment.seed,
+                    "seconds": None,
+                    "finished_at": now,
+                }
+            )
     for result in stage3:
         record, counts = result.record, sizes.get(result.record.split_id, {})
         rows.append(
@@ -304,7 +305,7 @@ def evaluate_run(
     """Gather an evaluation's test predictions, compute every metric and test, write ``evaluation_metrics``.
 
     Args:
-        models: the (backbone, task, approach) models to include (and the colour-only baseline of their
+        models: the (backbone, task, approach) models to include (and the shape-blind baselines of their
             folds); None: all recorded ones. Only the
             trials and folds within ``cfg.trials`` and ``cfg.folds`` are used.
 
@@ -318,7 +319,7 @@ def evaluate_run(
     )
     if models is not None:
         keep = [
-            (b, t, a) in models or a == COLOUR_APPROACH
+            (b, t, a) in models or a in BASELINE_APPROACHES
             for b, t, a in runs[["backbone", "task", "approach"]].itertuples(index=False)
         ]
         runs = runs[pd.Series(keep, index=runs.index, dtype=bool)].reset_index(drop=True)
@@ -438,7 +439,10 @@ def report_settings(eval_id: str, cfg: EvaluateConfig, train: TrainConfig) -> di
         "Nadeau-Bengio n_test/n_train": cfg.test_train_ratio if cfg.test_train_ratio else "from the fold sizes",
         "stage 2": "trained per fold on the cells of the fold's training-side slides and patients only",
         "stage-3 learning rates": tuning_statement(cfg, train),
-        "colour-only baseline": f"{cfg.colour_bins} bins per channel, logistic regression, same folds",
+        "shape-blind baselines": (
+            f"colour-only ({cfg.colour_bins} bins per channel of the cells' inner pixels) and size-only (each tile's "
+            "cell area), logistic regression, same folds"
+        ),
     }
 
 

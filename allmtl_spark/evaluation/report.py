@@ -31,10 +31,10 @@ from allmtl_spark.evaluation.aggregate import (
     case_report,
     per_trial_scores,
 )
-from allmtl_spark.evaluation.colour_fold import COLOUR_APPROACH
+from allmtl_spark.evaluation.baselines import BASELINE_APPROACHES
 from allmtl_spark.evaluation.figures import plot_confusion, plot_fold_comparison, plot_roc
 
-APPROACH_ORDER = (COLOUR_APPROACH, CLASSICAL, MTL)  # the colour-only baseline first: the floor the models must clear
+APPROACH_ORDER = (*BASELINE_APPROACHES, CLASSICAL, MTL)  # the shape-blind baselines first: floors the models must clear
 TASK_TITLES = {"binary": "Normal vs leukemia (binary detection)", "fab4": "Normal / L1 / L2 / L3 (4-class FAB)"}
 
 
@@ -398,18 +398,22 @@ def calibration_figures(
 def comparison_panels(
     results: EvaluationResults, metric: str = "accuracy"
 ) -> dict[str, tuple[pd.DataFrame, str, float | None]]:
-    """``plot_fold_comparison``'s panels: per backbone/task, each test fold's colour, classical and mtl score.
+    """``plot_fold_comparison``'s panels: per backbone/task, each test fold's baseline, classical and mtl scores.
 
     A frame has one row per trial x fold where both deep approaches were scored (columns ``trial``,
-    ``fold``, ``colour``, ``classical``, ``mtl``; ``colour`` NaN where the baseline is missing).
+    ``fold``, one per shape-blind baseline (``colour``, ``size``), ``classical``, ``mtl``; a baseline's
+    column is NaN where it is missing).
 
-    The colour-only baseline has a backbone of its own (``histogram+logreg``); it joins every deep
+    Each baseline has a backbone of its own (``histogram+logreg``, ``area+logreg``); it joins every deep
     backbone's panel of its task, fold by fold. Under each panel's title goes the headline test; the
     reference line is the share of the task's most frequent class among its test cases.
     """
     metrics = results.metrics
     rows = metrics[(metrics["fold"] != POOLED_FOLD) & (metrics["metric"] == metric) & (metrics["class_name"] == "")]
-    colour = rows[rows["approach"] == COLOUR_APPROACH].set_index(["task", "trial", "fold"])["value"]
+    floors = {
+        approach: rows[rows["approach"] == approach].set_index(["task", "trial", "fold"])["value"]
+        for approach in BASELINE_APPROACHES
+    }
     deep = rows[rows["approach"].isin([MTL, CLASSICAL])]
     panels = {}
     for (backbone, task), group in deep.groupby(["backbone", "task"], sort=True):
@@ -417,7 +421,8 @@ def comparison_panels(
         wide = wide.reindex(columns=[CLASSICAL, MTL]).dropna()  # folds with both approaches, as the test pairs them
         if wide.empty:
             continue
-        wide.insert(0, "colour", [colour.get((task, trial, fold), math.nan) for trial, fold in wide.index])
+        for position, (approach, values) in enumerate(floors.items()):
+            wide.insert(position, approach, [values.get((task, trial, fold), math.nan) for trial, fold in wide.index])
         subtitle = _headline_line(results.headline, backbone, task)
         panels[f"{backbone} / {task}"] = (wide.reset_index(), subtitle, _majority_share(results, task))
     return panels
@@ -478,7 +483,7 @@ def curve_figures(histories: Mapping[str, Mapping[str, dict]], folder: str) -> l
 
 
 def headline_accuracy(summary: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy of each approach (colour-only baseline included) over every fold of every trial: mean ± SD, J."""
+    """Accuracy of each approach (the shape-blind baselines included) over every fold of every trial: mean ± SD, J."""
     acc = summary[(summary["metric"] == "accuracy") & (summary["class_name"] == "")]
     table = acc[["task", "approach", "backbone", "n_folds", "fold_mean", "fold_sd"]].rename(
         columns={"n_folds": "folds_x_trials", "fold_mean": "accuracy", "fold_sd": "accuracy_sd"}
@@ -496,7 +501,8 @@ def build_tables(results: EvaluationResults) -> dict[str, tuple[str, pd.DataFram
             results.headline,
         ),
         "headline_accuracy": (
-            "Accuracy per fold (mean ± SD over trials x folds): colour-only baseline, classical, multistage",
+            "Accuracy per fold (mean ± SD over trials x folds): colour-only and size-only baselines, classical, "
+            "multistage",
             headline_accuracy(results.summary),
         ),
         "summary": (
@@ -558,9 +564,11 @@ includes 0 means the runs do not show a difference, not that there is none: the 
 a true difference would have to be for this design (its number of folds, trials and slides, and the spread
 seen between folds) to find it 4 times out of 5. Single train/test splits (the <code>allmtl train</code> job, one
 trial's folds) are examples of what one run gives; runs with the same settings part ways by several points.</p>
-<p>The colour-only baseline is a logistic regression on per-channel colour histograms of exactly the images
-the classifiers see (cells isolated on black, the black left out), fitted on each fold's training side and
-tested on the same slides: a deep model that does not clear it has learnt nothing that colour alone does not
+<p>The two shape-blind baselines are logistic regressions on simple features of exactly the images the
+classifiers see, fitted on each fold's training side and tested on the same slides: <em>colour-only</em> reads
+per-channel colour histograms of the cells' inner pixels (the black backdrop and the cells' rims blended with
+it left out, as their share tells cell size), <em>size-only</em> reads the area of each cell in the montage and
+nothing else. A deep model that does not clear them has learnt nothing that colour or cell size alone does not
 tell.</p>
 """
 

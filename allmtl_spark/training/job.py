@@ -25,6 +25,7 @@ from allmtl_spark import tables
 from allmtl_spark.checksums import file_sha256
 from allmtl_spark.config.loader import ConfigError, to_dict
 from allmtl_spark.config.schema import TrainConfig
+from allmtl_spark.evaluation.baselines import BASELINES, Baseline
 from allmtl_spark.ids import check_run_id
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table, table_version
 from allmtl_spark.registry import ModelRecord, record_from_row, register_model
@@ -71,7 +72,8 @@ class TrainSummary:
     results: list[StageResult]
     curves_path: str | None
     seconds: float
-    colour: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> colour-only baseline metrics
+    # approach (colour, size) -> task -> that shape-blind baseline's metrics (evaluation/baselines.py)
+    baselines: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def format(self) -> str:
         lines = [f"training run {self.run_id} ({self.seconds / 60:.1f} min)"]
@@ -84,12 +86,13 @@ class TrainSummary:
                 f"{m.get('val_auc', float('nan')):>8.3f} {m.get('test_accuracy', float('nan')):>9.3f} "
                 f"{m.get('test_auc', float('nan')):>9.3f}  {r.record.model_id}{note}"
             )
-        for task, m in self.colour.items():
-            lines.append(
-                f"  {'colour-only baseline ' + task:<36} {m.get('val_accuracy', float('nan')):>8.3f} "
-                f"{m.get('val_auc', float('nan')):>8.3f} {m.get('test_accuracy', float('nan')):>9.3f} "
-                f"{m.get('test_auc', float('nan')):>9.3f}  {colour_model_id(self.run_id, task)}"
-            )
+        for approach, tasks in self.baselines.items():
+            for task, m in tasks.items():
+                lines.append(
+                    f"  {approach + '-only baseline ' + task:<36} {m.get('val_accuracy', float('nan')):>8.3f} "
+                    f"{m.get('val_auc', float('nan')):>8.3f} {m.get('test_accuracy', float('nan')):>9.3f} "
+                    f"{m.get('test_auc', float('nan')):>9.3f}  {baseline_model_id(self.run_id, approach, task)}"
+                )
         if self.curves_path:
             lines.append(f"  training curves: {self.curves_path}")
         return "\n".join(lines)
@@ -118,9 +121,10 @@ def run_train(
             them again (``allmtl tune``: every grid value of one split shares one stage 2). That run
             must have used the same split and seed: the overlap check is computed for this run's split.
         score_test: False never reads the test part (``allmtl tune`` judges on validation only).
-        colour_bins: histogram bins of the colour-only baseline fitted beside the stage-3 models
-            (``evaluation/colour_fold.py``); its predictions go to ``predictions`` as model
-            ``<run_id>-colour-<task>``.
+        colour_bins: histogram bins of the colour-only baseline. The shape-blind baselines
+            (``evaluation/baselines.py``: colour-only, size-only) are fitted beside the stage-3 models;
+            their predictions go to ``predictions`` as models ``<run_id>-colour-<task>`` and
+            ``<run_id>-size-<task>``.
 
     Returns:
         Per-stage models and validation/test metrics.
@@ -159,18 +163,21 @@ def run_train(
             results[stage.plan.key] = _finish_stage(spark, lake, cfg, stage, outcome, data, versions, segmenter)
             timer.lap(stage.plan.key)
         results = {plan.key: results[plan.key] for plan in plans}  # the plan's order
-        colour = {}
+        baselines: dict[str, dict[str, dict[str, float]]] = {}
         if score_test:
-            for task in dict.fromkeys(p.task for p in plans if p.stage == "stage3"):
-                colour[task] = colour_baseline(spark, lake, data, task, colour_model_id(run_id, task), colour_bins)
-        timer.lap("colour baseline")
+            for baseline in BASELINES:
+                for task in dict.fromkeys(p.task for p in plans if p.stage == "stage3"):
+                    baselines.setdefault(baseline.approach, {})[task] = fit_baseline(
+                        spark, lake, data, task, baseline, run_id, colour_bins
+                    )
+        timer.lap("baselines")
         _plot_inputs(lake, run_id, data, plans)
     finally:
         data.close()
     curves = _plot_curves(lake, run_id, results)
     timer.lap("cleanup + curves")
     print(f"[{run_id}] time: {format_phases(timer.phases, timer.total())}", flush=True)
-    summary = TrainSummary(run_id, list(results.values()), curves, time.time() - started, colour)
+    summary = TrainSummary(run_id, list(results.values()), curves, time.time() - started, baselines)
     return summary
 
 
@@ -182,21 +189,28 @@ def model_purpose(fold: tuple[int, int] | None, score_test: bool) -> str:
     return "evaluate" if fold is not None else "train"
 
 
-def colour_model_id(run_id: str, task: str) -> str:
-    """``predictions`` model id of a run's colour-only baseline for ``task``."""
-    return f"{run_id}-colour-{task}"
+def baseline_model_id(run_id: str, approach: str, task: str) -> str:
+    """``predictions`` model id of a run's shape-blind baseline ``approach`` (colour, size) for ``task``."""
+    return f"{run_id}-{approach}-{task}"
 
 
-def colour_baseline(spark, lake: Lakehouse, data: _DataCache, task: str, model_id: str, bins: int) -> dict:
-    """Fit the colour-only baseline on the task's training side, score validation and test, store predictions."""
-    from allmtl_spark.evaluation.colour_fold import colour_features, fit_predict_colour
+def fit_baseline(
+    spark, lake: Lakehouse, data: _DataCache, task: str, baseline: Baseline, run_id: str, bins: int
+) -> dict:
+    """Fit a shape-blind baseline on the task's training side, score validation and test, store predictions."""
+    from allmtl_spark.evaluation.baselines import fit_predict
 
     names = data.example_set(task).class_names
+    grid = data.cfg.montage_grid if data.cfg.slide_view == "montage" else 1
+
+    def features(images):
+        return baseline.features(images, bins, grid)
+
     train_x, train_y = [], []
     for part in ("train", "val"):
         arrays = data.numpy(task, part)
         if len(arrays.labels):
-            train_x.append(colour_features(arrays.images, bins))
+            train_x.append(features(arrays.images))
             train_y.append(arrays.labels)
     if not train_x:
         return {}
@@ -205,8 +219,8 @@ def colour_baseline(spark, lake: Lakehouse, data: _DataCache, task: str, model_i
     for part in ("val", "test"):
         arrays = data.numpy(task, part)
         if len(arrays.labels):
-            outputs[part] = (arrays, fit_predict_colour(x, y, len(names), colour_features(arrays.images, bins)))
-    return _score_parts(spark, lake, model_id, names, outputs)
+            outputs[part] = (arrays, fit_predict(x, y, len(names), features(arrays.images)))
+    return _score_parts(spark, lake, baseline_model_id(run_id, baseline.approach, task), names, outputs)
 
 
 def read_tuning_record(path: str) -> dict:

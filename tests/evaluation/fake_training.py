@@ -20,15 +20,16 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from allmtl_spark import tables
+from allmtl_spark.evaluation.baselines import BASELINE_APPROACHES
 from allmtl_spark.evaluation.job import fold_run_id, trial_train_config
 from allmtl_spark.lakehouse import merge_new_rows, read_table
 from allmtl_spark.registry import ModelRecord, record_from_row
-from allmtl_spark.training.job import StageResult, TrainSummary, colour_model_id
+from allmtl_spark.training.job import StageResult, TrainSummary, baseline_model_id
 from allmtl_spark.training.split import fold_parts, split_id
 from allmtl_spark.training.stages import plan_stages
 
 N_SLIDES = 24
-SKILL = {"mtl": 0.85, "classical": 0.6, "colour": 0.3}  # chance of predicting the true class
+SKILL = {"mtl": 0.85, "classical": 0.6, "colour": 0.3, "size": 0.45}  # chance of predicting the true class
 
 
 def slide_frame(task: str, class_names: tuple[str, ...]) -> pd.DataFrame:
@@ -55,11 +56,13 @@ def prewrite_folds(spark, lake, train, eval_id: str, trials: int, folds: int, se
             owner = fold_run_id(eval_id, trial, fold)
             for plan in plan_stages(cfg):
                 _stage(lake, cfg, plan, owner, (folds, fold), rows)
-                if plan.stage == "stage3" and plan.approach == "classical":  # one colour baseline per task
+                if plan.stage == "stage3" and plan.approach == "classical":  # the shape-blind baselines, per task
                     meta = slide_frame(plan.task, plan.class_names)
                     meta["part"] = fold_parts(meta, folds, fold, cfg.split.val_fraction, cfg.split.seed).to_numpy()
-                    colour = replace(plan, approach="colour")
-                    rows["predictions"] += _prediction_rows(colour_model_id(owner, plan.task), meta, colour, seed)
+                    for approach in BASELINE_APPROACHES:
+                        floor = replace(plan, approach=approach)
+                        model_id = baseline_model_id(owner, approach, plan.task)
+                        rows["predictions"] += _prediction_rows(model_id, meta, floor, seed)
     for table, name in ((tables.SPLITS, "splits"), (tables.PREDICTIONS, "predictions"), (tables.MODELS, "models")):
         merge_new_rows(spark, lake, table, spark.createDataFrame(rows[name], table.schema))
 
@@ -91,8 +94,8 @@ class FakeTrainer:
         results = [
             StageResult(p, record_from_row(found[i], lake), seconds=2.5) for p, i in zip(plans, ids, strict=True)
         ]
-        colour = {p.task: {} for p in plans if p.stage == "stage3"}  # its predictions were pre-written
-        return TrainSummary(run_id, results, None, 0.0, colour)
+        tasks = {p.task: {} for p in plans if p.stage == "stage3"}  # the baselines' predictions were pre-written
+        return TrainSummary(run_id, results, None, 0.0, dict.fromkeys(BASELINE_APPROACHES, tasks))
 
 
 def _stage(lake, cfg, plan, owner: str, fold: tuple[int, int], rows: dict[str, list[dict]]) -> None:

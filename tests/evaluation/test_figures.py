@@ -50,6 +50,7 @@ def test_fold_comparison_size_follows_the_panel_count(tmp_path, n_panels, expect
             "trial": [0, 0, 0],
             "fold": [0, 1, 2],
             "colour": [0.6, np.nan, 0.62],
+            "size": [0.65, 0.66, np.nan],
             "classical": [0.7, 0.72, 0.69],
             "mtl": [0.8, 0.79, 0.83],
         }

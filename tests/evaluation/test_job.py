@@ -40,17 +40,18 @@ def test_evaluate_trains_every_fold_writes_tables_and_report_and_resumes(spark, 
     # Resumed: fold 0, finished before the crash, was not trained again.
     assert trainer.calls == ["ev1-t0-f0", "ev1-t0-f1"] and (summary.trained, summary.skipped) == (1, 1)
     runs = read_table(spark, lake, tables.EVALUATION_RUNS).toPandas()
-    assert len(runs) == 2 * (4 + 2)  # folds x (2 tasks x 2 approaches + a colour-only baseline per task)
-    colour = runs[runs["approach"] == "colour"]
+    assert len(runs) == 2 * (4 + 4)  # folds x (2 tasks x 2 approaches + colour-only and size-only per task)
+    colour, size = runs[runs["approach"] == "colour"], runs[runs["approach"] == "size"]
     assert set(colour["backbone"]) == {"histogram+logreg"} and set(colour["task"]) == {"binary", "fab4"}
+    assert set(size["backbone"]) == {"area+logreg"} and set(size["task"]) == {"binary", "fab4"}
     assert set(runs["split_seed"]) == set(runs["augment_seed"]) == {7}  # evaluate.seed + trial 0
     assert (runs["n_test"] > 0).all() and (runs["n_train"] + runs["n_val"] + runs["n_test"] == N_SLIDES).all()
     assert set(runs["train_run_id"]) == {"ev1-t0-f0", "ev1-t0-f1"}
-    assert (runs[runs["approach"] != "colour"]["seconds"] == 2.5).all()
+    assert (runs[~runs["approach"].isin(["colour", "size"])]["seconds"] == 2.5).all()
 
     metrics = read_table(spark, lake, tables.EVALUATION_METRICS).toPandas()
     keys = ["trial", "fold", "backbone", "task", "approach"]
-    assert len(metrics[keys].drop_duplicates()) == (2 + 1) * 6  # (folds + pooled) x models
+    assert len(metrics[keys].drop_duplicates()) == (2 + 1) * 8  # (folds + pooled) x models
     pooled = metrics[(metrics["fold"] == -1) & (metrics["metric"] == "n_test")]
     assert (pooled["value"] == N_SLIDES).all()  # every slide tested once per trial
     confusion = metrics[(metrics["fold"] == -1) & (metrics["metric"] == "confusion") & (metrics["task"] == "fab4")]
@@ -66,7 +67,7 @@ def test_evaluate_trains_every_fold_writes_tables_and_report_and_resumes(spark, 
     assert summary.report_path == str(tmp_path / "report" / "index.html") and os.path.getsize(summary.report_path)
     assert os.path.isfile(tmp_path / "report" / "figures" / "training_curves_trial-0-fold-0.png")
     printed = summary.format()
-    assert "HTML report:" in printed and "fab4    colour" in printed
+    assert "HTML report:" in printed and "fab4    colour" in printed and "fab4    size" in printed
     # The headline leads: the corrected difference over trials x folds, with what the design can detect.
     head = summary.results.headline
     assert set(head["task"]) == {"binary", "fab4"} and (head["n_pairs"] == 2).all()

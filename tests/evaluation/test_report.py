@@ -132,12 +132,16 @@ def test_calibration_section_shows_ece_before_and_after_each_models_temperature(
     assert len(figures) == len(table) and all(os.path.getsize(path) > 0 for _, path in figures)
 
 
-def test_comparison_panels_join_the_colour_baseline_fold_by_fold_and_carry_the_headline_test():
+def test_comparison_panels_join_the_shape_blind_baselines_fold_by_fold_and_carry_the_headline_test():
     predictions = make_predictions(
-        trials=2, folds=3, tasks=("binary", "fab4"), skill={"mtl": 0.5, "classical": 0.25, "colour": 0.1}
+        trials=2,
+        folds=3,
+        tasks=("binary", "fab4"),
+        skill={"mtl": 0.5, "classical": 0.25, "colour": 0.1, "size": 0.4},
     )
-    # as the evaluation stores it: the colour-only baseline under a backbone of its own
+    # as the evaluation stores them: each shape-blind baseline under a backbone of its own
     predictions.loc[predictions["approach"] == "colour", "backbone"] = "histogram+logreg"
+    predictions.loc[predictions["approach"] == "size", "backbone"] = "area+logreg"
     # unbalanced 4-class labels: of the L3 cases (every 4th of 36) keep one, so 9 of the 28 cases are the majority
     l3 = (predictions["task"] == "fab4") & (predictions["label"] == 3) & (predictions["item_id"] != "Im003")
     predictions = predictions[~l3].reset_index(drop=True)
@@ -148,12 +152,12 @@ def test_comparison_panels_join_the_colour_baseline_fold_by_fold_and_carry_the_h
 
     panels = report.comparison_panels(results)
 
-    assert list(panels) == ["InceptionV3 / binary", "InceptionV3 / fab4"]  # the baseline joins each task's panel
+    assert list(panels) == ["InceptionV3 / binary", "InceptionV3 / fab4"]  # the baselines join each task's panel
     for task in ("binary", "fab4"):
         frame, subtitle, majority = panels[f"InceptionV3 / {task}"]
-        assert list(frame.columns) == ["trial", "fold", "colour", "classical", "mtl"] and len(frame) == 2 * 3
+        assert list(frame.columns) == ["trial", "fold", "colour", "size", "classical", "mtl"] and len(frame) == 2 * 3
         for row in frame.itertuples():
-            for approach in ("colour", "classical", "mtl"):
+            for approach in ("colour", "size", "classical", "mtl"):
                 cases = predictions[
                     (predictions["task"] == task)
                     & (predictions["approach"] == approach)
@@ -178,4 +182,4 @@ def test_comparison_panels_keep_the_folds_both_approaches_scored():
 
     frame, _, _ = report.comparison_panels(results)["InceptionV3 / fab4"]
 
-    assert list(frame["fold"]) == [0, 1] and frame["colour"].isna().all()  # no baseline in this run: NaN
+    assert list(frame["fold"]) == [0, 1] and frame[["colour", "size"]].isna().all().all()  # no baselines: NaN

@@ -64,8 +64,9 @@ def test_train_registers_every_stage_with_matching_hash_and_data_versions(spark,
     split_ids = {r.record.split_id for r in summary.results}
     checks = read_table(spark, lake, tables.SPLITS).where(F.col("split_id").isin(sorted(split_ids)))
     assert {r["overlap_check"][:7] for r in checks.select("overlap_check").collect()} == {"passed:"}
-    # The colour-only baseline was fitted beside the stage-3 models and scored on the same test slides.
-    assert set(summary.colour) == {"binary"} and summary.colour["binary"]["test_n"] > 0
+    # The shape-blind baselines were fitted beside the stage-3 models and scored on the same test slides.
+    assert set(summary.baselines) == {"colour", "size"}
+    assert all(set(tasks) == {"binary"} and tasks["binary"]["test_n"] > 0 for tasks in summary.baselines.values())
     assert os.path.isfile(summary.curves_path)
     # A registered stage's checkpoints are freed (train.keep_checkpoints defaults to false); the
     # history and best-epoch record stay for the evaluation report's curves.

@@ -1,4 +1,4 @@
-"""The colour-only baseline sees what the classifier sees, minus the black backdrop (so not the cell size)."""
+"""The shape-blind baselines: colour of the cells' inner pixels (not their size), and the cells' areas."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from allmtl_spark.evaluation.baselines import colour_features, fit_predict, size_features
 from allmtl_spark.evaluation.colour_baseline import colour_histograms, nonblack
-from allmtl_spark.evaluation.colour_fold import colour_features, fit_predict_colour
 
 pytestmark = pytest.mark.unit
 
@@ -48,15 +48,33 @@ def test_a_colour_cue_is_found_and_size_alone_is_not():
     for images, expect_high in ((hue_shift, True), (size_only, False)):
         x = colour_features(np.stack(images), bins=16)
         train = np.arange(2 * n) % 2 == 0
-        scores = fit_predict_colour(x[train], labels[train], 2, x[~train])
+        scores = fit_predict(x[train], labels[train], 2, x[~train])
         accuracy = float(np.mean(scores.argmax(axis=1) == labels[~train]))
         assert (accuracy > 0.95) if expect_high else (accuracy < 0.7), (expect_high, accuracy)
 
 
+def test_size_features_are_each_tiles_cell_share_and_separate_sizes_that_colour_cannot():
+    rng = np.random.default_rng(2)
+    montage = np.zeros((76, 76, 3), np.uint8)
+    for (row, col), radius in zip([(0, 0), (0, 1), (1, 0), (1, 1)], (16, 12, 8, 0), strict=True):
+        if radius:
+            cv2.circle(montage, (19 + 38 * col, 19 + 38 * row), radius, (140, 90, 200), -1)
+    shares = size_features(montage[None], grid=2)[0]
+    assert shares.shape == (4,) and shares[3] == 0.0
+    np.testing.assert_allclose(shares[:3], np.pi * np.array([16, 12, 8]) ** 2 / 38**2, rtol=0.1)
+    assert size_features(montage[None], grid=1)[0, 0] == pytest.approx(shares.mean(), rel=0.01)
+    labels = np.repeat([0, 1], 40)
+    images = np.stack([disc(10 + 18 * y + int(rng.integers(0, 4)), (150, 90, 200)) for y in labels])
+    train = np.arange(80) % 2 == 0
+    for features, accurate in ((size_features(images), True), (colour_features(images, 16), False)):
+        scores = fit_predict(features[train], labels[train], 2, features[~train])
+        assert (np.mean(scores.argmax(axis=1) == labels[~train]) > 0.95) == accurate
+
+
 def test_classes_missing_from_training_get_zero_probability():
     x = np.random.default_rng(1).random((6, 4))
-    scores = fit_predict_colour(x, np.array([0, 0, 0, 2, 2, 2]), 4, x[:2])
+    scores = fit_predict(x, np.array([0, 0, 0, 2, 2, 2]), 4, x[:2])
     assert scores.shape == (2, 4) and (scores[:, [1, 3]] == 0).all()
     np.testing.assert_allclose(scores.sum(axis=1), 1.0)
-    only = fit_predict_colour(x, np.zeros(6, int), 3, x[:1])
+    only = fit_predict(x, np.zeros(6, int), 3, x[:1])
     assert only.tolist() == [[1.0, 0.0, 0.0]]
