@@ -83,9 +83,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
         view = None
         if cfg.train.slide_view == "montage" and cfg.train.cell_tile_um:
-            view = ClassifierView(
-                cfg.segmenter.pixel_size_um, cfg.train.cell_tile_um, cfg.train.montage_grid, cfg.train.input_size
-            )
+            working = cfg.segment.pixel_size_um or cfg.segmenter.pixel_size_um  # where the crops are cut
+            view = ClassifierView(working, cfg.train.cell_tile_um, cfg.train.montage_grid, cfg.train.input_size)
         print(run_check(cfg.synth, folds=args.folds, repeats=args.repeats, progress=print, view=view).format())
         return 0
     summary = write_dataset(cfg.synth, progress=print)
@@ -443,7 +442,8 @@ def _synth_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "--check",
         action="store_true",
-        help="write nothing; print colour-only vs morphology-only accuracy on the configured slides and crops",
+        help="write nothing; print colour-only vs morphology-only accuracy on the configured slides and crops, and "
+        "colour vs cell size on the classifier's montages",
     )
     cmd.add_argument("--folds", type=int, default=5, help="--check: cross-validation folds (default 5)")
     cmd.add_argument("--repeats", type=int, default=2, help="--check: repeats of the k-fold (default 2)")

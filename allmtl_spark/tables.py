@@ -397,9 +397,12 @@ _EVAL_KEY_DOCS = {
     "eval_id": "the evaluation run (`allmtl evaluate --eval-id` resumes it)",
     "trial": "repeat 0..evaluate.trials-1; trial t splits and augments with seed evaluate.seed + t",
     "fold": "test fold 0..evaluate.folds-1 of the trial",
-    "backbone": "InceptionV3 | Xception | InceptionResNetV2",
+    "backbone": (
+        "InceptionV3 | Xception | InceptionResNetV2; inner-histogram+logreg | area+logreg for the baselines "
+        "(histogram+logreg: the retired colour baseline that counted the cells' rims)"
+    ),
     "task": "binary | fab4",
-    "approach": "mtl (multistage) | classical",
+    "approach": "mtl (multistage) | classical | colour | size (the shape-blind baselines, evaluation/baselines.py)",
 }
 
 EVALUATION_RUNS = Table(

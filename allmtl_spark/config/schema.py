@@ -835,8 +835,8 @@ class EvaluateConfig:
     # len(tune.learning_rates) stage-3 trainings per model and fold. false: every fold uses the
     # train section's rates (stated in the report with where they came from).
     nested_tuning: bool = False
-    # Colour-only baseline in the report: per-channel histograms of the classifier's input + logistic
-    # regression, same folds; bins per channel.
+    # Colour-only baseline in the report: per-channel histograms of the cells' inner pixels in the
+    # classifier's input + logistic regression, same folds (beside the size-only one); bins per channel.
     colour_bins: int = 16
 
     def __post_init__(self) -> None:

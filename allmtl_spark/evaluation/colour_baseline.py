@@ -232,8 +232,8 @@ def interior(image: np.ndarray, margin: int = 1) -> np.ndarray:
 
     Resizing blends a cell's outermost pixels with the black backdrop. Their share of the cell is its
     perimeter over its area, so a histogram that counts them tells a small cell from a large one of the
-    same colour (the demo's cells at the classifier's 0.65 um/px: rims in, 4-class accuracy 0.654; rims
-    out, 0.460 with 0.5 for always answering the majority class). Leaving them out keeps the
+    same colour (``allmtl synth --check`` on the demo's montages: rims in, 4-class accuracy 0.629; rims
+    out, 0.479, where always answering the majority class scores 0.50). Leaving them out keeps the
     histogram about colour.
     """
     import cv2

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from allmtl_spark.evaluation.baselines import BASELINES  # noqa: E402
 from allmtl_spark.metrics import ConfusionMatrix, RocResult  # noqa: E402
 
 DPI = 100
@@ -26,7 +27,8 @@ COMPARISON_PANEL = (4.5, 3.5)  # one backbone/task panel of the per-fold compari
 COMPARISON_COLUMNS = 3  # panels per row
 SERIES = (("classical", "classical TL", "tab:orange"), ("mtl", "multistage TL", "tab:blue"))
 # The shape-blind baselines (evaluation/baselines.py), drawn before the deep models: the floors they must clear.
-BASELINE_SERIES = (("colour", "colour-only", "tab:grey"), ("size", "size-only", "tab:brown"))
+_BASELINE_COLOURS = ("tab:grey", "tab:brown", "tab:olive", "tab:pink")
+BASELINE_SERIES = tuple((b.approach, b.label, colour) for b, colour in zip(BASELINES, _BASELINE_COLOURS, strict=False))
 
 
 def _save(fig, path: str) -> str:
@@ -141,7 +143,7 @@ def plot_fold_comparison(
 ) -> str:
     """Each test fold's score of the shape-blind floors, classical and multistage TL, one panel per backbone/task.
 
-    A grey line joins one fold's three scores (the same test slides), so a reader sees whether the
+    A grey line joins one fold's scores (the same test slides), so a reader sees whether the
     approaches differ fold by fold or only on average; a marker with a bar gives each approach's mean
     and SD over the folds. The axis runs from 0 to 1 in every panel, so differences keep their size, and
     a dotted line marks what always calling the most frequent class would score.

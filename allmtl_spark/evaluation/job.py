@@ -32,7 +32,7 @@ from allmtl_spark import tables
 from allmtl_spark.config.loader import ConfigError
 from allmtl_spark.config.schema import EvaluateConfig, TrainConfig, TuneConfig
 from allmtl_spark.evaluation.aggregate import EvaluationResults, evaluate_predictions
-from allmtl_spark.evaluation.baselines import BASELINE_APPROACHES, BASELINES
+from allmtl_spark.evaluation.baselines import BASELINE_APPROACHES, BASELINES, LEGACY_BACKBONES, legacy_baseline_rows
 from allmtl_spark.evaluation.report import headline_accuracy, write_report
 from allmtl_spark.ids import check_run_id
 from allmtl_spark.lakehouse import Lakehouse, merge_new_rows, read_table
@@ -323,6 +323,15 @@ def evaluate_run(
             for b, t, a in runs[["backbone", "task", "approach"]].itertuples(index=False)
         ]
         runs = runs[pd.Series(keep, index=runs.index, dtype=bool)].reset_index(drop=True)
+    legacy = legacy_baseline_rows(runs["approach"].tolist(), runs["backbone"].tolist())
+    if legacy.any():
+        retired = ", ".join(f"{b} ({LEGACY_BACKBONES[b]})" for b in sorted(set(runs["backbone"][legacy])))
+        print(
+            f"[{eval_id}] left out {int(legacy.sum())} baseline row(s) of a retired baseline: {retired}; "
+            "start a new --eval-id to have the current baselines on every fold",
+            flush=True,
+        )
+        runs = runs[~legacy].reset_index(drop=True)
     if runs.empty:
         raise ConfigError(f"evaluation {eval_id} has no finished folds in {lake.path(tables.EVALUATION_RUNS)}")
     predictions, class_names = gather_predictions(spark, lake, runs)
@@ -440,10 +449,20 @@ def report_settings(eval_id: str, cfg: EvaluateConfig, train: TrainConfig) -> di
         "stage 2": "trained per fold on the cells of the fold's training-side slides and patients only",
         "stage-3 learning rates": tuning_statement(cfg, train),
         "shape-blind baselines": (
-            f"colour-only ({cfg.colour_bins} bins per channel of the cells' inner pixels) and size-only (each tile's "
-            "cell area), logistic regression, same folds"
+            f"colour-only ({cfg.colour_bins} bins per channel of the cells' inner pixels) and size-only ("
+            + size_statement(train)
+            + "), logistic regression, same folds"
         ),
     }
+
+
+def size_statement(train: TrainConfig) -> str:
+    """What the size-only baseline's features mean under the train section's view, in words."""
+    if train.slide_view != "montage":
+        return "the share of the slide image its isolated cells cover"
+    if train.cell_tile_um:
+        return f"each tile's cell area: tiles {train.cell_tile_um:g} um wide"
+    return "each tile's cell area relative to the slide's largest cell, which fills its tile (cell_tile_um null)"
 
 
 def tuning_statement(cfg: EvaluateConfig, train: TrainConfig) -> str:

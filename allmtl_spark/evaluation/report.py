@@ -404,7 +404,7 @@ def comparison_panels(
     ``fold``, one per shape-blind baseline (``colour``, ``size``), ``classical``, ``mtl``; a baseline's
     column is NaN where it is missing).
 
-    Each baseline has a backbone of its own (``histogram+logreg``, ``area+logreg``); it joins every deep
+    Each baseline has a backbone of its own (``inner-histogram+logreg``, ``area+logreg``); it joins every deep
     backbone's panel of its task, fold by fold. Under each panel's title goes the headline test; the
     reference line is the share of the task's most frequent class among its test cases.
     """
@@ -435,7 +435,7 @@ def _majority_share(results: EvaluationResults, task: str) -> float | None:
 
 
 def comparison_figure(results: EvaluationResults, folder: str, metric: str = "accuracy") -> tuple[str, str] | None:
-    """The report's headline figure: every test fold's score of the three approaches (``comparison_panels``)."""
+    """The report's headline figure: each test fold's baseline and model scores (``comparison_panels``)."""
     panels = comparison_panels(results, metric)
     if not panels:
         return None
@@ -567,8 +567,9 @@ trial's folds) are examples of what one run gives; runs with the same settings p
 <p>The two shape-blind baselines are logistic regressions on simple features of exactly the images the
 classifiers see, fitted on each fold's training side and tested on the same slides: <em>colour-only</em> reads
 per-channel colour histograms of the cells' inner pixels (the black backdrop and the cells' rims blended with
-it left out, as their share tells cell size), <em>size-only</em> reads the area of each cell in the montage and
-nothing else. A deep model that does not clear them has learnt nothing that colour or cell size alone does not
+it left out, as their share tells cell size), <em>size-only</em> reads how much of each montage tile its cell
+covers and nothing else (with <code>train.cell_tile_um</code> set, each cell's area; see the settings above). A
+deep model that does not clear them has learnt nothing that colour or cell size alone does not
 tell.</p>
 """
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from allmtl_spark.evaluation.baselines import colour_features, fit_predict, size_features
+from allmtl_spark.evaluation.baselines import colour_features, fit_predict, legacy_baseline_rows, size_features
 from allmtl_spark.evaluation.colour_baseline import colour_histograms, nonblack
 
 pytestmark = pytest.mark.unit
@@ -78,3 +78,9 @@ def test_classes_missing_from_training_get_zero_probability():
     np.testing.assert_allclose(scores.sum(axis=1), 1.0)
     only = fit_predict(x, np.zeros(6, int), 3, x[:1])
     assert only.tolist() == [[1.0, 0.0, 0.0]]
+
+
+def test_rows_of_the_retired_rims_in_colour_baseline_are_told_apart_from_the_current_ones():
+    approaches = ["colour", "colour", "size", "mtl"]
+    backbones = ["histogram+logreg", "inner-histogram+logreg", "area+logreg", "histogram+logreg"]
+    assert legacy_baseline_rows(approaches, backbones).tolist() == [True, False, False, False]

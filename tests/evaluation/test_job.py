@@ -42,7 +42,7 @@ def test_evaluate_trains_every_fold_writes_tables_and_report_and_resumes(spark, 
     runs = read_table(spark, lake, tables.EVALUATION_RUNS).toPandas()
     assert len(runs) == 2 * (4 + 4)  # folds x (2 tasks x 2 approaches + colour-only and size-only per task)
     colour, size = runs[runs["approach"] == "colour"], runs[runs["approach"] == "size"]
-    assert set(colour["backbone"]) == {"histogram+logreg"} and set(colour["task"]) == {"binary", "fab4"}
+    assert set(colour["backbone"]) == {"inner-histogram+logreg"} and set(colour["task"]) == {"binary", "fab4"}
     assert set(size["backbone"]) == {"area+logreg"} and set(size["task"]) == {"binary", "fab4"}
     assert set(runs["split_seed"]) == set(runs["augment_seed"]) == {7}  # evaluate.seed + trial 0
     assert (runs["n_test"] > 0).all() and (runs["n_train"] + runs["n_val"] + runs["n_test"] == N_SLIDES).all()

@@ -140,7 +140,7 @@ def test_comparison_panels_join_the_shape_blind_baselines_fold_by_fold_and_carry
         skill={"mtl": 0.5, "classical": 0.25, "colour": 0.1, "size": 0.4},
     )
     # as the evaluation stores them: each shape-blind baseline under a backbone of its own
-    predictions.loc[predictions["approach"] == "colour", "backbone"] = "histogram+logreg"
+    predictions.loc[predictions["approach"] == "colour", "backbone"] = "inner-histogram+logreg"
     predictions.loc[predictions["approach"] == "size", "backbone"] = "area+logreg"
     # unbalanced 4-class labels: of the L3 cases (every 4th of 36) keep one, so 9 of the 28 cases are the majority
     l3 = (predictions["task"] == "fab4") & (predictions["label"] == 3) & (predictions["item_id"] != "Im003")
