@@ -125,7 +125,7 @@ demo-ood-steps:
 
 # The cross-validated comparison (docs/evaluation.md): the demo's data, then `allmtl tune` on the
 # validation part of the training split (2 rates), a training job with those choices, and 5 folds x 1 trial
-# of both approaches on the 4-class task with the colour-only baseline. Sized for an hour on 2 cores after
+# of both approaches on the 4-class task with the colour-only and size-only baselines. Sized for an hour on 2 cores after
 # setup; a fresh clone took 41 min (docs/evaluation.md, "How long the demos take").
 FULL_CONF := conf/demo-full.yaml
 FULL_RUN := demo-full
@@ -142,7 +142,7 @@ demo-full: setup
 	  $(SUBMIT) jobs/tune_mtl.py --config $(FULL_CONF) --run-id $(FULL_RUN)-tune && $(TOOK)
 	@t0=$$(date +%s) && echo "== 6/7 train with the tuned rates (train.tuning_record)" && \
 	  $(SUBMIT) jobs/train_mtl.py --config $(FULL_CONF) --run-id $(FULL_RUN)-mtl --set train.tuning_record=$(FULL_TUNE) && $(TOOK)
-	@t0=$$(date +%s) && echo "== 7/7 cross-validated comparison: 5 folds x 1 trial, colour-only baseline" && \
+	@t0=$$(date +%s) && echo "== 7/7 cross-validated comparison: 5 folds x 1 trial, colour-only and size-only baselines" && \
 	  $(SUBMIT) jobs/evaluate_mtl.py --config $(FULL_CONF) --eval-id $(FULL_RUN)-eval --set train.tuning_record=$(FULL_TUNE) && $(TOOK)
 	@echo "make demo-full took (after setup) $$(( ($$(date +%s) - $(FULL_T0)) / 60 )) min $$(( ($$(date +%s) - $(FULL_T0)) % 60 )) s (load average $$(cut -d' ' -f1-3 /proc/loadavg))"
 
