@@ -119,19 +119,24 @@ def slide_examples(
 
 
 def slide_split(
-    spark: SparkSession, lake: Lakehouse, segmenter_version: str, cfg: SplitConfig, fold: tuple[int, int] | None
+    spark: SparkSession,
+    lake: Lakehouse,
+    segmenter_version: str,
+    cfg: SplitConfig,
+    fold: tuple[int, int] | None,
+    tasks: tuple[str, ...] = ("binary", "fab4"),
 ) -> pd.DataFrame:
-    """One split of every labelled, segmented slide, shared by all stage-3 tasks of a run.
+    """One split of every segmented slide labelled for a planned task, shared by all stage-3 tasks of a run.
 
     Grouped by patient (else slide) and stratified by the finest label a slide has (its FAB class,
     else normal / ALL), so the binary and the 4-class models of a run hold out the same slides and
-    stage 2 can be kept off all of them.
+    stage 2 can be kept off all of them. Slides no planned task can use (``slides_for_tasks``) stay
+    out, so the split does not change when such slides join the lakehouse.
 
     Returns:
         Columns key, item_id, group, patient, label (the stratification label), part; sorted by key.
     """
     slides = read_table(spark, lake, tables.SLIDES)
-    binary = F.when(F.col("label_binary") == 1, "ALL").when(F.col("label_binary") == 0, "normal")
     segmented = (
         read_table(spark, lake, tables.SEGMENTED_SLIDES)
         .where(F.col("segmenter_version") == segmenter_version)
@@ -145,17 +150,41 @@ def slide_split(
             F.col("slide_id").alias("item_id"),
             F.coalesce("patient_hash", F.concat(F.lit("slide:"), "slide_id")).alias("group"),
             F.col("patient_hash").alias("patient"),
-            F.coalesce("label_fab", binary).alias("label"),
+            "label_fab",
+            "label_binary",
         )
-        .where(F.col("label").isNotNull())
         .toPandas()
-        .sort_values("key")
-        .reset_index(drop=True)
     )
+    meta = slides_for_tasks(meta, tasks).sort_values("key").reset_index(drop=True)
     if meta.empty:
-        raise ValueError("no labelled, segmented slides: ingest and segment data first")
+        raise ValueError(f"no segmented slides labelled for {', '.join(tasks)}: ingest and segment data first")
     meta["part"] = parts_of(meta, cfg, fold).to_numpy()
     return meta
+
+
+def slides_for_tasks(meta: pd.DataFrame, tasks: tuple[str, ...]) -> pd.DataFrame:
+    """The slides a run's stage-3 tasks can use, with their stratification label (pure pandas).
+
+    A slide counts when it has the label of at least one task (``fab4``: a FAB class; ``binary``: normal or
+    ALL). Its stratification label is the finest it has: the FAB class, else normal / ALL.
+
+    Args:
+        meta: one row per slide with ``label_fab`` (class name or None) and ``label_binary`` (0, 1 or None).
+        tasks: the planned stage-3 tasks.
+
+    Returns:
+        The usable rows, ``label_fab`` and ``label_binary`` replaced by ``label``.
+    """
+    has_fab = meta["label_fab"].notna()
+    has_binary = meta["label_binary"].notna()
+    usable = pd.Series(False, index=meta.index)
+    if "fab4" in tasks:
+        usable |= has_fab
+    if "binary" in tasks:
+        usable |= has_binary
+    binary = meta["label_binary"].map({1: "ALL", 0: "normal"})
+    label = meta["label_fab"].where(has_fab, binary)
+    return meta.assign(label=label)[usable].drop(columns=["label_fab", "label_binary"])
 
 
 def parts_of(meta: pd.DataFrame, cfg: SplitConfig, fold: tuple[int, int] | None) -> pd.Series:

@@ -361,7 +361,7 @@ class _DataCache:
         cfg, spark, lake = self.cfg, self.spark, self.lake
         slide_tasks = sorted({p.task for p in plans if p.stage == "stage3"}, key=list(TASK_CLASSES).index)
         cell_tasks = sorted({p.task for p in plans if p.stage == "stage2"})
-        slides = slide_split(spark, lake, self.segmenter, cfg.split, self.fold)
+        slides = slide_split(spark, lake, self.segmenter, cfg.split, self.fold, tuple(slide_tasks))
         crop_um_per_px = crop_pixel_size(spark, lake, self.segmenter)
         tile_px = cell_tile_px(cfg.cell_tile_um, crop_um_per_px, self.segmenter)
         spec = ViewSpec(cfg.slide_view, cfg.input_size, cfg.montage_grid, tile_px=tile_px)

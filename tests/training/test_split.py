@@ -116,3 +116,38 @@ def test_overlap_check_fires_on_a_held_out_patient_and_on_groups_on_two_sides():
     cells = _cells([("c1", "p1", "p1", "s1", None, "train"), ("c7", "p1", "p1", "s1", None, "test")])
     with pytest.raises(LeakageError, match=r"stage-2 split puts group\(s\) \['p1'\]"):
         check_stage_overlap(_slides(), cells)
+
+
+def _labelled_slides(n: int, fab: bool, start: int = 0) -> pd.DataFrame:
+    classes = ("normal", "L1", "L2", "L3")
+    rows = []
+    for i in range(start, start + n):
+        label = classes[(i // 2) % 4]
+        rows.append(
+            {
+                "key": f"k{i:03d}",
+                "item_id": f"s{i}",
+                "group": f"p{i // 2}",
+                "patient": f"p{i // 2}",
+                "label_fab": label if fab else None,
+                "label_binary": float(label != "normal"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def test_slides_no_planned_task_can_use_do_not_move_the_split():
+    from allmtl_spark.training.datasets import slides_for_tasks
+
+    labelled = _labelled_slides(48, fab=True)
+    binary_only = _labelled_slides(24, fab=False, start=48)  # e.g. a scored ALL-IDB1 archive: file names give normal/ALL
+    everything = pd.concat([labelled, binary_only], ignore_index=True)
+
+    fab4 = slides_for_tasks(everything, ("fab4",))
+    assert list(fab4["key"]) == list(labelled["key"]) and list(fab4.columns)[-1] == "label"
+    alone = train_val_test(slides_for_tasks(labelled, ("fab4",)), 0.25, 0.15, seed=3)
+    assert train_val_test(fab4, 0.25, 0.15, seed=3).tolist() == alone.tolist()
+    # Counting the binary-only slides in, as the split once did, moves the 4-class slides between parts.
+    both = slides_for_tasks(everything, ("binary", "fab4"))
+    assert len(both) == 72 and set(both["label"][48:]) == {"normal", "ALL"} and both["label"][2] == "L1"
+    assert train_val_test(both, 0.25, 0.15, seed=3)[:48].tolist() != alone.tolist()
