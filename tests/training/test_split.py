@@ -140,7 +140,7 @@ def test_slides_no_planned_task_can_use_do_not_move_the_split():
     from allmtl_spark.training.datasets import slides_for_tasks
 
     labelled = _labelled_slides(48, fab=True)
-    binary_only = _labelled_slides(24, fab=False, start=48)  # e.g. a scored ALL-IDB1 archive: file names give normal/ALL
+    binary_only = _labelled_slides(24, fab=False, start=48)  # a scored ALL-IDB1 archive: names give normal/ALL
     everything = pd.concat([labelled, binary_only], ignore_index=True)
 
     fab4 = slides_for_tasks(everything, ("fab4",))
