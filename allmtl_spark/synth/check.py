@@ -38,7 +38,6 @@ from allmtl_spark.evaluation.colour_baseline import (
     CrossValidatedAccuracy,
     colour_histograms,
     compute_grouped_cv_accuracy,
-    interior,
     nonblack,
 )
 from allmtl_spark.synth.smear import SyntheticSlide
@@ -223,19 +222,17 @@ def classifier_view(slide: SyntheticSlide, view: ClassifierView) -> np.ndarray:
 
 
 def measure_view(picture: np.ndarray, view: ClassifierView, bins: int = 16) -> ViewMeasures:
-    """Colour with and without the cells' rims, and each tile's cell area in um^2, of one montage."""
-    edges = np.linspace(0, view.input_size, view.grid + 1).round().astype(int)
-    um2_per_px = (view.tile_um / (view.input_size / view.grid)) ** 2
-    cells = nonblack(picture)
-    areas = [
-        float(cells[edges[r] : edges[r + 1], edges[c] : edges[c + 1]].sum()) * um2_per_px
-        for r in range(view.grid)
-        for c in range(view.grid)
-    ]
+    """Colour with and without the cells' rims, and each tile's cell area in um^2, of one montage.
+
+    The inner colour and the areas are the evaluation's own baseline features (``evaluation.baselines``),
+    so the check scores exactly what those baselines are fitted on.
+    """
+    from allmtl_spark.evaluation.baselines import colour_features, size_features
+
     return ViewMeasures(
-        colour_with_rims=colour_histograms([picture], [cells], bins)[0],
-        colour=colour_histograms([picture], [interior(picture)], bins)[0],
-        areas_um2=np.array(areas),
+        colour_with_rims=colour_histograms([picture], [nonblack(picture)], bins)[0],
+        colour=colour_features(picture[None], bins)[0],
+        areas_um2=size_features(picture[None], grid=view.grid)[0] * view.tile_um**2,
     )
 
 
